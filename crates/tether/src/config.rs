@@ -1,0 +1,314 @@
+//! Configuration: TOML file (optional) overlaid with `TETHER_*` environment
+//! variables, validated once at start-up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener, limits and downstream behaviour.
+    pub server: ServerConfig,
+    /// Client session lifecycle.
+    pub session: SessionConfig,
+    /// How `/mcp` merges upstream catalogues.
+    pub federation: FederationConfig,
+    /// The upstream MCP servers.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// Listener, edge checks and downstream limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Legacy clients get no session: every request uses fresh upstream sessions.
+    pub stateless: bool,
+    /// Host header values accepted (port ignored); `"*"` accepts any.
+    pub allowed_hosts: Vec<String>,
+    /// Origin header hosts accepted when present (scheme and port ignored); `"*"` accepts any.
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Interval between SSE keepalive comments in seconds; 0 disables them.
+    pub sse_keepalive_secs: u64,
+    /// How long shutdown waits for in-flight work and upstream closes, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            stateless: false,
+            allowed_hosts: loopback_names(),
+            allowed_origins: loopback_names(),
+            max_body_bytes: 4 * 1024 * 1024,
+            sse_keepalive_secs: 15,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+fn loopback_names() -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
+}
+
+/// Client session lifecycle and caps.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session unused for this many seconds ends (and closes its upstream sessions).
+    pub idle_ttl_secs: u64,
+    /// Most client sessions held at once; more answer 503 with `Retry-After`.
+    pub max_sessions: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_ttl_secs: 30 * 60,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// How names from several upstreams share one namespace on `/mcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Naming {
+    /// Every tool and prompt is named `<upstream><separator><name>`.
+    Prefix,
+    /// Names are unchanged; on a collision the first upstream in config order wins and the
+    /// collision is logged and counted.
+    None,
+    /// Names are unchanged unless two upstreams share one; those are prefixed.
+    OnCollision,
+}
+
+/// Federation settings for `/mcp`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Naming policy.
+    pub naming: Naming,
+    /// Separator between upstream name and item name.
+    pub separator: String,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            naming: Naming::Prefix,
+            separator: "__".into(),
+        }
+    }
+}
+
+/// How Tether reaches an upstream over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Detect the upstream's era and transport.
+    #[default]
+    Auto,
+    /// Streamable HTTP (legacy sessions or modern stateless).
+    StreamableHttp,
+}
+
+/// Which protocol era Tether speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EraPreference {
+    /// Probe with a modern request; fall back to `initialize` on a non-modern 4xx.
+    #[default]
+    Auto,
+    /// Always `initialize` + session.
+    Legacy,
+    /// Always stateless 2026-07-28.
+    Modern,
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name; the prefix of its tools on `/mcp` and the `<upstream>` of `/u/<upstream>/mcp`.
+    pub name: String,
+    /// The upstream's MCP endpoint URL.
+    pub url: String,
+    /// Transport selection.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Static headers sent with every request (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Per-request timeout in seconds.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_secs: u64,
+    /// Which era to speak; `auto` probes the way the 2026-07-28 spec describes.
+    #[serde(default)]
+    pub era: EraPreference,
+    /// The upstream keeps no per-session state, so sessionless requests may share a small
+    /// pool of its sessions instead of opening one per call.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+fn default_upstream_timeout() -> u64 {
+    60
+}
+
+impl UpstreamConfig {
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+}
+
+/// A configuration problem found at load time.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if any), then `TETHER_*` variables
+    /// (`__` separates nesting: `TETHER_SERVER__LISTEN=127.0.0.1:9000`).
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let fig = fig.merge(Env::prefixed("TETHER_").split("__"));
+        let config: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (no environment overlay); used by tests and `check-config`.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let sep = &self.federation.separator;
+        if sep.is_empty() {
+            return Err(ConfigError("federation.separator must not be empty".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for up in &self.upstreams {
+            let valid = !up.name.is_empty()
+                && up.name.len() <= 64
+                && up
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(ConfigError(format!(
+                    "upstream name {:?} must be 1-64 characters of [A-Za-z0-9_-]",
+                    up.name
+                )));
+            }
+            if up.name.contains(sep.as_str()) {
+                return Err(ConfigError(format!(
+                    "upstream name {:?} contains the federation separator {sep:?}",
+                    up.name
+                )));
+            }
+            if !seen.insert(up.name.as_str()) {
+                return Err(ConfigError(format!(
+                    "upstream name {:?} is used twice",
+                    up.name
+                )));
+            }
+            let url = reqwest::Url::parse(&up.url)
+                .map_err(|e| ConfigError(format!("upstream {:?}: bad url: {e}", up.name)))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError(format!(
+                    "upstream {:?}: url must be http or https",
+                    up.name
+                )));
+            }
+            for (k, v) in &up.headers {
+                http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                    ConfigError(format!("upstream {:?}: bad header {k:?}", up.name))
+                })?;
+                http::HeaderValue::from_str(v).map_err(|_| {
+                    ConfigError(format!(
+                        "upstream {:?}: bad value for header {k:?}",
+                        up.name
+                    ))
+                })?;
+            }
+        }
+        if self.server.max_body_bytes == 0 || self.session.max_sessions == 0 {
+            return Err(ConfigError(
+                "server.max_body_bytes and session.max_sessions must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstreams_and_defaults() {
+        let c = Config::from_toml(
+            r#"
+            [federation]
+            naming = "on-collision"
+            [[upstreams]]
+            name = "a"
+            url = "http://127.0.0.1:1/mcp"
+            headers = { Authorization = "Bearer x" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.federation.naming, Naming::OnCollision);
+        assert_eq!(c.upstreams[0].timeout_secs, 60);
+        assert_eq!(c.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn rejects_bad_upstreams() {
+        for bad in [
+            "[[upstreams]]\nname = \"a__b\"\nurl = \"http://x/\"",
+            "[[upstreams]]\nname = \"a b\"\nurl = \"http://x/\"",
+            "[[upstreams]]\nname = \"a\"\nurl = \"ftp://x/\"",
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\n[[upstreams]]\nname = \"a\"\nurl = \"http://y/\"",
+            "[server]\nunknown_key = 1",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+}

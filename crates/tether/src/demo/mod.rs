@@ -1,0 +1,836 @@
+//! The built-in demo upstream MCP server (`tether demo-upstream`).
+//!
+//! A small, deterministic MCP server used by tests, benchmarks and demos. It
+//! speaks the legacy era (`initialize` + `Mcp-Session-Id`), the modern era
+//! (stateless, `_meta` on every request, MRTR) or both, over Streamable HTTP
+//! ([`http`]) or newline-delimited stdio ([`stdio`]). Method handlers here are
+//! transport-agnostic: they get a [`Call`] and return a result or an error.
+
+mod http;
+mod stdio;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dashmap::DashMap;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::jsonrpc::{ErrorObject, Message, code};
+use crate::protocol::{self, Era};
+
+/// Which protocol era(s) the demo server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DemoEra {
+    /// Only `initialize` + sessions (2024-11-05 … 2025-11-25).
+    Legacy,
+    /// Only stateless per-request `_meta` (2026-07-28).
+    Modern,
+    /// Both: modern `_meta` selects modern, `initialize` starts a legacy session.
+    #[default]
+    Dual,
+}
+
+impl DemoEra {
+    fn allows(self, era: Era) -> bool {
+        matches!(
+            (self, era),
+            (DemoEra::Dual, _) | (DemoEra::Legacy, Era::Legacy) | (DemoEra::Modern, Era::Modern)
+        )
+    }
+}
+
+/// Most live legacy sessions at once; `initialize` beyond this gets 503.
+const MAX_SESSIONS: usize = 10_000;
+/// Largest accepted request body (HTTP) or line (stdio).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+/// How long `sample` waits for the client's `sampling/createMessage` answer.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_STEPS: u64 = 100;
+const MAX_DELAY_MS: u64 = 10_000;
+
+/// The demo upstream server; cheap to clone (all state is shared).
+#[derive(Clone)]
+pub struct DemoServer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    era: DemoEra,
+    sessions: DashMap<String, Arc<Session>>,
+    /// The modern era has no sessions, so its counter tools share this one process-wide counter.
+    modern_counter: AtomicU64,
+    next_request_id: AtomicU64,
+    initializes: AtomicU64,
+    deletes: AtomicU64,
+    modern_requests: AtomicU64,
+    tool_calls: AtomicU64,
+}
+
+/// One legacy session (HTTP) or the implicit stdio session.
+#[derive(Default)]
+struct Session {
+    counter: AtomicU64,
+    /// Whether the client declared the `sampling` capability at `initialize`.
+    sampling: AtomicBool,
+    /// Server→client requests awaiting the client's response, by normalized id.
+    pending: DashMap<String, oneshot::Sender<Value>>,
+    /// Flips to `true` when the session ends (closes its GET stream).
+    closed: watch::Sender<bool>,
+}
+
+impl Session {
+    fn new(sampling: bool) -> Self {
+        Session {
+            sampling: AtomicBool::new(sampling),
+            ..Session::default()
+        }
+    }
+
+    /// Hands a client's JSON-RPC response to the tool call waiting for it.
+    fn deliver(&self, response: Value) {
+        let key = response.get("id").map(id_key).unwrap_or_default();
+        match self.pending.remove(&key) {
+            Some((_, tx)) => {
+                let _ = tx.send(response);
+            }
+            None => tracing::debug!(id = %key, "response for no pending request"),
+        }
+    }
+}
+
+impl DemoServer {
+    /// A demo server answering the given era(s).
+    pub fn new(era: DemoEra) -> Self {
+        DemoServer {
+            shared: Arc::new(Shared {
+                era,
+                ..Shared::default()
+            }),
+        }
+    }
+
+    /// The axum router serving `/mcp` (POST/GET/DELETE) and `/stats`.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.shared.clone())
+    }
+
+    /// Serve HTTP on a bound listener until the future is dropped; sets
+    /// `TCP_NODELAY` on accepted sockets so streamed events leave at once.
+    pub async fn serve_http(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|s| {
+            let _ = s.set_nodelay(true);
+        });
+        axum::serve(listener, self.router()).await
+    }
+
+    /// Serve one client over stdin/stdout until stdin closes.
+    pub async fn serve_stdio(self) -> std::io::Result<()> {
+        stdio::serve(self.shared).await
+    }
+}
+
+/// Normalizes a JSON-RPC id so `"a"` and `"\u0061"` match.
+fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+/// A fresh session id: 128 random bits, base64url without padding.
+fn mint_session_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn err(code: i64, message: impl Into<String>) -> ErrorObject {
+    ErrorObject::new(code, message)
+}
+
+fn invalid(what: impl std::fmt::Display) -> ErrorObject {
+    err(code::INVALID_PARAMS, format!("Invalid params: {what}"))
+}
+
+fn missing_meta(key: &str) -> ErrorObject {
+    invalid(format_args!("missing _meta[\"{key}\"]"))
+}
+
+/// A message's `params` as a JSON value (`null` when absent).
+fn params_of(msg: &Message) -> Value {
+    msg.params
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The modern protocol version a request declares in `_meta`, if it declares one.
+fn meta_version(params: &Value) -> Option<&Value> {
+    params.get("_meta")?.get(protocol::META_PROTOCOL_VERSION)
+}
+
+fn unsupported_version(requested: &Value) -> ErrorObject {
+    let requested = requested
+        .as_str()
+        .map_or_else(|| requested.to_string(), str::to_owned);
+    err(
+        protocol::ERROR_UNSUPPORTED_VERSION,
+        "Unsupported protocol version",
+    )
+    .with_data(json!({"supported": protocol::MODERN_VERSIONS, "requested": requested}))
+}
+
+/// Decides which era serves a request, or the (HTTP 400) error rejecting it.
+fn route(era: DemoEra, method: Option<&str>, params: &Value) -> Result<Era, ErrorObject> {
+    if method == Some("initialize") {
+        if era.allows(Era::Legacy) {
+            return Ok(Era::Legacy);
+        }
+        let requested = params
+            .get("protocolVersion")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut e = unsupported_version(&requested);
+        e.message = format!(
+            "Unsupported protocol version: this server speaks only {}",
+            protocol::MODERN_VERSION
+        );
+        return Err(e);
+    }
+    if meta_version(params).is_some() && era.allows(Era::Modern) {
+        return Ok(Era::Modern);
+    }
+    if era.allows(Era::Legacy) {
+        return Ok(Era::Legacy);
+    }
+    Err(missing_meta(protocol::META_PROTOCOL_VERSION))
+}
+
+/// Checks a modern request's `_meta` (and the `MCP-Protocol-Version` header, when present).
+fn validate_modern(params: &Value, header_version: Option<&str>) -> Result<(), ErrorObject> {
+    let version = meta_version(params).unwrap_or(&Value::Null);
+    let Some(v) = version.as_str().filter(|v| protocol::is_modern_version(v)) else {
+        return Err(unsupported_version(version));
+    };
+    if let Some(h) = header_version.filter(|h| *h != v) {
+        return Err(err(
+            protocol::ERROR_HEADER_MISMATCH,
+            format!(
+                "Header mismatch: MCP-Protocol-Version header value '{h}' does not match body value '{v}'"
+            ),
+        ));
+    }
+    if !params["_meta"]
+        .get(protocol::META_CLIENT_CAPABILITIES)
+        .is_some_and(Value::is_object)
+    {
+        return Err(missing_meta(protocol::META_CLIENT_CAPABILITIES));
+    }
+    Ok(())
+}
+
+/// HTTP status for a JSON-RPC error produced by a handler.
+fn error_status(era: Era, e: &ErrorObject) -> u16 {
+    match (era, e.code) {
+        (Era::Modern, code::METHOD_NOT_FOUND) => 404,
+        (Era::Modern, c) if protocol::is_modern_error_code(c) => 400,
+        _ => 200,
+    }
+}
+
+/// Serializes a handler outcome as a JSON-RPC response, with its HTTP status.
+/// Modern results get `resultType`, cache hints where applicable and `_meta` serverInfo.
+fn finish(
+    era: Era,
+    method: &str,
+    id: &RawValue,
+    outcome: Result<Value, ErrorObject>,
+) -> (u16, Vec<u8>) {
+    match outcome {
+        Ok(mut result) => {
+            if era == Era::Modern {
+                decorate_modern(method, &mut result);
+            }
+            (
+                200,
+                crate::jsonrpc::response(id, &crate::jsonrpc::to_raw(&result)),
+            )
+        }
+        Err(e) => (error_status(era, &e), e.to_response(Some(id))),
+    }
+}
+
+fn decorate_modern(method: &str, result: &mut Value) {
+    let Some(obj) = result.as_object_mut() else {
+        return;
+    };
+    obj.entry("resultType").or_insert_with(|| json!("complete"));
+    if protocol::is_cacheable_method(method) {
+        obj.entry("ttlMs").or_insert_with(|| json!(0));
+        obj.entry("cacheScope").or_insert_with(|| json!("public"));
+    }
+    let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.insert(protocol::META_SERVER_INFO.into(), server_info());
+    }
+}
+
+fn server_info() -> Value {
+    json!({"name": "tether-demo-upstream", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn capabilities() -> Value {
+    json!({"tools": {"listChanged": false}, "prompts": {}, "resources": {}, "logging": {}, "completions": {}})
+}
+
+/// The legacy `InitializeResult`, and whether the client declared `sampling`.
+fn initialize_result(params: &Value) -> (Value, bool) {
+    let requested = params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let sampling = params
+        .get("capabilities")
+        .and_then(|c| c.get("sampling"))
+        .is_some();
+    let result = json!({
+        "protocolVersion": protocol::negotiate_legacy(requested),
+        "capabilities": capabilities(),
+        "serverInfo": server_info(),
+        "instructions": "Tether demo upstream: echo, counters, progress, sampling, a greeting prompt and demo:// resources.",
+    });
+    (result, sampling)
+}
+
+/// Whether a request's answer is an SSE stream on HTTP: `progress` always,
+/// legacy `sample` because it sends a request to the client on that stream.
+fn streams(era: Era, method: &str, params: &Value) -> bool {
+    let tool = params.get("name").and_then(Value::as_str);
+    method == "tools/call"
+        && (tool == Some("progress") || (era == Era::Legacy && tool == Some("sample")))
+}
+
+/// One request being served: its era, session, params and the sink for
+/// messages sent before the result (progress notifications, sampling requests).
+struct Call {
+    shared: Arc<Shared>,
+    era: Era,
+    session: Option<Arc<Session>>,
+    out: Option<mpsc::Sender<Vec<u8>>>,
+    params: Value,
+}
+
+impl Call {
+    fn new(shared: &Arc<Shared>, era: Era, session: Option<Arc<Session>>, params: Value) -> Self {
+        Call {
+            shared: shared.clone(),
+            era,
+            session,
+            out: None,
+            params,
+        }
+    }
+
+    /// Runs the request and serializes its response, with the HTTP status.
+    async fn run(&self, method: &str, id: &RawValue) -> (u16, Vec<u8>) {
+        finish(self.era, method, id, self.dispatch(method).await)
+    }
+
+    /// Runs one request method (everything except `initialize`, which transports own).
+    async fn dispatch(&self, method: &str) -> Result<Value, ErrorObject> {
+        let (legacy, modern) = (self.era == Era::Legacy, self.era == Era::Modern);
+        match method {
+            "ping" | "logging/setLevel" if legacy => Ok(json!({})),
+            "server/discover" if modern => Ok(json!({
+                "supportedVersions": protocol::MODERN_VERSIONS,
+                "capabilities": capabilities(),
+            })),
+            "tools/list" => Ok(json!({"tools": tool_list()})),
+            "tools/call" => self.call_tool().await,
+            "prompts/list" => Ok(json!({"prompts": [{
+                "name": "greeting",
+                "description": "A friendly greeting for someone",
+                "arguments": [{"name": "name", "description": "Who to greet", "required": true}],
+            }]})),
+            "prompts/get" => self.get_prompt(),
+            "resources/list" => Ok(json!({"resources": [{
+                "uri": "demo://readme", "name": "readme", "mimeType": "text/plain",
+            }]})),
+            "resources/templates/list" => Ok(json!({"resourceTemplates": [{
+                "uriTemplate": "demo://items/{id}", "name": "item", "mimeType": "text/plain",
+            }]})),
+            "resources/read" => self.read_resource(),
+            "completion/complete" => Ok(json!({"completion": {"values": [], "hasMore": false}})),
+            _ => Err(err(
+                code::METHOD_NOT_FOUND,
+                format!("Method not found: {method}"),
+            )),
+        }
+    }
+
+    fn get_prompt(&self) -> Result<Value, ErrorObject> {
+        if self.params.get("name").and_then(Value::as_str) != Some("greeting") {
+            return Err(invalid("unknown prompt"));
+        }
+        let Some(name) = self
+            .params
+            .pointer("/arguments/name")
+            .and_then(Value::as_str)
+        else {
+            return Err(invalid("missing required argument 'name'"));
+        };
+        Ok(
+            json!({"messages": [{"role": "user", "content": {"type": "text", "text": format!("Hello, {name}!")}}]}),
+        )
+    }
+
+    fn read_resource(&self) -> Result<Value, ErrorObject> {
+        let uri = self.params.get("uri").and_then(Value::as_str).unwrap_or("");
+        let Some(text) = resource_text(uri) else {
+            let code = if self.era == Era::Legacy {
+                code::RESOURCE_NOT_FOUND
+            } else {
+                code::INVALID_PARAMS
+            };
+            return Err(err(code, "Resource not found").with_data(json!({"uri": uri})));
+        };
+        Ok(json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}))
+    }
+
+    async fn call_tool(&self) -> Result<Value, ErrorObject> {
+        self.shared.tool_calls.fetch_add(1, Ordering::Relaxed);
+        let name = self
+            .params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let args = self
+            .params
+            .get("arguments")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let counter = match &self.session {
+            Some(s) if self.era == Era::Legacy => &s.counter,
+            _ => &self.shared.modern_counter,
+        };
+        match name {
+            "echo" => match args.get("text").and_then(Value::as_str) {
+                Some(text) => Ok(text_result(text)),
+                None => Err(invalid("'text' must be a string")),
+            },
+            "counter_increment" => Ok(count_result(counter.fetch_add(1, Ordering::Relaxed) + 1)),
+            "counter_get" => Ok(count_result(counter.load(Ordering::Relaxed))),
+            "progress" => {
+                let steps = int_arg(&args, "steps", 3)?.min(MAX_STEPS);
+                let delay = int_arg(&args, "delay_ms", 100)?.min(MAX_DELAY_MS);
+                self.progress(steps, Duration::from_millis(delay)).await
+            }
+            "sample" => {
+                let Some(prompt) = args.get("prompt").and_then(Value::as_str) else {
+                    return Err(invalid("'prompt' must be a string"));
+                };
+                match self.era {
+                    Era::Legacy => self.sample_legacy(prompt).await,
+                    Era::Modern => self.sample_modern(prompt),
+                }
+            }
+            _ => Err(invalid(format_args!("unknown tool '{name}'"))),
+        }
+    }
+
+    /// Sends one message ahead of the result; `false` when the client went away.
+    async fn emit(&self, message: &Value) -> bool {
+        match &self.out {
+            Some(out) => out
+                .send(serde_json::to_vec(message).unwrap_or_default())
+                .await
+                .is_ok(),
+            None => true,
+        }
+    }
+
+    /// Resolves when the client stops listening (HTTP: closed the SSE stream).
+    async fn gone(&self) {
+        match &self.out {
+            Some(out) => out.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn progress(&self, steps: u64, delay: Duration) -> Result<Value, ErrorObject> {
+        let token = self.params.pointer("/_meta/progressToken").cloned();
+        for i in 1..=steps {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.gone() => return Err(cancelled()),
+            }
+            if let Some(token) = &token {
+                let note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
+                    "progressToken": token, "progress": i, "total": steps,
+                    "message": format!("step {i} of {steps}"),
+                }});
+                if !self.emit(&note).await {
+                    return Err(cancelled());
+                }
+            }
+        }
+        Ok(text_result(&format!("completed {steps} steps")))
+    }
+
+    /// Legacy sampling: a `sampling/createMessage` request to the client, answered by a POSTed response.
+    async fn sample_legacy(&self, prompt: &str) -> Result<Value, ErrorObject> {
+        let (Some(session), Some(_)) = (&self.session, &self.out) else {
+            return Ok(tool_error(
+                "sample needs a session and a streaming response",
+            ));
+        };
+        if !session.sampling.load(Ordering::Relaxed) {
+            return Ok(tool_error(
+                "the client did not declare the 'sampling' capability",
+            ));
+        }
+        let n = self.shared.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let id = json!(format!("tether-demo-sample-{n}"));
+        let (tx, rx) = oneshot::channel();
+        session.pending.insert(id_key(&id), tx);
+        let params = sampling_params(prompt);
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": "sampling/createMessage", "params": params});
+        let outcome = match self.emit(&request).await {
+            true => tokio::select! {
+                r = tokio::time::timeout(SAMPLE_TIMEOUT, rx) => Some(r),
+                () = self.gone() => None,
+            },
+            false => None,
+        };
+        session.pending.remove(&id_key(&id));
+        match outcome {
+            None => Err(cancelled()),
+            Some(Err(_)) => Ok(tool_error("sampling timed out after 30 s")),
+            Some(Ok(Err(_))) => Ok(tool_error("sampling request abandoned")),
+            Some(Ok(Ok(response))) => Ok(
+                match (response.get("result"), response.pointer("/error/message")) {
+                    (Some(result), _) => text_result(&format!("sampled: {}", content_text(result))),
+                    (None, e) => tool_error(&format!(
+                        "the client refused sampling: {}",
+                        e.unwrap_or(&response)
+                    )),
+                },
+            ),
+        }
+    }
+
+    /// Modern sampling: MRTR. First answer `input_required`; the retry carries the completion.
+    fn sample_modern(&self, prompt: &str) -> Result<Value, ErrorObject> {
+        let caps = self.params["_meta"].get(protocol::META_CLIENT_CAPABILITIES);
+        if caps.and_then(|c| c.get("sampling")).is_none() {
+            let e = err(
+                protocol::ERROR_MISSING_CAPABILITY,
+                "Missing required client capability: sampling",
+            );
+            return Err(e.with_data(json!({"requiredCapabilities": {"sampling": {}}})));
+        }
+        let state = request_state(prompt);
+        if let Some(answer) = self.params.pointer("/inputResponses/sample") {
+            if self.params.get("requestState").and_then(Value::as_str) != Some(state.as_str()) {
+                return Err(invalid("requestState does not match this request"));
+            }
+            return Ok(text_result(&format!("sampled: {}", content_text(answer))));
+        }
+        Ok(json!({
+            "resultType": "input_required",
+            "inputRequests": {"sample": {"method": "sampling/createMessage", "params": sampling_params(prompt)}},
+            "requestState": state,
+        }))
+    }
+}
+
+fn cancelled() -> ErrorObject {
+    err(code::INTERNAL_ERROR, "request cancelled")
+}
+
+/// Reads an optional non-negative integer tool argument.
+fn int_arg(args: &Value, key: &str, default: u64) -> Result<u64, ErrorObject> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| invalid(format_args!("'{key}' must be a non-negative integer"))),
+    }
+}
+
+fn text_result(text: &str) -> Value {
+    json!({"content": [{"type": "text", "text": text}]})
+}
+
+fn tool_error(text: &str) -> Value {
+    json!({"content": [{"type": "text", "text": text}], "isError": true})
+}
+
+fn count_result(n: u64) -> Value {
+    json!({"content": [{"type": "text", "text": n.to_string()}], "structuredContent": {"count": n}})
+}
+
+fn sampling_params(prompt: &str) -> Value {
+    json!({"messages": [{"role": "user", "content": {"type": "text", "text": prompt}}], "maxTokens": 100})
+}
+
+/// The text of a `CreateMessageResult`'s content (a block or an array of blocks).
+fn content_text(result: &Value) -> String {
+    let text = |b: &Value| {
+        b.get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    match result.get("content") {
+        Some(Value::Array(blocks)) => blocks.iter().map(text).collect::<Vec<_>>().join(""),
+        Some(block) => text(block),
+        None => String::new(),
+    }
+}
+
+/// Opaque MRTR state binding a retry to its prompt. Not integrity-protected:
+/// it gates nothing but the demo's own consistency check.
+fn request_state(prompt: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    prompt.hash(&mut h);
+    URL_SAFE_NO_PAD.encode(format!("v1:sample:{:016x}", h.finish()))
+}
+
+fn resource_text(uri: &str) -> Option<String> {
+    if uri == "demo://readme" {
+        return Some("Tether demo upstream".into());
+    }
+    let id = uri.strip_prefix("demo://items/")?;
+    (!id.is_empty() && !id.contains('/')).then(|| format!("item {id}"))
+}
+
+fn tool_list() -> Value {
+    let empty = json!({"type": "object", "properties": {}, "additionalProperties": false});
+    let count = json!({"type": "object", "properties": {"count": {"type": "integer"}}, "required": ["count"]});
+    json!([
+        {"name": "echo", "description": "Echo the given text back", "inputSchema": {
+            "type": "object", "properties": {"text": {"type": "string", "description": "Text to echo"}},
+            "required": ["text"], "additionalProperties": false}},
+        {"name": "counter_increment", "description": "Increment and return the counter (per session; process-wide in the modern era)",
+            "inputSchema": empty, "outputSchema": count},
+        {"name": "counter_get", "description": "Return the counter without changing it",
+            "inputSchema": empty, "outputSchema": count},
+        {"name": "progress", "description": "Run a few timed steps, reporting progress when given a progressToken",
+            "inputSchema": {"type": "object", "properties": {
+                "steps": {"type": "integer", "minimum": 0, "default": 3, "description": "Number of steps (capped at 100)"},
+                "delay_ms": {"type": "integer", "minimum": 0, "default": 100, "description": "Delay before each step in ms (capped at 10000)"}},
+            "additionalProperties": false}},
+        {"name": "sample", "description": "Ask the client's LLM to complete a prompt (needs the sampling capability)",
+            "inputSchema": {"type": "object", "properties": {"prompt": {"type": "string", "description": "Prompt to complete"}},
+            "required": ["prompt"], "additionalProperties": false}},
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modern(extra: Value) -> Value {
+        let mut p = json!({"_meta": {protocol::META_PROTOCOL_VERSION: protocol::MODERN_VERSION,
+            protocol::META_CLIENT_CAPABILITIES: {}}});
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        p
+    }
+
+    #[test]
+    fn routes_by_era() {
+        let m = modern(json!({}));
+        let plain = json!({});
+        assert_eq!(
+            route(DemoEra::Dual, Some("tools/list"), &m).unwrap(),
+            Era::Modern
+        );
+        assert_eq!(
+            route(DemoEra::Dual, Some("tools/list"), &plain).unwrap(),
+            Era::Legacy
+        );
+        assert_eq!(
+            route(DemoEra::Dual, Some("initialize"), &m).unwrap(),
+            Era::Legacy
+        );
+        assert_eq!(
+            route(DemoEra::Legacy, Some("server/discover"), &m).unwrap(),
+            Era::Legacy
+        );
+        let e = route(
+            DemoEra::Modern,
+            Some("initialize"),
+            &json!({"protocolVersion": "2025-06-18"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, protocol::ERROR_UNSUPPORTED_VERSION);
+        assert_eq!(e.data.unwrap()["requested"], "2025-06-18");
+        assert_eq!(
+            route(DemoEra::Modern, Some("tools/list"), &plain)
+                .unwrap_err()
+                .code,
+            code::INVALID_PARAMS
+        );
+    }
+
+    #[test]
+    fn validates_modern_meta() {
+        assert!(validate_modern(&modern(json!({})), None).is_ok());
+        assert!(validate_modern(&modern(json!({})), Some(protocol::MODERN_VERSION)).is_ok());
+        assert_eq!(
+            validate_modern(&modern(json!({})), Some("2025-11-25"))
+                .unwrap_err()
+                .code,
+            protocol::ERROR_HEADER_MISMATCH
+        );
+        let old = json!({"_meta": {protocol::META_PROTOCOL_VERSION: "1900-01-01", protocol::META_CLIENT_CAPABILITIES: {}}});
+        let e = validate_modern(&old, None).unwrap_err();
+        assert_eq!(
+            (e.code, e.data.unwrap()["requested"].clone()),
+            (protocol::ERROR_UNSUPPORTED_VERSION, json!("1900-01-01"))
+        );
+        let no_caps = json!({"_meta": {protocol::META_PROTOCOL_VERSION: protocol::MODERN_VERSION}});
+        assert_eq!(
+            validate_modern(&no_caps, None).unwrap_err().code,
+            code::INVALID_PARAMS
+        );
+    }
+
+    #[test]
+    fn decorates_modern_results() {
+        let mut r = json!({"tools": []});
+        decorate_modern("tools/list", &mut r);
+        assert_eq!(r["resultType"], "complete");
+        assert_eq!(
+            (r["ttlMs"].clone(), r["cacheScope"].clone()),
+            (json!(0), json!("public"))
+        );
+        assert_eq!(
+            r["_meta"][protocol::META_SERVER_INFO]["name"],
+            "tether-demo-upstream"
+        );
+        let mut r = json!({"resultType": "input_required"});
+        decorate_modern("tools/call", &mut r);
+        assert_eq!(r["resultType"], "input_required");
+        assert!(r.get("ttlMs").is_none());
+        let id = crate::jsonrpc::to_raw(&1);
+        let (status, _) = finish(
+            Era::Modern,
+            "x",
+            &id,
+            Err(err(code::METHOD_NOT_FOUND, "no")),
+        );
+        assert_eq!(status, 404);
+        assert_eq!(
+            finish(
+                Era::Legacy,
+                "x",
+                &id,
+                Err(err(code::METHOD_NOT_FOUND, "no"))
+            )
+            .0,
+            200
+        );
+    }
+
+    #[test]
+    fn pure_helpers() {
+        assert_eq!(resource_text("demo://items/42").as_deref(), Some("item 42"));
+        assert_eq!(
+            resource_text("demo://readme").as_deref(),
+            Some("Tether demo upstream")
+        );
+        assert!(resource_text("demo://items/").is_none() && resource_text("demo://nope").is_none());
+        assert_eq!(int_arg(&json!({"steps": 5}), "steps", 3).unwrap(), 5);
+        assert_eq!(int_arg(&json!({}), "steps", 3).unwrap(), 3);
+        assert!(int_arg(&json!({"steps": -1}), "steps", 3).is_err());
+        assert_eq!(
+            content_text(&json!({"content": {"type": "text", "text": "hi"}})),
+            "hi"
+        );
+        assert_eq!(
+            content_text(&json!({"content": [{"type": "text", "text": "a"}, {"text": "b"}]})),
+            "ab"
+        );
+        assert_eq!(request_state("x"), request_state("x"));
+        assert_ne!(request_state("x"), request_state("y"));
+        let id = mint_session_id().unwrap();
+        assert!(
+            id.len() >= 22
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        assert!(streams(
+            Era::Legacy,
+            "tools/call",
+            &json!({"name": "sample"})
+        ));
+        assert!(!streams(
+            Era::Modern,
+            "tools/call",
+            &json!({"name": "sample"})
+        ));
+    }
+
+    #[tokio::test]
+    async fn mrtr_sample_round_trip() {
+        let shared = DemoServer::new(DemoEra::Modern).shared;
+        let mut params = modern(json!({"name": "sample", "arguments": {"prompt": "hi"}}));
+        params["_meta"][protocol::META_CLIENT_CAPABILITIES] = json!({"sampling": {}});
+        let call = Call::new(&shared, Era::Modern, None, params.clone());
+        let first = call.dispatch("tools/call").await.unwrap();
+        assert_eq!(first["resultType"], "input_required");
+        params["requestState"] = first["requestState"].clone();
+        params["inputResponses"] = json!({"sample": {"content": {"type": "text", "text": "yo"}}});
+        let call = Call::new(&shared, Era::Modern, None, params);
+        assert_eq!(
+            call.dispatch("tools/call").await.unwrap()["content"][0]["text"],
+            "sampled: yo"
+        );
+    }
+
+    #[tokio::test]
+    async fn legacy_sample_and_progress_use_the_stream() {
+        let shared = DemoServer::new(DemoEra::Legacy).shared;
+        let session = Arc::new(Session::new(true));
+        let (tx, mut rx) = mpsc::channel(8);
+        let params = json!({"name": "sample", "arguments": {"prompt": "p"}});
+        let mut call = Call::new(&shared, Era::Legacy, Some(session.clone()), params);
+        call.out = Some(tx.clone());
+        let task = tokio::spawn(async move { call.dispatch("tools/call").await });
+        let req: Value = serde_json::from_slice(&rx.recv().await.unwrap()).unwrap();
+        assert_eq!(req["method"], "sampling/createMessage");
+        session.deliver(
+            json!({"id": req["id"], "result": {"content": {"type": "text", "text": "ok"}}}),
+        );
+        assert_eq!(
+            task.await.unwrap().unwrap()["content"][0]["text"],
+            "sampled: ok"
+        );
+
+        let args = json!({"name": "progress", "arguments": {"steps": 2, "delay_ms": 1}, "_meta": {"progressToken": 5}});
+        let mut call = Call::new(&shared, Era::Legacy, Some(session), args);
+        call.out = Some(tx);
+        let result = call.dispatch("tools/call").await.unwrap();
+        assert_eq!(result["content"][0]["text"], "completed 2 steps");
+        for i in 1..=2 {
+            let note: Value = serde_json::from_slice(&rx.recv().await.unwrap()).unwrap();
+            assert_eq!(
+                (
+                    note["params"]["progress"].clone(),
+                    note["params"]["total"].clone()
+                ),
+                (json!(i), json!(2))
+            );
+        }
+    }
+}

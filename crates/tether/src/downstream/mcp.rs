@@ -1,0 +1,534 @@
+//! The Streamable HTTP endpoint for both eras: POST (messages), GET (the
+//! session's server→client stream) and DELETE (end the session).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::json;
+
+use super::edge::EdgeRejection;
+use super::reply::{self, Accepts, ReplyStyle};
+use super::{App, modern};
+use crate::gateway::Outcome;
+use crate::jsonrpc::{self, ErrorObject, Kind, Message, RawObject, code};
+use crate::metrics;
+use crate::protocol::{self, Era};
+use crate::session::{Admission, ClientSession, Scope};
+use crate::upstream::ClientIdentity;
+
+/// `/mcp`: all upstreams, federated.
+pub async fn federated(State(app): State<Arc<App>>, req: Request) -> Response {
+    endpoint(app, Scope::Federated, req).await
+}
+
+/// `/u/<upstream>/mcp`: one upstream, transparent.
+pub async fn single(
+    State(app): State<Arc<App>>,
+    Path(upstream): Path<String>,
+    req: Request,
+) -> Response {
+    let Some(up) = app.gateway.upstream(&upstream) else {
+        return reply::error(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            format!("no upstream named {upstream:?}"),
+        );
+    };
+    let scope = Scope::Single(up.name.clone());
+    endpoint(app, scope, req).await
+}
+
+async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
+    let start = Instant::now();
+    let (parts, body) = req.into_parts();
+    if let Err(rejection) = app.edge.check(&parts.headers) {
+        let resp = edge_response(rejection);
+        app.metrics.record(
+            metrics::kind_slot("other"),
+            resp.status().as_u16(),
+            start.elapsed(),
+        );
+        return resp;
+    }
+    let (slot, resp) = match parts.method {
+        Method::POST => post(&app, scope, &parts.headers, body).await,
+        Method::GET => (
+            metrics::kind_slot("stream"),
+            open_stream(&app, &scope, &parts.headers),
+        ),
+        Method::DELETE => (
+            metrics::kind_slot("delete"),
+            delete(&app, &scope, &parts.headers).await,
+        ),
+        _ => {
+            let mut r = reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                code::INVALID_REQUEST,
+                "use POST, GET or DELETE",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            (metrics::kind_slot("other"), r)
+        }
+    };
+    app.metrics
+        .record(slot, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+fn edge_response(rejection: EdgeRejection) -> Response {
+    match rejection {
+        EdgeRejection::Host => reply::error(
+            StatusCode::FORBIDDEN,
+            code::INVALID_REQUEST,
+            "Forbidden: Host header not allowed",
+        ),
+        EdgeRejection::Origin => reply::error(
+            StatusCode::FORBIDDEN,
+            code::INVALID_REQUEST,
+            "Forbidden: Origin not allowed",
+        ),
+        EdgeRejection::TooLarge => reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::INVALID_REQUEST,
+            "request body too large",
+        ),
+        EdgeRejection::BadBody => reply::error(
+            StatusCode::BAD_REQUEST,
+            code::PARSE_ERROR,
+            "could not read request body",
+        ),
+    }
+}
+
+/// The 404 for an unknown, ended or foreign session (DESIGN invariant 6).
+pub fn stale_session() -> Response {
+    let err = ErrorObject::new(
+        code::INVALID_REQUEST,
+        "MCP session expired or was not found; reinitialize the streamable HTTP session",
+    )
+    .with_data(json!({
+        "recoverable": true,
+        "action": "reinitialize_mcp_session",
+        "reason": "stale_streamable_http_session",
+    }));
+    reply::json(StatusCode::NOT_FOUND, err.to_response(None))
+}
+
+async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> (usize, Response) {
+    let other = metrics::kind_slot("other");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        let r = reply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::INVALID_REQUEST,
+            "Content-Type must be application/json",
+        );
+        return (other, r);
+    }
+    let accepts = Accepts::from_headers(headers);
+    if !accepts.json && !accepts.sse {
+        let r = reply::error(
+            StatusCode::NOT_ACCEPTABLE,
+            code::INVALID_REQUEST,
+            "Accept must include application/json or text/event-stream",
+        );
+        return (other, r);
+    }
+    let raw = match app.edge.read_body(headers, body).await {
+        Ok(b) => b,
+        Err(e) => return (other, edge_response(e)),
+    };
+    let msg = match Message::parse(&raw) {
+        Ok(m) => m,
+        Err(e) => {
+            return (
+                other,
+                reply::error(StatusCode::BAD_REQUEST, e.code(), e.message()),
+            );
+        }
+    };
+    let kind = msg.kind().expect("parse validated the kind");
+    let slot = match kind {
+        Kind::Request => metrics::method_slot(msg.method.as_deref().unwrap_or_default()),
+        Kind::Notification => metrics::kind_slot("notification"),
+        Kind::Response => metrics::kind_slot("response"),
+    };
+    let style = |era| ReplyStyle {
+        accepts,
+        era,
+        keepalive: app.keepalive(),
+    };
+    if msg.method.as_deref() == Some("initialize") {
+        return (slot, initialize(app, scope, msg, style(Era::Legacy)).await);
+    }
+    if is_modern(headers, &raw) {
+        return (
+            slot,
+            modern_request(app, scope, headers, msg, raw, style(Era::Modern)).await,
+        );
+    }
+    (
+        slot,
+        legacy_request(app, scope, headers, msg, raw, kind, style(Era::Legacy)).await,
+    )
+}
+
+/// A modern request declares a modern version in its header or `_meta`.
+fn is_modern(headers: &HeaderMap, raw: &[u8]) -> bool {
+    let header_modern = headers
+        .get(protocol::HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            !protocol::is_legacy_version(v) && headers.get(protocol::HEADER_SESSION_ID).is_none()
+        });
+    header_modern || memfind(raw, protocol::META_PROTOCOL_VERSION.as_bytes())
+}
+
+fn memfind(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn modern_request(
+    app: &Arc<App>,
+    scope: Scope,
+    headers: &HeaderMap,
+    msg: Message,
+    raw: Bytes,
+    style: ReplyStyle,
+) -> Response {
+    let kind = msg.kind().expect("validated");
+    if kind == Kind::Response {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "2026-07-28 clients do not send responses",
+        );
+    }
+    if kind == Kind::Notification {
+        return reply::accepted();
+    }
+    let params = match msg.params_object() {
+        Ok(p) => p,
+        Err(e) => return reply::error(StatusCode::BAD_REQUEST, code::INVALID_PARAMS, e.message()),
+    };
+    let identity = match modern::validate(headers, &msg, &params) {
+        Ok(i) => i,
+        Err(r) => return reply::json(r.status, r.error.to_response(msg.id.as_deref())),
+    };
+    let ctx = Arc::new(ClientSession::new(
+        String::new(),
+        scope,
+        Era::Modern,
+        protocol::MODERN_VERSION.into(),
+        identity,
+    ));
+    if msg.method.as_deref() == Some("server/discover") {
+        return discover(app, &ctx, &msg).await;
+    }
+    reply::render(app.gateway.request(&ctx, msg, raw).await, style).await
+}
+
+async fn legacy_request(
+    app: &Arc<App>,
+    scope: Scope,
+    headers: &HeaderMap,
+    msg: Message,
+    raw: Bytes,
+    kind: Kind,
+    style: ReplyStyle,
+) -> Response {
+    let version = headers
+        .get(protocol::HEADER_PROTOCOL_VERSION)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let version = version.unwrap_or(protocol::DEFAULT_LEGACY_VERSION);
+    if !protocol::is_legacy_version(version) {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            format!(
+                "Bad Request: unsupported MCP-Protocol-Version {version:?}; supported: {}",
+                protocol::LEGACY_VERSIONS.join(", ")
+            ),
+        );
+    }
+    let ctx = if app.config.server.stateless {
+        Arc::new(ClientSession::new(
+            String::new(),
+            scope,
+            Era::Legacy,
+            version.into(),
+            ClientIdentity::tether(),
+        ))
+    } else {
+        match find_session(app, &scope, headers) {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        }
+    };
+    ctx.touch();
+    let outcome = match kind {
+        Kind::Request => app.gateway.request(&ctx, msg, raw).await,
+        _ => app.gateway.client_message(&ctx, msg, raw).await,
+    };
+    reply::render(outcome, style).await
+}
+
+/// The session named by `Mcp-Session-Id`, or the response refusing the request.
+fn find_session(
+    app: &App,
+    scope: &Scope,
+    headers: &HeaderMap,
+) -> Result<Arc<ClientSession>, Response> {
+    let Some(id) = headers.get(protocol::HEADER_SESSION_ID) else {
+        return Err(reply::error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+        ));
+    };
+    let id = id.to_str().unwrap_or("");
+    match app.sessions.get(id) {
+        Some(s) if s.scope == *scope && !s.is_closed() => Ok(s),
+        _ => Err(stale_session()),
+    }
+}
+
+async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: ReplyStyle) -> Response {
+    let id = msg.id.clone();
+    let bad = |text: &str| {
+        reply::json(
+            StatusCode::BAD_REQUEST,
+            ErrorObject::new(code::INVALID_PARAMS, text).to_response(id.as_deref()),
+        )
+    };
+    if msg.id.is_none() {
+        return bad("initialize must be a request");
+    }
+    let Ok(params) = msg.params_object() else {
+        return bad("initialize params must be an object");
+    };
+    let Some(requested) = jsonrpc::str_member(&params, "protocolVersion") else {
+        return bad("initialize params.protocolVersion is required");
+    };
+    let version = protocol::negotiate_legacy(&requested);
+    let tether = ClientIdentity::tether();
+    let identity = ClientIdentity {
+        info: params.get("clientInfo").cloned().unwrap_or(tether.info),
+        capabilities: params
+            .get("capabilities")
+            .cloned()
+            .unwrap_or(tether.capabilities),
+    };
+    let ctx = if app.config.server.stateless {
+        Arc::new(ClientSession::new(
+            String::new(),
+            scope,
+            Era::Legacy,
+            version.into(),
+            ClientIdentity::tether(),
+        ))
+    } else {
+        match app
+            .sessions
+            .create(scope, Era::Legacy, version.into(), identity)
+        {
+            Ok(s) => s,
+            Err(Admission::Full) => {
+                let mut r = reply::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code::INTERNAL_ERROR,
+                    "too many sessions; retry later",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return r;
+            }
+        }
+    };
+    let result = match server_description(app, &ctx, version).await {
+        Ok(r) => r,
+        Err(e) => {
+            if !ctx.is_ephemeral() {
+                app.sessions.end(&ctx.id).await;
+            }
+            return reply::render(Outcome::Error(e, id), style).await;
+        }
+    };
+    if ctx.is_ephemeral() {
+        ctx.close(std::time::Duration::from_secs(5)).await;
+    }
+    let body = jsonrpc::response(
+        id.as_deref().expect("checked above"),
+        &jsonrpc::to_raw(&result),
+    );
+    let mut resp = reply::json(StatusCode::OK, body);
+    if !ctx.is_ephemeral() {
+        let value = HeaderValue::from_str(&ctx.id).expect("session ids are header-safe");
+        resp.headers_mut()
+            .insert(protocol::HEADER_SESSION_ID, value);
+    }
+    resp
+}
+
+/// Tether's capabilities on the federated endpoint.
+fn federated_capabilities() -> serde_json::Value {
+    json!({
+        "tools": {"listChanged": true},
+        "prompts": {"listChanged": true},
+        "resources": {"listChanged": true},
+        "logging": {},
+        "completions": {},
+    })
+}
+
+fn tether_info() -> serde_json::Value {
+    json!({"name": "tether", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// The `initialize` result: Tether's own on `/mcp`; the upstream's
+/// capabilities, identity and instructions on `/u/<upstream>/mcp`.
+async fn server_description(
+    app: &App,
+    ctx: &Arc<ClientSession>,
+    version: &str,
+) -> Result<RawObject, ErrorObject> {
+    let mut result = RawObject::new();
+    result.insert("protocolVersion".into(), jsonrpc::to_raw(version));
+    let Scope::Single(name) = &ctx.scope else {
+        result.insert(
+            "capabilities".into(),
+            jsonrpc::to_raw(&federated_capabilities()),
+        );
+        result.insert("serverInfo".into(), jsonrpc::to_raw(&tether_info()));
+        return Ok(result);
+    };
+    let upstream = app
+        .gateway
+        .upstream(name)
+        .expect("scope names a configured upstream")
+        .clone();
+    let described = async {
+        let session = ctx.upstreams.get(&upstream, &ctx.identity).await?;
+        session.server_description().await
+    };
+    let desc = described.await.map_err(|e| {
+        ErrorObject::new(
+            code::INTERNAL_ERROR,
+            format!("upstream {name} is unavailable: {e}"),
+        )
+        .with_data(json!({"upstream": &**name}))
+    })?;
+    let desc: RawObject = serde_json::from_str(desc.get()).unwrap_or_default();
+    let meta: RawObject = desc
+        .get("_meta")
+        .and_then(|m| serde_json::from_str(m.get()).ok())
+        .unwrap_or_default();
+    let capabilities = desc
+        .get("capabilities")
+        .cloned()
+        .unwrap_or_else(|| jsonrpc::to_raw(&json!({})));
+    let info = desc
+        .get("serverInfo")
+        .or_else(|| meta.get(protocol::META_SERVER_INFO))
+        .cloned()
+        .unwrap_or_else(|| jsonrpc::to_raw(&json!({"name": &**name, "version": "unknown"})));
+    result.insert("capabilities".into(), capabilities);
+    result.insert("serverInfo".into(), info);
+    if let Some(instructions) = desc.get("instructions") {
+        result.insert("instructions".into(), instructions.clone());
+    }
+    Ok(result)
+}
+
+async fn discover(app: &Arc<App>, ctx: &Arc<ClientSession>, msg: &Message) -> Response {
+    let id = msg.id.as_deref().expect("requests have ids");
+    let described = server_description(app, ctx, protocol::MODERN_VERSION).await;
+    ctx.close(std::time::Duration::from_secs(5)).await;
+    let desc = match described {
+        Ok(d) => d,
+        Err(e) => return reply::json(StatusCode::OK, e.to_response(Some(id))),
+    };
+    let mut result = RawObject::new();
+    result.insert("resultType".into(), jsonrpc::to_raw("complete"));
+    result.insert(
+        "supportedVersions".into(),
+        jsonrpc::to_raw(&protocol::all_versions()),
+    );
+    let mut capabilities: RawObject = desc
+        .get("capabilities")
+        .and_then(|c| serde_json::from_str(c.get()).ok())
+        .unwrap_or_default();
+    capabilities.shift_remove("logging");
+    result.insert("capabilities".into(), jsonrpc::to_raw(&capabilities));
+    if let Some(i) = desc.get("instructions") {
+        result.insert("instructions".into(), i.clone());
+    }
+    crate::gateway::add_cache_fields(&mut result);
+    if let Some(info) = desc.get("serverInfo") {
+        result.insert(
+            "_meta".into(),
+            jsonrpc::to_raw(&json!({ protocol::META_SERVER_INFO: info })),
+        );
+    }
+    reply::json(
+        StatusCode::OK,
+        jsonrpc::response(id, &jsonrpc::to_raw(&result)),
+    )
+}
+
+fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {
+    if app.config.server.stateless {
+        return reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::INVALID_REQUEST,
+            "stateless mode has no session stream",
+        );
+    }
+    let accepts = Accepts::from_headers(headers);
+    if !accepts.sse {
+        return reply::error(
+            StatusCode::NOT_ACCEPTABLE,
+            code::INVALID_REQUEST,
+            "Accept must include text/event-stream",
+        );
+    }
+    let session = match find_session(app, scope, headers) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    session.touch();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    session.set_outbound(tx);
+    reply::event_stream(rx, Some(std::time::Duration::from_secs(3)), app.keepalive())
+}
+
+async fn delete(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {
+    if app.config.server.stateless {
+        return reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::INVALID_REQUEST,
+            "stateless mode has no sessions",
+        );
+    }
+    let session = match find_session(app, scope, headers) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    app.sessions.end(&session.id).await;
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}

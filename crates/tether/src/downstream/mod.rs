@@ -1,0 +1,85 @@
+//! The HTTP face of Tether: `/mcp`, `/u/<upstream>/mcp`, health and metrics.
+
+mod edge;
+mod mcp;
+mod modern;
+mod reply;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+
+pub use edge::EdgePolicy;
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::session::SessionRegistry;
+
+/// Everything a request handler needs.
+pub struct App {
+    /// The loaded configuration.
+    pub config: Config,
+    /// The router over all upstreams.
+    pub gateway: Gateway,
+    /// Client sessions of this node.
+    pub sessions: Arc<SessionRegistry>,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    edge: EdgePolicy,
+}
+
+impl App {
+    /// Assembles the application state.
+    pub fn new(
+        config: Config,
+        gateway: Gateway,
+        sessions: Arc<SessionRegistry>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<App> {
+        let edge = EdgePolicy::new(&config.server);
+        Arc::new(App {
+            config,
+            gateway,
+            sessions,
+            metrics,
+            edge,
+        })
+    }
+
+    fn keepalive(&self) -> Option<Duration> {
+        let secs = self.config.server.sse_keepalive_secs;
+        (secs > 0).then(|| Duration::from_secs(secs))
+    }
+}
+
+/// The axum router for all endpoints.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/mcp", any(mcp::federated))
+        .route("/u/{upstream}/mcp", any(mcp::single))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let sessions = app.sessions.len();
+    let upstreams = app.gateway.upstreams().len();
+    format!("ready: {upstreams} upstreams, {sessions} client sessions\n")
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let text = app
+        .metrics
+        .render(app.gateway.upstreams().iter().map(|u| (&*u.name, &u.stats)));
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+}

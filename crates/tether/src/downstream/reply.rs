@@ -1,0 +1,191 @@
+//! Turning router outcomes into HTTP responses: JSON bodies, live SSE
+//! streams with keepalives, 202s and JSON-RPC error bodies.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::stream;
+use http::{HeaderValue, StatusCode, header};
+use tokio::sync::mpsc;
+
+use crate::gateway::Outcome;
+use crate::jsonrpc::{ErrorObject, code};
+use crate::protocol::Era;
+use crate::sse;
+
+/// What the client's `Accept` header allows.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepts {
+    /// `application/json` (or a wildcard).
+    pub json: bool,
+    /// `text/event-stream` (or a wildcard).
+    pub sse: bool,
+}
+
+impl Accepts {
+    /// Parses `Accept`; a missing header accepts both.
+    pub fn from_headers(headers: &http::HeaderMap) -> Accepts {
+        let Some(v) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+            return Accepts {
+                json: true,
+                sse: true,
+            };
+        };
+        let has = |m: &str| {
+            v.split(',').any(|p| {
+                p.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case(m))
+            })
+        };
+        let any = has("*/*");
+        Accepts {
+            json: any || has("application/json") || has("application/*"),
+            sse: any || has("text/event-stream") || has("text/*"),
+        }
+    }
+}
+
+/// Settings for rendering replies.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyStyle {
+    /// What the client accepts.
+    pub accepts: Accepts,
+    /// The client's era (picks HTTP statuses for errors).
+    pub era: Era,
+    /// SSE keepalive interval (`None`: off).
+    pub keepalive: Option<Duration>,
+}
+
+/// A JSON body with a status.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut resp = Response::new(Body::from(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A JSON-RPC error body (id null) with a status.
+pub fn error(status: StatusCode, code: i64, message: impl Into<String>) -> Response {
+    json(status, ErrorObject::new(code, message).to_response(None))
+}
+
+/// 202 Accepted with no body.
+pub fn accepted() -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp
+}
+
+/// Renders an outcome.
+pub async fn render(outcome: Outcome, style: ReplyStyle) -> Response {
+    match outcome {
+        Outcome::Accepted => accepted(),
+        Outcome::Message(body) => single(body, StatusCode::OK, style),
+        Outcome::Error(err, id) => {
+            let status = match (style.era, err.code) {
+                (Era::Modern, code::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+                _ => StatusCode::OK,
+            };
+            single(Bytes::from(err.to_response(id.as_deref())), status, style)
+        }
+        Outcome::Stream(rx) if style.accepts.sse => event_stream(rx, None, style.keepalive),
+        Outcome::Stream(mut rx) => {
+            // The client takes JSON only: wait for the final message.
+            let mut last = None;
+            while let Some(m) = rx.recv().await {
+                last = Some(m);
+            }
+            match last {
+                Some(m) => json(StatusCode::OK, m),
+                None => error(
+                    StatusCode::BAD_GATEWAY,
+                    code::INTERNAL_ERROR,
+                    "upstream ended without answering",
+                ),
+            }
+        }
+    }
+}
+
+fn single(body: Bytes, status: StatusCode, style: ReplyStyle) -> Response {
+    if style.accepts.json || !style.accepts.sse {
+        return json(status, body);
+    }
+    let (tx, rx) = mpsc::channel(1);
+    let _ = tx.try_send(body);
+    drop(tx);
+    event_stream(rx, None, None)
+}
+
+/// An SSE response relaying `rx` as `message` events as they arrive, with an
+/// optional `retry:` hint first and keepalive comments while idle.
+pub fn event_stream(
+    rx: mpsc::Receiver<Bytes>,
+    retry: Option<Duration>,
+    keepalive: Option<Duration>,
+) -> Response {
+    let first = retry.map(|r| sse::retry_hint(r.as_millis() as u64));
+    let ticker = keepalive.map(|k| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + k, k);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let frames = stream::unfold(
+        (rx, ticker, first),
+        |(mut rx, mut ticker, first)| async move {
+            if let Some(f) = first {
+                return Some((Ok::<_, std::convert::Infallible>(f), (rx, ticker, None)));
+            }
+            let frame = match ticker.as_mut() {
+                Some(t) => tokio::select! {
+                    m = rx.recv() => m.map(|m| sse::message_event(&m)),
+                    _ = t.tick() => Some(sse::keepalive()),
+                },
+                None => rx.recv().await.map(|m| sse::message_event(&m)),
+            }?;
+            Some((Ok(frame), (rx, ticker, None)))
+        },
+    );
+    let mut resp = Response::new(Body::from_stream(frames));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_accept() {
+        let mut h = http::HeaderMap::new();
+        let a = Accepts::from_headers(&h);
+        assert!(a.json && a.sse);
+        h.insert(
+            header::ACCEPT,
+            "application/json, text/event-stream".parse().unwrap(),
+        );
+        let a = Accepts::from_headers(&h);
+        assert!(a.json && a.sse);
+        h.insert(header::ACCEPT, "text/event-stream;q=1".parse().unwrap());
+        let a = Accepts::from_headers(&h);
+        assert!(!a.json && a.sse);
+        h.insert(header::ACCEPT, "text/html".parse().unwrap());
+        let a = Accepts::from_headers(&h);
+        assert!(!a.json && !a.sse);
+    }
+}

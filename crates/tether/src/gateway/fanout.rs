@@ -1,0 +1,197 @@
+//! Requests answered from every upstream at once: federated lists (all
+//! pages, merged and renamed) and broadcast settings like `logging/setLevel`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::bridge::add_cache_fields;
+use super::catalog::{self, ListKind};
+use super::{Gateway, Outcome, error};
+use crate::jsonrpc::{self, Message, RawObject, code};
+use crate::protocol::Era;
+use crate::session::ClientSession;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Pages fetched per upstream list before giving up on a runaway cursor.
+const MAX_PAGES: usize = 64;
+
+impl Gateway {
+    /// Answers a list request on `/mcp` with every upstream's items merged.
+    pub(super) async fn fanout_list(
+        &self,
+        ctx: &Arc<ClientSession>,
+        kind: ListKind,
+        msg: &Message,
+    ) -> Outcome {
+        let lists = futures_util::future::join_all(
+            self.upstreams.iter().map(|u| self.list_all(ctx, u, kind)),
+        )
+        .await;
+        let mut ok = Vec::new();
+        let mut failures = Vec::new();
+        for (upstream, result) in self.upstreams.iter().zip(lists) {
+            match result {
+                Ok(items) => ok.push((upstream.name.clone(), items)),
+                Err(e) => {
+                    tracing::warn!(upstream = %upstream.name, method = kind.method(), error = %e, "upstream left out of the federated list");
+                    failures.push(format!("{}: {e}", upstream.name));
+                }
+            }
+        }
+        if ok.is_empty() && !self.upstreams.is_empty() {
+            return error(
+                msg,
+                code::INTERNAL_ERROR,
+                format!(
+                    "no upstream could answer {}: {}",
+                    kind.method(),
+                    failures.join("; ")
+                ),
+            );
+        }
+        let merged = {
+            let mut routes = crate::sync::write(&self.routes);
+            catalog::merge(
+                kind,
+                self.federation.naming,
+                &self.federation.separator,
+                ok,
+                &mut routes,
+            )
+        };
+        if !merged.collisions.is_empty() {
+            self.metrics
+                .catalog_collisions
+                .fetch_add(merged.collisions.len() as u64, Ordering::Relaxed);
+            tracing::warn!(names = ?merged.collisions, naming = ?self.federation.naming, "several upstreams expose the same {} names", kind.items_key());
+        }
+        let mut result = RawObject::new();
+        result.insert(kind.items_key().into(), jsonrpc::to_raw(&merged.items));
+        if ctx.era == Era::Modern {
+            result.insert("resultType".into(), jsonrpc::to_raw("complete"));
+            add_cache_fields(&mut result);
+        }
+        let id = msg.id.as_deref().expect("requests have ids");
+        Outcome::Message(Bytes::from(jsonrpc::response(
+            id,
+            &jsonrpc::to_raw(&result),
+        )))
+    }
+
+    /// Lists without answering anyone: refreshes the routing tables.
+    pub(super) async fn refresh(&self, ctx: &Arc<ClientSession>, kind: ListKind) {
+        let probe = Message {
+            jsonrpc: Some(jsonrpc::to_raw("2.0")),
+            id: Some(jsonrpc::to_raw("tether-refresh")),
+            method: Some(kind.method().into()),
+            params: None,
+            result: None,
+            error: None,
+        };
+        let _ = self.fanout_list(ctx, kind, &probe).await;
+    }
+
+    /// Every page of one upstream's list. A JSON-RPC error (e.g. the upstream
+    /// has no prompts) counts as an empty list; transport failures are errors.
+    async fn list_all(
+        &self,
+        ctx: &Arc<ClientSession>,
+        upstream: &Arc<Upstream>,
+        kind: ListKind,
+    ) -> Result<Vec<RawObject>, UpstreamError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let params = match &cursor {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            let answer = self
+                .call_with_retry(ctx, upstream, kind.method(), params)
+                .await?;
+            let Ok(msg) = Message::parse(&answer) else {
+                return Err(UpstreamError::Protocol(
+                    "list answer is not JSON-RPC".into(),
+                ));
+            };
+            let Some(result) = msg.result else {
+                return Ok(items);
+            };
+            let obj: RawObject = serde_json::from_str(result.get())
+                .map_err(|_| UpstreamError::Protocol("list result is not an object".into()))?;
+            if let Some(page) = obj.get(kind.items_key()) {
+                let page: Vec<RawObject> = serde_json::from_str(page.get()).map_err(|_| {
+                    UpstreamError::Protocol(format!(
+                        "{} is not a list of objects",
+                        kind.items_key()
+                    ))
+                })?;
+                items.extend(page);
+            }
+            cursor = jsonrpc::str_member(&obj, "nextCursor");
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
+    /// A Tether-initiated request on the context's upstream session, retried
+    /// once on a fresh session when the old one was lost.
+    async fn call_with_retry(
+        &self,
+        ctx: &Arc<ClientSession>,
+        upstream: &Arc<Upstream>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<Bytes, UpstreamError> {
+        let mut attempt = 0;
+        loop {
+            let session = ctx.upstreams.get(upstream, &ctx.identity).await?;
+            match session.call(method, params.clone()).await {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    if e.poisons_session() {
+                        ctx.upstreams.evict(&session).await;
+                    }
+                    attempt += 1;
+                    if attempt > 1
+                        || !(e.provably_not_delivered() || matches!(e, UpstreamError::Transport(_)))
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a request to every upstream session the client has open and
+    /// answers `{}` (used for `logging/setLevel`).
+    pub(super) async fn broadcast_request(
+        &self,
+        ctx: &Arc<ClientSession>,
+        msg: &Message,
+        params: RawObject,
+    ) -> Outcome {
+        let method = msg.method.clone().unwrap_or_default();
+        let value: serde_json::Value = serde_json::to_value(&params).unwrap_or_else(|_| json!({}));
+        let sessions = ctx.upstreams.sessions();
+        let calls = sessions.iter().map(|s| s.call(&method, value.clone()));
+        for (s, r) in sessions
+            .iter()
+            .zip(futures_util::future::join_all(calls).await)
+        {
+            if let Err(e) = r {
+                tracing::debug!(upstream = %s.upstream.name, %method, error = %e, "broadcast request failed");
+            }
+        }
+        let id = msg.id.as_deref().expect("requests have ids");
+        Outcome::Message(Bytes::from(jsonrpc::response(
+            id,
+            &jsonrpc::to_raw(&json!({})),
+        )))
+    }
+}

@@ -1,0 +1,338 @@
+//! The router: decides which upstream(s) serve a client message, maps
+//! federated names, and hands replies back as messages or live streams.
+//! It never sees HTTP.
+
+mod bridge;
+pub mod catalog;
+mod fanout;
+mod relay;
+
+pub use bridge::add_cache_fields;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::config::{FederationConfig, Naming};
+use crate::jsonrpc::{self, ErrorObject, Kind, Message, RawObject, code};
+use crate::metrics::Metrics;
+use crate::protocol::Era;
+use crate::session::{ClientSession, Scope};
+use crate::upstream::Upstream;
+use catalog::{ListKind, Routes};
+
+/// What the router produced for one client message.
+pub enum Outcome {
+    /// One JSON-RPC message (a response).
+    Message(Bytes),
+    /// A JSON-RPC error made by Tether itself.
+    Error(ErrorObject, Option<Box<serde_json::value::RawValue>>),
+    /// Messages relayed live from the upstream, ending with the response.
+    Stream(mpsc::Receiver<Bytes>),
+    /// A notification or response was taken (HTTP 202).
+    Accepted,
+}
+
+/// The federating router over all configured upstreams.
+pub struct Gateway {
+    upstreams: Vec<Arc<Upstream>>,
+    by_name: HashMap<Arc<str>, Arc<Upstream>>,
+    federation: FederationConfig,
+    routes: RwLock<Routes>,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    close_timeout: Duration,
+}
+
+impl Gateway {
+    /// Builds the router over `upstreams` (in config order).
+    pub fn new(
+        upstreams: Vec<Arc<Upstream>>,
+        federation: FederationConfig,
+        metrics: Arc<Metrics>,
+        close_timeout: Duration,
+    ) -> Self {
+        let by_name = upstreams
+            .iter()
+            .map(|u| (u.name.clone(), u.clone()))
+            .collect();
+        Gateway {
+            upstreams,
+            by_name,
+            federation,
+            routes: RwLock::default(),
+            metrics,
+            close_timeout,
+        }
+    }
+
+    /// All upstreams in config order.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// An upstream by name.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.by_name.get(name)
+    }
+
+    /// Handles a client request within `ctx`.
+    pub async fn request(&self, ctx: &Arc<ClientSession>, msg: Message, raw: Bytes) -> Outcome {
+        let method = msg.method.clone().unwrap_or_default();
+        let outcome = self.dispatch(ctx, &method, msg, raw).await;
+        if !matches!(outcome, Outcome::Stream(_)) {
+            self.finish(ctx);
+        }
+        outcome
+    }
+
+    /// Ends an ephemeral (sessionless) context once its reply is complete.
+    fn finish(&self, ctx: &Arc<ClientSession>) {
+        if ctx.is_ephemeral() {
+            let ctx = ctx.clone();
+            let timeout = self.close_timeout;
+            tokio::spawn(async move { ctx.close(timeout).await });
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        ctx: &Arc<ClientSession>,
+        method: &str,
+        msg: Message,
+        raw: Bytes,
+    ) -> Outcome {
+        if method == "ping" {
+            return Outcome::Message(Bytes::from(jsonrpc::response(
+                msg.id.as_deref().expect("requests have ids"),
+                &jsonrpc::to_raw(&serde_json::json!({})),
+            )));
+        }
+        if let Scope::Single(name) = &ctx.scope {
+            let Some(upstream) = self.by_name.get(name).cloned() else {
+                return error(
+                    &msg,
+                    code::INTERNAL_ERROR,
+                    format!("upstream {name:?} is not configured"),
+                );
+            };
+            return self.forward(ctx, &upstream, msg, raw, None).await;
+        }
+        if let Some(kind) = ListKind::from_method(method) {
+            return self.fanout_list(ctx, kind, &msg).await;
+        }
+        let params = match msg.params_object() {
+            Ok(p) => p,
+            Err(e) => return error(&msg, code::INVALID_PARAMS, e.message()),
+        };
+        match method {
+            "tools/call" | "prompts/get" => {
+                let kind = if method == "tools/call" {
+                    ListKind::Tools
+                } else {
+                    ListKind::Prompts
+                };
+                self.call_named(ctx, kind, msg, params).await
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let Some(uri) = jsonrpc::str_member(&params, "uri") else {
+                    return error(&msg, code::INVALID_PARAMS, "params.uri is required");
+                };
+                match self.resolve_resource(ctx, &uri).await {
+                    Some(up) => self.forward(ctx, &up, msg, raw, None).await,
+                    None => resource_not_found(ctx, &msg, &uri),
+                }
+            }
+            "completion/complete" => self.complete(ctx, msg, raw, params).await,
+            "logging/setLevel" => self.broadcast_request(ctx, &msg, params).await,
+            _ => error(
+                &msg,
+                code::METHOD_NOT_FOUND,
+                format!("Method not found: {method}"),
+            ),
+        }
+    }
+
+    async fn call_named(
+        &self,
+        ctx: &Arc<ClientSession>,
+        kind: ListKind,
+        msg: Message,
+        mut params: RawObject,
+    ) -> Outcome {
+        let Some(exposed) = jsonrpc::str_member(&params, "name") else {
+            return error(&msg, code::INVALID_PARAMS, "params.name is required");
+        };
+        let Some((upstream, original)) = self.resolve_named(ctx, kind, &exposed).await else {
+            let what = if kind == ListKind::Tools {
+                "tool"
+            } else {
+                "prompt"
+            };
+            return error(
+                &msg,
+                code::INVALID_PARAMS,
+                format!("Unknown {what}: {exposed}"),
+            );
+        };
+        params.insert("name".into(), jsonrpc::to_raw(&original));
+        self.forward(ctx, &upstream, msg, Bytes::new(), Some(params))
+            .await
+    }
+
+    async fn complete(
+        &self,
+        ctx: &Arc<ClientSession>,
+        msg: Message,
+        raw: Bytes,
+        mut params: RawObject,
+    ) -> Outcome {
+        let reference: Option<RawObject> = params
+            .get("ref")
+            .and_then(|r| serde_json::from_str(r.get()).ok());
+        let Some(mut reference) = reference else {
+            return error(&msg, code::INVALID_PARAMS, "params.ref is required");
+        };
+        match jsonrpc::str_member(&reference, "type").as_deref() {
+            Some("ref/prompt") => {
+                let name = jsonrpc::str_member(&reference, "name").unwrap_or_default();
+                let Some((upstream, original)) =
+                    self.resolve_named(ctx, ListKind::Prompts, &name).await
+                else {
+                    return error(
+                        &msg,
+                        code::INVALID_PARAMS,
+                        format!("Unknown prompt: {name}"),
+                    );
+                };
+                reference.insert("name".into(), jsonrpc::to_raw(&original));
+                params.insert("ref".into(), jsonrpc::to_raw(&reference));
+                self.forward(ctx, &upstream, msg, Bytes::new(), Some(params))
+                    .await
+            }
+            Some("ref/resource") => {
+                let uri = jsonrpc::str_member(&reference, "uri").unwrap_or_default();
+                match self.resolve_resource(ctx, &uri).await {
+                    Some(up) => self.forward(ctx, &up, msg, raw, None).await,
+                    None => resource_not_found(ctx, &msg, &uri),
+                }
+            }
+            _ => error(
+                &msg,
+                code::INVALID_PARAMS,
+                "params.ref.type must be ref/prompt or ref/resource",
+            ),
+        }
+    }
+
+    /// Finds the upstream and original name behind an exposed tool/prompt name,
+    /// listing the catalogue once when the name is not known yet.
+    async fn resolve_named(
+        &self,
+        ctx: &Arc<ClientSession>,
+        kind: ListKind,
+        exposed: &str,
+    ) -> Option<(Arc<Upstream>, String)> {
+        let sep = &self.federation.separator;
+        if self.federation.naming == Naming::Prefix {
+            let (up, name) =
+                catalog::split_prefixed(exposed, sep, |u| self.by_name.contains_key(u))?;
+            return Some((self.by_name.get(up)?.clone(), name.to_owned()));
+        }
+        let cached = crate::sync::read(&self.routes).named(kind, exposed);
+        let found = match cached {
+            Some(hit) => Some(hit),
+            None => {
+                self.refresh(ctx, kind).await;
+                crate::sync::read(&self.routes).named(kind, exposed)
+            }
+        };
+        let (up, name) = found.or_else(|| {
+            let (up, name) =
+                catalog::split_prefixed(exposed, sep, |u| self.by_name.contains_key(u))?;
+            Some((up.into(), name.to_owned()))
+        })?;
+        Some((self.by_name.get(&up)?.clone(), name))
+    }
+
+    /// Finds the upstream serving `uri`, listing resources and templates once if needed.
+    async fn resolve_resource(&self, ctx: &Arc<ClientSession>, uri: &str) -> Option<Arc<Upstream>> {
+        if self.upstreams.len() == 1 {
+            return Some(self.upstreams[0].clone());
+        }
+        let mut found = crate::sync::read(&self.routes).resource(uri);
+        if found.is_none() {
+            self.refresh(ctx, ListKind::Resources).await;
+            self.refresh(ctx, ListKind::Templates).await;
+            found = crate::sync::read(&self.routes).resource(uri);
+        }
+        self.by_name.get(&found?).cloned()
+    }
+}
+
+/// A Tether-made JSON-RPC error for `msg`.
+pub(crate) fn error(msg: &Message, code: i64, message: impl Into<String>) -> Outcome {
+    Outcome::Error(ErrorObject::new(code, message), msg.id.clone())
+}
+
+fn resource_not_found(ctx: &ClientSession, msg: &Message, uri: &str) -> Outcome {
+    // 2026-07-28 retired -32002 in favour of -32602.
+    let code = if ctx.era == Era::Modern {
+        code::INVALID_PARAMS
+    } else {
+        code::RESOURCE_NOT_FOUND
+    };
+    Outcome::Error(
+        ErrorObject::new(
+            code,
+            format!("Resource not found: no upstream serves {uri}"),
+        )
+        .with_data(serde_json::json!({ "uri": uri })),
+        msg.id.clone(),
+    )
+}
+
+impl Gateway {
+    /// Handles a client notification or response.
+    pub async fn client_message(
+        &self,
+        ctx: &Arc<ClientSession>,
+        msg: Message,
+        raw: Bytes,
+    ) -> Outcome {
+        match msg.kind() {
+            Ok(Kind::Response) => {
+                let Some(pending) = msg.id_text().and_then(|id| ctx.take_pending(id)) else {
+                    tracing::debug!("client response for no pending request; dropped");
+                    return Outcome::Accepted;
+                };
+                let back = Message {
+                    id: Some(pending.original_id),
+                    ..msg
+                };
+                if let Err(e) = pending
+                    .upstream
+                    .send_message(Bytes::from(back.to_bytes()))
+                    .await
+                {
+                    tracing::warn!(upstream = %pending.upstream.upstream.name, error = %e, "relaying client response upstream failed");
+                }
+                Outcome::Accepted
+            }
+            _ => {
+                if msg.method.as_deref() != Some("notifications/initialized") {
+                    let sessions = ctx.upstreams.sessions();
+                    let sends = sessions
+                        .iter()
+                        .filter(|s| s.era == Era::Legacy)
+                        .map(|s| s.send_message(raw.clone()));
+                    futures_util::future::join_all(sends).await;
+                }
+                Outcome::Accepted
+            }
+        }
+    }
+}

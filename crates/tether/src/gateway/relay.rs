@@ -1,0 +1,247 @@
+//! Forwarding one client request to one upstream and relaying the reply:
+//! JSON as-is, SSE live (progress and logs as they come, server→client
+//! requests re-addressed so the client's answer finds its way back).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::bridge::adapt_response;
+use super::{Gateway, Outcome, error};
+use crate::jsonrpc::{self, ErrorObject, Kind, Message, RawObject, code};
+use crate::protocol::{self, Era};
+use crate::session::{ClientSession, PendingRequest};
+use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
+
+/// Messages buffered between an upstream stream and the client; beyond this
+/// the upstream read waits (backpressure, never unbounded memory).
+const STREAM_QUEUE: usize = 32;
+
+impl Gateway {
+    /// Sends `msg` to `upstream` in the client's session context. `params`
+    /// replaces the request's params when the router rewrote them.
+    pub(super) async fn forward(
+        &self,
+        ctx: &Arc<ClientSession>,
+        upstream: &Arc<Upstream>,
+        msg: Message,
+        raw: Bytes,
+        params: Option<RawObject>,
+    ) -> Outcome {
+        let method = msg.method.clone().unwrap_or_default();
+        let name = header_name(&method, &msg, params.as_ref());
+        let mut last_error = None;
+        for attempt in 0..2 {
+            let session = match ctx.upstreams.get(upstream, &ctx.identity).await {
+                Ok(s) => s,
+                Err(e) => return unavailable(&msg, upstream, &e, false),
+            };
+            let body = match session.prepare(&msg, &raw, params.clone()) {
+                Ok(b) => b,
+                Err(e) => return error(&msg, code::INVALID_PARAMS, e.message()),
+            };
+            match session.request(body, &method, name.as_deref()).await {
+                Ok(reply) => return self.relay(ctx, session, method, msg.id, reply),
+                Err(e) => {
+                    if e.poisons_session() {
+                        ctx.upstreams.evict(&session).await;
+                    }
+                    let safe_to_retry = e.provably_not_delivered()
+                        || (method != "tools/call" && matches!(e, UpstreamError::Transport(_)));
+                    tracing::debug!(upstream = %upstream.name, %method, error = %e, attempt, "upstream request failed");
+                    if attempt == 0 && safe_to_retry {
+                        last_error = Some(e);
+                        continue;
+                    }
+                    let unknown = method == "tools/call" && !e.provably_not_delivered();
+                    return unavailable(&msg, upstream, &e, unknown);
+                }
+            }
+        }
+        let e = last_error.unwrap_or(UpstreamError::Timeout);
+        unavailable(&msg, upstream, &e, false)
+    }
+
+    fn relay(
+        &self,
+        ctx: &Arc<ClientSession>,
+        session: Arc<UpstreamSession>,
+        method: String,
+        id: Option<Box<serde_json::value::RawValue>>,
+        reply: Reply,
+    ) -> Outcome {
+        match reply {
+            Reply::Json(body) => Outcome::Message(adapt_response(ctx.era, &method, body)),
+            Reply::Accepted => Outcome::Error(
+                ErrorObject::new(
+                    code::INTERNAL_ERROR,
+                    "upstream accepted the request without answering it",
+                ),
+                id,
+            ),
+            Reply::Stream(stream) => {
+                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                let pump = Pump {
+                    ctx: ctx.clone(),
+                    session,
+                    method,
+                    id,
+                    tx,
+                    close_timeout: self.close_timeout,
+                };
+                tokio::spawn(pump.run(stream));
+                Outcome::Stream(rx)
+            }
+        }
+    }
+}
+
+/// The `Mcp-Name` value for a modern upstream: the (rewritten) name or URI.
+fn header_name(method: &str, msg: &Message, params: Option<&RawObject>) -> Option<String> {
+    let key = protocol::name_param_for(method)?;
+    match params {
+        Some(p) => jsonrpc::str_member(p, key),
+        None => msg
+            .params_object()
+            .ok()
+            .and_then(|p| jsonrpc::str_member(&p, key)),
+    }
+}
+
+/// A JSON-RPC error explaining that an upstream could not serve the request.
+fn unavailable(
+    msg: &Message,
+    upstream: &Upstream,
+    e: &UpstreamError,
+    outcome_unknown: bool,
+) -> Outcome {
+    let text = if outcome_unknown {
+        format!(
+            "upstream {} failed during tools/call ({e}); the call may or may not have run (outcome unknown), so it was not retried",
+            upstream.name
+        )
+    } else {
+        format!("upstream {} is unavailable: {e}", upstream.name)
+    };
+    let data =
+        serde_json::json!({ "upstream": &*upstream.name, "outcomeUnknown": outcome_unknown });
+    Outcome::Error(
+        ErrorObject::new(code::INTERNAL_ERROR, text).with_data(data),
+        msg.id.clone(),
+    )
+}
+
+/// Relays one upstream SSE response to the client.
+struct Pump {
+    ctx: Arc<ClientSession>,
+    session: Arc<UpstreamSession>,
+    method: String,
+    id: Option<Box<serde_json::value::RawValue>>,
+    tx: mpsc::Sender<Bytes>,
+    close_timeout: std::time::Duration,
+}
+
+impl Pump {
+    async fn run(self, mut stream: EventStream) {
+        let own_id = self.id.as_deref().map(|i| i.get().to_owned());
+        let mut answered = false;
+        let mut client_gone = false;
+        while let Some(item) = stream.next_message().await {
+            let bytes = match item {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(upstream = %self.session.upstream.name, error = %e, "upstream stream failed");
+                    if e.poisons_session() && !matches!(e, UpstreamError::Timeout) {
+                        self.ctx.upstreams.evict(&self.session).await;
+                    }
+                    break;
+                }
+            };
+            let Ok(msg) = Message::parse(&bytes) else {
+                continue;
+            };
+            let out = match msg.kind() {
+                Ok(Kind::Response) if msg.id_text() == own_id.as_deref() => {
+                    answered = true;
+                    Some(adapt_response(self.ctx.era, &self.method, bytes))
+                }
+                Ok(Kind::Response) => None,
+                Ok(Kind::Notification) => self.notification(&msg).then_some(bytes),
+                Ok(Kind::Request) => self.server_request(msg).await,
+                Err(_) => None,
+            };
+            if let Some(out) = out {
+                if self.tx.send(out).await.is_err() {
+                    client_gone = true;
+                    break;
+                }
+            }
+            if answered {
+                break;
+            }
+        }
+        if client_gone {
+            self.cancel_upstream().await;
+        } else if !answered {
+            let text = if self.method == "tools/call" {
+                "the upstream stream ended before the tool call's result; the call may or may not have completed (outcome unknown)"
+            } else {
+                "the upstream stream ended before the response"
+            };
+            let err = ErrorObject::new(code::INTERNAL_ERROR, text)
+                .with_data(serde_json::json!({ "upstream": &*self.session.upstream.name }));
+            let _ = self
+                .tx
+                .send(Bytes::from(err.to_response(self.id.as_deref())))
+                .await;
+        }
+        if self.ctx.is_ephemeral() {
+            self.ctx.close(self.close_timeout).await;
+        }
+    }
+
+    /// Whether a notification goes to this client.
+    fn notification(&self, msg: &Message) -> bool {
+        // Modern clients that did not ask for a log level must not get log messages.
+        !(self.ctx.era == Era::Modern && msg.method.as_deref() == Some("notifications/message"))
+    }
+
+    /// Re-addresses a server→client request, or refuses it upstream when the
+    /// client cannot answer (modern or sessionless clients).
+    async fn server_request(&self, msg: Message) -> Option<Bytes> {
+        let original_id = msg.id.clone()?;
+        if self.ctx.era == Era::Legacy && !self.ctx.is_ephemeral() {
+            let id = self.ctx.register_pending(PendingRequest {
+                upstream: self.session.clone(),
+                original_id,
+            });
+            let out = Message {
+                id: Some(jsonrpc::to_raw(&id)),
+                ..msg
+            };
+            return Some(Bytes::from(out.to_bytes()));
+        }
+        let err = ErrorObject::new(
+            code::METHOD_NOT_FOUND,
+            "the client of this request cannot receive server-to-client requests through the gateway",
+        );
+        let _ = self
+            .session
+            .send_message(Bytes::from(err.to_response(Some(&original_id))))
+            .await;
+        None
+    }
+
+    /// A legacy upstream keeps working after a disconnect unless told to stop.
+    async fn cancel_upstream(&self) {
+        let (Era::Legacy, Some(id)) = (self.session.era, self.id.as_deref()) else {
+            return;
+        };
+        let note = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"client disconnected"}}}}"#,
+            id.get()
+        );
+        let _ = self.session.send_message(Bytes::from(note)).await;
+    }
+}

@@ -1,0 +1,286 @@
+//! JSON-RPC 2.0 envelopes, parsed only as far as routing needs.
+//!
+//! Payloads (`params`, `result`, `error`) stay raw JSON so unknown fields and
+//! number formatting survive a relay byte-for-byte (DESIGN invariant 8).
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Standard and MCP JSON-RPC error codes used by Tether.
+pub mod code {
+    /// Invalid JSON was received.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// The JSON sent is not a valid request object.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// The method does not exist or is not available.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Invalid method parameters.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Internal error.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Resource not found (MCP).
+    pub const RESOURCE_NOT_FOUND: i64 = -32002;
+    /// Generic server-side error used when an upstream fails (implementation-defined range).
+    pub const UPSTREAM_ERROR: i64 = -32000;
+}
+
+/// A JSON object whose member values are kept as raw JSON text, in order.
+pub type RawObject = IndexMap<String, Box<RawValue>>;
+
+/// One JSON-RPC message with its payload kept raw.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Message {
+    /// Always `"2.0"` for a valid message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonrpc: Option<Box<RawValue>>,
+    /// Request or response id, as raw JSON (string or number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Box<RawValue>>,
+    /// Method name for requests and notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Box<RawValue>>,
+    /// Successful response payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// Error response payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Box<RawValue>>,
+}
+
+/// What kind of JSON-RPC message a [`Message`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has a method and an id.
+    Request,
+    /// Has a method and no id.
+    Notification,
+    /// Has an id and a result or an error.
+    Response,
+}
+
+/// Why a body is not an acceptable JSON-RPC message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// Not JSON at all.
+    Parse(String),
+    /// JSON, but not a single JSON-RPC 2.0 message.
+    Invalid(&'static str),
+}
+
+impl EnvelopeError {
+    /// The JSON-RPC error code for this rejection.
+    pub fn code(&self) -> i64 {
+        match self {
+            EnvelopeError::Parse(_) => code::PARSE_ERROR,
+            EnvelopeError::Invalid(_) => code::INVALID_REQUEST,
+        }
+    }
+
+    /// A human-readable message for the error body.
+    pub fn message(&self) -> String {
+        match self {
+            EnvelopeError::Parse(e) => format!("Parse error: {e}"),
+            EnvelopeError::Invalid(why) => format!("Invalid Request: {why}"),
+        }
+    }
+}
+
+impl Message {
+    /// Parses and validates a single JSON-RPC 2.0 message.
+    pub fn parse(body: &[u8]) -> Result<Message, EnvelopeError> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            return Err(EnvelopeError::Invalid(
+                "JSON-RPC batches are not supported by this protocol version",
+            ));
+        }
+        let msg: Message = serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() {
+                EnvelopeError::Invalid("not a JSON-RPC message object")
+            } else {
+                EnvelopeError::Parse(e.to_string())
+            }
+        })?;
+        if msg.jsonrpc.as_deref().map(RawValue::get) != Some("\"2.0\"") {
+            return Err(EnvelopeError::Invalid("jsonrpc must be \"2.0\""));
+        }
+        msg.kind()?;
+        Ok(msg)
+    }
+
+    /// Classifies the message, rejecting shapes that are none of the three kinds.
+    pub fn kind(&self) -> Result<Kind, EnvelopeError> {
+        if let Some(id) = &self.id {
+            let t = id.get().as_bytes().first();
+            if !matches!(t, Some(b'"' | b'-' | b'0'..=b'9')) {
+                return Err(EnvelopeError::Invalid("id must be a string or a number"));
+            }
+        }
+        match (&self.method, &self.id, &self.result, &self.error) {
+            (Some(_), Some(_), None, None) => Ok(Kind::Request),
+            (Some(_), None, None, None) => Ok(Kind::Notification),
+            (None, Some(_), Some(_), None) | (None, Some(_), None, Some(_)) => Ok(Kind::Response),
+            _ => Err(EnvelopeError::Invalid(
+                "message must be a request, a notification or a response",
+            )),
+        }
+    }
+
+    /// The raw id text (e.g. `1` or `"abc"`), if any.
+    pub fn id_text(&self) -> Option<&str> {
+        self.id.as_deref().map(RawValue::get)
+    }
+
+    /// Serializes the message back to bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("raw JSON message always serializes")
+    }
+
+    /// Parses `params` as an ordered object of raw members (empty when absent).
+    pub fn params_object(&self) -> Result<RawObject, EnvelopeError> {
+        match &self.params {
+            None => Ok(RawObject::new()),
+            Some(p) => serde_json::from_str(p.get())
+                .map_err(|_| EnvelopeError::Invalid("params must be an object")),
+        }
+    }
+}
+
+/// Reads one string member of a raw object.
+pub fn str_member(obj: &RawObject, key: &str) -> Option<String> {
+    obj.get(key)
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+}
+
+/// Encodes any serializable value as a raw JSON value.
+pub fn to_raw<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("value serializes to JSON")
+}
+
+/// Builds a successful response with a raw id and result.
+pub fn response(id: &RawValue, result: &RawValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(id.get().len() + result.get().len() + 40);
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(id.get().as_bytes());
+    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(result.get().as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorObject {
+    /// Error code.
+    pub code: i64,
+    /// Short description.
+    pub message: String,
+    /// Optional structured details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl ErrorObject {
+    /// An error without data.
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        ErrorObject {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// Adds structured data.
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// Serializes an error response for `id` (null when the id is unknown).
+    pub fn to_response(&self, id: Option<&RawValue>) -> Vec<u8> {
+        let id = id.map(RawValue::get).unwrap_or("null");
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b",\"error\":");
+        serde_json::to_writer(&mut out, self).expect("error object serializes");
+        out.push(b'}');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_messages() {
+        let req = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
+        assert_eq!(req.kind().unwrap(), Kind::Request);
+        let note =
+            Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(note.kind().unwrap(), Kind::Notification);
+        let resp = Message::parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
+        assert_eq!(resp.kind().unwrap(), Kind::Response);
+    }
+
+    #[test]
+    fn rejects_bad_envelopes() {
+        assert!(matches!(
+            Message::parse(b"{nope"),
+            Err(EnvelopeError::Parse(_))
+        ));
+        assert!(matches!(
+            Message::parse(b"[]"),
+            Err(EnvelopeError::Invalid(_))
+        ));
+        assert!(matches!(
+            Message::parse(br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#),
+            Err(EnvelopeError::Invalid(_))
+        ));
+        assert!(matches!(
+            Message::parse(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#),
+            Err(EnvelopeError::Invalid(_))
+        ));
+        assert!(matches!(
+            Message::parse(br#"{"jsonrpc":"2.0"}"#),
+            Err(EnvelopeError::Invalid(_))
+        ));
+        assert!(matches!(
+            Message::parse(b"42"),
+            Err(EnvelopeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_and_numbers_survive() {
+        let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x","arguments":{"n":1.50,"big":12345678901234567890},"zz":{"keep":true}}}"#;
+        let msg = Message::parse(body).unwrap();
+        let mut params = msg.params_object().unwrap();
+        params.insert("name".into(), to_raw("y"));
+        let text = serde_json::to_string(&params).unwrap();
+        assert_eq!(
+            text,
+            r#"{"name":"y","arguments":{"n":1.50,"big":12345678901234567890},"zz":{"keep":true}}"#
+        );
+    }
+
+    #[test]
+    fn builds_responses() {
+        let id = to_raw(&5);
+        let err = ErrorObject::new(code::INVALID_REQUEST, "bad").to_response(Some(&id));
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            r#"{"jsonrpc":"2.0","id":5,"error":{"code":-32600,"message":"bad"}}"#
+        );
+        let ok = response(&id, &to_raw(&serde_json::json!({})));
+        assert_eq!(
+            String::from_utf8(ok).unwrap(),
+            r#"{"jsonrpc":"2.0","id":5,"result":{}}"#
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! Tether: an MCP gateway that federates upstream MCP servers behind one
+//! endpoint, speaks every MCP era on both sides, and gives every client
+//! session its own isolated upstream sessions.
+
+pub mod config;
+pub mod demo;
+pub mod downstream;
+pub mod gateway;
+pub mod jsonrpc;
+pub mod metrics;
+pub mod protocol;
+pub mod serve;
+pub mod session;
+pub mod sse;
+pub mod sync;
+pub mod upstream;

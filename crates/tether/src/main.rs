@@ -1,0 +1,110 @@
+//! The `tether` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tether::config::Config;
+use tether::demo::{DemoEra, DemoServer};
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "MCP gateway: federates MCP servers, speaks every MCP era, keeps sessions isolated"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// TOML config file (default: ./tether.toml when present, else built-in defaults).
+        #[arg(long, env = "TETHER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address (overrides server.listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run the built-in demo MCP server.
+    DemoUpstream {
+        /// Listen address for HTTP.
+        #[arg(long, default_value = "127.0.0.1:9000", conflicts_with = "stdio")]
+        listen: SocketAddr,
+        /// Serve one client over stdin/stdout instead of HTTP.
+        #[arg(long)]
+        stdio: bool,
+        /// Which protocol era(s) to answer.
+        #[arg(long, value_enum, default_value = "dual")]
+        era: DemoEra,
+    },
+    /// Validate a config file and print the effective configuration.
+    CheckConfig {
+        /// TOML config file.
+        #[arg(long, env = "TETHER_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        let default = PathBuf::from("tether.toml");
+        default.exists().then_some(default)
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config, listen } => {
+                let mut config = Config::load(config_path(config).as_deref())?;
+                if let Some(listen) = listen {
+                    config.server.listen = listen;
+                }
+                tether::serve::run(config).await
+            }
+            Command::DemoUpstream { listen, stdio, era } => {
+                let server = DemoServer::new(era);
+                if stdio {
+                    server.serve_stdio().await?;
+                } else {
+                    let listener = tokio::net::TcpListener::bind(listen).await?;
+                    println!(
+                        "demo upstream listening on http://{}/mcp",
+                        listener.local_addr()?
+                    );
+                    server.serve_http(listener).await?;
+                }
+                Ok(())
+            }
+            Command::CheckConfig { config } => {
+                let config = Config::load(config_path(config).as_deref())?;
+                println!("{}", serde_json::to_string_pretty(&config)?);
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Prometheus metrics kept in fixed arrays of atomics: recording is lock-free
+//! and allocation-free on the hot path; `/metrics` renders the text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// JSON-RPC methods tracked by name; everything else is counted as `other`.
+const METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "notification",
+    "response",
+    "stream",
+    "delete",
+    "other",
+];
+const OTHER_METHOD: usize = METHODS.len() - 1;
+
+/// HTTP statuses tracked by value; anything else lands in the last slot (`other`).
+const STATUSES: &[u16] = &[
+    200, 202, 400, 403, 404, 405, 406, 413, 415, 429, 500, 502, 503, 504, 0,
+];
+
+/// Histogram bucket upper bounds in microseconds.
+const BUCKETS_US: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Index of a method label; stable for the process lifetime.
+pub fn method_slot(method: &str) -> usize {
+    METHODS
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or(OTHER_METHOD)
+}
+
+/// The slot for a non-method request kind (`notification`, `response`, `stream`, `delete`).
+pub fn kind_slot(kind: &'static str) -> usize {
+    method_slot(kind)
+}
+
+fn status_slot(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, us: u64) {
+        if let Some(i) = BUCKETS_US.iter().position(|b| us <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+}
+
+/// Per-upstream counters, owned by each upstream and rendered with its name.
+#[derive(Default, Debug)]
+pub struct UpstreamStats {
+    /// Upstream sessions opened (initialize or modern first use).
+    pub sessions_created: AtomicU64,
+    /// Upstream sessions currently open.
+    pub sessions_live: AtomicI64,
+    /// Requests that failed at the transport or HTTP level.
+    pub errors: AtomicU64,
+}
+
+/// Process-wide metrics.
+pub struct Metrics {
+    requests: Vec<[AtomicU64; STATUSES.len()]>,
+    latency: Vec<Histogram>,
+    /// Client sessions currently held.
+    pub downstream_sessions: AtomicI64,
+    /// Names that collided in a federated catalogue (naming = none / on-collision).
+    pub catalog_collisions: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: (0..METHODS.len()).map(|_| Default::default()).collect(),
+            latency: (0..METHODS.len()).map(|_| Histogram::default()).collect(),
+            downstream_sessions: AtomicI64::new(0),
+            catalog_collisions: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one downstream request.
+    pub fn record(&self, method_slot: usize, status: u16, elapsed: Duration) {
+        self.requests[method_slot][status_slot(status)].fetch_add(1, Relaxed);
+        self.latency[method_slot].observe(elapsed.as_micros().min(u64::MAX as u128) as u64);
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render<'a>(
+        &self,
+        upstreams: impl Iterator<Item = (&'a str, &'a UpstreamStats)>,
+    ) -> String {
+        let mut out = String::with_capacity(8192);
+        out.push_str("# HELP tether_requests_total Downstream MCP requests by JSON-RPC method and HTTP status.\n# TYPE tether_requests_total counter\n");
+        for (m, row) in METHODS.iter().zip(&self.requests) {
+            for (s, n) in STATUSES.iter().zip(row) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let status = if *s == 0 {
+                        "other".to_string()
+                    } else {
+                        s.to_string()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "tether_requests_total{{method=\"{m}\",status=\"{status}\"}} {n}"
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP tether_request_duration_seconds Downstream request latency until the response head (SSE streams: until the stream starts).\n# TYPE tether_request_duration_seconds histogram\n");
+        for (m, h) in METHODS.iter().zip(&self.latency) {
+            let count = h.count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let mut cumulative = 0;
+            for (b, n) in BUCKETS_US.iter().zip(&h.buckets) {
+                cumulative += n.load(Relaxed);
+                let le = *b as f64 / 1e6;
+                let _ = writeln!(
+                    out,
+                    "tether_request_duration_seconds_bucket{{method=\"{m}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "tether_request_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {count}"
+            );
+            let sum = h.sum_us.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "tether_request_duration_seconds_sum{{method=\"{m}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "tether_request_duration_seconds_count{{method=\"{m}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tether_downstream_sessions Client sessions currently held.\n# TYPE tether_downstream_sessions gauge\ntether_downstream_sessions {}",
+            self.downstream_sessions.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tether_catalog_collisions_total Names shared by several upstreams in a federated catalogue.\n# TYPE tether_catalog_collisions_total counter\ntether_catalog_collisions_total {}",
+            self.catalog_collisions.load(Relaxed)
+        );
+        let upstreams: Vec<_> = upstreams.collect();
+        let families: [(&str, &str, &str, fn(&UpstreamStats) -> i64); 3] = [
+            (
+                "tether_upstream_sessions",
+                "gauge",
+                "Upstream sessions currently open.",
+                |s| s.sessions_live.load(Relaxed),
+            ),
+            (
+                "tether_upstream_sessions_created_total",
+                "counter",
+                "Upstream sessions opened.",
+                |s| s.sessions_created.load(Relaxed) as i64,
+            ),
+            (
+                "tether_upstream_errors_total",
+                "counter",
+                "Upstream requests that failed at transport or HTTP level.",
+                |s| s.errors.load(Relaxed) as i64,
+            ),
+        ];
+        for (name, kind, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (up, stats) in &upstreams {
+                let _ = writeln!(out, "{name}{{upstream=\"{up}\"}} {}", get(stats));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_buckets() {
+        let m = Metrics::default();
+        m.record(method_slot("tools/call"), 200, Duration::from_micros(300));
+        m.record(method_slot("weird/method"), 418, Duration::from_millis(2));
+        let stats = UpstreamStats::default();
+        stats.sessions_created.fetch_add(2, Relaxed);
+        let text = m.render([("demo", &stats)].into_iter());
+        assert!(text.contains("tether_requests_total{method=\"tools/call\",status=\"200\"} 1"));
+        assert!(text.contains("tether_requests_total{method=\"other\",status=\"other\"} 1"));
+        assert!(text.contains(
+            "tether_request_duration_seconds_bucket{method=\"tools/call\",le=\"0.00025\"} 0"
+        ));
+        assert!(text.contains(
+            "tether_request_duration_seconds_bucket{method=\"tools/call\",le=\"0.0005\"} 1"
+        ));
+        assert!(text.contains("tether_upstream_sessions_created_total{upstream=\"demo\"} 2"));
+    }
+}

@@ -1,0 +1,86 @@
+//! `tether serve`: wiring, listener, idle reaper and bounded graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, UpstreamConfig};
+use crate::demo::{DemoEra, DemoServer};
+use crate::downstream::{self, App};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::session::SessionRegistry;
+use crate::upstream::Upstream;
+
+/// Runs the gateway until SIGINT/SIGTERM. With no upstreams configured, an
+/// in-process demo upstream is started on a loopback port and used.
+pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    if config.upstreams.is_empty() {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(DemoServer::new(DemoEra::Dual).serve_http(listener));
+        tracing::info!(%addr, "no upstreams configured: serving the built-in demo upstream as \"demo\"");
+        config.upstreams.push(UpstreamConfig {
+            name: "demo".into(),
+            url: format!("http://{addr}/mcp"),
+            transport: Default::default(),
+            headers: Default::default(),
+            timeout_secs: 60,
+            era: Default::default(),
+            shared: false,
+        });
+    }
+    let metrics = Arc::new(Metrics::default());
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|u| Upstream::new(u.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let close_timeout = Duration::from_secs(config.server.shutdown_timeout_secs.max(1));
+    let gateway = Gateway::new(
+        upstreams,
+        config.federation.clone(),
+        metrics.clone(),
+        close_timeout,
+    );
+    let sessions = Arc::new(SessionRegistry::new(
+        config.session.max_sessions,
+        Duration::from_secs(config.session.idle_ttl_secs.max(1)),
+        close_timeout,
+        metrics.clone(),
+    ));
+    sessions.spawn_reaper();
+    let listener = TcpListener::bind(config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = App::new(config, gateway, sessions.clone(), metrics);
+    // Scripts and tests read this line to find the port when listening on :0.
+    println!("tether listening on http://{addr}/mcp");
+    tracing::info!(%addr, "tether listening");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(listener, downstream::router(app.clone()))
+        .with_graceful_shutdown(shutdown_signal());
+    server.await?;
+    tracing::info!("shutting down: closing client sessions and their upstream sessions");
+    sessions.end_all().await;
+    futures_util::future::join_all(app.gateway.upstreams().iter().map(|u| u.drain_pool())).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

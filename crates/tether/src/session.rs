@@ -1,0 +1,303 @@
+//! Client (downstream) sessions: identity, the upstream sessions they own,
+//! server→client requests awaiting the client's answer, and the registry
+//! with its caps and idle reaper.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::protocol::Era;
+use crate::sync::lock;
+use crate::upstream::{ClientIdentity, SessionSet, UpstreamSession};
+
+/// Which upstreams a session sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// `/mcp`: every upstream, federated.
+    Federated,
+    /// `/u/<upstream>/mcp`: one upstream, names unchanged.
+    Single(Arc<str>),
+}
+
+/// A server→client request relayed to the client, waiting for its answer.
+pub struct PendingRequest {
+    /// The upstream session that asked.
+    pub upstream: Arc<UpstreamSession>,
+    /// The id the upstream used, restored on the way back.
+    pub original_id: Box<RawValue>,
+}
+
+/// One client session (or, when `ephemeral`, the context of one sessionless request).
+pub struct ClientSession {
+    /// The `Mcp-Session-Id` (empty for ephemeral contexts).
+    pub id: String,
+    /// The endpoint the session was created on.
+    pub scope: Scope,
+    /// The client's era.
+    pub era: Era,
+    /// Negotiated protocol version.
+    pub protocol_version: String,
+    /// What upstreams are told about the client.
+    pub identity: ClientIdentity,
+    /// The client's upstream sessions.
+    pub upstreams: SessionSet,
+    pending: Mutex<HashMap<String, PendingRequest>>,
+    next_relay_id: AtomicU64,
+    outbound: Mutex<Option<mpsc::Sender<Bytes>>>,
+    created: Instant,
+    last_seen_ms: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl ClientSession {
+    /// A new session; `id` empty means ephemeral (one sessionless request).
+    pub fn new(
+        id: String,
+        scope: Scope,
+        era: Era,
+        protocol_version: String,
+        identity: ClientIdentity,
+    ) -> Self {
+        let ephemeral = id.is_empty();
+        ClientSession {
+            id,
+            scope,
+            era,
+            protocol_version,
+            identity,
+            upstreams: SessionSet::new(ephemeral),
+            pending: Mutex::new(HashMap::new()),
+            next_relay_id: AtomicU64::new(1),
+            outbound: Mutex::new(None),
+            created: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this context serves one sessionless request.
+    pub fn is_ephemeral(&self) -> bool {
+        self.id.is_empty()
+    }
+
+    /// Marks the session used now.
+    pub fn touch(&self) {
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_seen_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.created.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Registers a server→client request and returns the id the client will see.
+    pub fn register_pending(&self, request: PendingRequest) -> String {
+        let n = self.next_relay_id.fetch_add(1, Ordering::Relaxed);
+        let id = format!("tether-relay-{n}");
+        let key = serde_json::to_string(&id).expect("string serializes");
+        lock(&self.pending).insert(key, request);
+        id
+    }
+
+    /// Takes the pending request a client response answers (by raw id text).
+    pub fn take_pending(&self, raw_id: &str) -> Option<PendingRequest> {
+        lock(&self.pending).remove(raw_id)
+    }
+
+    /// Installs the sender of the session's GET stream, replacing an older one.
+    pub fn set_outbound(&self, tx: mpsc::Sender<Bytes>) {
+        *lock(&self.outbound) = Some(tx);
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Ends the session once: closes its upstream sessions and its GET stream.
+    pub async fn close(&self, timeout: Duration) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&self.outbound).take();
+        lock(&self.pending).clear();
+        self.upstreams.close_all(timeout).await;
+    }
+}
+
+/// Why a session could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The total session cap is reached.
+    Full,
+}
+
+/// All client sessions of this node.
+pub struct SessionRegistry {
+    sessions: DashMap<String, Arc<ClientSession>>,
+    max_sessions: usize,
+    idle_ttl: Duration,
+    close_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl SessionRegistry {
+    /// An empty registry.
+    pub fn new(
+        max_sessions: usize,
+        idle_ttl: Duration,
+        close_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        SessionRegistry {
+            sessions: DashMap::new(),
+            max_sessions,
+            idle_ttl,
+            close_timeout,
+            metrics,
+        }
+    }
+
+    /// Adds a session under a fresh id.
+    pub fn create(
+        &self,
+        scope: Scope,
+        era: Era,
+        protocol_version: String,
+        identity: ClientIdentity,
+    ) -> Result<Arc<ClientSession>, Admission> {
+        if self.sessions.len() >= self.max_sessions {
+            return Err(Admission::Full);
+        }
+        let session = Arc::new(ClientSession::new(
+            new_session_id(),
+            scope,
+            era,
+            protocol_version,
+            identity,
+        ));
+        session.touch();
+        self.sessions.insert(session.id.clone(), session.clone());
+        self.metrics
+            .downstream_sessions
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(session)
+    }
+
+    /// Looks a session up by id (ids of invalid shape are never looked up).
+    pub fn get(&self, id: &str) -> Option<Arc<ClientSession>> {
+        if !is_valid_session_id(id) {
+            return None;
+        }
+        self.sessions.get(id).map(|s| s.clone())
+    }
+
+    /// Removes and closes a session; true if it existed.
+    pub async fn end(&self, id: &str) -> bool {
+        let Some((_, session)) = self.sessions.remove(id) else {
+            return false;
+        };
+        self.metrics
+            .downstream_sessions
+            .fetch_sub(1, Ordering::Relaxed);
+        session.close(self.close_timeout).await;
+        true
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Ends sessions idle longer than the TTL; returns how many ended.
+    pub async fn reap_idle(&self) -> usize {
+        let expired: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|s| s.idle_for() > self.idle_ttl)
+            .map(|s| s.key().clone())
+            .collect();
+        let n = expired.len();
+        futures_util::future::join_all(expired.iter().map(|id| self.end(id))).await;
+        if n > 0 {
+            tracing::info!(count = n, "ended idle client sessions");
+        }
+        n
+    }
+
+    /// Runs the idle reaper until the registry is dropped.
+    pub fn spawn_reaper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let period = (self.idle_ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
+                registry.reap_idle().await;
+            }
+        });
+    }
+
+    /// Ends every session in parallel (shutdown); bounded by the close timeout.
+    pub async fn end_all(&self) {
+        let ids: Vec<String> = self.sessions.iter().map(|s| s.key().clone()).collect();
+        let all = futures_util::future::join_all(ids.iter().map(|id| self.end(id)));
+        if tokio::time::timeout(self.close_timeout * 2, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: some client sessions did not close in time; abandoned");
+        }
+    }
+}
+
+/// A new session id: 256 bits from the OS CSPRNG, URL-safe Base64 (43 chars).
+pub fn new_session_id() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `id` has the shape of a session id: `[A-Za-z0-9_-]{1,128}`.
+pub fn is_valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_long_random_and_valid() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(is_valid_session_id(&a));
+        assert!(!is_valid_session_id(""));
+        assert!(!is_valid_session_id("a b"));
+        assert!(!is_valid_session_id(&"a".repeat(129)));
+        assert!(!is_valid_session_id("../etc"));
+    }
+}

@@ -1,0 +1,473 @@
+//! Streamable HTTP client side: one POST per message, replies as JSON, SSE or
+//! 202, upstream SSE streams decoded incrementally and resumed when the
+//! upstream closes them early.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::HeaderValue;
+use serde_json::json;
+
+use super::{Upstream, UpstreamSession};
+use crate::jsonrpc::{self, Message};
+use crate::protocol::{self, Era};
+use crate::sse;
+
+/// Largest single upstream message or SSE event Tether accepts.
+pub const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
+/// How many times a stream closed before its response is resumed with `Last-Event-ID`.
+const MAX_RESUMES: u32 = 5;
+
+/// Why an upstream exchange failed.
+#[derive(Debug, Clone)]
+pub enum UpstreamError {
+    /// The request never left Tether (connection refused, DNS, TLS): safe to retry.
+    Connect(String),
+    /// The connection failed after the request may have been delivered.
+    Transport(String),
+    /// No answer within the upstream's timeout.
+    Timeout,
+    /// The upstream no longer knows the session (HTTP 404 on a session request).
+    SessionLost,
+    /// An HTTP status Tether cannot use.
+    Status {
+        /// HTTP status code.
+        status: u16,
+        /// First bytes of the body, for diagnostics.
+        body: String,
+    },
+    /// The upstream answered something that is not MCP.
+    Protocol(String),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
+            UpstreamError::Transport(e) => write!(f, "connection failed: {e}"),
+            UpstreamError::Timeout => f.write_str("timed out"),
+            UpstreamError::SessionLost => f.write_str("upstream session expired"),
+            UpstreamError::Status { status, body } => write!(f, "HTTP {status}: {body}"),
+            UpstreamError::Protocol(e) => write!(f, "protocol error: {e}"),
+        }
+    }
+}
+
+impl UpstreamError {
+    /// True when the upstream provably did not process the request, so even a
+    /// `tools/call` may be retried on a fresh session.
+    pub fn provably_not_delivered(&self) -> bool {
+        matches!(self, UpstreamError::Connect(_) | UpstreamError::SessionLost)
+    }
+
+    /// True when the session that produced this error must not be reused.
+    pub fn poisons_session(&self) -> bool {
+        !matches!(self, UpstreamError::Status { .. })
+    }
+
+    /// True when the upstream may have switched era or transport (re-probe next time).
+    pub fn suggests_era_change(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Status {
+                status: 400..=499,
+                ..
+            } | UpstreamError::Protocol(_)
+        )
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> Self {
+        if e.is_connect() {
+            UpstreamError::Connect(error_chain(&e))
+        } else if e.is_timeout() {
+            UpstreamError::Timeout
+        } else {
+            UpstreamError::Transport(error_chain(&e))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// What the upstream answered to a POST.
+pub enum Reply {
+    /// One JSON-RPC message.
+    Json(Bytes),
+    /// An SSE stream of messages, ending with the response.
+    Stream(EventStream),
+    /// 202: a notification or response was accepted.
+    Accepted,
+}
+
+/// Headers of one upstream POST beyond the static ones.
+#[derive(Default)]
+pub struct PostHeaders<'a> {
+    /// `Mcp-Session-Id`, for legacy sessions.
+    pub session_id: Option<&'a HeaderValue>,
+    /// `MCP-Protocol-Version`.
+    pub protocol_version: Option<&'a str>,
+    /// `Mcp-Method` (modern).
+    pub method: Option<&'a str>,
+    /// `Mcp-Name` (modern), unencoded.
+    pub name: Option<&'a str>,
+}
+
+/// POSTs one JSON-RPC message to the upstream and classifies the reply.
+pub async fn post(
+    upstream: &Upstream,
+    body: Bytes,
+    headers: PostHeaders<'_>,
+    session: Option<Arc<UpstreamSession>>,
+) -> Result<Reply, UpstreamError> {
+    let had_session = headers.session_id.is_some();
+    let resp = post_raw(upstream, body, headers).await?;
+    classify_reply(upstream, resp, had_session, session).await
+}
+
+/// POSTs one JSON-RPC message and returns the raw HTTP response head.
+pub async fn post_raw(
+    upstream: &Upstream,
+    body: Bytes,
+    headers: PostHeaders<'_>,
+) -> Result<reqwest::Response, UpstreamError> {
+    let mut req = upstream
+        .http
+        .post(upstream.url.clone())
+        .headers(upstream.static_headers.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, "application/json, text/event-stream");
+    if let Some(id) = headers.session_id {
+        req = req.header(protocol::HEADER_SESSION_ID, id.clone());
+    }
+    if let Some(v) = headers.protocol_version {
+        req = req.header(protocol::HEADER_PROTOCOL_VERSION, v);
+    }
+    if let Some(m) = headers.method {
+        req = req.header(protocol::HEADER_METHOD, m);
+    }
+    if let Some(n) = headers.name {
+        req = req.header(protocol::HEADER_NAME, protocol::encode_header_value(n));
+    }
+    send_with_timeout(upstream, req.body(body)).await
+}
+
+/// Sends a request, bounding the wait for the response head by the upstream's timeout.
+pub async fn send_with_timeout(
+    upstream: &Upstream,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, UpstreamError> {
+    tokio::time::timeout(upstream.config.timeout(), req.send())
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+        .map_err(UpstreamError::from_reqwest)
+}
+
+/// Classifies an upstream HTTP response to a POST.
+pub async fn classify_reply(
+    upstream: &Upstream,
+    resp: reqwest::Response,
+    had_session: bool,
+    session: Option<Arc<UpstreamSession>>,
+) -> Result<Reply, UpstreamError> {
+    let status = resp.status();
+    if status == http::StatusCode::ACCEPTED {
+        return Ok(Reply::Accepted);
+    }
+    if status == http::StatusCode::NOT_FOUND && had_session {
+        return Err(UpstreamError::SessionLost);
+    }
+    let is_sse = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    if status.is_success() && is_sse {
+        return Ok(Reply::Stream(EventStream::new(
+            resp,
+            session,
+            upstream.config.timeout(),
+        )));
+    }
+    let body = read_body(resp, upstream.config.timeout()).await?;
+    if status.is_success() {
+        if body.is_empty() {
+            return Ok(Reply::Accepted);
+        }
+        return Ok(Reply::Json(body));
+    }
+    // A JSON-RPC error answering our request (it has our id) is an answer to relay.
+    if status.is_client_error() && Message::parse(&body).is_ok_and(|m| m.error.is_some()) {
+        return Ok(Reply::Json(body));
+    }
+    Err(UpstreamError::Status {
+        status: status.as_u16(),
+        body: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+    })
+}
+
+async fn read_body(resp: reqwest::Response, timeout: Duration) -> Result<Bytes, UpstreamError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n as usize > MAX_UPSTREAM_MESSAGE)
+    {
+        return Err(UpstreamError::Protocol(
+            "upstream response too large".into(),
+        ));
+    }
+    // Usually the whole body is one chunk: keep it without copying.
+    let mut first: Option<Bytes> = None;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    loop {
+        let chunk = tokio::time::timeout(timeout, stream.next())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
+        match chunk {
+            None => break,
+            Some(Err(e)) => return Err(UpstreamError::from_reqwest(e)),
+            Some(Ok(c)) => {
+                if first.is_none() && body.is_empty() {
+                    first = Some(c);
+                    continue;
+                }
+                if let Some(f) = first.take() {
+                    body.extend_from_slice(&f);
+                }
+                body.extend_from_slice(&c);
+                if body.len() > MAX_UPSTREAM_MESSAGE {
+                    return Err(UpstreamError::Protocol(
+                        "upstream response too large".into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(body)))
+}
+
+type ByteStream = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
+
+/// Messages of an upstream SSE response, in arrival order, never buffered
+/// beyond one network chunk.
+pub struct EventStream {
+    body: Option<ByteStream>,
+    decoder: sse::Decoder,
+    ready: VecDeque<Bytes>,
+    last_event_id: Option<String>,
+    retry: Duration,
+    resumes: u32,
+    session: Option<Arc<UpstreamSession>>,
+    idle_timeout: Duration,
+}
+
+impl EventStream {
+    fn new(resp: reqwest::Response, session: Option<Arc<UpstreamSession>>, idle: Duration) -> Self {
+        EventStream {
+            body: Some(resp.bytes_stream().boxed()),
+            decoder: sse::Decoder::new(MAX_UPSTREAM_MESSAGE),
+            ready: VecDeque::new(),
+            last_event_id: None,
+            retry: Duration::from_millis(500),
+            resumes: 0,
+            session,
+            idle_timeout: idle,
+        }
+    }
+
+    /// The next JSON-RPC message; `None` when the stream ended for good.
+    /// A stream the upstream closed early is resumed with `Last-Event-ID`.
+    pub async fn next_message(&mut self) -> Option<Result<Bytes, UpstreamError>> {
+        loop {
+            if let Some(m) = self.ready.pop_front() {
+                return Some(Ok(m));
+            }
+            let Some(body) = self.body.as_mut() else {
+                match self.resume().await {
+                    Ok(true) => continue,
+                    Ok(false) => return None,
+                    Err(e) => return Some(Err(e)),
+                }
+            };
+            match tokio::time::timeout(self.idle_timeout, body.next()).await {
+                Err(_) => return Some(Err(UpstreamError::Timeout)),
+                Ok(None) => self.body = None,
+                Ok(Some(Err(e))) => {
+                    self.body = None;
+                    if self.last_event_id.is_none() {
+                        return Some(Err(UpstreamError::from_reqwest(e)));
+                    }
+                }
+                Ok(Some(Ok(chunk))) => match self.decoder.feed(&chunk) {
+                    Err(e) => return Some(Err(UpstreamError::Protocol(e.to_string()))),
+                    Ok(events) => {
+                        for ev in events {
+                            if let Some(id) = ev.id {
+                                self.last_event_id = Some(id);
+                            }
+                            if (ev.event.is_empty() || ev.event == "message") && !ev.data.is_empty()
+                            {
+                                self.ready.push_back(Bytes::from(ev.data));
+                            }
+                        }
+                        if let Some(ms) = retry_field(&chunk) {
+                            self.retry = Duration::from_millis(ms.min(5_000));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reconnects with `GET` + `Last-Event-ID` (2025-11-25 polling/resumption).
+    async fn resume(&mut self) -> Result<bool, UpstreamError> {
+        let (Some(last), Some(session)) = (self.last_event_id.clone(), self.session.clone()) else {
+            return Ok(false);
+        };
+        if self.resumes >= MAX_RESUMES {
+            return Ok(false);
+        }
+        self.resumes += 1;
+        tokio::time::sleep(self.retry).await;
+        let resp = session.open_get(Some(&last)).await?;
+        self.body = Some(resp.bytes_stream().boxed());
+        self.decoder = sse::Decoder::new(MAX_UPSTREAM_MESSAGE);
+        Ok(true)
+    }
+}
+
+/// Finds a `retry:` field in a chunk (cheap scan; the decoder ignores it).
+fn retry_field(chunk: &[u8]) -> Option<u64> {
+    let pos = chunk.windows(6).position(|w| w == b"retry:")?;
+    let rest = &chunk[pos + 6..];
+    let digits: String = rest
+        .iter()
+        .skip_while(|b| **b == b' ')
+        .take_while(|b| b.is_ascii_digit())
+        .map(|b| *b as char)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Probes an upstream's era: a modern `server/discover` first; a modern answer
+/// (result or modern error code) means modern, any other 4xx means legacy.
+pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError> {
+    let identity = super::ClientIdentity::tether();
+    let body = serde_json::to_vec(&json!({
+        "jsonrpc": "2.0",
+        "id": "tether-discover",
+        "method": "server/discover",
+        "params": {"_meta": {
+            protocol::META_PROTOCOL_VERSION: protocol::MODERN_VERSION,
+            protocol::META_CLIENT_INFO: identity.info,
+            protocol::META_CLIENT_CAPABILITIES: identity.capabilities,
+        }},
+    }))
+    .expect("discover request serializes");
+    let headers = PostHeaders {
+        protocol_version: Some(protocol::MODERN_VERSION),
+        method: Some("server/discover"),
+        ..Default::default()
+    };
+    let reply = post(upstream, Bytes::from(body), headers, None).await;
+    let answer = match reply {
+        Ok(Reply::Json(b)) => b,
+        Ok(Reply::Stream(mut s)) => match s.next_message().await {
+            Some(Ok(b)) => b,
+            _ => return Ok(Discovery::legacy()),
+        },
+        Ok(Reply::Accepted) => return Ok(Discovery::legacy()),
+        Err(UpstreamError::Status {
+            status: 400..=499, ..
+        }) => return Ok(Discovery::legacy()),
+        Err(e) => return Err(e),
+    };
+    let Ok(mut msg) = Message::parse(&answer) else {
+        return Ok(Discovery::legacy());
+    };
+    if let Some(result) = msg.result.take() {
+        let versions: Option<Vec<String>> =
+            serde_json::from_str::<jsonrpc::RawObject>(result.get())
+                .ok()
+                .and_then(|o| {
+                    o.get("supportedVersions")
+                        .and_then(|v| serde_json::from_str(v.get()).ok())
+                });
+        if versions.is_some_and(|v| v.iter().any(|v| protocol::is_modern_version(v))) {
+            return Ok(Discovery {
+                era: Era::Modern,
+                result: Some(result),
+            });
+        }
+        return Ok(Discovery::legacy());
+    }
+    let era = if modern_error_body(&answer) {
+        Era::Modern
+    } else {
+        Era::Legacy
+    };
+    Ok(Discovery { era, result: None })
+}
+
+/// What probing an upstream found.
+pub struct Discovery {
+    /// The era to speak.
+    pub era: Era,
+    /// The `server/discover` result, for modern upstreams that answered it.
+    pub result: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl Discovery {
+    fn legacy() -> Self {
+        Discovery {
+            era: Era::Legacy,
+            result: None,
+        }
+    }
+}
+
+/// Whether a body is a JSON-RPC error carrying one of the modern-era codes.
+fn modern_error_body(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Err {
+        code: i64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Err,
+    }
+    serde_json::from_slice::<Body>(body).is_ok_and(|b| protocol::is_modern_error_code(b.error.code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_modern_error_bodies() {
+        assert!(modern_error_body(
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32022,"message":"x"}}"#
+        ));
+        assert!(!modern_error_body(
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request"}}"#
+        ));
+        assert!(!modern_error_body(b"Bad Request"));
+    }
+
+    #[test]
+    fn finds_retry_hint() {
+        assert_eq!(retry_field(b"id: 1\nretry: 2500\ndata: \n\n"), Some(2500));
+        assert_eq!(retry_field(b"data: {}\n\n"), None);
+    }
+}

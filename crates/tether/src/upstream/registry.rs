@@ -1,0 +1,112 @@
+//! The upstream sessions of one client session, keyed by upstream: created
+//! on first use (concurrent first uses share one initialize), reused after,
+//! evicted on failure, all closed exactly once when the client session ends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use super::{ClientIdentity, Upstream, UpstreamError, UpstreamSession};
+use crate::sync::lock;
+
+type Slot = Arc<OnceCell<Arc<UpstreamSession>>>;
+
+/// Upstream sessions owned by one client session (or one sessionless request).
+pub struct SessionSet {
+    slots: Mutex<HashMap<Arc<str>, Slot>>,
+    closed: AtomicBool,
+    /// Sessionless: shared upstreams lend pooled sessions instead of opening new ones.
+    ephemeral: bool,
+}
+
+impl SessionSet {
+    /// An empty set. `ephemeral` sets serve one sessionless request.
+    pub fn new(ephemeral: bool) -> Self {
+        SessionSet {
+            slots: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            ephemeral,
+        }
+    }
+
+    /// The session with `upstream`, opening it on first use.
+    pub async fn get(
+        &self,
+        upstream: &Arc<Upstream>,
+        client: &ClientIdentity,
+    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        let slot = {
+            let mut slots = lock(&self.slots);
+            if self.closed.load(Ordering::Acquire) {
+                return Err(UpstreamError::Protocol("client session has ended".into()));
+            }
+            slots.entry(upstream.name.clone()).or_default().clone()
+        };
+        let pooled = self.ephemeral && upstream.config.shared;
+        let session = slot
+            .get_or_try_init(|| async {
+                if pooled {
+                    upstream.checkout_pooled(client).await
+                } else {
+                    upstream.open_session(client).await
+                }
+            })
+            .await?
+            .clone();
+        if self.closed.load(Ordering::Acquire) {
+            // The client session ended while this one was opening: don't leak it.
+            session.close().await;
+            return Err(UpstreamError::Protocol("client session has ended".into()));
+        }
+        Ok(session)
+    }
+
+    /// Drops `session` from the set (if it is still the current one) and closes it,
+    /// so the next use opens a fresh session.
+    pub async fn evict(&self, session: &Arc<UpstreamSession>) {
+        {
+            let mut slots = lock(&self.slots);
+            let current = slots.get(&session.upstream.name).and_then(|s| s.get());
+            if current.is_some_and(|c| Arc::ptr_eq(c, session)) {
+                slots.remove(&session.upstream.name);
+            }
+        }
+        session.close().await;
+    }
+
+    /// The sessions opened so far.
+    pub fn sessions(&self) -> Vec<Arc<UpstreamSession>> {
+        lock(&self.slots)
+            .values()
+            .filter_map(|s| s.get().cloned())
+            .collect()
+    }
+
+    /// Closes every session in parallel, once; each close is bounded in time.
+    pub async fn close_all(&self, timeout: Duration) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sessions: Vec<_> = lock(&self.slots)
+            .drain()
+            .filter_map(|(_, s)| s.get().cloned())
+            .collect();
+        let closes = sessions.into_iter().map(|s| async move {
+            if self.ephemeral && s.upstream.config.shared {
+                let upstream = s.upstream.clone();
+                upstream.checkin_pooled(s).await;
+            } else {
+                s.close().await;
+            }
+        });
+        if tokio::time::timeout(timeout, futures_util::future::join_all(closes))
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing upstream sessions timed out; abandoned the rest");
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! One upstream session: the handshake (legacy) or per-request identity
+//! (modern), request sending, and exactly-once close.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::client::{self, PostHeaders, Reply, UpstreamError};
+use super::{ClientIdentity, Upstream};
+use crate::jsonrpc::{self, Message, RawObject};
+use crate::protocol::{self, Era};
+
+/// How long closing one upstream session may take before it is abandoned.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A session with one upstream, owned by exactly one client session (or one
+/// sessionless request, or the shared pool of a stateless-safe upstream).
+pub struct UpstreamSession {
+    /// The upstream this session talks to.
+    pub upstream: Arc<Upstream>,
+    /// The era spoken on this session.
+    pub era: Era,
+    session_id: Option<HeaderValue>,
+    /// Negotiated protocol version (modern: the modern version).
+    pub protocol_version: String,
+    /// Legacy: the upstream's `initialize` result.
+    init_result: Option<Box<RawValue>>,
+    client: ClientIdentity,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for UpstreamSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSession")
+            .field("upstream", &self.upstream.name)
+            .field("era", &self.era)
+            .field("version", &self.protocol_version)
+            .finish()
+    }
+}
+
+impl UpstreamSession {
+    /// Opens a session: `initialize` + `notifications/initialized` for legacy
+    /// upstreams; nothing on the wire for modern ones.
+    pub(super) async fn open(
+        upstream: Arc<Upstream>,
+        era: Era,
+        client: &ClientIdentity,
+    ) -> Result<Arc<Self>, UpstreamError> {
+        let mut session = UpstreamSession {
+            upstream,
+            era,
+            session_id: None,
+            protocol_version: protocol::MODERN_VERSION.to_owned(),
+            init_result: None,
+            client: client.clone(),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+        };
+        if era == Era::Legacy {
+            session.initialize().await?;
+        }
+        let stats = &session.upstream.stats;
+        stats.sessions_created.fetch_add(1, Ordering::Relaxed);
+        stats.sessions_live.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(upstream = %session.upstream.name, era = era.as_str(), "opened upstream session");
+        Ok(Arc::new(session))
+    }
+
+    async fn initialize(&mut self) -> Result<(), UpstreamError> {
+        let body = serde_json::to_vec(&json!({
+            "jsonrpc": "2.0",
+            "id": "tether-init",
+            "method": "initialize",
+            "params": {
+                "protocolVersion": protocol::LATEST_LEGACY_VERSION,
+                "capabilities": self.client.capabilities,
+                "clientInfo": self.client.info,
+            },
+        }))
+        .expect("initialize serializes");
+        let upstream = self.upstream.clone();
+        let resp = client::post_raw(&upstream, Bytes::from(body), PostHeaders::default()).await?;
+        self.session_id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
+        let reply = client::classify_reply(&upstream, resp, false, None).await?;
+        let answer = first_response(reply).await?;
+        let msg = Message::parse(&answer).map_err(|e| UpstreamError::Protocol(e.message()))?;
+        let result = match (msg.result, msg.error) {
+            (Some(r), _) => r,
+            (None, Some(e)) => {
+                return Err(UpstreamError::Protocol(format!(
+                    "initialize failed: {}",
+                    e.get()
+                )));
+            }
+            _ => {
+                return Err(UpstreamError::Protocol(
+                    "initialize returned nothing".into(),
+                ));
+            }
+        };
+        let obj: RawObject = serde_json::from_str(result.get())
+            .map_err(|_| UpstreamError::Protocol("initialize result is not an object".into()))?;
+        let version = jsonrpc::str_member(&obj, "protocolVersion").unwrap_or_default();
+        if !protocol::is_legacy_version(&version) {
+            return Err(UpstreamError::Protocol(format!(
+                "upstream negotiated unsupported protocol version {version:?}"
+            )));
+        }
+        self.protocol_version = version;
+        self.init_result = Some(result);
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        self.send_message(Bytes::from_static(note)).await?;
+        Ok(())
+    }
+
+    /// The upstream's `initialize` result (legacy) or `server/discover` result (modern).
+    pub async fn server_description(&self) -> Result<Arc<RawValue>, UpstreamError> {
+        match &self.init_result {
+            Some(r) => Ok(Arc::from(r.clone())),
+            None => self.upstream.discover_result().await,
+        }
+    }
+
+    /// Whether this session has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn headers<'a>(&'a self, method: Option<&'a str>, name: Option<&'a str>) -> PostHeaders<'a> {
+        match self.era {
+            Era::Legacy => PostHeaders {
+                session_id: self.session_id.as_ref(),
+                protocol_version: Some(&self.protocol_version),
+                ..Default::default()
+            },
+            Era::Modern => PostHeaders {
+                session_id: None,
+                protocol_version: Some(protocol::MODERN_VERSION),
+                method,
+                name,
+            },
+        }
+    }
+
+    /// The body to send upstream for a client message: the original bytes when
+    /// nothing changes; otherwise with `params` replaced and, for modern
+    /// upstreams, the per-request `_meta` identity added.
+    pub fn prepare(
+        &self,
+        msg: &Message,
+        raw: &Bytes,
+        params: Option<RawObject>,
+    ) -> Result<Bytes, crate::jsonrpc::EnvelopeError> {
+        let needs_meta = self.era == Era::Modern && msg.method.is_some();
+        if params.is_none() && !needs_meta {
+            return Ok(raw.clone());
+        }
+        let mut params = match params {
+            Some(p) => p,
+            None => msg.params_object()?,
+        };
+        if needs_meta {
+            self.add_modern_meta(&mut params);
+        }
+        let out = Message {
+            jsonrpc: msg.jsonrpc.clone(),
+            id: msg.id.clone(),
+            method: msg.method.clone(),
+            params: Some(jsonrpc::to_raw(&params)),
+            result: None,
+            error: None,
+        };
+        Ok(Bytes::from(out.to_bytes()))
+    }
+
+    fn add_modern_meta(&self, params: &mut RawObject) {
+        let mut meta: RawObject = params
+            .get("_meta")
+            .and_then(|m| serde_json::from_str(m.get()).ok())
+            .unwrap_or_default();
+        meta.entry(protocol::META_PROTOCOL_VERSION.into())
+            .or_insert_with(|| jsonrpc::to_raw(protocol::MODERN_VERSION));
+        meta.entry(protocol::META_CLIENT_INFO.into())
+            .or_insert_with(|| self.client.info.clone());
+        meta.entry(protocol::META_CLIENT_CAPABILITIES.into())
+            .or_insert_with(|| self.client.capabilities.clone());
+        params.insert("_meta".into(), jsonrpc::to_raw(&meta));
+    }
+
+    /// Sends a request; `name` is the tool/prompt name or resource URI for `Mcp-Name`.
+    pub async fn request(
+        self: &Arc<Self>,
+        body: Bytes,
+        method: &str,
+        name: Option<&str>,
+    ) -> Result<Reply, UpstreamError> {
+        let result = client::post(
+            &self.upstream,
+            body,
+            self.headers(Some(method), name),
+            Some(self.clone()),
+        )
+        .await;
+        if result.is_err() {
+            self.upstream.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Sends a notification or a response (expects 202).
+    pub async fn send_message(&self, body: Bytes) -> Result<(), UpstreamError> {
+        match client::post(&self.upstream, body, self.headers(None, None), None).await? {
+            Reply::Accepted | Reply::Json(_) => Ok(()),
+            Reply::Stream(_) => Ok(()),
+        }
+    }
+
+    /// Sends a request Tether itself makes (catalogue listing) and waits for its response.
+    pub async fn call(
+        self: &Arc<Self>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<Bytes, UpstreamError> {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = format!("tether-{n}");
+        let msg = Message {
+            jsonrpc: Some(jsonrpc::to_raw("2.0")),
+            id: Some(jsonrpc::to_raw(&id)),
+            method: Some(method.to_owned()),
+            params: Some(jsonrpc::to_raw(&params)),
+            result: None,
+            error: None,
+        };
+        let raw = Bytes::from(msg.to_bytes());
+        let body = self
+            .prepare(&msg, &raw, None)
+            .map_err(|e| UpstreamError::Protocol(e.message()))?;
+        first_response(self.request(body, method, None).await?).await
+    }
+
+    /// Opens the session's GET stream (server-initiated messages, or resumption).
+    pub async fn open_get(
+        &self,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let upstream = &self.upstream;
+        let mut req = upstream
+            .http
+            .get(upstream.url.clone())
+            .headers(upstream.static_headers.clone())
+            .header(http::header::ACCEPT, "text/event-stream")
+            .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version);
+        if let Some(id) = &self.session_id {
+            req = req.header(protocol::HEADER_SESSION_ID, id.clone());
+        }
+        if let Some(last) = last_event_id {
+            req = req.header(protocol::HEADER_LAST_EVENT_ID, last);
+        }
+        let resp = client::send_with_timeout(upstream, req).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            http::StatusCode::NOT_FOUND if self.session_id.is_some() => {
+                Err(UpstreamError::SessionLost)
+            }
+            s => Err(UpstreamError::Status {
+                status: s.as_u16(),
+                body: String::new(),
+            }),
+        }
+    }
+
+    /// Ends the session exactly once: upstream DELETE for legacy sessions with an id.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let stats = &self.upstream.stats;
+        stats.sessions_live.fetch_sub(1, Ordering::Relaxed);
+        let Some(id) = &self.session_id else { return };
+        let upstream = &self.upstream;
+        let req = upstream
+            .http
+            .delete(upstream.url.clone())
+            .headers(upstream.static_headers.clone())
+            .header(protocol::HEADER_SESSION_ID, id.clone())
+            .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version)
+            .send();
+        match tokio::time::timeout(CLOSE_TIMEOUT, req).await {
+            Ok(Ok(resp)) => {
+                tracing::debug!(upstream = %upstream.name, status = resp.status().as_u16(), "closed upstream session");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %upstream.name, error = %e, "upstream session DELETE failed")
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %upstream.name, "upstream session DELETE timed out; abandoned")
+            }
+        }
+    }
+}
+
+/// Reads the first JSON-RPC response out of a reply (skipping notifications on a stream).
+pub async fn first_response(reply: Reply) -> Result<Bytes, UpstreamError> {
+    match reply {
+        Reply::Json(b) => Ok(b),
+        Reply::Accepted => Err(UpstreamError::Protocol(
+            "upstream answered a request with 202".into(),
+        )),
+        Reply::Stream(mut s) => {
+            while let Some(m) = s.next_message().await {
+                let m = m?;
+                if Message::parse(&m).is_ok_and(|msg| msg.method.is_none()) {
+                    return Ok(m);
+                }
+            }
+            Err(UpstreamError::Transport(
+                "upstream stream ended before the response".into(),
+            ))
+        }
+    }
+}

@@ -200,7 +200,11 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        let fig = fig.merge(Env::prefixed("TETHER_").split("__"));
+        let fig = fig.merge(
+            Env::prefixed("TETHER_")
+                .ignore(&["log", "config"])
+                .split("__"),
+        );
         let config: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)

@@ -14,3 +14,9 @@ pub mod session;
 pub mod sse;
 pub mod sync;
 pub mod upstream;
+
+/// Installs ring as the process-wide rustls provider (idempotent). Call
+/// before building any HTTP client.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -179,7 +179,13 @@ impl Metrics {
             self.catalog_collisions.load(Relaxed)
         );
         let upstreams: Vec<_> = upstreams.collect();
-        let families: [(&str, &str, &str, fn(&UpstreamStats) -> i64); 3] = [
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&UpstreamStats) -> i64,
+        );
+        let families: [Family; 3] = [
             (
                 "tether_upstream_sessions",
                 "gauge",

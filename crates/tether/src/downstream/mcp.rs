@@ -275,7 +275,7 @@ async fn legacy_request(
     } else {
         match find_session(app, &scope, headers) {
             Ok(s) => s,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         }
     };
     ctx.touch();
@@ -291,18 +291,18 @@ fn find_session(
     app: &App,
     scope: &Scope,
     headers: &HeaderMap,
-) -> Result<Arc<ClientSession>, Response> {
+) -> Result<Arc<ClientSession>, Box<Response>> {
     let Some(id) = headers.get(protocol::HEADER_SESSION_ID) else {
-        return Err(reply::error(
+        return Err(Box::new(reply::error(
             StatusCode::BAD_REQUEST,
             code::INVALID_REQUEST,
             "Bad Request: Mcp-Session-Id header is required",
-        ));
+        )));
     };
     let id = id.to_str().unwrap_or("");
     match app.sessions.get(id) {
         Some(s) if s.scope == *scope && !s.is_closed() => Ok(s),
-        _ => Err(stale_session()),
+        _ => Err(Box::new(stale_session())),
     }
 }
 
@@ -507,7 +507,7 @@ fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {
     }
     let session = match find_session(app, scope, headers) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     session.touch();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -525,7 +525,7 @@ async fn delete(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response 
     }
     let session = match find_session(app, scope, headers) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     app.sessions.end(&session.id).await;
     let mut resp = Response::new(Body::empty());

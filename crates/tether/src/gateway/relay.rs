@@ -90,7 +90,7 @@ impl Gateway {
                     tx,
                     close_timeout: self.close_timeout,
                 };
-                tokio::spawn(pump.run(stream));
+                tokio::spawn(pump.run(*stream));
                 Outcome::Stream(rx)
             }
         }
@@ -171,11 +171,11 @@ impl Pump {
                 Ok(Kind::Request) => self.server_request(msg).await,
                 Err(_) => None,
             };
-            if let Some(out) = out {
-                if self.tx.send(out).await.is_err() {
-                    client_gone = true;
-                    break;
-                }
+            if let Some(out) = out
+                && self.tx.send(out).await.is_err()
+            {
+                client_gone = true;
+                break;
             }
             if answered {
                 break;

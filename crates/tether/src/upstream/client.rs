@@ -106,7 +106,7 @@ pub enum Reply {
     /// One JSON-RPC message.
     Json(Bytes),
     /// An SSE stream of messages, ending with the response.
-    Stream(EventStream),
+    Stream(Box<EventStream>),
     /// 202: a notification or response was accepted.
     Accepted,
 }
@@ -194,11 +194,11 @@ pub async fn classify_reply(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     if status.is_success() && is_sse {
-        return Ok(Reply::Stream(EventStream::new(
+        return Ok(Reply::Stream(Box::new(EventStream::new(
             resp,
             session,
             upstream.config.timeout(),
-        )));
+        ))));
     }
     let body = read_body(resp, upstream.config.timeout()).await?;
     if status.is_success() {

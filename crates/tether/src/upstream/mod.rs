@@ -152,10 +152,10 @@ impl Upstream {
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
         let era = self.era().await?;
         let result = UpstreamSession::open(self.clone(), era, client).await;
-        if let Err(e) = &result {
-            if e.suggests_era_change() {
-                self.forget_era();
-            }
+        if let Err(e) = &result
+            && e.suggests_era_change()
+        {
+            self.forget_era();
         }
         result
     }

@@ -1,0 +1,369 @@
+//! Test harness: real `tether` processes (gateway and demo upstream) on
+//! loopback, and a small MCP client speaking both eras over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A child process killed on drop.
+pub struct Proc {
+    child: Child,
+    /// Base URL, e.g. `http://127.0.0.1:1234`.
+    pub base: String,
+    _dir: Option<TempDir>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// The MCP endpoint.
+    pub fn mcp(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    /// Sends SIGKILL and waits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The demo upstream's `/stats` counters.
+    pub async fn stats(&self) -> Value {
+        serde_json::from_str(
+            &crate::harness::http()
+                .get(format!("{}/stats", self.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Tether's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        crate::harness::http()
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tether-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tether")
+}
+
+/// Spawns `tether args…`, waits for the `listening on http://…/mcp` line.
+fn spawn(args: &[&str], dir: Option<TempDir>) -> Proc {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env(
+            "TETHER_LOG",
+            std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("tether binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("process prints its listen address");
+    let url = line.split_whitespace().last().unwrap().to_string();
+    let base = url.trim_end_matches("/mcp").to_string();
+    Proc {
+        child,
+        base,
+        _dir: dir,
+    }
+}
+
+/// A demo upstream of the given era (`legacy`, `modern`, `dual`).
+pub fn demo(era: &str) -> Proc {
+    spawn(
+        &["demo-upstream", "--listen", "127.0.0.1:0", "--era", era],
+        None,
+    )
+}
+
+/// A gateway with the given TOML config (listen address is forced to port 0).
+pub fn tether(config: &str) -> Proc {
+    let dir = TempDir::new();
+    let path = dir.0.join("tether.toml");
+    std::fs::write(&path, config).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    spawn(
+        &["serve", "--config", &path, "--listen", "127.0.0.1:0"],
+        Some(dir),
+    )
+}
+
+/// Config text for upstreams `(name, url)` plus extra TOML.
+pub fn config(upstreams: &[(&str, &str)], extra: &str) -> String {
+    let mut s = String::from(extra);
+    s.push('\n');
+    for (name, url) in upstreams {
+        s.push_str(&format!(
+            "[[upstreams]]\nname = \"{name}\"\nurl = \"{url}\"\n"
+        ));
+    }
+    s
+}
+
+/// One HTTP response, decoded: status, headers and the JSON-RPC messages
+/// (one for JSON bodies, all events for SSE bodies) with arrival times.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub messages: Vec<(Instant, Value)>,
+}
+
+impl Reply {
+    /// The last message (the response).
+    pub fn last(&self) -> &Value {
+        &self.messages.last().expect("a message").1
+    }
+}
+
+/// Sends one POST and decodes the reply, streaming SSE as it arrives.
+pub async fn post(url: &str, headers: &[(&str, String)], body: &Value) -> Reply {
+    let client = crate::harness::http();
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = req.send().await.expect("request sent");
+    decode(resp).await
+}
+
+async fn decode(mut resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let sse = headers
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    let mut messages = Vec::new();
+    if sse {
+        let mut buf = String::new();
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            let now = Instant::now();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:").map(|d| d.trim_start()))
+                    .collect();
+                if !data.is_empty() {
+                    messages.push((now, serde_json::from_str(&data.join("\n")).unwrap()));
+                }
+            }
+        }
+    } else {
+        let text = resp.text().await.unwrap();
+        if !text.is_empty() {
+            messages.push((
+                Instant::now(),
+                serde_json::from_str(&text).unwrap_or(json!({ "raw": text })),
+            ));
+        }
+    }
+    Reply {
+        status,
+        headers,
+        messages,
+    }
+}
+
+/// A legacy (initialize + session) MCP client.
+pub struct Legacy {
+    pub url: String,
+    pub session: Option<String>,
+    pub version: String,
+    pub next: AtomicU64,
+}
+
+impl Legacy {
+    /// Initializes a session at `url` with the given client capabilities.
+    pub async fn connect_with(url: &str, capabilities: Value) -> Legacy {
+        let reply = post(
+            url,
+            &[],
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": capabilities,
+                "clientInfo": {"name": "tether-tests", "version": "1"},
+            }}),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "initialize: {:?}", reply.messages);
+        let session = reply
+            .headers
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let version = reply.last()["result"]["protocolVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let client = Legacy {
+            url: url.into(),
+            session,
+            version,
+            next: AtomicU64::new(1),
+        };
+        let r = client
+            .send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(r.status, 202);
+        client
+    }
+
+    /// Initializes with no client capabilities.
+    pub async fn connect(url: &str) -> Legacy {
+        Self::connect_with(url, json!({})).await
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![("mcp-protocol-version", self.version.clone())];
+        if let Some(s) = &self.session {
+            h.push(("mcp-session-id", s.clone()));
+        }
+        h
+    }
+
+    /// Sends any message with this session's headers.
+    pub async fn send(&self, body: &Value) -> Reply {
+        post(&self.url, &self.headers(), body).await
+    }
+
+    /// Sends a request and returns the whole reply.
+    pub async fn request(&self, method: &str, params: Value) -> Reply {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await
+    }
+
+    /// Sends a request and returns its `result`, panicking on errors.
+    pub async fn result(&self, method: &str, params: Value) -> Value {
+        let reply = self.request(method, params).await;
+        assert_eq!(reply.status, 200, "{method}: {:?}", reply.messages);
+        let last = reply.last().clone();
+        assert!(last.get("error").is_none(), "{method}: {last}");
+        last["result"].clone()
+    }
+
+    /// Calls a tool and returns its result.
+    pub async fn call(&self, tool: &str, args: Value) -> Value {
+        self.result("tools/call", json!({"name": tool, "arguments": args}))
+            .await
+    }
+
+    /// Sends DELETE for the session.
+    pub async fn delete(&self) -> u16 {
+        let client = crate::harness::http();
+        let mut req = client.delete(&self.url);
+        for (k, v) in self.headers() {
+            req = req.header(k, v);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+}
+
+/// A 2026-07-28 (stateless) request with correct headers and `_meta`.
+pub async fn modern(url: &str, method: &str, mut params: Value) -> Reply {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "tether-tests", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let mut headers = vec![
+        ("mcp-protocol-version", "2026-07-28".to_string()),
+        ("mcp-method", method.to_string()),
+    ];
+    let name = match method {
+        "tools/call" | "prompts/get" => params["name"].as_str().map(String::from),
+        "resources/read" => params["uri"].as_str().map(String::from),
+        _ => None,
+    };
+    if let Some(n) = name {
+        headers.push(("mcp-name", n));
+    }
+    post(
+        url,
+        &headers,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+    .await
+}
+
+/// The text of the first content block of a tool result.
+pub fn text(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or_default()
+}
+
+/// Reads a counter value from a Prometheus text page.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A shared HTTP client (with the TLS provider installed first).
+pub fn http() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            tether::install_crypto_provider();
+            reqwest::Client::new()
+        })
+        .clone()
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `tether` binary as gateway and as demo
+//! upstream, on loopback, driven over HTTP.
+
+#![allow(dead_code)]
+
+mod eras;
+mod federation;
+mod harness;
+mod isolation;
+mod protocol;
+mod streaming;

@@ -1,0 +1,137 @@
+//! DESIGN invariant 1: SSE is relayed live, and server→client requests
+//! reach the client and their answers reach the upstream.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Legacy, config, demo, tether, text};
+
+#[tokio::test]
+async fn progress_arrives_live_before_the_result() {
+    for era in ["legacy", "modern"] {
+        let up = demo(era);
+        let gw = tether(&config(&[("demo", &up.mcp())], ""));
+        let c = Legacy::connect(&gw.mcp()).await;
+        let reply = c
+            .request(
+                "tools/call",
+                json!({"name": "demo__progress", "arguments": {"steps": 4, "delay_ms": 300}, "_meta": {"progressToken": "tok"}}),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        assert_eq!(reply.headers["x-accel-buffering"], "no");
+        let methods: Vec<&str> = reply
+            .messages
+            .iter()
+            .map(|(_, m)| m["method"].as_str().unwrap_or("result"))
+            .collect();
+        assert_eq!(
+            methods,
+            ["notifications/progress"; 4]
+                .iter()
+                .copied()
+                .chain(["result"])
+                .collect::<Vec<_>>(),
+            "{era}"
+        );
+        for (i, (_, m)) in reply.messages[..4].iter().enumerate() {
+            assert_eq!(m["params"]["progressToken"], "tok");
+            assert_eq!(m["params"]["progress"], i + 1);
+        }
+        assert_eq!(text(&reply.last()["result"]), "completed 4 steps");
+        // Not buffered: the first progress event reached the client well
+        // before the upstream finished its remaining three 300 ms steps.
+        let first = reply.messages[0].0;
+        let done = reply.messages[4].0;
+        assert!(
+            done.duration_since(first) >= Duration::from_millis(600),
+            "{era}: events were buffered"
+        );
+    }
+}
+
+/// Reads SSE events from a streaming response one at a time.
+struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                if !data.is_empty() {
+                    return Some(serde_json::from_str(&data.join("\n")).unwrap());
+                }
+                continue;
+            }
+            let chunk = self.resp.chunk().await.unwrap()?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test]
+async fn sampling_request_is_relayed_and_answered() {
+    let up = demo("legacy");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    let c = Legacy::connect_with(&gw.mcp(), json!({"sampling": {}})).await;
+    let resp = crate::harness::http()
+        .post(gw.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .header("mcp-protocol-version", &c.version)
+        .body(json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "demo__sample", "arguments": {"prompt": "say hi"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut events = Events {
+        resp,
+        buf: String::new(),
+    };
+    let ask = events.next().await.expect("sampling request");
+    assert_eq!(ask["method"], "sampling/createMessage");
+    assert_eq!(ask["params"]["messages"][0]["content"]["text"], "say hi");
+    let relay_id = ask["id"].clone();
+    let answer = c
+        .send(&json!({"jsonrpc": "2.0", "id": relay_id, "result": {
+            "role": "assistant", "content": {"type": "text", "text": "hi there"}, "model": "test-model"}}))
+        .await;
+    assert_eq!(answer.status, 202);
+    let done = events.next().await.expect("tool result");
+    assert_eq!(done["id"], 41);
+    assert_eq!(text(&done["result"]), "sampled: hi there");
+}
+
+#[tokio::test]
+async fn client_without_sse_gets_the_final_json_response() {
+    let up = demo("legacy");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    let c = Legacy::connect(&gw.mcp()).await;
+    let resp = crate::harness::http()
+        .post(gw.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .body(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "demo__progress", "arguments": {"steps": 2, "delay_ms": 10}, "_meta": {"progressToken": 1}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(body["id"], 7);
+    assert_eq!(text(&body["result"]), "completed 2 steps");
+}

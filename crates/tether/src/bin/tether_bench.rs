@@ -1,1 +1,193 @@
-fn main() {}
+//! `tether-bench`: measures `tools/call echo` latency and throughput directly
+//! against the demo upstream and through Tether, in the same run, and prints
+//! the ratios. A benchmark, not a test: it never fails on numbers.
+//!
+//! ```text
+//! cargo build --release && target/release/tether-bench [--seconds 5] [--concurrency 1,64]
+//! ```
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Benchmark tools/call latency and throughput: direct vs through Tether")]
+struct Args {
+    /// The tether binary (default: next to this one).
+    #[arg(long)]
+    tether: Option<std::path::PathBuf>,
+    /// Measured seconds per case (after a short warm-up).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Comma-separated numbers of concurrent client sessions.
+    #[arg(long, default_value = "1,64", value_delimiter = ',')]
+    concurrency: Vec<usize>,
+}
+
+/// A child process killed on drop.
+struct Proc(Child, String);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(bin: &std::path::Path, args: &[&str]) -> Proc {
+    use std::io::BufRead;
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("TETHER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tether starts");
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut line).expect("listen line");
+    std::thread::spawn(move || for _ in out.lines() {});
+    let url = line.split_whitespace().last().expect("url").to_string();
+    Proc(child, url)
+}
+
+struct Session {
+    url: String,
+    id: Option<String>,
+    version: String,
+}
+
+async fn post(http: &reqwest::Client, s: &Session, body: &Value) -> (Option<String>, Value) {
+    let mut req = http
+        .post(&s.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", &s.version)
+        .body(body.to_string());
+    if let Some(id) = &s.id {
+        req = req.header("mcp-session-id", id);
+    }
+    let resp = req.send().await.expect("request");
+    let sid = resp.headers().get("mcp-session-id").map(|v| v.to_str().unwrap_or("").to_string());
+    let text = resp.text().await.expect("body");
+    let json = text
+        .strip_prefix("event: message\ndata: ")
+        .map(|t| t.trim_end().to_string())
+        .unwrap_or(text);
+    (sid, serde_json::from_str(&json).unwrap_or(Value::Null))
+}
+
+async fn open(http: &reqwest::Client, url: &str) -> Session {
+    let mut s = Session { url: url.into(), id: None, version: "2025-11-25".into() };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "tether-bench", "version": "1"}}});
+    let (sid, reply) = post(http, &s, &init).await;
+    assert!(reply.get("result").is_some(), "initialize failed: {reply}");
+    s.id = sid;
+    post(http, &s, &json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    s
+}
+
+/// Latencies (µs) of echo calls by `concurrency` sessions until `until`.
+async fn load(url: &str, tool: &str, concurrency: usize, warmup: Duration, measure: Duration) -> Vec<u32> {
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    let mut sessions = Vec::new();
+    for _ in 0..concurrency {
+        sessions.push(open(&http, url).await);
+    }
+    let start = Instant::now() + warmup;
+    let end = start + measure;
+    let tool = Arc::<str>::from(tool);
+    let workers = sessions.into_iter().map(|s| {
+        let http = http.clone();
+        let tool = tool.clone();
+        tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            loop {
+                n += 1;
+                let body = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                    "params": {"name": &*tool, "arguments": {"text": "hello"}}});
+                let t0 = Instant::now();
+                let (_, reply) = post(&http, &s, &body).await;
+                let t1 = Instant::now();
+                assert!(reply.get("result").is_some(), "call failed: {reply}");
+                if t1 >= end {
+                    break;
+                }
+                if t0 >= start {
+                    lat.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            let _ = http.delete(&s.url).header("mcp-session-id", s.id.clone().unwrap_or_default()).send().await;
+            lat
+        })
+    });
+    let mut all = Vec::new();
+    for w in futures_util::future::join_all(workers).await {
+        all.extend(w.expect("worker"));
+    }
+    all.sort_unstable();
+    all
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+    rps: f64,
+}
+
+fn stats(lat: &[u32], secs: f64) -> Stats {
+    Stats { p50: pct(lat, 0.50), p99: pct(lat, 0.99), rps: lat.len() as f64 / secs }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    tether::install_crypto_provider();
+    let bin = args.tether.unwrap_or_else(|| {
+        std::env::current_exe().expect("exe").with_file_name("tether")
+    });
+    let upstream = spawn(&bin, &["demo-upstream", "--listen", "127.0.0.1:0", "--era", "legacy"]);
+    let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("tether.toml");
+    std::fs::write(
+        &config,
+        format!("[session]\nmax_sessions = 100000\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n", upstream.1),
+    )
+    .expect("config");
+    let gateway = spawn(&bin, &["serve", "--config", config.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0"]);
+    let measure = Duration::from_secs(args.seconds.max(1));
+    let warmup = Duration::from_secs(1);
+    println!("tools/call echo, {}s per case after 1s warm-up; latency in µs", measure.as_secs());
+    println!("{:>5} {:>9} {:>9} {:>9} {:>11} | {:>9} {:>9} {:>11} | {:>9} {:>9} {:>7}",
+        "conc", "path", "p50", "p99", "req/s", "", "", "", "+p50", "+p99", "thru×");
+    for &c in &args.concurrency {
+        let direct = load(&upstream.1, "echo", c, warmup, measure).await;
+        let through = load(&gateway.1, "demo__echo", c, warmup, measure).await;
+        let d = stats(&direct, measure.as_secs_f64());
+        let t = stats(&through, measure.as_secs_f64());
+        println!("{c:>5} {:>9} {:>9.0} {:>9.0} {:>11.0} |", "direct", d.p50, d.p99, d.rps);
+        println!(
+            "{c:>5} {:>9} {:>9.0} {:>9.0} {:>11.0} | {:>9} {:>9} {:>11} | {:>9.0} {:>9.0} {:>7.2}",
+            "tether", t.p50, t.p99, t.rps, "", "", "", t.p50 - d.p50, t.p99 - d.p99, t.rps / d.rps
+        );
+    }
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,229 @@
+"""Fixtures for the interop tests: real `tether` processes on loopback.
+
+Every process is started with `--listen 127.0.0.1:0` (the OS picks a free
+port), its URL is parsed from the one line it prints on stdout, and it is
+killed on teardown -- also when the test failed, and (through an atexit and a
+SIGTERM handler) when pytest itself is stopped.
+
+The binary is `$TETHER_BIN`, or `<repo>/target/debug/tether` by default.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TETHER_BIN = Path(os.environ.get("TETHER_BIN") or REPO / "target" / "debug" / "tether")
+
+STARTUP_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+
+UPSTREAM_LINE = re.compile(r"demo upstream listening on (http://127\.0\.0\.1:\d+/mcp)")
+GATEWAY_LINE = re.compile(r"tether listening on (http://127\.0\.0\.1:\d+/mcp)")
+
+# Every process started here that has not been stopped yet (pid -> Popen).
+_LIVE: dict[int, subprocess.Popen] = {}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stops one process we started: SIGTERM, then SIGKILL after a grace period."""
+    _LIVE.pop(proc.pid, None)
+    if proc.poll() is not None:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_all() -> None:
+    for proc in list(_LIVE.values()):
+        _stop(proc)
+
+
+atexit.register(_stop_all)
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - only when the run is killed
+    _stop_all()
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@dataclass
+class Proc:
+    """A running tether process (demo upstream or gateway)."""
+
+    name: str
+    args: list[str]
+    popen: subprocess.Popen
+    url: str  # the printed .../mcp URL
+    stderr_path: Path
+
+    @property
+    def base(self) -> str:
+        return self.url.rsplit("/mcp", 1)[0]
+
+    def stderr_tail(self, n: int = 4000) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        _stop(self.popen)
+
+
+@dataclass
+class Upstream(Proc):
+    era: str = ""
+
+    def stats(self) -> dict:
+        """The demo upstream's counters: initializes, deletes, live_sessions, modern_requests, tool_calls."""
+        with urllib.request.urlopen(self.base + "/stats", timeout=5) as resp:
+            return json.loads(resp.read())
+
+
+@dataclass
+class Gateway(Proc):
+    def single(self, upstream: str) -> str:
+        """URL of the single-upstream endpoint `/u/<upstream>/mcp`."""
+        return f"{self.base}/u/{upstream}/mcp"
+
+
+class Launcher:
+    """Starts tether processes for one test and stops them all at teardown."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp = tmp_path
+        self.procs: list[Proc] = []
+
+    def _start(self, kind, name: str, args: list[str], line: re.Pattern, **extra) -> Proc:
+        if not (TETHER_BIN.is_file() and os.access(TETHER_BIN, os.X_OK)):
+            pytest.fail(f"tether binary not found or not executable: {TETHER_BIN} (build it or set TETHER_BIN)")
+        out_path = self.tmp / f"{name}.stdout"
+        err_path = self.tmp / f"{name}.stderr"
+        env = dict(os.environ)
+        env.setdefault("TETHER_LOG", "warn")
+        env.pop("TETHER_CONFIG", None)
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            popen = subprocess.Popen(
+                [str(TETHER_BIN), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                cwd=self.tmp,
+                start_new_session=True,
+            )
+        _LIVE[popen.pid] = popen
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        url = None
+        while time.monotonic() < deadline:
+            m = line.search(out_path.read_text(errors="replace"))
+            if m:
+                url = m.group(1)
+                break
+            if popen.poll() is not None:
+                break
+            time.sleep(0.02)
+        if url is None:
+            _stop(popen)
+            pytest.fail(
+                f"{name}: `tether {' '.join(args)}` did not print its listening URL within "
+                f"{STARTUP_TIMEOUT_S}s (exit code {popen.returncode}); stdout: "
+                f"{out_path.read_text(errors='replace')!r}; stderr: {err_path.read_text(errors='replace')[-2000:]!r}"
+            )
+        proc = kind(name=name, args=args, popen=popen, url=url, stderr_path=err_path, **extra)
+        self.procs.append(proc)
+        return proc
+
+    def upstream(self, era: str, name: str | None = None) -> Upstream:
+        """A `tether demo-upstream` of the given era (legacy, modern or dual)."""
+        name = name or f"upstream-{era}-{len(self.procs)}"
+        return self._start(
+            Upstream, name, ["demo-upstream", "--listen", "127.0.0.1:0", "--era", era], UPSTREAM_LINE, era=era
+        )
+
+    def gateway(self, upstreams: dict[str, str], name: str | None = None) -> Gateway:
+        """`tether serve` with a temp config federating `upstreams` (name -> URL)."""
+        name = name or f"tether-{len(self.procs)}"
+        config = self.tmp / f"{name}.toml"
+        config.write_text(
+            "".join(f'[[upstreams]]\nname = "{n}"\nurl = "{u}"\n\n' for n, u in upstreams.items())
+        )
+        return self._start(
+            Gateway, name, ["serve", "--config", str(config), "--listen", "127.0.0.1:0"], GATEWAY_LINE
+        )
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def launcher(tmp_path):
+    launcher = Launcher(tmp_path)
+    try:
+        yield launcher
+    finally:
+        launcher.stop_all()
+
+
+@pytest.fixture
+def legacy_upstream(launcher) -> Upstream:
+    return launcher.upstream("legacy")
+
+
+@pytest.fixture
+def modern_upstream(launcher) -> Upstream:
+    return launcher.upstream("modern")
+
+
+@pytest.fixture
+def gateway_legacy(launcher, legacy_upstream) -> Gateway:
+    """Tether federating one legacy-era demo upstream named `demo`."""
+    return launcher.gateway({"demo": legacy_upstream.url})
+
+
+@pytest.fixture
+def gateway_modern(launcher, modern_upstream) -> Gateway:
+    """Tether federating one modern-era (2026-07-28) demo upstream named `demo`."""
+    return launcher.gateway({"demo": modern_upstream.url})
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, attach the tail of every process's stderr to the report."""
+    report = yield
+    if report.failed:
+        launcher = item.funcargs.get("launcher") if hasattr(item, "funcargs") else None
+        if launcher is not None:
+            for proc in launcher.procs:
+                tail = proc.stderr_tail()
+                if tail:
+                    report.sections.append((f"stderr of {proc.name} ({' '.join(proc.args)})", tail))
+    return report

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every Tether test: formatting and lints, unit and end-to-end tests
+# (real tether processes on loopback), and the interop tests with the
+# official Python MCP SDK. Prints a final "N passed, N failed" line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+step() {
+  local name=$1; shift
+  echo "==> $name"
+  if "$@"; then
+    echo "<== $name: ok"
+  else
+    echo "<== $name: FAILED"
+    failed=$((failed + 1))
+    return 1
+  fi
+}
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
+
+# Rust unit + end-to-end tests. Count individual tests from nextest's summary.
+echo "==> cargo nextest"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  out=$(cargo nextest run --locked --no-fail-fast 2>&1 | tee /dev/stderr)
+  summary=$(grep -E "Summary .* tests run:" <<<"$out" | tail -1)
+  p=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary"); f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
+else
+  out=$(cargo test --locked --no-fail-fast 2>&1 | tee /dev/stderr)
+  p=$(grep -E "^test result:" <<<"$out" | sed -nE 's/.* ([0-9]+) passed.*/\1/p' | awk '{s+=$1} END {print s+0}')
+  f=$(grep -E "^test result:" <<<"$out" | sed -nE 's/.* ([0-9]+) failed.*/\1/p' | awk '{s+=$1} END {print s+0}')
+fi
+passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+if [[ -z "${p:-}" ]]; then echo "<== cargo tests: no summary (build failure?)"; failed=$((failed + 1)); fi
+
+# Interop with real SDK clients (Python `mcp` from PyPI) against the built binary.
+if [[ -x interop/run.sh ]]; then
+  echo "==> interop"
+  out=$(interop/run.sh 2>&1 | tee /dev/stderr)
+  p=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/^([0-9]+) passed.*/\1/p')
+  f=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/.* ([0-9]+) failed.*/\1/p')
+  if [[ -z "${p:-}" ]]; then echo "<== interop: no summary"; failed=$((failed + 1)); else
+    passed=$((passed + p)); failed=$((failed + f)); fi
+fi
+
+echo
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

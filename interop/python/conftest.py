@@ -123,6 +123,9 @@ class Launcher:
         err_path = self.tmp / f"{name}.stderr"
         env = dict(os.environ)
         env.setdefault("TETHER_LOG", "warn")
+        # TETHER_* variables are tether's own config overlay (TETHER_SERVER__LISTEN=...), and it
+        # rejects unknown keys: our harness variable TETHER_BIN must not reach it.
+        env.pop("TETHER_BIN", None)
         env.pop("TETHER_CONFIG", None)
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             popen = subprocess.Popen(

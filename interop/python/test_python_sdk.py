@@ -323,6 +323,17 @@ async def test_auto_client_speaks_modern_era(launcher, era):
             assert not echo.is_error and text_of(echo) == "modern hello", msg(
                 f"tools/call demo__echo via {where}", "text 'modern hello'", dump(echo)
             )
+            events: list[float] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                events.append(progress)
+
+            result = await client.call_tool(
+                "demo__progress", {"steps": 3, "delay_ms": 20}, progress_callback=on_progress
+            )
+            op = f"tools/call demo__progress(steps=3) with progress_callback via {where}"
+            assert text_of(result) == "completed 3 steps", msg(op, "text 'completed 3 steps'", dump(result))
+            assert events == [1, 2, 3], msg(op, "progress callbacks 1, 2, 3 before the result", events)
 
     # The wire really was the stateless 2026-07-28 era.
     methods = [json.loads(body).get("method") if body else None for _, _, _, body in wire.requests]
@@ -352,14 +363,43 @@ async def test_auto_client_speaks_modern_era(launcher, era):
             and stats["initializes"] >= 1
             and stats["initializes"] == stats["deletes"]
             and stats["live_sessions"] == 0
-            and stats["tool_calls"] == 1
+            and stats["tool_calls"] == 2
         ), msg(
             f"per-call upstream sessions via {where} (upstream /stats)",
-            ">= 1 initialize, each deleted again, 0 live sessions, 1 tool call, 0 modern requests",
+            ">= 1 initialize, each deleted again, 0 live sessions, 2 tool calls, 0 modern requests",
             stats,
         )
     else:
         stats = upstream.stats()
-        assert stats["initializes"] == 0 and stats["modern_requests"] >= 2 and stats["tool_calls"] == 1, msg(
-            f"modern passthrough via {where} (upstream /stats)", "0 initializes, >= 2 modern requests, 1 tool call", stats
+        assert stats["initializes"] == 0 and stats["modern_requests"] >= 3 and stats["tool_calls"] == 2, msg(
+            f"modern passthrough via {where} (upstream /stats)", "0 initializes, >= 3 modern requests, 2 tool calls", stats
         )
+
+
+@bounded
+async def test_auto_client_sampling_via_input_required(gateway_modern):
+    """2026-07-28 sampling is an input_required round trip (no server->client request):
+    the modern upstream's inputRequests must reach the SDK Client through Tether, and the
+    retried call with inputResponses must reach the upstream."""
+    where = "tether /mcp -> modern upstream (Client mode=auto)"
+    seen: list[types.CreateMessageRequestParams] = []
+
+    async def sampling_callback(context, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        seen.append(params)
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="modern reply"), model="interop-test-model"
+        )
+
+    async with Client(
+        gateway_modern.url, read_timeout_seconds=REQUEST_TIMEOUT_S, cache=None, sampling_callback=sampling_callback
+    ) as client:
+        assert client.protocol_version == MODERN_VERSION, msg(
+            f"server/discover via {where}", f"negotiated {MODERN_VERSION}", client.protocol_version
+        )
+        result = await client.call_tool("demo__sample", {"prompt": "say something"})
+
+    op = f"tools/call demo__sample with sampling_callback via {where}"
+    assert len(seen) == 1, msg(op, "exactly one sampling request (input_required round)", [dump(p) for p in seen])
+    assert not result.is_error and text_of(result) == "sampled: modern reply", msg(
+        op, "text 'sampled: modern reply'", dump(result)
+    )

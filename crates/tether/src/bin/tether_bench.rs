@@ -90,8 +90,9 @@ async fn open(http: &reqwest::Client, url: &str) -> Session {
     s
 }
 
-/// Latencies (µs) of echo calls by `concurrency` sessions until `until`.
-async fn load(url: &str, tool: &str, concurrency: usize, warmup: Duration, measure: Duration) -> Vec<u32> {
+/// Latencies (µs) of echo calls made in the measured window, and the number
+/// of calls made in total (warm-up included).
+async fn load(url: &str, tool: &str, concurrency: usize, warmup: Duration, measure: Duration) -> (Vec<u32>, u64) {
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(concurrency)
@@ -126,15 +127,26 @@ async fn load(url: &str, tool: &str, concurrency: usize, warmup: Duration, measu
                 }
             }
             let _ = http.delete(&s.url).header("mcp-session-id", s.id.clone().unwrap_or_default()).send().await;
-            lat
+            (lat, n)
         })
     });
     let mut all = Vec::new();
+    let mut calls = 0;
     for w in futures_util::future::join_all(workers).await {
-        all.extend(w.expect("worker"));
+        let (lat, n) = w.expect("worker");
+        all.extend(lat);
+        calls += n;
     }
     all.sort_unstable();
-    all
+    (all, calls)
+}
+
+/// CPU time (user + system) a process has used, in microseconds (Linux).
+fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000) // USER_HZ is 100 on Linux
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -175,17 +187,28 @@ async fn main() {
     let measure = Duration::from_secs(args.seconds.max(1));
     let warmup = Duration::from_secs(1);
     println!("tools/call echo, {}s per case after 1s warm-up; latency in µs", measure.as_secs());
-    println!("{:>5} {:>9} {:>9} {:>9} {:>11} | {:>9} {:>9} {:>11} | {:>9} {:>9} {:>7}",
-        "conc", "path", "p50", "p99", "req/s", "", "", "", "+p50", "+p99", "thru×");
+    println!(
+        "{:>5} {:>7} {:>7} {:>7} {:>9} {:>13} {:>13} | {:>6} {:>6} {:>6}",
+        "conc", "path", "p50", "p99", "req/s", "upstream-cpu", "tether-cpu", "+p50", "+p99", "thru×"
+    );
+    let cpu = |p: &Proc| cpu_micros(p.0.id()).unwrap_or(0);
     for &c in &args.concurrency {
-        let direct = load(&upstream.1, "echo", c, warmup, measure).await;
-        let through = load(&gateway.1, "demo__echo", c, warmup, measure).await;
+        let (u0, g0) = (cpu(&upstream), cpu(&gateway));
+        let (direct, direct_calls) = load(&upstream.1, "echo", c, warmup, measure).await;
+        let (u1, g1) = (cpu(&upstream), cpu(&gateway));
+        let (through, through_calls) = load(&gateway.1, "demo__echo", c, warmup, measure).await;
+        let (u2, g2) = (cpu(&upstream), cpu(&gateway));
         let d = stats(&direct, measure.as_secs_f64());
         let t = stats(&through, measure.as_secs_f64());
-        println!("{c:>5} {:>9} {:>9.0} {:>9.0} {:>11.0} |", "direct", d.p50, d.p99, d.rps);
+        let per = |us: u64, n: u64| format!("{:.1}µs/req", us as f64 / n.max(1) as f64);
         println!(
-            "{c:>5} {:>9} {:>9.0} {:>9.0} {:>11.0} | {:>9} {:>9} {:>11} | {:>9.0} {:>9.0} {:>7.2}",
-            "tether", t.p50, t.p99, t.rps, "", "", "", t.p50 - d.p50, t.p99 - d.p99, t.rps / d.rps
+            "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} |",
+            "direct", d.p50, d.p99, d.rps, per(u1 - u0, direct_calls), per(g1 - g0, direct_calls)
+        );
+        println!(
+            "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} | {:>6.0} {:>6.0} {:>6.2}",
+            "tether", t.p50, t.p99, t.rps, per(u2 - u1, through_calls), per(g2 - g1, through_calls),
+            t.p50 - d.p50, t.p99 - d.p99, t.rps / d.rps
         );
     }
     drop(gateway);

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -36,6 +36,15 @@ pub struct PendingRequest {
     pub original_id: Box<RawValue>,
 }
 
+/// Per-request settings a modern (sessionless) client sends with each request.
+#[derive(Debug, Default, Clone)]
+pub struct RequestOptions {
+    /// The client asked for log messages (`_meta` log level); legacy sessions always get them.
+    pub logs: bool,
+    /// `Mcp-Param-*` headers to pass on to modern upstreams unchanged.
+    pub param_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
 /// One client session (or, when `ephemeral`, the context of one sessionless request).
 pub struct ClientSession {
     /// The `Mcp-Session-Id` (empty for ephemeral contexts).
@@ -52,7 +61,11 @@ pub struct ClientSession {
     pub upstreams: SessionSet,
     pending: Mutex<HashMap<String, PendingRequest>>,
     next_relay_id: AtomicU64,
+    /// Modern per-request settings.
+    pub options: RequestOptions,
     outbound: Mutex<Option<mpsc::Sender<Bytes>>>,
+    has_outbound: AtomicBool,
+    listening: Mutex<Vec<Weak<UpstreamSession>>>,
     created: Instant,
     last_seen_ms: AtomicU64,
     closed: AtomicBool,
@@ -77,11 +90,23 @@ impl ClientSession {
             upstreams: SessionSet::new(ephemeral),
             pending: Mutex::new(HashMap::new()),
             next_relay_id: AtomicU64::new(1),
+            options: RequestOptions {
+                logs: true,
+                param_headers: Vec::new(),
+            },
             outbound: Mutex::new(None),
+            has_outbound: AtomicBool::new(false),
+            listening: Mutex::new(Vec::new()),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// Replaces the per-request settings (modern requests).
+    pub fn with_options(mut self, options: RequestOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// Whether this context serves one sessionless request.
@@ -117,6 +142,41 @@ impl ClientSession {
     /// Installs the sender of the session's GET stream, replacing an older one.
     pub fn set_outbound(&self, tx: mpsc::Sender<Bytes>) {
         *lock(&self.outbound) = Some(tx);
+        self.has_outbound.store(true, Ordering::Release);
+    }
+
+    /// Whether the client has a GET stream open.
+    pub fn has_outbound(&self) -> bool {
+        self.has_outbound.load(Ordering::Acquire)
+    }
+
+    /// The sender of the client's current GET stream, if one is open.
+    pub fn outbound(&self) -> Option<mpsc::Sender<Bytes>> {
+        let mut slot = lock(&self.outbound);
+        if slot.as_ref().is_some_and(|tx| tx.is_closed()) {
+            *slot = None;
+            self.has_outbound.store(false, Ordering::Release);
+            lock(&self.listening).clear();
+        }
+        slot.clone()
+    }
+
+    /// The upstream sessions whose own streams are not relayed yet; marks them relayed.
+    pub fn unrelayed_upstreams(&self) -> Vec<Arc<UpstreamSession>> {
+        let mut listening = lock(&self.listening);
+        listening.retain(|w| w.strong_count() > 0);
+        let fresh: Vec<_> = self
+            .upstreams
+            .sessions()
+            .into_iter()
+            .filter(|s| {
+                !listening
+                    .iter()
+                    .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(s)))
+            })
+            .collect();
+        listening.extend(fresh.iter().map(Arc::downgrade));
+        fresh
     }
 
     /// Whether the session has ended.
@@ -130,6 +190,7 @@ impl ClientSession {
             return;
         }
         lock(&self.outbound).take();
+        self.has_outbound.store(false, Ordering::Release);
         lock(&self.pending).clear();
         self.upstreams.close_all(timeout).await;
     }

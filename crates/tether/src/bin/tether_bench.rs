@@ -70,7 +70,10 @@ async fn post(http: &reqwest::Client, s: &Session, body: &Value) -> (Option<Stri
         req = req.header("mcp-session-id", id);
     }
     let resp = req.send().await.expect("request");
-    let sid = resp.headers().get("mcp-session-id").map(|v| v.to_str().unwrap_or("").to_string());
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap_or("").to_string());
     let text = resp.text().await.expect("body");
     let json = text
         .strip_prefix("event: message\ndata: ")
@@ -80,19 +83,34 @@ async fn post(http: &reqwest::Client, s: &Session, body: &Value) -> (Option<Stri
 }
 
 async fn open(http: &reqwest::Client, url: &str) -> Session {
-    let mut s = Session { url: url.into(), id: None, version: "2025-11-25".into() };
+    let mut s = Session {
+        url: url.into(),
+        id: None,
+        version: "2025-11-25".into(),
+    };
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "tether-bench", "version": "1"}}});
     let (sid, reply) = post(http, &s, &init).await;
     assert!(reply.get("result").is_some(), "initialize failed: {reply}");
     s.id = sid;
-    post(http, &s, &json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    post(
+        http,
+        &s,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
     s
 }
 
 /// Latencies (µs) of echo calls made in the measured window, and the number
 /// of calls made in total (warm-up included).
-async fn load(url: &str, tool: &str, concurrency: usize, warmup: Duration, measure: Duration) -> (Vec<u32>, u64) {
+async fn load(
+    url: &str,
+    tool: &str,
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> (Vec<u32>, u64) {
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(concurrency)
@@ -126,7 +144,11 @@ async fn load(url: &str, tool: &str, concurrency: usize, warmup: Duration, measu
                     lat.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
                 }
             }
-            let _ = http.delete(&s.url).header("mcp-session-id", s.id.clone().unwrap_or_default()).send().await;
+            let _ = http
+                .delete(&s.url)
+                .header("mcp-session-id", s.id.clone().unwrap_or_default())
+                .send()
+                .await;
             (lat, n)
         })
     });
@@ -164,7 +186,11 @@ struct Stats {
 }
 
 fn stats(lat: &[u32], secs: f64) -> Stats {
-    Stats { p50: pct(lat, 0.50), p99: pct(lat, 0.99), rps: lat.len() as f64 / secs }
+    Stats {
+        p50: pct(lat, 0.50),
+        p99: pct(lat, 0.99),
+        rps: lat.len() as f64 / secs,
+    }
 }
 
 #[tokio::main]
@@ -172,24 +198,59 @@ async fn main() {
     let args = Args::parse();
     tether::install_crypto_provider();
     let bin = args.tether.unwrap_or_else(|| {
-        std::env::current_exe().expect("exe").with_file_name("tether")
+        std::env::current_exe()
+            .expect("exe")
+            .with_file_name("tether")
     });
-    let upstream = spawn(&bin, &["demo-upstream", "--listen", "127.0.0.1:0", "--era", "legacy"]);
+    let upstream = spawn(
+        &bin,
+        &[
+            "demo-upstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--era",
+            "legacy",
+        ],
+    );
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("tether.toml");
     std::fs::write(
         &config,
-        format!("[session]\nmax_sessions = 100000\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n", upstream.1),
+        format!(
+            "[session]\nmax_sessions = 100000\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+            upstream.1
+        ),
     )
     .expect("config");
-    let gateway = spawn(&bin, &["serve", "--config", config.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0"]);
+    let gateway = spawn(
+        &bin,
+        &[
+            "serve",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
     let measure = Duration::from_secs(args.seconds.max(1));
     let warmup = Duration::from_secs(1);
-    println!("tools/call echo, {}s per case after 1s warm-up; latency in µs", measure.as_secs());
+    println!(
+        "tools/call echo, {}s per case after 1s warm-up; latency in µs",
+        measure.as_secs()
+    );
     println!(
         "{:>5} {:>7} {:>7} {:>7} {:>9} {:>13} {:>13} | {:>6} {:>6} {:>6}",
-        "conc", "path", "p50", "p99", "req/s", "upstream-cpu", "tether-cpu", "+p50", "+p99", "thru×"
+        "conc",
+        "path",
+        "p50",
+        "p99",
+        "req/s",
+        "upstream-cpu",
+        "tether-cpu",
+        "+p50",
+        "+p99",
+        "thru×"
     );
     let cpu = |p: &Proc| cpu_micros(p.0.id()).unwrap_or(0);
     for &c in &args.concurrency {
@@ -203,12 +264,24 @@ async fn main() {
         let per = |us: u64, n: u64| format!("{:.1}µs/req", us as f64 / n.max(1) as f64);
         println!(
             "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} |",
-            "direct", d.p50, d.p99, d.rps, per(u1 - u0, direct_calls), per(g1 - g0, direct_calls)
+            "direct",
+            d.p50,
+            d.p99,
+            d.rps,
+            per(u1 - u0, direct_calls),
+            per(g1 - g0, direct_calls)
         );
         println!(
             "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} | {:>6.0} {:>6.0} {:>6.2}",
-            "tether", t.p50, t.p99, t.rps, per(u2 - u1, through_calls), per(g2 - g1, through_calls),
-            t.p50 - d.p50, t.p99 - d.p99, t.rps / d.rps
+            "tether",
+            t.p50,
+            t.p99,
+            t.rps,
+            per(u2 - u1, through_calls),
+            per(g2 - g1, through_calls),
+            t.p50 - d.p50,
+            t.p99 - d.p99,
+            t.rps / d.rps
         );
     }
     drop(gateway);

@@ -192,22 +192,29 @@ async fn respond(mut call: Call, method: String, id: Box<RawValue>) -> Response 
     sse_body(Body::from_stream(events))
 }
 
-/// Legacy standalone stream: keepalives every 15 s until the session ends.
+/// Legacy standalone stream: announcements as they happen and keepalives
+/// every 15 s, until the session ends.
 async fn get_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if shared.era == DemoEra::Modern {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
-    let closed = match lookup(&shared, &headers) {
-        Ok(session) => session.closed.subscribe(),
+    let (closed, notes) = match lookup(&shared, &headers) {
+        Ok(session) => (session.closed.subscribe(), session.listen()),
         Err(status) => return session_error(status),
     };
-    let state = (closed, tokio::time::interval(KEEPALIVE));
-    let events = stream::unfold(state, |(mut closed, mut tick)| async move {
-        let alive = tokio::select! {
-            _ = tick.tick() => true,
-            _ = closed.wait_for(|c| *c) => false,
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    tick.reset(); // the first keepalive after one interval, not at once
+    let state = (closed, notes, tick);
+    let events = stream::unfold(state, |(mut closed, mut notes, mut tick)| async move {
+        let frame = tokio::select! {
+            _ = tick.tick() => sse::keepalive(),
+            note = notes.recv() => match note {
+                Ok(m) => sse::message_event(m.to_string().as_bytes()),
+                Err(_) => sse::keepalive(),
+            },
+            _ = closed.wait_for(|c| *c) => return None,
         };
-        alive.then(|| (Ok::<_, Infallible>(sse::keepalive()), (closed, tick)))
+        Some((Ok::<_, Infallible>(frame), (closed, notes, tick)))
     });
     sse_body(Body::from_stream(events))
 }

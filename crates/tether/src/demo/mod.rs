@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dashmap::DashMap;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::jsonrpc::{ErrorObject, Message, code};
 use crate::protocol::{self, Era};
@@ -73,7 +73,6 @@ struct Shared {
 }
 
 /// One legacy session (HTTP) or the implicit stdio session.
-#[derive(Default)]
 struct Session {
     counter: AtomicU64,
     /// Whether the client declared the `sampling` capability at `initialize`.
@@ -82,14 +81,24 @@ struct Session {
     pending: DashMap<String, oneshot::Sender<Value>>,
     /// Flips to `true` when the session ends (closes its GET stream).
     closed: watch::Sender<bool>,
+    /// Server-initiated messages for the session's GET stream(s) (bounded; dropped without listeners).
+    announcements: broadcast::Sender<Value>,
 }
 
 impl Session {
     fn new(sampling: bool) -> Self {
         Session {
+            counter: AtomicU64::new(0),
             sampling: AtomicBool::new(sampling),
-            ..Session::default()
+            pending: DashMap::new(),
+            closed: watch::Sender::new(false),
+            announcements: broadcast::Sender::new(16),
         }
+    }
+
+    /// Subscribes a GET stream to the session's server-initiated messages.
+    fn listen(&self) -> broadcast::Receiver<Value> {
+        self.announcements.subscribe()
     }
 
     /// Hands a client's JSON-RPC response to the tool call waiting for it.
@@ -438,6 +447,18 @@ impl Call {
                     Era::Modern => self.sample_modern(prompt),
                 }
             }
+            "announce" => {
+                let Some(message) = args.get("message").and_then(Value::as_str) else {
+                    return Err(invalid("'message' must be a string"));
+                };
+                let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                    "params": {"level": "info", "logger": "announce", "data": message}});
+                let listeners = match &self.session {
+                    Some(s) if self.era == Era::Legacy => s.announcements.send(note).unwrap_or(0),
+                    _ => 0,
+                };
+                Ok(text_result(&format!("delivered to {listeners} listeners")))
+            }
             _ => Err(invalid(format_args!("unknown tool '{name}'"))),
         }
     }
@@ -629,6 +650,9 @@ fn tool_list() -> Value {
         {"name": "sample", "description": "Ask the client's LLM to complete a prompt (needs the sampling capability)",
             "inputSchema": {"type": "object", "properties": {"prompt": {"type": "string", "description": "Prompt to complete"}},
             "required": ["prompt"], "additionalProperties": false}},
+        {"name": "announce", "description": "Send a log message on the session's standalone (GET) stream, not on this call's response",
+            "inputSchema": {"type": "object", "properties": {"message": {"type": "string", "description": "Text to announce"}},
+            "required": ["message"], "additionalProperties": false}},
     ])
 }
 

@@ -224,17 +224,20 @@ async fn modern_request(
         Ok(p) => p,
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, code::INVALID_PARAMS, e.message()),
     };
-    let identity = match modern::validate(headers, &msg, &params) {
-        Ok(i) => i,
+    let (identity, options) = match modern::validate(headers, &msg, &params) {
+        Ok(v) => v,
         Err(r) => return reply::json(r.status, r.error.to_response(msg.id.as_deref())),
     };
-    let ctx = Arc::new(ClientSession::new(
-        String::new(),
-        scope,
-        Era::Modern,
-        protocol::MODERN_VERSION.into(),
-        identity,
-    ));
+    let ctx = Arc::new(
+        ClientSession::new(
+            String::new(),
+            scope,
+            Era::Modern,
+            protocol::MODERN_VERSION.into(),
+            identity,
+        )
+        .with_options(options),
+    );
     if msg.method.as_deref() == Some("server/discover") {
         return discover(app, &ctx, &msg).await;
     }
@@ -512,6 +515,7 @@ fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {
     session.touch();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     session.set_outbound(tx);
+    app.gateway.relay_upstream_streams(&session);
     reply::event_stream(rx, Some(std::time::Duration::from_secs(3)), app.keepalive())
 }
 

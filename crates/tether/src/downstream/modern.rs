@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::jsonrpc::{self, ErrorObject, Message, RawObject, code};
 use crate::protocol;
+use crate::session::RequestOptions;
 use crate::upstream::ClientIdentity;
 
 /// A rejected modern request: HTTP status plus JSON-RPC error.
@@ -23,12 +24,13 @@ fn reject(code: i64, message: impl Into<String>) -> Rejection {
     }
 }
 
-/// Validates a modern request and returns the client identity it carries.
+/// Validates a modern request; returns the client identity and per-request
+/// options (log opt-in, `Mcp-Param-*` headers to pass on) it carries.
 pub fn validate(
     headers: &HeaderMap,
     msg: &Message,
     params: &RawObject,
-) -> Result<ClientIdentity, Rejection> {
+) -> Result<(ClientIdentity, RequestOptions), Rejection> {
     let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
     let meta: RawObject = params
         .get("_meta")
@@ -121,10 +123,19 @@ pub fn validate(
         .unwrap_or_else(|| ClientIdentity::tether().info);
     // Server→client requests cannot reach a modern client through a legacy
     // upstream's stream, so upstreams are not offered those capabilities.
-    Ok(ClientIdentity {
+    let options = RequestOptions {
+        logs: meta.contains_key(protocol::META_LOG_LEVEL),
+        param_headers: headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with(protocol::HEADER_PARAM_PREFIX))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+    };
+    let identity = ClientIdentity {
         info,
         capabilities: jsonrpc::to_raw(&json!({})),
-    })
+    };
+    Ok((identity, options))
 }
 
 #[cfg(test)]

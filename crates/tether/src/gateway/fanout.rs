@@ -150,7 +150,7 @@ impl Gateway {
     ) -> Result<Bytes, UpstreamError> {
         let mut attempt = 0;
         loop {
-            let session = ctx.upstreams.get(upstream, &ctx.identity).await?;
+            let session = self.upstream_session(ctx, upstream).await?;
             match session.call(method, params.clone()).await {
                 Ok(b) => return Ok(b),
                 Err(e) => {

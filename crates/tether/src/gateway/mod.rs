@@ -5,6 +5,7 @@
 mod bridge;
 pub mod catalog;
 mod fanout;
+mod listen;
 mod relay;
 
 pub use bridge::add_cache_fields;
@@ -92,9 +93,13 @@ impl Gateway {
     /// Ends an ephemeral (sessionless) context once its reply is complete.
     fn finish(&self, ctx: &Arc<ClientSession>) {
         if ctx.is_ephemeral() {
+            let refused = ctx.upstreams.release_pooled();
             let ctx = ctx.clone();
             let timeout = self.close_timeout;
-            tokio::spawn(async move { ctx.close(timeout).await });
+            tokio::spawn(async move {
+                futures_util::future::join_all(refused.iter().map(|s| s.close())).await;
+                ctx.close(timeout).await;
+            });
         }
     }
 

@@ -33,7 +33,7 @@ impl Gateway {
         let name = header_name(&method, &msg, params.as_ref());
         let mut last_error = None;
         for attempt in 0..2 {
-            let session = match ctx.upstreams.get(upstream, &ctx.identity).await {
+            let session = match self.upstream_session(ctx, upstream).await {
                 Ok(s) => s,
                 Err(e) => return unavailable(&msg, upstream, &e, false),
             };
@@ -41,7 +41,10 @@ impl Gateway {
                 Ok(b) => b,
                 Err(e) => return error(&msg, code::INVALID_PARAMS, e.message()),
             };
-            match session.request(body, &method, name.as_deref()).await {
+            match session
+                .request(body, &method, name.as_deref(), &ctx.options.param_headers)
+                .await
+            {
                 Ok(reply) => return self.relay(ctx, session, method, msg.id, reply),
                 Err(e) => {
                     if e.poisons_session() {
@@ -168,7 +171,7 @@ impl Pump {
                 }
                 Ok(Kind::Response) => None,
                 Ok(Kind::Notification) => self.notification(&msg).then_some(bytes),
-                Ok(Kind::Request) => self.server_request(msg).await,
+                Ok(Kind::Request) => relay_server_request(&self.ctx, &self.session, msg).await,
                 Err(_) => None,
             };
             if let Some(out) = out
@@ -204,33 +207,7 @@ impl Pump {
     /// Whether a notification goes to this client.
     fn notification(&self, msg: &Message) -> bool {
         // Modern clients that did not ask for a log level must not get log messages.
-        !(self.ctx.era == Era::Modern && msg.method.as_deref() == Some("notifications/message"))
-    }
-
-    /// Re-addresses a server→client request, or refuses it upstream when the
-    /// client cannot answer (modern or sessionless clients).
-    async fn server_request(&self, msg: Message) -> Option<Bytes> {
-        let original_id = msg.id.clone()?;
-        if self.ctx.era == Era::Legacy && !self.ctx.is_ephemeral() {
-            let id = self.ctx.register_pending(PendingRequest {
-                upstream: self.session.clone(),
-                original_id,
-            });
-            let out = Message {
-                id: Some(jsonrpc::to_raw(&id)),
-                ..msg
-            };
-            return Some(Bytes::from(out.to_bytes()));
-        }
-        let err = ErrorObject::new(
-            code::METHOD_NOT_FOUND,
-            "the client of this request cannot receive server-to-client requests through the gateway",
-        );
-        let _ = self
-            .session
-            .send_message(Bytes::from(err.to_response(Some(&original_id))))
-            .await;
-        None
+        self.ctx.options.logs || msg.method.as_deref() != Some("notifications/message")
     }
 
     /// A legacy upstream keeps working after a disconnect unless told to stop.
@@ -244,4 +221,34 @@ impl Pump {
         );
         let _ = self.session.send_message(Bytes::from(note)).await;
     }
+}
+
+/// Re-addresses a server→client request so the client's answer finds its way
+/// back, or refuses it upstream when the client cannot answer (modern or
+/// sessionless clients).
+pub(super) async fn relay_server_request(
+    ctx: &ClientSession,
+    session: &Arc<UpstreamSession>,
+    msg: Message,
+) -> Option<Bytes> {
+    let original_id = msg.id.clone()?;
+    if ctx.era == Era::Legacy && !ctx.is_ephemeral() {
+        let id = ctx.register_pending(PendingRequest {
+            upstream: session.clone(),
+            original_id,
+        });
+        let out = Message {
+            id: Some(jsonrpc::to_raw(&id)),
+            ..msg
+        };
+        return Some(Bytes::from(out.to_bytes()));
+    }
+    let err = ErrorObject::new(
+        code::METHOD_NOT_FOUND,
+        "the client of this request cannot receive server-to-client requests through the gateway",
+    );
+    let _ = session
+        .send_message(Bytes::from(err.to_response(Some(&original_id))))
+        .await;
+    None
 }

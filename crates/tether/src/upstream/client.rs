@@ -122,6 +122,8 @@ pub struct PostHeaders<'a> {
     pub method: Option<&'a str>,
     /// `Mcp-Name` (modern), unencoded.
     pub name: Option<&'a str>,
+    /// Further headers passed through unchanged (modern `Mcp-Param-*`).
+    pub extra: &'a [(http::HeaderName, HeaderValue)],
 }
 
 /// POSTs one JSON-RPC message to the upstream and classifies the reply.
@@ -160,6 +162,9 @@ pub async fn post_raw(
     if let Some(n) = headers.name {
         req = req.header(protocol::HEADER_NAME, protocol::encode_header_value(n));
     }
+    for (name, value) in headers.extra {
+        req = req.header(name, value);
+    }
     send_with_timeout(upstream, req.body(body)).await
 }
 
@@ -197,7 +202,7 @@ pub async fn classify_reply(
         return Ok(Reply::Stream(Box::new(EventStream::new(
             resp,
             session,
-            upstream.config.timeout(),
+            Some(upstream.config.timeout()),
         ))));
     }
     let body = read_body(resp, upstream.config.timeout()).await?;
@@ -269,11 +274,15 @@ pub struct EventStream {
     retry: Duration,
     resumes: u32,
     session: Option<Arc<UpstreamSession>>,
-    idle_timeout: Duration,
+    idle_timeout: Option<Duration>,
 }
 
 impl EventStream {
-    fn new(resp: reqwest::Response, session: Option<Arc<UpstreamSession>>, idle: Duration) -> Self {
+    fn new(
+        resp: reqwest::Response,
+        session: Option<Arc<UpstreamSession>>,
+        idle: Option<Duration>,
+    ) -> Self {
         EventStream {
             body: Some(resp.bytes_stream().boxed()),
             decoder: sse::Decoder::new(MAX_UPSTREAM_MESSAGE),
@@ -284,6 +293,11 @@ impl EventStream {
             session,
             idle_timeout: idle,
         }
+    }
+
+    /// The session's own GET stream: no idle timeout (it may be quiet for hours).
+    pub fn listen(resp: reqwest::Response, session: Arc<UpstreamSession>) -> Self {
+        EventStream::new(resp, Some(session), None)
     }
 
     /// The next JSON-RPC message; `None` when the stream ended for good.
@@ -300,7 +314,11 @@ impl EventStream {
                     Err(e) => return Some(Err(e)),
                 }
             };
-            match tokio::time::timeout(self.idle_timeout, body.next()).await {
+            let next = match self.idle_timeout {
+                Some(idle) => tokio::time::timeout(idle, body.next()).await,
+                None => Ok(body.next().await),
+            };
+            match next {
                 Err(_) => return Some(Err(UpstreamError::Timeout)),
                 Ok(None) => self.body = None,
                 Ok(Some(Err(e))) => {

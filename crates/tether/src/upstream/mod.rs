@@ -172,22 +172,18 @@ impl Upstream {
         }
     }
 
-    /// Returns a session to the pool, or closes it when the pool is full.
-    pub async fn checkin_pooled(&self, session: Arc<UpstreamSession>) {
+    /// Returns a session to the pool; hands it back when the pool is full
+    /// (the caller closes it).
+    pub fn checkin_pooled(&self, session: Arc<UpstreamSession>) -> Option<Arc<UpstreamSession>> {
         if session.is_closed() {
-            return;
+            return None;
         }
-        let overflow = {
-            let mut pool = lock(&self.pool);
-            if pool.len() < POOL_LIMIT {
-                pool.push(session);
-                None
-            } else {
-                Some(session)
-            }
-        };
-        if let Some(s) = overflow {
-            s.close().await;
+        let mut pool = lock(&self.pool);
+        if pool.len() < POOL_LIMIT {
+            pool.push(session);
+            None
+        } else {
+            Some(session)
         }
     }
 

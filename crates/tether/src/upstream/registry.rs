@@ -85,7 +85,38 @@ impl SessionSet {
             .collect()
     }
 
+    /// Returns pooled sessions to their upstream's pool right away (so the next
+    /// sessionless request finds them); yields the ones that must be closed.
+    fn release(&self, session: Arc<UpstreamSession>) -> Option<Arc<UpstreamSession>> {
+        if self.ephemeral && session.upstream.config.shared {
+            let upstream = session.upstream.clone();
+            upstream.checkin_pooled(session)
+        } else {
+            Some(session)
+        }
+    }
+
+    /// Hands pooled sessions back to their upstream's pool now, so the next
+    /// sessionless request finds them; returns those the full pool refused.
+    pub fn release_pooled(&self) -> Vec<Arc<UpstreamSession>> {
+        if !self.ephemeral {
+            return Vec::new();
+        }
+        let mut slots = lock(&self.slots);
+        let shared: Vec<Arc<str>> = slots
+            .iter()
+            .filter(|(_, s)| s.get().is_some_and(|s| s.upstream.config.shared))
+            .map(|(k, _)| k.clone())
+            .collect();
+        shared
+            .iter()
+            .filter_map(|k| slots.remove(k)?.get().cloned())
+            .filter_map(|s| self.release(s))
+            .collect()
+    }
+
     /// Closes every session in parallel, once; each close is bounded in time.
+    /// Sessions of a sessionless request that belong to a pool go back to it.
     pub async fn close_all(&self, timeout: Duration) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -93,15 +124,9 @@ impl SessionSet {
         let sessions: Vec<_> = lock(&self.slots)
             .drain()
             .filter_map(|(_, s)| s.get().cloned())
+            .filter_map(|s| self.release(s))
             .collect();
-        let closes = sessions.into_iter().map(|s| async move {
-            if self.ephemeral && s.upstream.config.shared {
-                let upstream = s.upstream.clone();
-                upstream.checkin_pooled(s).await;
-            } else {
-                s.close().await;
-            }
-        });
+        let closes = sessions.iter().map(|s| s.close());
         if tokio::time::timeout(timeout, futures_util::future::join_all(closes))
             .await
             .is_err()

@@ -132,7 +132,12 @@ impl UpstreamSession {
         self.closed.load(Ordering::Acquire)
     }
 
-    fn headers<'a>(&'a self, method: Option<&'a str>, name: Option<&'a str>) -> PostHeaders<'a> {
+    fn headers<'a>(
+        &'a self,
+        method: Option<&'a str>,
+        name: Option<&'a str>,
+        extra: &'a [(http::HeaderName, HeaderValue)],
+    ) -> PostHeaders<'a> {
         match self.era {
             Era::Legacy => PostHeaders {
                 session_id: self.session_id.as_ref(),
@@ -144,6 +149,7 @@ impl UpstreamSession {
                 protocol_version: Some(protocol::MODERN_VERSION),
                 method,
                 name,
+                extra,
             },
         }
     }
@@ -193,17 +199,19 @@ impl UpstreamSession {
         params.insert("_meta".into(), jsonrpc::to_raw(&meta));
     }
 
-    /// Sends a request; `name` is the tool/prompt name or resource URI for `Mcp-Name`.
+    /// Sends a request; `name` is the tool/prompt name or resource URI for
+    /// `Mcp-Name`; `extra` headers go to modern upstreams only.
     pub async fn request(
         self: &Arc<Self>,
         body: Bytes,
         method: &str,
         name: Option<&str>,
+        extra: &[(http::HeaderName, HeaderValue)],
     ) -> Result<Reply, UpstreamError> {
         let result = client::post(
             &self.upstream,
             body,
-            self.headers(Some(method), name),
+            self.headers(Some(method), name, extra),
             Some(self.clone()),
         )
         .await;
@@ -215,7 +223,7 @@ impl UpstreamSession {
 
     /// Sends a notification or a response (expects 202).
     pub async fn send_message(&self, body: Bytes) -> Result<(), UpstreamError> {
-        match client::post(&self.upstream, body, self.headers(None, None), None).await? {
+        match client::post(&self.upstream, body, self.headers(None, None, &[]), None).await? {
             Reply::Accepted | Reply::Json(_) => Ok(()),
             Reply::Stream(_) => Ok(()),
         }
@@ -241,7 +249,7 @@ impl UpstreamSession {
         let body = self
             .prepare(&msg, &raw, None)
             .map_err(|e| UpstreamError::Protocol(e.message()))?;
-        first_response(self.request(body, method, None).await?).await
+        first_response(self.request(body, method, None, &[]).await?).await
     }
 
     /// Opens the session's GET stream (server-initiated messages, or resumption).

@@ -177,3 +177,28 @@ async fn stateless_legacy_mode_serves_any_session_id() {
         );
     }
 }
+
+#[tokio::test]
+async fn shared_upstream_pools_sessions_for_sessionless_requests() {
+    let up = demo("legacy");
+    let toml = format!(
+        "[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\nshared = true\n",
+        up.mcp()
+    );
+    let gw = tether(&toml);
+    for i in 0..5 {
+        let r = modern_result(
+            &gw.mcp(),
+            "tools/call",
+            json!({"name": "demo__echo", "arguments": {"text": format!("{i}")}}),
+        )
+        .await;
+        assert_eq!(text(&r), format!("{i}"));
+    }
+    let stats = up.stats().await;
+    assert_eq!(
+        stats["initializes"], 1,
+        "sequential sessionless calls reuse one pooled session: {stats}"
+    );
+    assert_eq!(stats["deletes"], 0, "{stats}");
+}

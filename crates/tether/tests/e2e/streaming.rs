@@ -135,3 +135,47 @@ async fn client_without_sse_gets_the_final_json_response() {
     assert_eq!(body["id"], 7);
     assert_eq!(text(&body["result"]), "completed 2 steps");
 }
+
+#[tokio::test]
+async fn upstream_stream_messages_reach_the_client_get_stream() {
+    let up = demo("legacy");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    let c = Legacy::connect(&gw.mcp()).await;
+    c.call("demo__echo", json!({"text": "open the upstream session"}))
+        .await;
+    let resp = crate::harness::http()
+        .get(gw.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-accel-buffering"], "no");
+    let mut events = Events {
+        resp,
+        buf: String::new(),
+    };
+    // The upstream's own stream is relayed once Tether has it open.
+    let mut delivered = false;
+    for _ in 0..100 {
+        let r = c
+            .call("demo__announce", json!({"message": "catalogue changed"}))
+            .await;
+        if text(&r) == "delivered to 1 listeners" {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        delivered,
+        "Tether never opened the upstream session's GET stream"
+    );
+    let note = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(note["method"], "notifications/message");
+    assert_eq!(note["params"]["data"], "catalogue changed");
+}

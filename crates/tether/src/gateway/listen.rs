@@ -1,0 +1,71 @@
+//! The client's GET stream: each upstream session's own stream (requests and
+//! notifications not tied to a client request) relayed into it.
+
+use std::sync::Arc;
+
+use super::Gateway;
+use super::relay::relay_server_request;
+use crate::jsonrpc::{Kind, Message};
+use crate::protocol::Era;
+use crate::session::ClientSession;
+use crate::upstream::{EventStream, Upstream, UpstreamError, UpstreamSession};
+
+impl Gateway {
+    /// The client's session with `upstream` (opened on first use); when the
+    /// client listens on a GET stream, new upstream sessions are relayed into it.
+    pub(super) async fn upstream_session(
+        &self,
+        ctx: &Arc<ClientSession>,
+        upstream: &Arc<Upstream>,
+    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        let session = ctx.upstreams.get(upstream, &ctx.identity).await?;
+        if ctx.has_outbound() {
+            self.relay_upstream_streams(ctx);
+        }
+        Ok(session)
+    }
+
+    /// Starts relaying the streams of upstream sessions not relayed yet into
+    /// the client's GET stream.
+    pub fn relay_upstream_streams(&self, ctx: &Arc<ClientSession>) {
+        for session in ctx.unrelayed_upstreams() {
+            if session.era == Era::Legacy {
+                tokio::spawn(listen(ctx.clone(), session));
+            }
+        }
+    }
+}
+
+/// Relays one upstream session's GET stream until the client's stream, the
+/// client session or the upstream session ends.
+async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>) {
+    let resp = match session.open_get(None).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(upstream = %session.upstream.name, error = %e, "upstream offers no GET stream");
+            return;
+        }
+    };
+    let mut stream = EventStream::listen(resp, session.clone());
+    loop {
+        let Some(tx) = ctx.outbound() else { return };
+        let item = tokio::select! {
+            item = stream.next_message() => item,
+            _ = tx.closed() => return,
+        };
+        let Some(Ok(bytes)) = item else { return };
+        let Ok(msg) = Message::parse(&bytes) else {
+            continue;
+        };
+        let out = match msg.kind() {
+            Ok(Kind::Request) => relay_server_request(&ctx, &session, msg).await,
+            Ok(Kind::Notification) => Some(bytes),
+            _ => None,
+        };
+        if let Some(out) = out
+            && tx.send(out).await.is_err()
+        {
+            return;
+        }
+    }
+}

@@ -10,6 +10,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+/// Top-level sections, the only keys `TETHER_*` variables may set.
+const SECTIONS: &[&str] = &["server", "session", "federation", "upstreams"];
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -200,9 +203,14 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
+        // Only keys naming a config section: other TETHER_* variables (TETHER_LOG,
+        // TETHER_CONFIG, a caller's own) are not configuration.
         let fig = fig.merge(
             Env::prefixed("TETHER_")
-                .ignore(&["log", "config"])
+                .filter(|key| {
+                    let section = key.as_str().split("__").next().unwrap_or_default();
+                    SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
+                })
                 .split("__"),
         );
         let config: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;

@@ -202,3 +202,18 @@ async fn shared_upstream_pools_sessions_for_sessionless_requests() {
     );
     assert_eq!(stats["deletes"], 0, "{stats}");
 }
+
+#[tokio::test]
+async fn environment_overrides_config_and_ignores_unrelated_variables() {
+    let up = demo("legacy");
+    let env = [
+        ("TETHER_SERVER__STATELESS", "true"),
+        ("TETHER_SOMETHING_ELSE", "1"),
+    ];
+    let gw = crate::harness::tether_env(&config(&[("demo", &up.mcp())], ""), &env);
+    let c = Legacy::connect(&gw.mcp()).await;
+    assert!(
+        c.session.is_none(),
+        "TETHER_SERVER__STATELESS=true made the gateway stateless"
+    );
+}

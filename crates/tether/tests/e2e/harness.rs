@@ -91,8 +91,13 @@ fn bin() -> &'static str {
 
 /// Spawns `tether args…`, waits for the `listening on http://…/mcp` line.
 fn spawn(args: &[&str], dir: Option<TempDir>) -> Proc {
+    spawn_env(args, dir, &[])
+}
+
+fn spawn_env(args: &[&str], dir: Option<TempDir>, env: &[(&str, &str)]) -> Proc {
     let mut child = Command::new(bin())
         .args(args)
+        .envs(env.iter().copied())
         .env(
             "TETHER_LOG",
             std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -132,14 +137,17 @@ pub fn demo(era: &str) -> Proc {
 
 /// A gateway with the given TOML config (listen address is forced to port 0).
 pub fn tether(config: &str) -> Proc {
+    tether_env(config, &[])
+}
+
+/// A gateway with the given TOML config and extra environment variables.
+pub fn tether_env(config: &str, env: &[(&str, &str)]) -> Proc {
     let dir = TempDir::new();
     let path = dir.0.join("tether.toml");
     std::fs::write(&path, config).unwrap();
     let path = path.to_str().unwrap().to_string();
-    spawn(
-        &["serve", "--config", &path, "--listen", "127.0.0.1:0"],
-        Some(dir),
-    )
+    let args = ["serve", "--config", &path, "--listen", "127.0.0.1:0"];
+    spawn_env(&args, Some(dir), env)
 }
 
 /// Config text for upstreams `(name, url)` plus extra TOML.

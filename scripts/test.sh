@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 passed=0
 failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 step() {
   local name=$1; shift
   echo "==> $name"
@@ -25,11 +27,13 @@ step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 # Rust unit + end-to-end tests. Count individual tests from nextest's summary.
 echo "==> cargo nextest"
 if command -v cargo-nextest >/dev/null 2>&1; then
-  out=$(cargo nextest run --locked --no-fail-fast 2>&1 | tee /dev/stderr)
+  cargo nextest run --locked --no-fail-fast 2>&1 | tee "$log"
+  out=$(cat "$log")
   summary=$(grep -E "Summary .* tests run:" <<<"$out" | tail -1)
   p=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary"); f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
 else
-  out=$(cargo test --locked --no-fail-fast 2>&1 | tee /dev/stderr)
+  cargo test --locked --no-fail-fast 2>&1 | tee "$log"
+  out=$(cat "$log")
   p=$(grep -E "^test result:" <<<"$out" | sed -nE 's/.* ([0-9]+) passed.*/\1/p' | awk '{s+=$1} END {print s+0}')
   f=$(grep -E "^test result:" <<<"$out" | sed -nE 's/.* ([0-9]+) failed.*/\1/p' | awk '{s+=$1} END {print s+0}')
 fi
@@ -39,7 +43,8 @@ if [[ -z "${p:-}" ]]; then echo "<== cargo tests: no summary (build failure?)"; 
 # Interop with real SDK clients (Python `mcp` from PyPI) against the built binary.
 if [[ -x interop/run.sh ]]; then
   echo "==> interop"
-  out=$(interop/run.sh 2>&1 | tee /dev/stderr)
+  interop/run.sh 2>&1 | tee "$log"
+  out=$(cat "$log")
   p=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/^([0-9]+) passed.*/\1/p')
   f=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/.* ([0-9]+) failed.*/\1/p')
   if [[ -z "${p:-}" ]]; then echo "<== interop: no summary"; failed=$((failed + 1)); else

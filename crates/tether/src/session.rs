@@ -103,6 +103,23 @@ impl ClientSession {
         }
     }
 
+    /// The context of one sessionless request (modern clients, stateless mode):
+    /// never registered, closed once its reply is complete.
+    pub fn sessionless(
+        scope: Scope,
+        era: Era,
+        protocol_version: &str,
+        identity: ClientIdentity,
+    ) -> Self {
+        ClientSession::new(
+            String::new(),
+            scope,
+            era,
+            protocol_version.to_owned(),
+            identity,
+        )
+    }
+
     /// Replaces the per-request settings (modern requests).
     pub fn with_options(mut self, options: RequestOptions) -> Self {
         self.options = options;

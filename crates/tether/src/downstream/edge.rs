@@ -106,13 +106,7 @@ fn host_part(authority: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, v.parse().unwrap());
-        }
-        h
-    }
+    use crate::downstream::test_headers as headers;
 
     #[test]
     fn loopback_defaults() {

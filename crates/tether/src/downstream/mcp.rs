@@ -229,14 +229,8 @@ async fn modern_request(
         Err(r) => return reply::json(r.status, r.error.to_response(msg.id.as_deref())),
     };
     let ctx = Arc::new(
-        ClientSession::new(
-            String::new(),
-            scope,
-            Era::Modern,
-            protocol::MODERN_VERSION.into(),
-            identity,
-        )
-        .with_options(options),
+        ClientSession::sessionless(scope, Era::Modern, protocol::MODERN_VERSION, identity)
+            .with_options(options),
     );
     if msg.method.as_deref() == Some("server/discover") {
         return discover(app, &ctx, &msg).await;
@@ -268,11 +262,10 @@ async fn legacy_request(
         );
     }
     let ctx = if app.config.server.stateless {
-        Arc::new(ClientSession::new(
-            String::new(),
+        Arc::new(ClientSession::sessionless(
             scope,
             Era::Legacy,
-            version.into(),
+            version,
             ClientIdentity::tether(),
         ))
     } else {
@@ -336,12 +329,11 @@ async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: ReplyStyl
             .unwrap_or(tether.capabilities),
     };
     let ctx = if app.config.server.stateless {
-        Arc::new(ClientSession::new(
-            String::new(),
+        Arc::new(ClientSession::sessionless(
             scope,
             Era::Legacy,
-            version.into(),
-            ClientIdentity::tether(),
+            version,
+            identity,
         ))
     } else {
         match app

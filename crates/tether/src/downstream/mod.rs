@@ -83,3 +83,13 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         text,
     )
 }
+
+/// A header map from `(name, value)` pairs, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, v.parse().expect("valid header value"));
+    }
+    h
+}

@@ -156,13 +156,7 @@ mod tests {
         (msg, p)
     }
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, v.parse().unwrap());
-        }
-        h
-    }
+    use crate::downstream::test_headers as headers;
 
     #[test]
     fn accepts_matching_headers_including_sentinel() {

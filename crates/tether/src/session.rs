@@ -63,6 +63,7 @@ pub struct ClientSession {
     next_relay_id: AtomicU64,
     /// Modern per-request settings.
     pub options: RequestOptions,
+    log_level: Mutex<Option<String>>,
     outbound: Mutex<Option<mpsc::Sender<Bytes>>>,
     has_outbound: AtomicBool,
     listening: Mutex<Vec<Weak<UpstreamSession>>>,
@@ -94,6 +95,7 @@ impl ClientSession {
                 logs: true,
                 param_headers: Vec::new(),
             },
+            log_level: Mutex::new(None),
             outbound: Mutex::new(None),
             has_outbound: AtomicBool::new(false),
             listening: Mutex::new(Vec::new()),
@@ -124,6 +126,16 @@ impl ClientSession {
     pub fn with_options(mut self, options: RequestOptions) -> Self {
         self.options = options;
         self
+    }
+
+    /// Remembers the log level the client chose (`logging/setLevel`).
+    pub fn set_log_level(&self, level: String) {
+        *lock(&self.log_level) = Some(level);
+    }
+
+    /// The log level the client chose, if any.
+    pub fn log_level(&self) -> Option<String> {
+        lock(&self.log_level).clone()
     }
 
     /// Whether this context serves one sessionless request.

@@ -246,6 +246,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
         "live_sessions": shared.sessions.len(),
         "modern_requests": shared.modern_requests.load(Ordering::Relaxed),
         "tool_calls": shared.tool_calls.load(Ordering::Relaxed),
+        "log_level_sets": shared.log_level_sets.load(Ordering::Relaxed),
     });
     json_body(200, body.to_string().into_bytes())
 }

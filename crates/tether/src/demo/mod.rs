@@ -70,6 +70,7 @@ struct Shared {
     deletes: AtomicU64,
     modern_requests: AtomicU64,
     tool_calls: AtomicU64,
+    log_level_sets: AtomicU64,
 }
 
 /// One legacy session (HTTP) or the implicit stdio session.
@@ -353,7 +354,11 @@ impl Call {
     async fn dispatch(&self, method: &str) -> Result<Value, ErrorObject> {
         let (legacy, modern) = (self.era == Era::Legacy, self.era == Era::Modern);
         match method {
-            "ping" | "logging/setLevel" if legacy => Ok(json!({})),
+            "ping" if legacy => Ok(json!({})),
+            "logging/setLevel" if legacy => {
+                self.shared.log_level_sets.fetch_add(1, Ordering::Relaxed);
+                Ok(json!({}))
+            }
             "server/discover" if modern => Ok(json!({
                 "supportedVersions": protocol::MODERN_VERSIONS,
                 "capabilities": capabilities(),

@@ -416,7 +416,7 @@ async fn server_description(
         .expect("scope names a configured upstream")
         .clone();
     let described = async {
-        let session = ctx.upstreams.get(&upstream, &ctx.identity).await?;
+        let (session, _) = ctx.upstreams.get(&upstream, &ctx.identity).await?;
         session.server_description().await
     };
     let desc = described.await.map_err(|e| {

@@ -168,18 +168,27 @@ impl Gateway {
         }
     }
 
-    /// Sends a request to every upstream session the client has open and
-    /// answers `{}` (used for `logging/setLevel`).
-    pub(super) async fn broadcast_request(
+    /// `logging/setLevel` on `/mcp`: remembered for upstream sessions opened
+    /// later, sent to every legacy upstream session open now; answers `{}`.
+    pub(super) async fn set_log_level(
         &self,
         ctx: &Arc<ClientSession>,
         msg: &Message,
         params: RawObject,
     ) -> Outcome {
-        let method = msg.method.clone().unwrap_or_default();
+        let Some(level) = jsonrpc::str_member(&params, "level") else {
+            return error(msg, code::INVALID_PARAMS, "params.level is required");
+        };
+        ctx.set_log_level(level);
+        let method = "logging/setLevel";
         let value: serde_json::Value = serde_json::to_value(&params).unwrap_or_else(|_| json!({}));
-        let sessions = ctx.upstreams.sessions();
-        let calls = sessions.iter().map(|s| s.call(&method, value.clone()));
+        let sessions: Vec<_> = ctx
+            .upstreams
+            .sessions()
+            .into_iter()
+            .filter(|s| s.era == Era::Legacy)
+            .collect();
+        let calls = sessions.iter().map(|s| s.call(method, value.clone()));
         for (s, r) in sessions
             .iter()
             .zip(futures_util::future::join_all(calls).await)

@@ -18,7 +18,19 @@ impl Gateway {
         ctx: &Arc<ClientSession>,
         upstream: &Arc<Upstream>,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
-        let session = ctx.upstreams.get(upstream, &ctx.identity).await?;
+        let (session, opened) = ctx.upstreams.get(upstream, &ctx.identity).await?;
+        if opened
+            && session.era == Era::Legacy
+            && let Some(level) = ctx.log_level()
+        {
+            // The client chose a log level before this upstream was in use.
+            if let Err(e) = session
+                .call("logging/setLevel", serde_json::json!({ "level": level }))
+                .await
+            {
+                tracing::debug!(upstream = %upstream.name, error = %e, "logging/setLevel failed");
+            }
+        }
         if ctx.has_outbound() {
             self.relay_upstream_streams(ctx);
         }

@@ -152,7 +152,7 @@ impl Gateway {
                 }
             }
             "completion/complete" => self.complete(ctx, msg, raw, params).await,
-            "logging/setLevel" => self.broadcast_request(ctx, &msg, params).await,
+            "logging/setLevel" => self.set_log_level(ctx, &msg, params).await,
             _ => error(
                 &msg,
                 code::METHOD_NOT_FOUND,

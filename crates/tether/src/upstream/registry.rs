@@ -32,12 +32,13 @@ impl SessionSet {
         }
     }
 
-    /// The session with `upstream`, opening it on first use.
+    /// The session with `upstream`, opening it on first use; the flag is true
+    /// when this call opened it.
     pub async fn get(
         &self,
         upstream: &Arc<Upstream>,
         client: &ClientIdentity,
-    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
+    ) -> Result<(Arc<UpstreamSession>, bool), UpstreamError> {
         let slot = {
             let mut slots = lock(&self.slots);
             if self.closed.load(Ordering::Acquire) {
@@ -46,8 +47,10 @@ impl SessionSet {
             slots.entry(upstream.name.clone()).or_default().clone()
         };
         let pooled = self.ephemeral && upstream.config.shared;
+        let mut opened = false;
         let session = slot
             .get_or_try_init(|| async {
+                opened = true;
                 if pooled {
                     upstream.checkout_pooled(client).await
                 } else {
@@ -61,7 +64,7 @@ impl SessionSet {
             session.close().await;
             return Err(UpstreamError::Protocol("client session has ended".into()));
         }
-        Ok(session)
+        Ok((session, opened))
     }
 
     /// Drops `session` from the set (if it is still the current one) and closes it,

@@ -169,3 +169,30 @@ async fn a_down_upstream_does_not_take_the_others_down() {
         "still"
     );
 }
+
+#[tokio::test]
+async fn log_level_reaches_open_and_later_upstream_sessions() {
+    let up1 = demo("legacy");
+    let up2 = demo("legacy");
+    let gw = tether(&config(&[("one", &up1.mcp()), ("two", &up2.mcp())], ""));
+    let c = Legacy::connect(&gw.mcp()).await;
+    c.call("one__echo", json!({"text": "x"})).await;
+    c.result("logging/setLevel", json!({"level": "debug"}))
+        .await;
+    assert_eq!(
+        up1.stats().await["log_level_sets"],
+        1,
+        "sent to the open session"
+    );
+    assert_eq!(
+        up2.stats().await["log_level_sets"],
+        0,
+        "two is not in use yet"
+    );
+    c.call("two__echo", json!({"text": "x"})).await;
+    assert_eq!(
+        up2.stats().await["log_level_sets"],
+        1,
+        "sent when two's session opened"
+    );
+}

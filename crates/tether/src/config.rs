@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub sse_keepalive_secs: u64,
     /// How long shutdown waits for in-flight work and upstream closes, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// A client that leaves a relayed SSE message unread this long is cut off, in seconds.
+    pub send_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +59,7 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             sse_keepalive_secs: 15,
             shutdown_timeout_secs: 10,
+            send_timeout_secs: 30,
         }
     }
 }
@@ -285,6 +288,44 @@ impl Config {
                 "server.max_body_bytes and session.max_sessions must be > 0".into(),
             ));
         }
+        let hour = 3600;
+        let bounded = [
+            (
+                "server.sse_keepalive_secs",
+                self.server.sse_keepalive_secs,
+                0,
+                hour,
+            ),
+            (
+                "server.shutdown_timeout_secs",
+                self.server.shutdown_timeout_secs,
+                1,
+                hour,
+            ),
+            (
+                "server.send_timeout_secs",
+                self.server.send_timeout_secs,
+                1,
+                hour,
+            ),
+            (
+                "session.idle_ttl_secs",
+                self.session.idle_ttl_secs,
+                1,
+                30 * 24 * hour,
+            ),
+        ];
+        let upstreams = self
+            .upstreams
+            .iter()
+            .map(|u| ("upstreams.timeout_secs", u.timeout_secs, 1, hour));
+        for (key, value, min, max) in bounded.into_iter().chain(upstreams) {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError(format!(
+                    "{key} = {value} is outside {min}..={max}"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -319,6 +360,9 @@ mod tests {
             "[[upstreams]]\nname = \"a\"\nurl = \"ftp://x/\"",
             "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\n[[upstreams]]\nname = \"a\"\nurl = \"http://y/\"",
             "[server]\nunknown_key = 1",
+            "[server]\nshutdown_timeout_secs = 0",
+            "[server]\nsse_keepalive_secs = 99999999999",
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\ntimeout_secs = 0",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }

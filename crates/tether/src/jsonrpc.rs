@@ -19,10 +19,11 @@ pub mod code {
     pub const INVALID_PARAMS: i64 = -32602;
     /// Internal error.
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// Implementation-defined server error (what SDK servers answer a request
+    /// without a valid session with).
+    pub const SERVER_ERROR: i64 = -32000;
     /// Resource not found (MCP).
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
-    /// Generic server-side error used when an upstream fails (implementation-defined range).
-    pub const UPSTREAM_ERROR: i64 = -32000;
 }
 
 /// A JSON object whose member values are kept as raw JSON text, in order.
@@ -148,6 +149,26 @@ impl Message {
                 .map_err(|_| EnvelopeError::Invalid("params must be an object")),
         }
     }
+}
+
+/// Whether `needle` occurs in `haystack`: a cheap pre-filter before parsing.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The `error.code` of a JSON-RPC error message body, if it is one.
+pub fn error_code(body: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Code {
+        code: i64,
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        error: Code,
+    }
+    serde_json::from_slice::<Body>(body)
+        .ok()
+        .map(|b| b.error.code)
 }
 
 /// Reads one string member of a raw object.

@@ -5,7 +5,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// JSON-RPC methods tracked by name; everything else is counted as `other`.
+/// Label values of the `method` label: the JSON-RPC requests tracked by name
+/// (`other` for the rest), then the non-request kinds, in parentheses so no
+/// client-chosen method name can land in them.
 const METHODS: &[&str] = &[
     "initialize",
     "ping",
@@ -21,13 +23,16 @@ const METHODS: &[&str] = &[
     "resources/unsubscribe",
     "completion/complete",
     "logging/setLevel",
-    "notification",
-    "response",
-    "stream",
-    "delete",
     "other",
+    "(notification)",
+    "(response)",
+    "(stream)",
+    "(delete)",
+    "(rejected)",
 ];
-const OTHER_METHOD: usize = METHODS.len() - 1;
+/// Slots below this are JSON-RPC methods; from it on, request kinds.
+const KINDS_START: usize = 15;
+const OTHER_METHOD: usize = KINDS_START - 1;
 
 /// HTTP statuses tracked by value; anything else lands in the last slot (`other`).
 const STATUSES: &[u16] = &[
@@ -42,15 +47,30 @@ const BUCKETS_US: &[u64] = &[
 
 /// Index of a method label; stable for the process lifetime.
 pub fn method_slot(method: &str) -> usize {
-    METHODS
+    METHODS[..KINDS_START]
         .iter()
         .position(|m| *m == method)
         .unwrap_or(OTHER_METHOD)
 }
 
-/// The slot for a non-method request kind (`notification`, `response`, `stream`, `delete`).
-pub fn kind_slot(kind: &'static str) -> usize {
-    method_slot(kind)
+/// Downstream HTTP requests that are not JSON-RPC requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A POSTed notification.
+    Notification,
+    /// A POSTed response (to a server→client request).
+    Response,
+    /// A GET opening the session's stream.
+    Stream,
+    /// A DELETE ending the session.
+    Delete,
+    /// Refused before a message was parsed (edge checks, bad body, bad method).
+    Rejected,
+}
+
+/// The slot of a request kind.
+pub fn kind_slot(kind: Kind) -> usize {
+    KINDS_START + kind as usize
 }
 
 fn status_slot(status: u16) -> usize {
@@ -224,11 +244,18 @@ mod tests {
         let m = Metrics::default();
         m.record(method_slot("tools/call"), 200, Duration::from_micros(300));
         m.record(method_slot("weird/method"), 418, Duration::from_millis(2));
+        m.record(method_slot("notification"), 200, Duration::from_millis(2));
+        m.record(kind_slot(Kind::Notification), 202, Duration::from_millis(2));
+        assert_eq!(METHODS[OTHER_METHOD], "other");
+        assert_eq!(METHODS[kind_slot(Kind::Rejected)], "(rejected)");
+        assert_eq!(METHODS[kind_slot(Kind::Notification)], "(notification)");
         let stats = UpstreamStats::default();
         stats.sessions_created.fetch_add(2, Relaxed);
         let text = m.render([("demo", &stats)].into_iter());
         assert!(text.contains("tether_requests_total{method=\"tools/call\",status=\"200\"} 1"));
         assert!(text.contains("tether_requests_total{method=\"other\",status=\"other\"} 1"));
+        assert!(text.contains("tether_requests_total{method=\"other\",status=\"200\"} 1"));
+        assert!(text.contains("tether_requests_total{method=\"(notification)\",status=\"202\"} 1"));
         assert!(text.contains(
             "tether_request_duration_seconds_bucket{method=\"tools/call\",le=\"0.00025\"} 0"
         ));

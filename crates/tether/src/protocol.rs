@@ -45,8 +45,6 @@ pub const ERROR_HEADER_MISMATCH: i64 = -32020;
 pub const ERROR_UNSUPPORTED_VERSION: i64 = -32022;
 /// Modern-era error: the client lacks a capability the server requires.
 pub const ERROR_MISSING_CAPABILITY: i64 = -32021;
-/// Pre-release numbering of the three codes above, still seen from early SDKs.
-pub const PRERELEASE_MODERN_ERRORS: &[i64] = &[-32001, -32003, -32004];
 
 /// The two families of MCP protocol revisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,11 +94,14 @@ pub fn negotiate_legacy(requested: &str) -> &'static str {
 }
 
 /// Whether a JSON-RPC error code proves the peer speaks the modern era.
+/// Pre-release SDKs numbered these -32001/-32003/-32004, but that range is
+/// implementation-defined for legacy servers (-32001 is often a timeout), so
+/// only the final codes count.
 pub fn is_modern_error_code(code: i64) -> bool {
     matches!(
         code,
         ERROR_HEADER_MISMATCH | ERROR_MISSING_CAPABILITY | ERROR_UNSUPPORTED_VERSION
-    ) || PRERELEASE_MODERN_ERRORS.contains(&code)
+    )
 }
 
 const SENTINEL_PREFIX: &str = "=?base64?";
@@ -149,6 +150,19 @@ pub fn name_param_for(method: &str) -> Option<&'static str> {
         "resources/read" => Some("uri"),
         _ => None,
     }
+}
+
+/// Whether a method exists only before 2026-07-28 (a modern request for it is
+/// an unknown method).
+pub fn removed_in_modern(method: &str) -> bool {
+    matches!(
+        method,
+        "initialize"
+            | "ping"
+            | "logging/setLevel"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+    )
 }
 
 /// Whether a method's result is a cacheable list (carries `ttlMs`/`cacheScope`).

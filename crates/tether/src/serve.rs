@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::IntoFuture;
+
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
@@ -39,11 +41,13 @@ pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .map(|u| Upstream::new(u.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     let close_timeout = Duration::from_secs(config.server.shutdown_timeout_secs.max(1));
+    let send_timeout = Duration::from_secs(config.server.send_timeout_secs.max(1));
     let gateway = Gateway::new(
         upstreams,
         config.federation.clone(),
         metrics.clone(),
         close_timeout,
+        send_timeout,
     );
     let sessions = Arc::new(SessionRegistry::new(
         config.session.max_sessions,
@@ -61,13 +65,49 @@ pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, downstream::router(app.clone()))
-        .with_graceful_shutdown(shutdown_signal());
-    server.await?;
-    tracing::info!("shutting down: closing client sessions and their upstream sessions");
-    sessions.end_all().await;
-    futures_util::future::join_all(app.gateway.upstreams().iter().map(|u| u.drain_pool())).await;
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        axum::serve(listener, downstream::router(app.clone())).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+    let mut server = tokio::spawn(server.into_future());
+    tokio::select! {
+        result = &mut server => return result?.map_err(Into::into),
+        _ = shutdown_signal() => {}
+    }
+    shutdown(&app, stop_accepting, server, close_timeout).await;
     Ok(())
+}
+
+/// Bounded shutdown (DESIGN invariant 5): stop accepting, end the client
+/// sessions' GET streams so they don't hold the drain open, give in-flight
+/// requests up to one shutdown timeout, then close every client session and
+/// its upstream sessions in parallel, bounded by another.
+async fn shutdown(
+    app: &App,
+    stop_accepting: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    timeout: Duration,
+) {
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_accepting.send(());
+    app.sessions.close_streams();
+    if tokio::time::timeout(timeout, server).await.is_err() {
+        tracing::warn!(
+            ?timeout,
+            "in-flight requests did not finish in time; abandoned"
+        );
+    }
+    tracing::info!("closing client sessions and their upstream sessions");
+    let pools = app.gateway.upstreams().iter().map(|u| u.drain_pool());
+    let _ = tokio::time::timeout(
+        timeout,
+        futures_util::future::join(
+            app.sessions.end_all(),
+            futures_util::future::join_all(pools),
+        ),
+    )
+    .await;
 }
 
 async fn shutdown_signal() {

@@ -19,6 +19,9 @@ use crate::protocol::Era;
 use crate::sync::lock;
 use crate::upstream::{ClientIdentity, SessionSet, UpstreamSession};
 
+/// Server→client requests a client may leave unanswered at once.
+pub const MAX_PENDING: usize = 64;
+
 /// Which upstreams a session sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -65,7 +68,6 @@ pub struct ClientSession {
     pub options: RequestOptions,
     log_level: Mutex<Option<String>>,
     outbound: Mutex<Option<mpsc::Sender<Bytes>>>,
-    has_outbound: AtomicBool,
     listening: Mutex<Vec<Weak<UpstreamSession>>>,
     created: Instant,
     last_seen_ms: AtomicU64,
@@ -97,7 +99,6 @@ impl ClientSession {
             },
             log_level: Mutex::new(None),
             outbound: Mutex::new(None),
-            has_outbound: AtomicBool::new(false),
             listening: Mutex::new(Vec::new()),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
@@ -155,12 +156,17 @@ impl ClientSession {
     }
 
     /// Registers a server→client request and returns the id the client will see.
-    pub fn register_pending(&self, request: PendingRequest) -> String {
+    /// `None` when the client already owes [`MAX_PENDING`] answers.
+    pub fn register_pending(&self, request: PendingRequest) -> Option<String> {
+        let mut pending = lock(&self.pending);
+        if pending.len() >= MAX_PENDING {
+            return None;
+        }
         let n = self.next_relay_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("tether-relay-{n}");
         let key = serde_json::to_string(&id).expect("string serializes");
-        lock(&self.pending).insert(key, request);
-        id
+        pending.insert(key, request);
+        Some(id)
     }
 
     /// Takes the pending request a client response answers (by raw id text).
@@ -171,23 +177,24 @@ impl ClientSession {
     /// Installs the sender of the session's GET stream, replacing an older one.
     pub fn set_outbound(&self, tx: mpsc::Sender<Bytes>) {
         *lock(&self.outbound) = Some(tx);
-        self.has_outbound.store(true, Ordering::Release);
-    }
-
-    /// Whether the client has a GET stream open.
-    pub fn has_outbound(&self) -> bool {
-        self.has_outbound.load(Ordering::Acquire)
     }
 
     /// The sender of the client's current GET stream, if one is open.
     pub fn outbound(&self) -> Option<mpsc::Sender<Bytes>> {
-        let mut slot = lock(&self.outbound);
-        if slot.as_ref().is_some_and(|tx| tx.is_closed()) {
-            *slot = None;
-            self.has_outbound.store(false, Ordering::Release);
-            lock(&self.listening).clear();
-        }
-        slot.clone()
+        lock(&self.outbound)
+            .as_ref()
+            .filter(|tx| !tx.is_closed())
+            .cloned()
+    }
+
+    /// Whether the client has a GET stream open.
+    pub fn has_outbound(&self) -> bool {
+        self.outbound().is_some()
+    }
+
+    /// Ends the client's GET stream (shutdown, or a client too slow to read it).
+    pub fn close_outbound(&self) {
+        lock(&self.outbound).take();
     }
 
     /// The upstream sessions whose own streams are not relayed yet; marks them relayed.
@@ -208,6 +215,24 @@ impl ClientSession {
         fresh
     }
 
+    /// Called by a relay whose client stream closed: true when it should stop
+    /// (no stream is open; it is forgotten so the next GET starts it again),
+    /// false when a newer stream is open and the relay carries on into it.
+    /// Decided under the stream lock, so a concurrent GET never misses it.
+    pub fn release_listener(&self, session: &Arc<UpstreamSession>) -> bool {
+        let slot = lock(&self.outbound);
+        if slot.as_ref().is_some_and(|tx| !tx.is_closed()) {
+            return false;
+        }
+        self.forget_listener(session);
+        true
+    }
+
+    /// Forgets a relay whose upstream stream ended.
+    pub fn forget_listener(&self, session: &Arc<UpstreamSession>) {
+        lock(&self.listening).retain(|w| !std::ptr::eq(w.as_ptr(), Arc::as_ptr(session)));
+    }
+
     /// Whether the session has ended.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -218,8 +243,7 @@ impl ClientSession {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        lock(&self.outbound).take();
-        self.has_outbound.store(false, Ordering::Release);
+        self.close_outbound();
         lock(&self.pending).clear();
         self.upstreams.close_all(timeout).await;
     }
@@ -266,7 +290,10 @@ impl SessionRegistry {
         protocol_version: String,
         identity: ClientIdentity,
     ) -> Result<Arc<ClientSession>, Admission> {
-        if self.sessions.len() >= self.max_sessions {
+        // Reserve a place first so concurrent creates cannot overshoot the cap.
+        let live = &self.metrics.downstream_sessions;
+        if live.fetch_add(1, Ordering::AcqRel) >= self.max_sessions as i64 {
+            live.fetch_sub(1, Ordering::AcqRel);
             return Err(Admission::Full);
         }
         let session = Arc::new(ClientSession::new(
@@ -278,9 +305,6 @@ impl SessionRegistry {
         ));
         session.touch();
         self.sessions.insert(session.id.clone(), session.clone());
-        self.metrics
-            .downstream_sessions
-            .fetch_add(1, Ordering::Relaxed);
         Ok(session)
     }
 
@@ -314,12 +338,14 @@ impl SessionRegistry {
         self.sessions.is_empty()
     }
 
-    /// Ends sessions idle longer than the TTL; returns how many ended.
+    /// Ends sessions idle longer than the TTL (and not listening on a GET
+    /// stream); returns how many ended.
     pub async fn reap_idle(&self) -> usize {
         let expired: Vec<String> = self
             .sessions
             .iter()
-            .filter(|s| s.idle_for() > self.idle_ttl)
+            // A client listening on its GET stream is using the session.
+            .filter(|s| s.idle_for() > self.idle_ttl && !s.has_outbound())
             .map(|s| s.key().clone())
             .collect();
         let n = expired.len();
@@ -349,11 +375,15 @@ impl SessionRegistry {
     pub async fn end_all(&self) {
         let ids: Vec<String> = self.sessions.iter().map(|s| s.key().clone()).collect();
         let all = futures_util::future::join_all(ids.iter().map(|id| self.end(id)));
-        if tokio::time::timeout(self.close_timeout * 2, all)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.close_timeout, all).await.is_err() {
             tracing::warn!("shutdown: some client sessions did not close in time; abandoned");
+        }
+    }
+
+    /// Ends every session's GET stream (shutdown: they never finish on their own).
+    pub fn close_streams(&self) {
+        for s in self.sessions.iter() {
+            s.close_outbound();
         }
     }
 }

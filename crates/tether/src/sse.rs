@@ -67,6 +67,10 @@ pub struct Decoder {
     pending_size: usize,
     has_data: bool,
     max_event: usize,
+    /// Bytes of `buf` already known to hold no newline.
+    scanned: usize,
+    /// The latest `retry:` value seen, in milliseconds.
+    retry: Option<u64>,
 }
 
 impl Decoder {
@@ -78,6 +82,8 @@ impl Decoder {
             pending_size: 0,
             has_data: false,
             max_event,
+            scanned: 0,
+            retry: None,
         }
     }
 
@@ -85,7 +91,9 @@ impl Decoder {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, DecodeError> {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+        while let Some(offset) = self.buf[self.scanned..].iter().position(|b| *b == b'\n') {
+            let pos = self.scanned + offset;
+            self.scanned = 0;
             let line = self.buf.split_to(pos + 1);
             let line = &line[..pos];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -93,10 +101,16 @@ impl Decoder {
                 events.push(ev);
             }
         }
+        self.scanned = self.buf.len();
         if self.buf.len() + self.pending_size > self.max_event {
             return Err(DecodeError::TooLarge(self.max_event));
         }
         Ok(events)
+    }
+
+    /// The reconnection delay the stream asked for with `retry:`, if any.
+    pub fn retry_millis(&self) -> Option<u64> {
+        self.retry
     }
 
     fn take_line(&mut self, line: &[u8]) -> Result<Option<Event>, DecodeError> {
@@ -131,6 +145,11 @@ impl Decoder {
             }
             b"event" => self.pending.event = value.into_owned(),
             b"id" if !value.contains('\0') => self.pending.id = Some(value.into_owned()),
+            b"retry" => {
+                if let Ok(ms) = value.parse() {
+                    self.retry = Some(ms);
+                }
+            }
             _ => {}
         }
         Ok(None)
@@ -163,6 +182,15 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn reads_retry_field() {
+        let mut d = Decoder::new(1024);
+        assert_eq!(d.retry_millis(), None);
+        d.feed(b"id: 1\nretry: 25").unwrap();
+        d.feed(b"00\ndata: \n\n").unwrap();
+        assert_eq!(d.retry_millis(), Some(2500));
     }
 
     #[test]

@@ -73,10 +73,10 @@ fn session_error(status: u16) -> Response {
     match status {
         400 => reject(
             400,
-            code::UPSTREAM_ERROR,
+            code::SERVER_ERROR,
             "Bad Request: No valid session ID provided",
         ),
-        _ => reject(404, code::UPSTREAM_ERROR, "Session not found"),
+        _ => reject(404, code::SERVER_ERROR, "Session not found"),
     }
 }
 
@@ -152,7 +152,7 @@ fn initialize(shared: &Shared, id: &RawValue, params: &Value) -> Response {
     if shared.sessions.len() >= MAX_SESSIONS {
         return error(
             503,
-            &ErrorObject::new(code::UPSTREAM_ERROR, "Too many sessions"),
+            &ErrorObject::new(code::SERVER_ERROR, "Too many sessions"),
             Some(id),
         );
     }

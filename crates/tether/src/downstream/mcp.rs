@@ -49,20 +49,37 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
     if let Err(rejection) = app.edge.check(&parts.headers) {
         let resp = edge_response(rejection);
         app.metrics.record(
-            metrics::kind_slot("other"),
+            metrics::kind_slot(metrics::Kind::Rejected),
             resp.status().as_u16(),
             start.elapsed(),
         );
         return resp;
     }
+    let modern_sessionless = parts.headers.get(protocol::HEADER_SESSION_ID).is_none()
+        && parts
+            .headers
+            .get(protocol::HEADER_PROTOCOL_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(protocol::is_modern_version);
     let (slot, resp) = match parts.method {
         Method::POST => post(&app, scope, &parts.headers, body).await,
+        // 2026-07-28 has no GET stream and no session to DELETE.
+        Method::GET | Method::DELETE if modern_sessionless => {
+            let mut r = reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                code::INVALID_REQUEST,
+                "2026-07-28 clients use POST only",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            (metrics::kind_slot(metrics::Kind::Rejected), r)
+        }
         Method::GET => (
-            metrics::kind_slot("stream"),
+            metrics::kind_slot(metrics::Kind::Stream),
             open_stream(&app, &scope, &parts.headers),
         ),
         Method::DELETE => (
-            metrics::kind_slot("delete"),
+            metrics::kind_slot(metrics::Kind::Delete),
             delete(&app, &scope, &parts.headers).await,
         ),
         _ => {
@@ -73,7 +90,7 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
             );
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
-            (metrics::kind_slot("other"), r)
+            (metrics::kind_slot(metrics::Kind::Rejected), r)
         }
     };
     app.metrics
@@ -121,7 +138,7 @@ pub fn stale_session() -> Response {
 }
 
 async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> (usize, Response) {
-    let other = metrics::kind_slot("other");
+    let other = metrics::kind_slot(metrics::Kind::Rejected);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -163,18 +180,24 @@ async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> 
     let kind = msg.kind().expect("parse validated the kind");
     let slot = match kind {
         Kind::Request => metrics::method_slot(msg.method.as_deref().unwrap_or_default()),
-        Kind::Notification => metrics::kind_slot("notification"),
-        Kind::Response => metrics::kind_slot("response"),
+        Kind::Notification => metrics::kind_slot(metrics::Kind::Notification),
+        Kind::Response => metrics::kind_slot(metrics::Kind::Response),
     };
     let style = |era| ReplyStyle {
         accepts,
         era,
         keepalive: app.keepalive(),
     };
-    if msg.method.as_deref() == Some("initialize") {
+    // `initialize` starts a legacy session, unless a modern client sent it
+    // (it does not exist in 2026-07-28: such a client gets "method not found").
+    let modern_header = headers
+        .get(protocol::HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(protocol::is_modern_version);
+    if msg.method.as_deref() == Some("initialize") && !modern_header {
         return (slot, initialize(app, scope, msg, style(Era::Legacy)).await);
     }
-    if is_modern(headers, &raw) {
+    if is_modern(headers, &msg, &raw) {
         return (
             slot,
             modern_request(app, scope, headers, msg, raw, style(Era::Modern)).await,
@@ -187,18 +210,18 @@ async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> 
 }
 
 /// A modern request declares a modern version in its header or `_meta`.
-fn is_modern(headers: &HeaderMap, raw: &[u8]) -> bool {
+fn is_modern(headers: &HeaderMap, msg: &Message, raw: &[u8]) -> bool {
     let header_modern = headers
         .get(protocol::HEADER_PROTOCOL_VERSION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             !protocol::is_legacy_version(v) && headers.get(protocol::HEADER_SESSION_ID).is_none()
         });
-    header_modern || memfind(raw, protocol::META_PROTOCOL_VERSION.as_bytes())
-}
-
-fn memfind(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    // The substring test keeps legacy requests from paying for a params parse;
+    // the key must then really be in `params._meta` (not, say, in a tool argument).
+    header_modern
+        || (jsonrpc::contains(raw, protocol::META_PROTOCOL_VERSION.as_bytes())
+            && modern::meta_version(msg).is_some())
 }
 
 async fn modern_request(
@@ -363,7 +386,7 @@ async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: ReplyStyl
         }
     };
     if ctx.is_ephemeral() {
-        ctx.close(std::time::Duration::from_secs(5)).await;
+        ctx.close(app.gateway.close_timeout()).await;
     }
     let body = jsonrpc::response(
         id.as_deref().expect("checked above"),
@@ -451,7 +474,7 @@ async fn server_description(
 async fn discover(app: &Arc<App>, ctx: &Arc<ClientSession>, msg: &Message) -> Response {
     let id = msg.id.as_deref().expect("requests have ids");
     let described = server_description(app, ctx, protocol::MODERN_VERSION).await;
-    ctx.close(std::time::Duration::from_secs(5)).await;
+    ctx.close(app.gateway.close_timeout()).await;
     let desc = match described {
         Ok(d) => d,
         Err(e) => return reply::json(StatusCode::OK, e.to_response(Some(id))),

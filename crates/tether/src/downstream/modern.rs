@@ -24,6 +24,13 @@ fn reject(code: i64, message: impl Into<String>) -> Rejection {
     }
 }
 
+/// The protocol version in `params._meta`, when the request has one.
+pub fn meta_version(msg: &Message) -> Option<String> {
+    let params = msg.params_object().ok()?;
+    let meta: RawObject = serde_json::from_str(params.get("_meta")?.get()).ok()?;
+    jsonrpc::str_member(&meta, protocol::META_PROTOCOL_VERSION)
+}
+
 /// Validates a modern request; returns the client identity and per-request
 /// options (log opt-in, `Mcp-Param-*` headers to pass on) it carries.
 pub fn validate(

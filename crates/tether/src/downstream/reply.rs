@@ -86,7 +86,10 @@ pub fn accepted() -> Response {
 pub async fn render(outcome: Outcome, style: ReplyStyle) -> Response {
     match outcome {
         Outcome::Accepted => accepted(),
-        Outcome::Message(body) => single(body, StatusCode::OK, style),
+        Outcome::Message(body) => {
+            let status = status_for(style.era, &body);
+            single(body, status, style)
+        }
         Outcome::Error(err, id) => {
             let status = match (style.era, err.code) {
                 (Era::Modern, code::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
@@ -110,6 +113,19 @@ pub async fn render(outcome: Outcome, style: ReplyStyle) -> Response {
                 ),
             }
         }
+    }
+}
+
+/// HTTP status for a relayed JSON-RPC message: 2026-07-28 answers an unknown
+/// method with 404 (so clients can tell a modern server from a legacy one).
+fn status_for(era: Era, body: &[u8]) -> StatusCode {
+    let not_found = era == Era::Modern
+        && crate::jsonrpc::contains(body, b"-32601")
+        && crate::jsonrpc::error_code(body) == Some(code::METHOD_NOT_FOUND);
+    if not_found {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
     }
 }
 

@@ -21,6 +21,9 @@ fn complete_for_modern(method: &str, body: Bytes) -> Bytes {
     let Ok(mut msg) = Message::parse(&body) else {
         return body;
     };
+    if msg.error.is_some() {
+        return renumber_retired_error(msg, body);
+    }
     let Some(result) = msg.result.as_ref() else {
         return body;
     };
@@ -42,6 +45,25 @@ fn complete_for_modern(method: &str, body: Bytes) -> Bytes {
     Bytes::from(msg.to_bytes())
 }
 
+/// 2026-07-28 retired -32002 (resource not found) in favour of -32602.
+fn renumber_retired_error(mut msg: Message, body: Bytes) -> Bytes {
+    let Some(error) = msg.error.as_ref() else {
+        return body;
+    };
+    let Ok(mut obj) = serde_json::from_str::<RawObject>(error.get()) else {
+        return body;
+    };
+    if obj.get("code").map(|c| c.get()) != Some("-32002") {
+        return body;
+    }
+    obj.insert(
+        "code".into(),
+        jsonrpc::to_raw(&jsonrpc::code::INVALID_PARAMS),
+    );
+    msg.error = Some(jsonrpc::to_raw(&obj));
+    Bytes::from(msg.to_bytes())
+}
+
 /// Adds `ttlMs: 0` and `cacheScope: "private"` when absent (a gateway cannot
 /// vouch for freshness or for the result being user-independent).
 pub fn add_cache_fields(obj: &mut RawObject) -> bool {
@@ -58,7 +80,7 @@ pub fn add_cache_fields(obj: &mut RawObject) -> bool {
 }
 
 fn reject_input_required(body: Bytes) -> Bytes {
-    if memchr_input_required(&body).is_none() {
+    if !jsonrpc::contains(&body, b"input_required") {
         return body;
     }
     let Ok(msg) = Message::parse(&body) else {
@@ -80,10 +102,6 @@ fn reject_input_required(body: Bytes) -> Bytes {
     Bytes::from(err.to_response(msg.id.as_deref()))
 }
 
-fn memchr_input_required(body: &[u8]) -> Option<usize> {
-    body.windows(14).position(|w| w == b"input_required")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +120,20 @@ mod tests {
         assert_eq!(
             adapt_response(Era::Modern, "tools/call", call.clone()),
             call
+        );
+    }
+
+    #[test]
+    fn modern_clients_never_see_retired_codes() {
+        let body = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32002,"message":"nope","data":{"uri":"x"}}}"#);
+        let out = adapt_response(Era::Modern, "resources/read", body.clone());
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"nope","data":{"uri":"x"}}}"#
+        );
+        assert_eq!(
+            adapt_response(Era::Legacy, "resources/read", body.clone()),
+            body
         );
     }
 

@@ -52,6 +52,15 @@ impl ListKind {
         }
     }
 
+    /// The member that identifies an item: what collides between upstreams.
+    fn identity_key(self) -> &'static str {
+        match self {
+            ListKind::Tools | ListKind::Prompts => "name",
+            ListKind::Resources => "uri",
+            ListKind::Templates => "uriTemplate",
+        }
+    }
+
     /// Whether items are addressed by a `name` that federation may prefix.
     fn is_named(self) -> bool {
         matches!(self, ListKind::Tools | ListKind::Prompts)
@@ -112,78 +121,82 @@ pub fn merge(
     lists: Vec<(Arc<str>, Vec<RawObject>)>,
     routes: &mut Routes,
 ) -> Merged {
+    let key = kind.identity_key();
     let mut counts: HashMap<String, usize> = HashMap::new();
-    if kind.is_named() {
-        for (_, items) in &lists {
-            for item in items {
-                if let Some(name) = jsonrpc::str_member(item, "name") {
-                    *counts.entry(name).or_default() += 1;
-                }
-            }
+    for (_, items) in &lists {
+        for id in items
+            .iter()
+            .filter_map(|item| jsonrpc::str_member(item, key))
+        {
+            *counts.entry(id).or_default() += 1;
         }
     }
+    // Prefixed names never collide; URIs are never rewritten, so theirs always can.
+    let prefixes_all = kind.is_named() && naming == Naming::Prefix;
     let mut collisions: Vec<String> = counts
         .iter()
-        .filter(|(_, n)| **n > 1)
+        .filter(|(_, n)| **n > 1 && !prefixes_all)
         .map(|(k, _)| k.clone())
         .collect();
     collisions.sort();
-    let mut out = Vec::new();
     match kind {
         ListKind::Tools => routes.tools.clear(),
         ListKind::Prompts => routes.prompts.clear(),
         ListKind::Resources => routes.resources.clear(),
         ListKind::Templates => routes.templates.clear(),
     }
+    let mut out = Vec::new();
     for (upstream, items) in lists {
         for mut item in items {
-            match kind {
+            let Some(id) = jsonrpc::str_member(&item, key) else {
+                continue;
+            };
+            // On a collision that naming does not resolve, the first upstream
+            // (config order) keeps the item; the others' copies are left out.
+            let kept = match kind {
                 ListKind::Tools | ListKind::Prompts => {
-                    let Some(name) = jsonrpc::str_member(&item, "name") else {
-                        continue;
-                    };
                     let prefixed = match naming {
                         Naming::Prefix => true,
                         Naming::None => false,
-                        Naming::OnCollision => counts.get(&name).is_some_and(|n| *n > 1),
+                        Naming::OnCollision => counts.get(&id).is_some_and(|n| *n > 1),
                     };
                     let exposed = if prefixed {
-                        format!("{upstream}{separator}{name}")
+                        format!("{upstream}{separator}{id}")
                     } else {
-                        name.clone()
+                        id.clone()
                     };
                     let table = if kind == ListKind::Tools {
                         &mut routes.tools
                     } else {
                         &mut routes.prompts
                     };
-                    if table.contains_key(&exposed) {
-                        // naming = none: the first upstream keeps the name.
-                        continue;
+                    let fresh = !table.contains_key(&exposed);
+                    if fresh {
+                        table.insert(exposed.clone(), (upstream.clone(), id));
+                        item.insert("name".into(), jsonrpc::to_raw(&exposed));
                     }
-                    table.insert(exposed.clone(), (upstream.clone(), name));
-                    item.insert("name".into(), jsonrpc::to_raw(&exposed));
+                    fresh
                 }
                 ListKind::Resources => {
-                    if let Some(uri) = jsonrpc::str_member(&item, "uri") {
-                        routes
-                            .resources
-                            .entry(uri)
-                            .or_insert_with(|| upstream.clone());
+                    let fresh = !routes.resources.contains_key(&id);
+                    if fresh {
+                        routes.resources.insert(id, upstream.clone());
                     }
+                    fresh
                 }
                 ListKind::Templates => {
-                    if let Some(t) = jsonrpc::str_member(&item, "uriTemplate") {
-                        let prefix = t.split('{').next().unwrap_or_default().to_owned();
+                    let prefix = id.split('{').next().unwrap_or_default().to_owned();
+                    let fresh = !routes.templates.iter().any(|(p, _)| *p == prefix);
+                    if fresh {
                         routes.templates.push((prefix, upstream.clone()));
                     }
+                    fresh
                 }
+            };
+            if kept {
+                out.push(item);
             }
-            out.push(item);
         }
-    }
-    if naming == Naming::Prefix {
-        collisions.clear();
     }
     Merged {
         items: out,
@@ -304,6 +317,27 @@ mod tests {
         assert_eq!(routes.resource("demo://readme").as_deref(), Some("a"));
         assert_eq!(routes.resource("demo://items/4").as_deref(), Some("b"));
         assert_eq!(routes.resource("other://x"), None);
+    }
+
+    #[test]
+    fn shared_resource_uris_are_reported_and_routed_to_the_first() {
+        let mut routes = Routes::default();
+        let res = |n: &str| -> Vec<RawObject> {
+            vec![
+                serde_json::from_str(&format!(r#"{{"uri":"demo://readme","name":"{n}"}}"#))
+                    .unwrap(),
+            ]
+        };
+        let m = merge(
+            ListKind::Resources,
+            Naming::Prefix,
+            "__",
+            vec![("a".into(), res("x")), ("b".into(), res("y"))],
+            &mut routes,
+        );
+        assert_eq!(m.items.len(), 1);
+        assert_eq!(m.collisions, ["demo://readme"]);
+        assert_eq!(routes.resource("demo://readme").as_deref(), Some("a"));
     }
 
     #[test]

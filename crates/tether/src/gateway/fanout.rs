@@ -26,6 +26,38 @@ impl Gateway {
         kind: ListKind,
         msg: &Message,
     ) -> Outcome {
+        let items = match self.collect(ctx, kind).await {
+            Ok(items) => items,
+            Err(why) => return error(msg, code::INTERNAL_ERROR, why),
+        };
+        let mut result = RawObject::new();
+        result.insert(kind.items_key().into(), jsonrpc::to_raw(&items));
+        if ctx.era == Era::Modern {
+            result.insert("resultType".into(), jsonrpc::to_raw("complete"));
+            add_cache_fields(&mut result);
+        }
+        let id = msg.id.as_deref().expect("requests have ids");
+        Outcome::Message(Bytes::from(jsonrpc::response(
+            id,
+            &jsonrpc::to_raw(&result),
+        )))
+    }
+
+    /// Lists without answering anyone: refreshes the routing tables.
+    pub(super) async fn refresh(&self, ctx: &Arc<ClientSession>, kind: ListKind) {
+        if let Err(why) = self.collect(ctx, kind).await {
+            tracing::debug!(%why, "catalogue refresh failed");
+        }
+    }
+
+    /// Lists `kind` on every upstream, merges the lists under the naming
+    /// policy and updates the routing tables. Upstreams that fail are left out
+    /// (and logged); it is an error only when every upstream failed.
+    async fn collect(
+        &self,
+        ctx: &Arc<ClientSession>,
+        kind: ListKind,
+    ) -> Result<Vec<RawObject>, String> {
         let lists = futures_util::future::join_all(
             self.upstreams.iter().map(|u| self.list_all(ctx, u, kind)),
         )
@@ -42,15 +74,11 @@ impl Gateway {
             }
         }
         if ok.is_empty() && !self.upstreams.is_empty() {
-            return error(
-                msg,
-                code::INTERNAL_ERROR,
-                format!(
-                    "no upstream could answer {}: {}",
-                    kind.method(),
-                    failures.join("; ")
-                ),
-            );
+            return Err(format!(
+                "no upstream could answer {}: {}",
+                kind.method(),
+                failures.join("; ")
+            ));
         }
         let merged = {
             let mut routes = crate::sync::write(&self.routes);
@@ -68,30 +96,7 @@ impl Gateway {
                 .fetch_add(merged.collisions.len() as u64, Ordering::Relaxed);
             tracing::warn!(names = ?merged.collisions, naming = ?self.federation.naming, "several upstreams expose the same {} names", kind.items_key());
         }
-        let mut result = RawObject::new();
-        result.insert(kind.items_key().into(), jsonrpc::to_raw(&merged.items));
-        if ctx.era == Era::Modern {
-            result.insert("resultType".into(), jsonrpc::to_raw("complete"));
-            add_cache_fields(&mut result);
-        }
-        let id = msg.id.as_deref().expect("requests have ids");
-        Outcome::Message(Bytes::from(jsonrpc::response(
-            id,
-            &jsonrpc::to_raw(&result),
-        )))
-    }
-
-    /// Lists without answering anyone: refreshes the routing tables.
-    pub(super) async fn refresh(&self, ctx: &Arc<ClientSession>, kind: ListKind) {
-        let probe = Message {
-            jsonrpc: Some(jsonrpc::to_raw("2.0")),
-            id: Some(jsonrpc::to_raw("tether-refresh")),
-            method: Some(kind.method().into()),
-            params: None,
-            result: None,
-            error: None,
-        };
-        let _ = self.fanout_list(ctx, kind, &probe).await;
+        Ok(merged.items)
     }
 
     /// Every page of one upstream's list. A JSON-RPC error (e.g. the upstream
@@ -155,7 +160,7 @@ impl Gateway {
                 Ok(b) => return Ok(b),
                 Err(e) => {
                     if e.poisons_session() {
-                        ctx.upstreams.evict(&session).await;
+                        ctx.upstreams.evict(&session);
                     }
                     attempt += 1;
                     if attempt > 1

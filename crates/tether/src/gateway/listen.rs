@@ -2,6 +2,7 @@
 //! notifications not tied to a client request) relayed into it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Gateway;
 use super::relay::relay_server_request;
@@ -42,15 +43,15 @@ impl Gateway {
     pub fn relay_upstream_streams(&self, ctx: &Arc<ClientSession>) {
         for session in ctx.unrelayed_upstreams() {
             if session.era == Era::Legacy {
-                tokio::spawn(listen(ctx.clone(), session));
+                tokio::spawn(listen(ctx.clone(), session, self.send_timeout));
             }
         }
     }
 }
 
-/// Relays one upstream session's GET stream until the client's stream, the
-/// client session or the upstream session ends.
-async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>) {
+/// Relays one upstream session's GET stream while the client listens on its
+/// own; stops when no client stream is left, or the upstream stream ends.
+async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>, send_timeout: Duration) {
     let resp = match session.open_get(None).await {
         Ok(r) => r,
         Err(e) => {
@@ -60,12 +61,20 @@ async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>) {
     };
     let mut stream = EventStream::listen(resp, session.clone());
     loop {
-        let Some(tx) = ctx.outbound() else { return };
+        let Some(tx) = ctx.outbound() else {
+            if ctx.release_listener(&session) {
+                return;
+            }
+            continue;
+        };
         let item = tokio::select! {
             item = stream.next_message() => item,
-            _ = tx.closed() => return,
+            _ = tx.closed() => continue,
         };
-        let Some(Ok(bytes)) = item else { return };
+        let Some(Ok(bytes)) = item else {
+            ctx.forget_listener(&session);
+            return;
+        };
         let Ok(msg) = Message::parse(&bytes) else {
             continue;
         };
@@ -75,9 +84,13 @@ async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>) {
             _ => None,
         };
         if let Some(out) = out
-            && tx.send(out).await.is_err()
+            && !matches!(
+                tokio::time::timeout(send_timeout, tx.send(out)).await,
+                Ok(Ok(()))
+            )
         {
-            return;
+            tracing::warn!(session = %ctx.id, "client stopped reading its GET stream; closing it");
+            ctx.close_outbound();
         }
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::config::{FederationConfig, Naming};
 use crate::jsonrpc::{self, ErrorObject, Kind, Message, RawObject, code};
 use crate::metrics::Metrics;
-use crate::protocol::Era;
+use crate::protocol::{self, Era};
 use crate::session::{ClientSession, Scope};
 use crate::upstream::Upstream;
 use catalog::{ListKind, Routes};
@@ -46,15 +46,19 @@ pub struct Gateway {
     /// Process metrics.
     pub metrics: Arc<Metrics>,
     close_timeout: Duration,
+    send_timeout: Duration,
 }
 
 impl Gateway {
-    /// Builds the router over `upstreams` (in config order).
+    /// Builds the router over `upstreams` (in config order). `close_timeout`
+    /// bounds closing a client's upstream sessions; `send_timeout` is how long
+    /// a client may leave a relayed message unread before it is cut off.
     pub fn new(
         upstreams: Vec<Arc<Upstream>>,
         federation: FederationConfig,
         metrics: Arc<Metrics>,
         close_timeout: Duration,
+        send_timeout: Duration,
     ) -> Self {
         let by_name = upstreams
             .iter()
@@ -67,7 +71,13 @@ impl Gateway {
             routes: RwLock::default(),
             metrics,
             close_timeout,
+            send_timeout,
         }
+    }
+
+    /// How long closing one client's upstream sessions may take.
+    pub fn close_timeout(&self) -> Duration {
+        self.close_timeout
     }
 
     /// All upstreams in config order.
@@ -110,11 +120,29 @@ impl Gateway {
         msg: Message,
         raw: Bytes,
     ) -> Outcome {
+        if ctx.era == Era::Modern && protocol::removed_in_modern(method) {
+            return error(
+                &msg,
+                code::METHOD_NOT_FOUND,
+                format!(
+                    "Method not found: {method} does not exist in {}",
+                    protocol::MODERN_VERSION
+                ),
+            );
+        }
         if method == "ping" {
             return Outcome::Message(Bytes::from(jsonrpc::response(
                 msg.id.as_deref().expect("requests have ids"),
                 &jsonrpc::to_raw(&serde_json::json!({})),
             )));
+        }
+        if method == "logging/setLevel" {
+            // Answered here on every endpoint: modern upstreams take the level
+            // in each request's `_meta`, legacy ones by this request.
+            return match msg.params_object() {
+                Ok(params) => self.set_log_level(ctx, &msg, params).await,
+                Err(e) => error(&msg, code::INVALID_PARAMS, e.message()),
+            };
         }
         if let Scope::Single(name) = &ctx.scope {
             let Some(upstream) = self.by_name.get(name).cloned() else {
@@ -152,7 +180,6 @@ impl Gateway {
                 }
             }
             "completion/complete" => self.complete(ctx, msg, raw, params).await,
-            "logging/setLevel" => self.set_log_level(ctx, &msg, params).await,
             _ => error(
                 &msg,
                 code::METHOD_NOT_FOUND,

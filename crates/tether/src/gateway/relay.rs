@@ -3,6 +3,7 @@
 //! requests re-addressed so the client's answer finds its way back).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -37,7 +38,8 @@ impl Gateway {
                 Ok(s) => s,
                 Err(e) => return unavailable(&msg, upstream, &e, false),
             };
-            let body = match session.prepare(&msg, &raw, params.clone()) {
+            let level = ctx.log_level();
+            let body = match session.prepare(&msg, &raw, params.clone(), level.as_deref()) {
                 Ok(b) => b,
                 Err(e) => return error(&msg, code::INVALID_PARAMS, e.message()),
             };
@@ -48,7 +50,7 @@ impl Gateway {
                 Ok(reply) => return self.relay(ctx, session, method, msg.id, reply),
                 Err(e) => {
                     if e.poisons_session() {
-                        ctx.upstreams.evict(&session).await;
+                        ctx.upstreams.evict(&session);
                     }
                     let safe_to_retry = e.provably_not_delivered()
                         || (method != "tools/call" && matches!(e, UpstreamError::Transport(_)));
@@ -86,6 +88,7 @@ impl Gateway {
             Reply::Stream(stream) => {
                 let (tx, rx) = mpsc::channel(STREAM_QUEUE);
                 let pump = Pump {
+                    send_timeout: self.send_timeout,
                     ctx: ctx.clone(),
                     session,
                     method,
@@ -142,7 +145,8 @@ struct Pump {
     method: String,
     id: Option<Box<serde_json::value::RawValue>>,
     tx: mpsc::Sender<Bytes>,
-    close_timeout: std::time::Duration,
+    close_timeout: Duration,
+    send_timeout: Duration,
 }
 
 impl Pump {
@@ -150,13 +154,22 @@ impl Pump {
         let own_id = self.id.as_deref().map(|i| i.get().to_owned());
         let mut answered = false;
         let mut client_gone = false;
-        while let Some(item) = stream.next_message().await {
+        loop {
+            // A client that hangs up is noticed at once, not at the next event.
+            let item = tokio::select! {
+                item = stream.next_message() => item,
+                _ = self.tx.closed() => {
+                    client_gone = true;
+                    break;
+                }
+            };
             let bytes = match item {
-                Ok(b) => b,
-                Err(e) => {
+                None => break,
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
                     tracing::debug!(upstream = %self.session.upstream.name, error = %e, "upstream stream failed");
-                    if e.poisons_session() && !matches!(e, UpstreamError::Timeout) {
-                        self.ctx.upstreams.evict(&self.session).await;
+                    if e.poisons_session() {
+                        self.ctx.upstreams.evict(&self.session);
                     }
                     break;
                 }
@@ -175,8 +188,12 @@ impl Pump {
                 Err(_) => None,
             };
             if let Some(out) = out
-                && self.tx.send(out).await.is_err()
+                && !matches!(
+                    tokio::time::timeout(self.send_timeout, self.tx.send(out)).await,
+                    Ok(Ok(()))
+                )
             {
+                // Gone, or stopped reading: either way nobody takes the rest.
                 client_gone = true;
                 break;
             }
@@ -211,6 +228,9 @@ impl Pump {
     }
 
     /// A legacy upstream keeps working after a disconnect unless told to stop.
+    /// (2025-11-25 says a disconnect is not a cancellation because the client
+    /// may resume the stream; Tether keeps no event log to resume from yet, so
+    /// the rest of the work would be lost anyway.)
     async fn cancel_upstream(&self) {
         let (Era::Legacy, Some(id)) = (self.session.era, self.id.as_deref()) else {
             return;
@@ -232,11 +252,12 @@ pub(super) async fn relay_server_request(
     msg: Message,
 ) -> Option<Bytes> {
     let original_id = msg.id.clone()?;
-    if ctx.era == Era::Legacy && !ctx.is_ephemeral() {
-        let id = ctx.register_pending(PendingRequest {
-            upstream: session.clone(),
-            original_id,
-        });
+    let relayable = ctx.era == Era::Legacy && !ctx.is_ephemeral();
+    let pending = PendingRequest {
+        upstream: session.clone(),
+        original_id: original_id.clone(),
+    };
+    if let Some(id) = relayable.then(|| ctx.register_pending(pending)).flatten() {
         let out = Message {
             id: Some(jsonrpc::to_raw(&id)),
             ..msg
@@ -245,7 +266,7 @@ pub(super) async fn relay_server_request(
     }
     let err = ErrorObject::new(
         code::METHOD_NOT_FOUND,
-        "the client of this request cannot receive server-to-client requests through the gateway",
+        "this client cannot take server-to-client requests through the gateway (a modern or sessionless client, or too many unanswered requests)",
     );
     let _ = session
         .send_message(Bytes::from(err.to_response(Some(&original_id))))

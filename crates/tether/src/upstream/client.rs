@@ -64,8 +64,10 @@ impl UpstreamError {
     }
 
     /// True when the session that produced this error must not be reused.
+    /// A timeout does not: the upstream may simply be slow, and closing the
+    /// session would throw away its state while a tool may still be running.
     pub fn poisons_session(&self) -> bool {
-        !matches!(self, UpstreamError::Status { .. })
+        !matches!(self, UpstreamError::Status { .. } | UpstreamError::Timeout)
     }
 
     /// True when the upstream may have switched era or transport (re-probe next time).
@@ -339,7 +341,7 @@ impl EventStream {
                                 self.ready.push_back(Bytes::from(ev.data));
                             }
                         }
-                        if let Some(ms) = retry_field(&chunk) {
+                        if let Some(ms) = self.decoder.retry_millis() {
                             self.retry = Duration::from_millis(ms.min(5_000));
                         }
                     }
@@ -363,19 +365,6 @@ impl EventStream {
         self.decoder = sse::Decoder::new(MAX_UPSTREAM_MESSAGE);
         Ok(true)
     }
-}
-
-/// Finds a `retry:` field in a chunk (cheap scan; the decoder ignores it).
-fn retry_field(chunk: &[u8]) -> Option<u64> {
-    let pos = chunk.windows(6).position(|w| w == b"retry:")?;
-    let rest = &chunk[pos + 6..];
-    let digits: String = rest
-        .iter()
-        .skip_while(|b| **b == b' ')
-        .take_while(|b| b.is_ascii_digit())
-        .map(|b| *b as char)
-        .collect();
-    digits.parse().ok()
 }
 
 /// Probes an upstream's era: a modern `server/discover` first; a modern answer
@@ -457,15 +446,7 @@ impl Discovery {
 
 /// Whether a body is a JSON-RPC error carrying one of the modern-era codes.
 fn modern_error_body(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Err {
-        code: i64,
-    }
-    #[derive(serde::Deserialize)]
-    struct Body {
-        error: Err,
-    }
-    serde_json::from_slice::<Body>(body).is_ok_and(|b| protocol::is_modern_error_code(b.error.code))
+    jsonrpc::error_code(body).is_some_and(protocol::is_modern_error_code)
 }
 
 #[cfg(test)]
@@ -481,11 +462,5 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request"}}"#
         ));
         assert!(!modern_error_body(b"Bad Request"));
-    }
-
-    #[test]
-    fn finds_retry_hint() {
-        assert_eq!(retry_field(b"id: 1\nretry: 2500\ndata: \n\n"), Some(2500));
-        assert_eq!(retry_field(b"data: {}\n\n"), None);
     }
 }

@@ -42,6 +42,9 @@ impl ClientIdentity {
     }
 }
 
+/// How long new sessions fail at once after the upstream could not be reached.
+const FAIL_FAST: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Sessionless requests for a `shared = true` upstream reuse at most this many idle sessions.
 const POOL_LIMIT: usize = 8;
 
@@ -58,6 +61,7 @@ pub struct Upstream {
     discovered: Mutex<Option<Arc<RawValue>>>,
     detect: tokio::sync::Mutex<()>,
     pool: Mutex<Vec<Arc<UpstreamSession>>>,
+    unreachable: Mutex<Option<(std::time::Instant, UpstreamError)>>,
     /// Counters exported on `/metrics`.
     pub stats: UpstreamStats,
 }
@@ -103,6 +107,7 @@ impl Upstream {
             discovered: Mutex::new(None),
             detect: tokio::sync::Mutex::new(()),
             pool: Mutex::new(Vec::new()),
+            unreachable: Mutex::new(None),
             stats: UpstreamStats::default(),
             config,
         }))
@@ -145,30 +150,42 @@ impl Upstream {
         }
     }
 
-    /// Opens a new upstream session for `client`.
+    /// Opens a new upstream session for `client`. Right after the upstream
+    /// could not be reached, further attempts fail at once for a moment, so a
+    /// dead or hanging upstream does not make every caller wait out a timeout.
     pub async fn open_session(
         self: &Arc<Self>,
         client: &ClientIdentity,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
-        let era = self.era().await?;
-        let result = UpstreamSession::open(self.clone(), era, client).await;
-        if let Err(e) = &result
-            && e.suggests_era_change()
+        if let Some((since, e)) = lock(&self.unreachable).clone()
+            && since.elapsed() < FAIL_FAST
         {
-            self.forget_era();
+            return Err(e);
+        }
+        let result = match self.era().await {
+            Ok(era) => UpstreamSession::open(self.clone(), era, client).await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Err(e @ (UpstreamError::Connect(_) | UpstreamError::Timeout)) => {
+                *lock(&self.unreachable) = Some((std::time::Instant::now(), e.clone()));
+            }
+            Err(e) if e.suggests_era_change() => self.forget_era(),
+            _ => *lock(&self.unreachable) = None,
         }
         result
     }
 
-    /// Takes an idle pooled session (shared upstreams only) or opens one.
+    /// Takes an idle pooled session (shared upstreams only), or opens one
+    /// (then the flag is true).
     pub async fn checkout_pooled(
         self: &Arc<Self>,
         client: &ClientIdentity,
-    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
+    ) -> Result<(Arc<UpstreamSession>, bool), UpstreamError> {
         let pooled = lock(&self.pool).pop();
         match pooled {
-            Some(s) if !s.is_closed() => Ok(s),
-            _ => self.open_session(client).await,
+            Some(s) if !s.is_closed() => Ok((s, false)),
+            _ => Ok((self.open_session(client).await?, true)),
         }
     }
 

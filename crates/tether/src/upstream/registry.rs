@@ -50,12 +50,13 @@ impl SessionSet {
         let mut opened = false;
         let session = slot
             .get_or_try_init(|| async {
-                opened = true;
-                if pooled {
-                    upstream.checkout_pooled(client).await
+                let (session, fresh) = if pooled {
+                    upstream.checkout_pooled(client).await?
                 } else {
-                    upstream.open_session(client).await
-                }
+                    (upstream.open_session(client).await?, true)
+                };
+                opened = fresh;
+                Ok::<_, UpstreamError>(session)
             })
             .await?
             .clone();
@@ -67,9 +68,9 @@ impl SessionSet {
         Ok((session, opened))
     }
 
-    /// Drops `session` from the set (if it is still the current one) and closes it,
-    /// so the next use opens a fresh session.
-    pub async fn evict(&self, session: &Arc<UpstreamSession>) {
+    /// Drops `session` from the set (if it is still the current one) so the
+    /// next use opens a fresh session; closes it in the background.
+    pub fn evict(&self, session: &Arc<UpstreamSession>) {
         {
             let mut slots = lock(&self.slots);
             let current = slots.get(&session.upstream.name).and_then(|s| s.get());
@@ -77,7 +78,8 @@ impl SessionSet {
                 slots.remove(&session.upstream.name);
             }
         }
-        session.close().await;
+        let session = session.clone();
+        tokio::spawn(async move { session.close().await });
     }
 
     /// The sessions opened so far.

@@ -14,9 +14,6 @@ use super::{ClientIdentity, Upstream};
 use crate::jsonrpc::{self, Message, RawObject};
 use crate::protocol::{self, Era};
 
-/// How long closing one upstream session may take before it is abandoned.
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// A session with one upstream, owned by exactly one client session (or one
 /// sessionless request, or the shared pool of a stateless-safe upstream).
 pub struct UpstreamSession {
@@ -62,8 +59,12 @@ impl UpstreamSession {
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         };
-        if era == Era::Legacy {
-            session.initialize().await?;
+        if era == Era::Legacy
+            && let Err(e) = session.initialize().await
+        {
+            // The upstream may have made a session before the handshake failed.
+            session.delete_upstream().await;
+            return Err(e);
         }
         let stats = &session.upstream.stats;
         stats.sessions_created.fetch_add(1, Ordering::Relaxed);
@@ -157,11 +158,14 @@ impl UpstreamSession {
     /// The body to send upstream for a client message: the original bytes when
     /// nothing changes; otherwise with `params` replaced and, for modern
     /// upstreams, the per-request `_meta` identity added.
+    /// `log_level` is the legacy client's `logging/setLevel` choice, which a
+    /// modern upstream needs in every request's `_meta` to send log messages.
     pub fn prepare(
         &self,
         msg: &Message,
         raw: &Bytes,
         params: Option<RawObject>,
+        log_level: Option<&str>,
     ) -> Result<Bytes, crate::jsonrpc::EnvelopeError> {
         let needs_meta = self.era == Era::Modern && msg.method.is_some();
         if params.is_none() && !needs_meta {
@@ -172,7 +176,7 @@ impl UpstreamSession {
             None => msg.params_object()?,
         };
         if needs_meta {
-            self.add_modern_meta(&mut params);
+            self.add_modern_meta(&mut params, log_level);
         }
         let out = Message {
             jsonrpc: msg.jsonrpc.clone(),
@@ -185,7 +189,7 @@ impl UpstreamSession {
         Ok(Bytes::from(out.to_bytes()))
     }
 
-    fn add_modern_meta(&self, params: &mut RawObject) {
+    fn add_modern_meta(&self, params: &mut RawObject, log_level: Option<&str>) {
         let mut meta: RawObject = params
             .get("_meta")
             .and_then(|m| serde_json::from_str(m.get()).ok())
@@ -196,6 +200,10 @@ impl UpstreamSession {
             .or_insert_with(|| self.client.info.clone());
         meta.entry(protocol::META_CLIENT_CAPABILITIES.into())
             .or_insert_with(|| self.client.capabilities.clone());
+        if let Some(level) = log_level {
+            meta.entry(protocol::META_LOG_LEVEL.into())
+                .or_insert_with(|| jsonrpc::to_raw(level));
+        }
         params.insert("_meta".into(), jsonrpc::to_raw(&meta));
     }
 
@@ -247,7 +255,7 @@ impl UpstreamSession {
         };
         let raw = Bytes::from(msg.to_bytes());
         let body = self
-            .prepare(&msg, &raw, None)
+            .prepare(&msg, &raw, None, None)
             .map_err(|e| UpstreamError::Protocol(e.message()))?;
         first_response(self.request(body, method, None, &[]).await?).await
     }
@@ -290,6 +298,11 @@ impl UpstreamSession {
         }
         let stats = &self.upstream.stats;
         stats.sessions_live.fetch_sub(1, Ordering::Relaxed);
+        self.delete_upstream().await;
+    }
+
+    /// Sends the upstream DELETE for this session's id, if it has one.
+    async fn delete_upstream(&self) {
         let Some(id) = &self.session_id else { return };
         let upstream = &self.upstream;
         let req = upstream
@@ -299,7 +312,9 @@ impl UpstreamSession {
             .header(protocol::HEADER_SESSION_ID, id.clone())
             .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version)
             .send();
-        match tokio::time::timeout(CLOSE_TIMEOUT, req).await {
+        // Bounded by the upstream's request timeout; callers closing many
+        // sessions bound the whole batch by the shutdown timeout as well.
+        match tokio::time::timeout(upstream.config.timeout(), req).await {
             Ok(Ok(resp)) => {
                 tracing::debug!(upstream = %upstream.name, status = resp.status().as_u16(), "closed upstream session");
             }

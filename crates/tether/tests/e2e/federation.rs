@@ -55,8 +55,12 @@ async fn prefixed_catalogue_routes_calls_and_keeps_schemas() {
         )
         .await;
     assert_eq!(p["messages"][0]["content"]["text"], "Hello, A!");
+    // Both upstreams serve the same template: the first keeps it (the second
+    // copy could never be reached) and the collision is reported.
     let templates = c.result("resources/templates/list", json!({})).await;
-    assert_eq!(templates["resourceTemplates"].as_array().unwrap().len(), 2);
+    assert_eq!(templates["resourceTemplates"].as_array().unwrap().len(), 1);
+    let m = gw.metrics().await;
+    assert!(crate::harness::metric(&m, "tether_catalog_collisions_total").unwrap() >= 1.0);
     let unknown = c
         .request(
             "tools/call",

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// A client that leaves a relayed SSE message unread this long is cut off, in seconds.
     pub send_timeout_secs: u64,
+    /// POSTs being served at once (SSE responses count until they end); more answer 503.
+    pub max_inflight_requests: usize,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +62,7 @@ impl Default for ServerConfig {
             sse_keepalive_secs: 15,
             shutdown_timeout_secs: 10,
             send_timeout_secs: 30,
+            max_inflight_requests: 4096,
         }
     }
 }
@@ -283,9 +286,13 @@ impl Config {
                 })?;
             }
         }
-        if self.server.max_body_bytes == 0 || self.session.max_sessions == 0 {
+        if self.server.max_body_bytes == 0
+            || self.session.max_sessions == 0
+            || !(1..=1_000_000).contains(&self.server.max_inflight_requests)
+        {
             return Err(ConfigError(
-                "server.max_body_bytes and session.max_sessions must be > 0".into(),
+                "server.max_body_bytes and session.max_sessions must be > 0, server.max_inflight_requests in 1..=1000000"
+                    .into(),
             ));
         }
         let hour = 3600;

@@ -50,7 +50,7 @@ pub struct RequestOptions {
 
 /// One client session (or, when `ephemeral`, the context of one sessionless request).
 pub struct ClientSession {
-    /// The `Mcp-Session-Id` (empty for ephemeral contexts).
+    /// The `Mcp-Session-Id` (empty for sessionless contexts).
     pub id: String,
     /// The endpoint the session was created on.
     pub scope: Scope,
@@ -75,15 +75,14 @@ pub struct ClientSession {
 }
 
 impl ClientSession {
-    /// A new session; `id` empty means ephemeral (one sessionless request).
-    pub fn new(
+    fn new(
         id: String,
+        ephemeral: bool,
         scope: Scope,
         era: Era,
         protocol_version: String,
         identity: ClientIdentity,
     ) -> Self {
-        let ephemeral = id.is_empty();
         ClientSession {
             id,
             scope,
@@ -116,6 +115,7 @@ impl ClientSession {
     ) -> Self {
         ClientSession::new(
             String::new(),
+            true,
             scope,
             era,
             protocol_version.to_owned(),
@@ -141,7 +141,7 @@ impl ClientSession {
 
     /// Whether this context serves one sessionless request.
     pub fn is_ephemeral(&self) -> bool {
-        self.id.is_empty()
+        self.upstreams.is_ephemeral()
     }
 
     /// Marks the session used now.
@@ -298,6 +298,7 @@ impl SessionRegistry {
         }
         let session = Arc::new(ClientSession::new(
             new_session_id(),
+            false,
             scope,
             era,
             protocol_version,

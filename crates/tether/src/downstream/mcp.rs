@@ -62,7 +62,30 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .is_some_and(protocol::is_modern_version);
     let (slot, resp) = match parts.method {
-        Method::POST => post(&app, scope, &parts.headers, body).await,
+        Method::POST => {
+            // Bound the work in flight (DESIGN invariant 10): the permit lives
+            // as long as the response body, so streams count until they end.
+            let Ok(permit) = app.inflight.clone().try_acquire_owned() else {
+                let mut r = reply::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code::INTERNAL_ERROR,
+                    "too many requests in flight; retry later",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                app.metrics.record(
+                    metrics::kind_slot(metrics::Kind::Rejected),
+                    503,
+                    start.elapsed(),
+                );
+                return r;
+            };
+            let (slot, resp) = post(&app, scope, &parts.headers, body).await;
+            (
+                slot,
+                resp.map(|body| Body::new(reply::Guarded::new(body, permit))),
+            )
+        }
         // 2026-07-28 has no GET stream and no session to DELETE.
         Method::GET | Method::DELETE if modern_sessionless => {
             let mut r = reply::error(

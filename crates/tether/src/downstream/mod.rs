@@ -31,6 +31,7 @@ pub struct App {
     /// Process metrics.
     pub metrics: Arc<Metrics>,
     edge: EdgePolicy,
+    inflight: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -42,12 +43,16 @@ impl App {
         metrics: Arc<Metrics>,
     ) -> Arc<App> {
         let edge = EdgePolicy::new(&config.server);
+        let inflight = Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_inflight_requests,
+        ));
         Arc::new(App {
             config,
             gateway,
             sessions,
             metrics,
             edge,
+            inflight,
         })
     }
 

@@ -15,6 +15,43 @@ use crate::jsonrpc::{ErrorObject, code};
 use crate::protocol::Era;
 use crate::sse;
 
+/// A response body that holds a guard (an in-flight permit) until the body
+/// has been sent or dropped.
+pub struct Guarded<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G> Guarded<G> {
+    /// Wraps `inner`, keeping `guard` alive as long as the body.
+    pub fn new(inner: Body, guard: G) -> Self {
+        Guarded {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// What the client's `Accept` header allows.
 #[derive(Debug, Clone, Copy)]
 pub struct Accepts {

@@ -32,6 +32,11 @@ impl SessionSet {
         }
     }
 
+    /// Whether the set serves one sessionless request.
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
     /// The session with `upstream`, opening it on first use; the flag is true
     /// when this call opened it.
     pub async fn get(

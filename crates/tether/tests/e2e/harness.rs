@@ -29,6 +29,14 @@ impl Proc {
         format!("{}/mcp", self.base)
     }
 
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+
     /// Sends SIGKILL and waits.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -125,6 +133,11 @@ fn spawn_env(args: &[&str], dir: Option<TempDir>, env: &[(&str, &str)]) -> Proc 
         base,
         _dir: dir,
     }
+}
+
+/// A demo upstream of the given era on a given address.
+pub fn demo_at(addr: &str, era: &str) -> Proc {
+    spawn(&["demo-upstream", "--listen", addr, "--era", era], None)
 }
 
 /// A demo upstream of the given era (`legacy`, `modern`, `dual`).

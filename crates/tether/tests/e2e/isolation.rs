@@ -119,3 +119,56 @@ async fn idle_sessions_expire_and_close_upstream_sessions() {
     }
     assert_eq!(c.request("tools/list", json!({})).await.status, 404);
 }
+
+#[tokio::test]
+async fn a_restarted_upstream_gets_a_fresh_session_transparently() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut up = crate::harness::demo_at(&addr, "legacy");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    let c = Legacy::connect(&gw.mcp()).await;
+    c.call("demo__counter_increment", json!({})).await;
+    up.kill();
+    let up = crate::harness::demo_at(&addr, "legacy");
+    // The old upstream session is gone (404 upstream): Tether opens a new one.
+    let tools = c.result("tools/list", json!({})).await;
+    assert!(!tools["tools"].as_array().unwrap().is_empty());
+    assert_eq!(text(&c.call("demo__counter_get", json!({})).await), "0");
+    assert_eq!(up.stats().await["initializes"], 1);
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_upstream_session_and_exits_promptly() {
+    let up = demo("legacy");
+    let mut gw = tether(&config(
+        &[("demo", &up.mcp())],
+        "[server]\nshutdown_timeout_secs = 2",
+    ));
+    let a = Legacy::connect(&gw.mcp()).await;
+    let b = Legacy::connect(&gw.mcp()).await;
+    a.call("demo__echo", json!({"text": "x"})).await;
+    b.call("demo__echo", json!({"text": "x"})).await;
+    // An open GET stream must not hold the shutdown up.
+    let _stream = crate::harness::http()
+        .get(gw.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", a.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = gw.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    let s = up.stats().await;
+    assert_eq!(s["deletes"], 2, "{s}");
+    assert_eq!(s["live_sessions"], 0, "{s}");
+}

@@ -299,3 +299,85 @@ async fn health_and_metrics() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn overload_answers_503_with_retry_after() {
+    let up = demo("legacy");
+    let gw = tether(&config(
+        &[("demo", &up.mcp())],
+        "[server]\nmax_inflight_requests = 1\n[session]\nmax_sessions = 2",
+    ));
+    let a = Legacy::connect(&gw.mcp()).await;
+    let _b = Legacy::connect(&gw.mcp()).await;
+    // Session cap.
+    let third = post(&gw.mcp(), &[], &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})).await;
+    assert_eq!(third.status, 503);
+    assert!(third.headers.get("retry-after").is_some());
+    // In-flight cap: a streaming call holds the only slot until it ends.
+    let slow = a.request(
+        "tools/call",
+        json!({"name": "demo__progress", "arguments": {"steps": 3, "delay_ms": 300}, "_meta": {"progressToken": 1}}),
+    );
+    let probe = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        a.request(
+            "tools/call",
+            json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+        )
+        .await
+    };
+    let (slow, busy) = tokio::join!(slow, probe);
+    assert_eq!(slow.status, 200);
+    assert_eq!(busy.status, 503);
+    assert!(busy.headers.get("retry-after").is_some());
+    // Capacity comes back once the stream ended.
+    assert_eq!(
+        a.call("demo__echo", json!({"text": "again"})).await["content"][0]["text"],
+        "again"
+    );
+}
+
+#[tokio::test]
+async fn modern_clients_get_modern_answers() {
+    let up = demo("dual");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    for method in ["ping", "logging/setLevel", "resources/subscribe"] {
+        let r = modern(
+            &gw.mcp(),
+            method,
+            json!({"level": "info", "uri": "demo://readme"}),
+        )
+        .await;
+        assert_eq!(r.status, 404, "{method} does not exist in 2026-07-28");
+        assert_eq!(r.last()["error"]["code"], -32601);
+    }
+    let init = modern(&gw.mcp(), "initialize", json!({"protocolVersion": "2026-07-28", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}})).await;
+    assert_eq!(init.status, 404);
+    assert!(init.headers.get("mcp-session-id").is_none());
+    let get = crate::harness::http()
+        .get(gw.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 405);
+    // A resource the upstream does not have: -32602 (2026-07-28 retired -32002).
+    let r = modern(
+        &gw.mcp(),
+        "resources/read",
+        json!({"uri": "demo://nothing"}),
+    )
+    .await;
+    assert_eq!(r.last()["error"]["code"], -32602, "{:?}", r.messages);
+}
+
+#[tokio::test]
+async fn legacy_request_mentioning_modern_meta_key_stays_legacy() {
+    let up = demo("legacy");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    let c = Legacy::connect(&gw.mcp()).await;
+    let text = "io.modelcontextprotocol/protocolVersion";
+    let r = c.call("demo__echo", json!({ "text": text })).await;
+    assert_eq!(r["content"][0]["text"], text);
+}

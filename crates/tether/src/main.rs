@@ -71,10 +71,11 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     tether::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("TETHER_WORKER_THREADS").ok().and_then(|v| v.parse().ok()) {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.enable_all().build().expect("tokio runtime starts");
     let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
             Command::Serve { config, listen } => {

@@ -25,6 +25,10 @@ struct Args {
     /// Comma-separated numbers of concurrent client sessions.
     #[arg(long, default_value = "1,64", value_delimiter = ',')]
     concurrency: Vec<usize>,
+    /// Alternating direct/through rounds per concurrency level; the summary
+    /// line gives the medians (a shared VM is noisy from one minute to the next).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// A child process killed on drop.
@@ -179,6 +183,11 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64
 }
 
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 struct Stats {
     p50: f64,
     p99: f64,
@@ -254,34 +263,50 @@ async fn main() {
     );
     let cpu = |p: &Proc| cpu_micros(p.0.id()).unwrap_or(0);
     for &c in &args.concurrency {
-        let (u0, g0) = (cpu(&upstream), cpu(&gateway));
-        let (direct, direct_calls) = load(&upstream.1, "echo", c, warmup, measure).await;
-        let (u1, g1) = (cpu(&upstream), cpu(&gateway));
-        let (through, through_calls) = load(&gateway.1, "demo__echo", c, warmup, measure).await;
-        let (u2, g2) = (cpu(&upstream), cpu(&gateway));
-        let d = stats(&direct, measure.as_secs_f64());
-        let t = stats(&through, measure.as_secs_f64());
-        let per = |us: u64, n: u64| format!("{:.1}µs/req", us as f64 / n.max(1) as f64);
+        let mut added_p50 = Vec::new();
+        let mut added_p99 = Vec::new();
+        let mut ratio = Vec::new();
+        for _ in 0..args.rounds.max(1) {
+            let (u0, g0) = (cpu(&upstream), cpu(&gateway));
+            let (direct, direct_calls) = load(&upstream.1, "echo", c, warmup, measure).await;
+            let (u1, g1) = (cpu(&upstream), cpu(&gateway));
+            let (through, through_calls) = load(&gateway.1, "demo__echo", c, warmup, measure).await;
+            let (u2, g2) = (cpu(&upstream), cpu(&gateway));
+            let d = stats(&direct, measure.as_secs_f64());
+            let t = stats(&through, measure.as_secs_f64());
+            let per = |us: u64, n: u64| format!("{:.1}µs/req", us as f64 / n.max(1) as f64);
+            println!(
+                "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} |",
+                "direct",
+                d.p50,
+                d.p99,
+                d.rps,
+                per(u1 - u0, direct_calls),
+                per(g1 - g0, direct_calls)
+            );
+            println!(
+                "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} | {:>6.0} {:>6.0} {:>6.2}",
+                "tether",
+                t.p50,
+                t.p99,
+                t.rps,
+                per(u2 - u1, through_calls),
+                per(g2 - g1, through_calls),
+                t.p50 - d.p50,
+                t.p99 - d.p99,
+                t.rps / d.rps
+            );
+            added_p50.push(t.p50 - d.p50);
+            added_p99.push(t.p99 - d.p99);
+            ratio.push(t.rps / d.rps);
+        }
         println!(
-            "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} |",
-            "direct",
-            d.p50,
-            d.p99,
-            d.rps,
-            per(u1 - u0, direct_calls),
-            per(g1 - g0, direct_calls)
-        );
-        println!(
-            "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} | {:>6.0} {:>6.0} {:>6.2}",
-            "tether",
-            t.p50,
-            t.p99,
-            t.rps,
-            per(u2 - u1, through_calls),
-            per(g2 - g1, through_calls),
-            t.p50 - d.p50,
-            t.p99 - d.p99,
-            t.rps / d.rps
+            "{c:>5} {:>7} {:>71} | {:>6.0} {:>6.0} {:>6.2}",
+            "median",
+            "",
+            median(&mut added_p50),
+            median(&mut added_p99),
+            median(&mut ratio)
         );
     }
     drop(gateway);

@@ -72,7 +72,10 @@ fn main() -> std::process::ExitCode {
         .init();
     tether::install_crypto_provider();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("TETHER_WORKER_THREADS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var("TETHER_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         runtime.worker_threads(n);
     }
     let runtime = runtime.enable_all().build().expect("tokio runtime starts");

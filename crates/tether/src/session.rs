@@ -31,12 +31,19 @@ pub enum Scope {
     Single(Arc<str>),
 }
 
-/// A server→client request relayed to the client, waiting for its answer.
-pub struct PendingRequest {
-    /// The upstream session that asked.
-    pub upstream: Arc<UpstreamSession>,
-    /// The id the upstream used, restored on the way back.
-    pub original_id: Box<RawValue>,
+/// A request Tether sent to the client, waiting for the client's answer.
+pub enum PendingRequest {
+    /// A legacy upstream's server→client request: the answer goes back to
+    /// that upstream session under the id the upstream used.
+    Upstream {
+        /// The upstream session that asked.
+        session: Arc<UpstreamSession>,
+        /// The upstream's id, restored on the way back.
+        original_id: Box<RawValue>,
+    },
+    /// Input a 2026-07-28 upstream asked for (`input_required`): Tether itself
+    /// awaits the answer to retry the upstream request with it.
+    Local(tokio::sync::oneshot::Sender<crate::jsonrpc::Message>),
 }
 
 /// Per-request settings a modern (sessionless) client sends with each request.

@@ -79,27 +79,19 @@ pub fn add_cache_fields(obj: &mut RawObject) -> bool {
     changed
 }
 
+/// Legacy clients that cannot be asked (sessionless contexts) get an error
+/// instead of an `input_required` result they could not act on; sessions
+/// get the bridge in `input.rs` instead.
 fn reject_input_required(body: Bytes) -> Bytes {
-    if !jsonrpc::contains(&body, b"input_required") {
+    if !super::input::is_input_required(&body) {
         return body;
     }
-    let Ok(msg) = Message::parse(&body) else {
-        return body;
-    };
-    let Some(result) = msg.result.as_ref() else {
-        return body;
-    };
-    let Ok(obj) = serde_json::from_str::<RawObject>(result.get()) else {
-        return body;
-    };
-    if jsonrpc::str_member(&obj, "resultType").as_deref() != Some("input_required") {
-        return body;
-    }
+    let id = Message::parse(&body).ok().and_then(|m| m.id);
     let err = jsonrpc::ErrorObject::new(
         jsonrpc::code::INTERNAL_ERROR,
-        "the upstream asked for client input (2026-07-28 input_required), which this gateway does not relay to legacy-era clients",
+        "the upstream asked for client input (2026-07-28 input_required), which needs a client session to relay",
     );
-    Bytes::from(err.to_response(msg.id.as_deref()))
+    Bytes::from(err.to_response(id.as_deref()))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod bridge;
 pub mod catalog;
 mod fanout;
+mod input;
 mod listen;
 mod relay;
 
@@ -21,7 +22,7 @@ use crate::config::{FederationConfig, Naming};
 use crate::jsonrpc::{self, ErrorObject, Kind, Message, RawObject, code};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Era};
-use crate::session::{ClientSession, Scope};
+use crate::session::{ClientSession, PendingRequest, Scope};
 use crate::upstream::Upstream;
 use catalog::{ListKind, Routes};
 
@@ -341,16 +342,22 @@ impl Gateway {
                     tracing::debug!("client response for no pending request; dropped");
                     return Outcome::Accepted;
                 };
-                let back = Message {
-                    id: Some(pending.original_id),
-                    ..msg
-                };
-                if let Err(e) = pending
-                    .upstream
-                    .send_message(Bytes::from(back.to_bytes()))
-                    .await
-                {
-                    tracing::warn!(upstream = %pending.upstream.upstream.name, error = %e, "relaying client response upstream failed");
+                match pending {
+                    PendingRequest::Upstream {
+                        session,
+                        original_id,
+                    } => {
+                        let back = Message {
+                            id: Some(original_id),
+                            ..msg
+                        };
+                        if let Err(e) = session.send_message(Bytes::from(back.to_bytes())).await {
+                            tracing::warn!(upstream = %session.upstream.name, error = %e, "relaying client response upstream failed");
+                        }
+                    }
+                    PendingRequest::Local(waiting) => {
+                        let _ = waiting.send(msg);
+                    }
                 }
                 Outcome::Accepted
             }

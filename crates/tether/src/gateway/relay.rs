@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::bridge::adapt_response;
+use super::input::{self, InputBridge};
 use super::{Gateway, Outcome, error};
 use crate::jsonrpc::{self, ErrorObject, Kind, Message, RawObject, code};
 use crate::protocol::{self, Era};
@@ -47,7 +48,7 @@ impl Gateway {
                 .request(body, &method, name.as_deref(), &ctx.options.param_headers)
                 .await
             {
-                Ok(reply) => return self.relay(ctx, session, method, msg.id, reply),
+                Ok(reply) => return self.relay(ctx, session, method, msg, params, reply),
                 Err(e) => {
                     if e.poisons_session() {
                         ctx.upstreams.evict(&session);
@@ -73,10 +74,32 @@ impl Gateway {
         ctx: &Arc<ClientSession>,
         session: Arc<UpstreamSession>,
         method: String,
-        id: Option<Box<serde_json::value::RawValue>>,
+        msg: Message,
+        params: Option<RawObject>,
         reply: Reply,
     ) -> Outcome {
+        let id = msg.id.clone();
+        let request_params = || {
+            params
+                .clone()
+                .or_else(|| msg.params_object().ok())
+                .unwrap_or_default()
+        };
         match reply {
+            Reply::Json(body) if input::bridges(ctx, &session, &body) => {
+                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                let bridge = InputBridge {
+                    ctx: ctx.clone(),
+                    session,
+                    method,
+                    client_id: id.expect("requests have ids"),
+                    params: request_params(),
+                    tx,
+                    send_timeout: self.send_timeout,
+                };
+                tokio::spawn(bridge.run(body));
+                Outcome::Stream(rx)
+            }
             Reply::Json(body) => Outcome::Message(adapt_response(ctx.era, &method, body)),
             Reply::Accepted => Outcome::Error(
                 ErrorObject::new(
@@ -88,6 +111,7 @@ impl Gateway {
             Reply::Stream(stream) => {
                 let (tx, rx) = mpsc::channel(STREAM_QUEUE);
                 let pump = Pump {
+                    request_params: request_params(),
                     send_timeout: self.send_timeout,
                     ctx: ctx.clone(),
                     session,
@@ -104,7 +128,11 @@ impl Gateway {
 }
 
 /// The `Mcp-Name` value for a modern upstream: the (rewritten) name or URI.
-fn header_name(method: &str, msg: &Message, params: Option<&RawObject>) -> Option<String> {
+pub(super) fn header_name(
+    method: &str,
+    msg: &Message,
+    params: Option<&RawObject>,
+) -> Option<String> {
     let key = protocol::name_param_for(method)?;
     match params {
         Some(p) => jsonrpc::str_member(p, key),
@@ -147,6 +175,8 @@ struct Pump {
     tx: mpsc::Sender<Bytes>,
     close_timeout: Duration,
     send_timeout: Duration,
+    /// The request's params as sent upstream, for retries with client input.
+    request_params: RawObject,
 }
 
 impl Pump {
@@ -180,6 +210,10 @@ impl Pump {
             let out = match msg.kind() {
                 Ok(Kind::Response) if msg.id_text() == own_id.as_deref() => {
                     answered = true;
+                    if input::bridges(&self.ctx, &self.session, &bytes) {
+                        self.bridge_input(bytes).await;
+                        break;
+                    }
                     Some(adapt_response(self.ctx.era, &self.method, bytes))
                 }
                 Ok(Kind::Response) => None,
@@ -221,6 +255,23 @@ impl Pump {
         }
     }
 
+    /// Completes an `input_required` answer by asking the client (same stream).
+    async fn bridge_input(&self, body: Bytes) {
+        let Some(client_id) = self.id.clone() else {
+            return;
+        };
+        let bridge = InputBridge {
+            ctx: self.ctx.clone(),
+            session: self.session.clone(),
+            method: self.method.clone(),
+            client_id,
+            params: self.request_params.clone(),
+            tx: self.tx.clone(),
+            send_timeout: self.send_timeout,
+        };
+        bridge.run(body).await;
+    }
+
     /// Whether a notification goes to this client.
     fn notification(&self, msg: &Message) -> bool {
         // Modern clients that did not ask for a log level must not get log messages.
@@ -253,8 +304,8 @@ pub(super) async fn relay_server_request(
 ) -> Option<Bytes> {
     let original_id = msg.id.clone()?;
     let relayable = ctx.era == Era::Legacy && !ctx.is_ephemeral();
-    let pending = PendingRequest {
-        upstream: session.clone(),
+    let pending = PendingRequest::Upstream {
+        session: session.clone(),
         original_id: original_id.clone(),
     };
     if let Some(id) = relayable.then(|| ctx.register_pending(pending)).flatten() {

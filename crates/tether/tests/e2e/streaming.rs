@@ -85,35 +85,39 @@ impl Events {
 
 #[tokio::test]
 async fn sampling_request_is_relayed_and_answered() {
-    let up = demo("legacy");
-    let gw = tether(&config(&[("demo", &up.mcp())], ""));
-    let c = Legacy::connect_with(&gw.mcp(), json!({"sampling": {}})).await;
-    let resp = crate::harness::http()
-        .post(gw.mcp())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", c.session.clone().unwrap())
-        .header("mcp-protocol-version", &c.version)
-        .body(json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "demo__sample", "arguments": {"prompt": "say hi"}}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let mut events = Events {
-        resp,
-        buf: String::new(),
-    };
-    let ask = events.next().await.expect("sampling request");
-    assert_eq!(ask["method"], "sampling/createMessage");
-    assert_eq!(ask["params"]["messages"][0]["content"]["text"], "say hi");
-    let relay_id = ask["id"].clone();
-    let answer = c
-        .send(&json!({"jsonrpc": "2.0", "id": relay_id, "result": {
-            "role": "assistant", "content": {"type": "text", "text": "hi there"}, "model": "test-model"}}))
-        .await;
-    assert_eq!(answer.status, 202);
-    let done = events.next().await.expect("tool result");
-    assert_eq!(done["id"], 41);
-    assert_eq!(text(&done["result"]), "sampled: hi there");
+    // A legacy upstream asks with a server→client request on the call's stream;
+    // a modern one with an input_required result that Tether turns into one.
+    for era in ["legacy", "modern"] {
+        let up = demo(era);
+        let gw = tether(&config(&[("demo", &up.mcp())], ""));
+        let c = Legacy::connect_with(&gw.mcp(), json!({"sampling": {}})).await;
+        let resp = crate::harness::http()
+            .post(gw.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", c.session.clone().unwrap())
+            .header("mcp-protocol-version", &c.version)
+            .body(json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "demo__sample", "arguments": {"prompt": "say hi"}}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let mut events = Events {
+            resp,
+            buf: String::new(),
+        };
+        let ask = events.next().await.expect("sampling request");
+        assert_eq!(ask["method"], "sampling/createMessage", "{era}: {ask}");
+        assert_eq!(ask["params"]["messages"][0]["content"]["text"], "say hi");
+        let relay_id = ask["id"].clone();
+        let answer = c
+            .send(&json!({"jsonrpc": "2.0", "id": relay_id, "result": {
+                "role": "assistant", "content": {"type": "text", "text": "hi there"}, "model": "test-model"}}))
+            .await;
+        assert_eq!(answer.status, 202);
+        let done = events.next().await.expect("tool result");
+        assert_eq!(done["id"], 41, "{era}: {done}");
+        assert_eq!(text(&done["result"]), "sampled: hi there", "{era}: {done}");
+    }
 }
 
 #[tokio::test]

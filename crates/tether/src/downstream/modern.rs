@@ -128,8 +128,6 @@ pub fn validate(
         .get(protocol::META_CLIENT_INFO)
         .cloned()
         .unwrap_or_else(|| ClientIdentity::tether().info);
-    // Server→client requests cannot reach a modern client through a legacy
-    // upstream's stream, so upstreams are not offered those capabilities.
     let options = RequestOptions {
         logs: meta.contains_key(protocol::META_LOG_LEVEL),
         param_headers: headers
@@ -138,10 +136,13 @@ pub fn validate(
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect(),
     };
-    let identity = ClientIdentity {
-        info,
-        capabilities: jsonrpc::to_raw(&json!({})),
-    };
+    // Legacy upstreams are offered the client's real capabilities: their
+    // server→client requests reach it as `input_required` results.
+    let capabilities = meta
+        .get(protocol::META_CLIENT_CAPABILITIES)
+        .cloned()
+        .unwrap_or_else(|| jsonrpc::to_raw(&json!({})));
+    let identity = ClientIdentity { info, capabilities };
     Ok((identity, options))
 }
 

@@ -7,6 +7,8 @@ pub mod catalog;
 mod fanout;
 mod input;
 mod listen;
+mod park;
+mod pump;
 mod relay;
 
 pub use bridge::add_cache_fields;
@@ -48,6 +50,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     close_timeout: Duration,
     send_timeout: Duration,
+    lot: Arc<park::ParkingLot>,
 }
 
 impl Gateway {
@@ -73,6 +76,7 @@ impl Gateway {
             metrics,
             close_timeout,
             send_timeout,
+            lot: Arc::default(),
         }
     }
 
@@ -162,6 +166,12 @@ impl Gateway {
             Ok(p) => p,
             Err(e) => return error(&msg, code::INVALID_PARAMS, e.message()),
         };
+        if ctx.era == Era::Modern
+            && let Some(state) = park::request_state(&raw, &params)
+            && let Some(parked) = self.lot.resume(&state, &params).await
+        {
+            return self.resume_parked(parked, &msg);
+        }
         match method {
             "tools/call" | "prompts/get" => {
                 let kind = if method == "tools/call" {

@@ -3,22 +3,22 @@
 //! requests re-addressed so the client's answer finds its way back).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::bridge::adapt_response;
 use super::input::{self, InputBridge};
+use super::pump::Pump;
 use super::{Gateway, Outcome, error};
-use crate::jsonrpc::{self, ErrorObject, Kind, Message, RawObject, code};
+use crate::jsonrpc::{self, ErrorObject, Message, RawObject, code};
 use crate::protocol::{self, Era};
 use crate::session::{ClientSession, PendingRequest};
-use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
+use crate::upstream::{Reply, Upstream, UpstreamError, UpstreamSession};
 
 /// Messages buffered between an upstream stream and the client; beyond this
 /// the upstream read waits (backpressure, never unbounded memory).
-const STREAM_QUEUE: usize = 32;
+pub(super) const STREAM_QUEUE: usize = 32;
 
 impl Gateway {
     /// Sends `msg` to `upstream` in the client's session context. `params`
@@ -116,9 +116,11 @@ impl Gateway {
                     ctx: ctx.clone(),
                     session,
                     method,
-                    id,
+                    upstream_id: id.clone(),
+                    client_id: id,
                     tx,
                     close_timeout: self.close_timeout,
+                    lot: self.lot.clone(),
                 };
                 tokio::spawn(pump.run(*stream));
                 Outcome::Stream(rx)
@@ -166,134 +168,6 @@ fn unavailable(
     )
 }
 
-/// Relays one upstream SSE response to the client.
-struct Pump {
-    ctx: Arc<ClientSession>,
-    session: Arc<UpstreamSession>,
-    method: String,
-    id: Option<Box<serde_json::value::RawValue>>,
-    tx: mpsc::Sender<Bytes>,
-    close_timeout: Duration,
-    send_timeout: Duration,
-    /// The request's params as sent upstream, for retries with client input.
-    request_params: RawObject,
-}
-
-impl Pump {
-    async fn run(self, mut stream: EventStream) {
-        let own_id = self.id.as_deref().map(|i| i.get().to_owned());
-        let mut answered = false;
-        let mut client_gone = false;
-        loop {
-            // A client that hangs up is noticed at once, not at the next event.
-            let item = tokio::select! {
-                item = stream.next_message() => item,
-                _ = self.tx.closed() => {
-                    client_gone = true;
-                    break;
-                }
-            };
-            let bytes = match item {
-                None => break,
-                Some(Ok(b)) => b,
-                Some(Err(e)) => {
-                    tracing::debug!(upstream = %self.session.upstream.name, error = %e, "upstream stream failed");
-                    if e.poisons_session() {
-                        self.ctx.upstreams.evict(&self.session);
-                    }
-                    break;
-                }
-            };
-            let Ok(msg) = Message::parse(&bytes) else {
-                continue;
-            };
-            let out = match msg.kind() {
-                Ok(Kind::Response) if msg.id_text() == own_id.as_deref() => {
-                    answered = true;
-                    if input::bridges(&self.ctx, &self.session, &bytes) {
-                        self.bridge_input(bytes).await;
-                        break;
-                    }
-                    Some(adapt_response(self.ctx.era, &self.method, bytes))
-                }
-                Ok(Kind::Response) => None,
-                Ok(Kind::Notification) => self.notification(&msg).then_some(bytes),
-                Ok(Kind::Request) => relay_server_request(&self.ctx, &self.session, msg).await,
-                Err(_) => None,
-            };
-            if let Some(out) = out
-                && !matches!(
-                    tokio::time::timeout(self.send_timeout, self.tx.send(out)).await,
-                    Ok(Ok(()))
-                )
-            {
-                // Gone, or stopped reading: either way nobody takes the rest.
-                client_gone = true;
-                break;
-            }
-            if answered {
-                break;
-            }
-        }
-        if client_gone {
-            self.cancel_upstream().await;
-        } else if !answered {
-            let text = if self.method == "tools/call" {
-                "the upstream stream ended before the tool call's result; the call may or may not have completed (outcome unknown)"
-            } else {
-                "the upstream stream ended before the response"
-            };
-            let err = ErrorObject::new(code::INTERNAL_ERROR, text)
-                .with_data(serde_json::json!({ "upstream": &*self.session.upstream.name }));
-            let _ = self
-                .tx
-                .send(Bytes::from(err.to_response(self.id.as_deref())))
-                .await;
-        }
-        if self.ctx.is_ephemeral() {
-            self.ctx.close(self.close_timeout).await;
-        }
-    }
-
-    /// Completes an `input_required` answer by asking the client (same stream).
-    async fn bridge_input(&self, body: Bytes) {
-        let Some(client_id) = self.id.clone() else {
-            return;
-        };
-        let bridge = InputBridge {
-            ctx: self.ctx.clone(),
-            session: self.session.clone(),
-            method: self.method.clone(),
-            client_id,
-            params: self.request_params.clone(),
-            tx: self.tx.clone(),
-            send_timeout: self.send_timeout,
-        };
-        bridge.run(body).await;
-    }
-
-    /// Whether a notification goes to this client.
-    fn notification(&self, msg: &Message) -> bool {
-        // Modern clients that did not ask for a log level must not get log messages.
-        self.ctx.options.logs || msg.method.as_deref() != Some("notifications/message")
-    }
-
-    /// A legacy upstream keeps working after a disconnect unless told to stop.
-    /// (2025-11-25 says a disconnect is not a cancellation because the client
-    /// may resume the stream; Tether keeps no event log to resume from yet, so
-    /// the rest of the work would be lost anyway.)
-    async fn cancel_upstream(&self) {
-        let (Era::Legacy, Some(id)) = (self.session.era, self.id.as_deref()) else {
-            return;
-        };
-        let note = format!(
-            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"client disconnected"}}}}"#,
-            id.get()
-        );
-        let _ = self.session.send_message(Bytes::from(note)).await;
-    }
-}
-
 /// Re-addresses a server→client request so the client's answer finds its way
 /// back, or refuses it upstream when the client cannot answer (modern or
 /// sessionless clients).
@@ -323,4 +197,26 @@ pub(super) async fn relay_server_request(
         .send_message(Bytes::from(err.to_response(Some(&original_id))))
         .await;
     None
+}
+
+impl Gateway {
+    /// Continues a call parked for a modern client's input: the upstream has
+    /// its answer; the rest of its stream goes to this (new) request.
+    pub(super) fn resume_parked(&self, parked: super::park::Parked, msg: &Message) -> Outcome {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let pump = Pump {
+            ctx: parked.ctx,
+            session: parked.session,
+            method: parked.method,
+            upstream_id: Some(parked.upstream_id),
+            client_id: msg.id.clone(),
+            tx,
+            close_timeout: self.close_timeout,
+            send_timeout: self.send_timeout,
+            request_params: parked.request_params,
+            lot: self.lot.clone(),
+        };
+        tokio::spawn(pump.run(parked.stream));
+        Outcome::Stream(rx)
+    }
 }

@@ -45,6 +45,9 @@ enum Command {
         /// Which protocol era(s) to answer.
         #[arg(long, value_enum, default_value = "dual")]
         era: DemoEra,
+        /// Require `Authorization: Bearer <TOKEN>` on HTTP requests.
+        #[arg(long, value_name = "TOKEN")]
+        bearer: Option<String>,
     },
     /// Validate a config file and print the effective configuration.
     CheckConfig {
@@ -88,8 +91,13 @@ fn main() -> std::process::ExitCode {
                 }
                 tether::serve::run(config).await
             }
-            Command::DemoUpstream { listen, stdio, era } => {
-                let server = DemoServer::new(era);
+            Command::DemoUpstream {
+                listen,
+                stdio,
+                era,
+                bearer,
+            } => {
+                let server = DemoServer::with_bearer(era, bearer);
                 if stdio {
                     server.serve_stdio().await?;
                 } else {

@@ -28,11 +28,41 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Builds the router over the shared state.
 pub(super) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let mcp = Router::new()
         .route("/mcp", post(post_mcp).get(get_mcp).delete(delete_mcp))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            require_bearer,
+        ));
+    Router::new()
+        .merge(mcp)
         .route("/stats", get(stats))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
+}
+
+/// 401 for `/mcp` requests without the configured bearer token.
+async fn require_bearer(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &shared.bearer {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "unauthorized",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 fn json_body(status: u16, body: Vec<u8>) -> Response {

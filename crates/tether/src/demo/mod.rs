@@ -62,6 +62,8 @@ pub struct DemoServer {
 #[derive(Default)]
 struct Shared {
     era: DemoEra,
+    /// Required `Authorization: Bearer` token on `/mcp`, if any.
+    bearer: Option<String>,
     sessions: DashMap<String, Arc<Session>>,
     /// The modern era has no sessions, so its counter tools share this one process-wide counter.
     modern_counter: AtomicU64,
@@ -117,9 +119,16 @@ impl Session {
 impl DemoServer {
     /// A demo server answering the given era(s).
     pub fn new(era: DemoEra) -> Self {
+        Self::with_bearer(era, None)
+    }
+
+    /// A demo server that, given a token, answers 401 to HTTP requests on
+    /// `/mcp` without `Authorization: Bearer <token>` (an upstream needing credentials).
+    pub fn with_bearer(era: DemoEra, bearer: Option<String>) -> Self {
         DemoServer {
             shared: Arc::new(Shared {
                 era,
+                bearer,
                 ..Shared::default()
             }),
         }

@@ -395,6 +395,12 @@ pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError>
             _ => return Ok(Discovery::legacy()),
         },
         Ok(Reply::Accepted) => return Ok(Discovery::legacy()),
+        // Unauthorized/forbidden says nothing about the era.
+        Err(
+            e @ UpstreamError::Status {
+                status: 401 | 403, ..
+            },
+        ) => return Err(e),
         Err(UpstreamError::Status {
             status: 400..=499, ..
         }) => return Ok(Discovery::legacy()),

@@ -200,3 +200,34 @@ async fn log_level_reaches_open_and_later_upstream_sessions() {
         "sent when two's session opened"
     );
 }
+
+#[tokio::test]
+async fn static_upstream_headers_carry_credentials() {
+    for era in ["legacy", "modern"] {
+        let up = crate::harness::spawn_demo(&["--era", era, "--bearer", "s3cret"]);
+        let with = format!(
+            "[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\nheaders = {{ Authorization = \"Bearer s3cret\" }}\n",
+            up.mcp()
+        );
+        let gw = tether(&with);
+        let c = Legacy::connect(&gw.mcp()).await;
+        assert_eq!(
+            text(&c.call("demo__echo", json!({"text": "in"})).await),
+            "in",
+            "{era}"
+        );
+        let without = tether(&config(&[("demo", &up.mcp())], ""));
+        let c = Legacy::connect(&without.mcp()).await;
+        let r = c
+            .request(
+                "tools/call",
+                json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+            )
+            .await;
+        let err = r.last()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(err.contains("401"), "{era}: {err}");
+    }
+}

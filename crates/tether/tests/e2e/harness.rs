@@ -135,6 +135,13 @@ fn spawn_env(args: &[&str], dir: Option<TempDir>, env: &[(&str, &str)]) -> Proc 
     }
 }
 
+/// A demo upstream on a free port with extra arguments.
+pub fn spawn_demo(extra: &[&str]) -> Proc {
+    let mut args = vec!["demo-upstream", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    spawn(&args, None)
+}
+
 /// A demo upstream of the given era on a given address.
 pub fn demo_at(addr: &str, era: &str) -> Proc {
     spawn(&["demo-upstream", "--listen", addr, "--era", era], None)

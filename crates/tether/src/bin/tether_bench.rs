@@ -29,6 +29,25 @@ struct Args {
     /// line gives the medians (a shared VM is noisy from one minute to the next).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Which client drives the load: this tool's own HTTP client, or the
+    /// official Python MCP SDK (a realistic client; also times first calls).
+    #[arg(long, value_enum, default_value = "rust")]
+    client: LoadClient,
+    /// Python interpreter with the `mcp` package (the interop suite's venv).
+    #[arg(long, default_value = "interop/.cache/venv/bin/python")]
+    python: std::path::PathBuf,
+    /// The Python load driver.
+    #[arg(long, default_value = "interop/bench/python_client.py")]
+    python_driver: std::path::PathBuf,
+}
+
+/// The client that drives the load.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LoadClient {
+    /// A minimal HTTP client (measures Tether, not the client).
+    Rust,
+    /// The official Python MCP SDK.
+    Python,
 }
 
 /// A child process killed on drop.
@@ -206,7 +225,7 @@ fn stats(lat: &[u32], secs: f64) -> Stats {
 async fn main() {
     let args = Args::parse();
     tether::install_crypto_provider();
-    let bin = args.tether.unwrap_or_else(|| {
+    let bin = args.tether.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .expect("exe")
             .with_file_name("tether")
@@ -242,6 +261,12 @@ async fn main() {
             "127.0.0.1:0",
         ],
     );
+    if args.client == LoadClient::Python {
+        python_report(&args, &upstream.1, &gateway.1);
+        drop(gateway);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let measure = Duration::from_secs(args.seconds.max(1));
     let warmup = Duration::from_secs(1);
     println!(
@@ -311,4 +336,50 @@ async fn main() {
     }
     drop(gateway);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the Python SDK driver against both paths and prints first-call,
+/// later-call and load figures side by side.
+fn python_report(args: &Args, direct_url: &str, gateway_url: &str) {
+    let concurrency = args.concurrency.iter().copied().max().unwrap_or(8).min(32);
+    let run = |url: &str, tool: &str| -> Value {
+        let out = Command::new(&args.python)
+            .arg(&args.python_driver)
+            .args(["--url", url, "--tool", tool, "--seconds", &args.seconds.to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("the Python driver starts (run interop/run.sh once to create the venv)");
+        assert!(out.status.success(), "the Python driver failed");
+        serde_json::from_slice(&out.stdout).expect("the driver prints JSON")
+    };
+    let direct = run(direct_url, "echo");
+    let through = run(gateway_url, "demo__echo");
+    println!("Python SDK client (mcp ClientSession, legacy Streamable HTTP); latency in µs");
+    println!("{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "direct", "", "tether", "", "added", "");
+    println!("{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "p50", "p99", "p50", "p99", "p50", "p99");
+    for (label, key) in [
+        ("initialize", "initialize"),
+        ("first tools/call", "first_call"),
+        ("later tools/call", "later_call"),
+        ("under load (per call)", "load"),
+    ] {
+        let f = |v: &Value, p: &str| v[key][p].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{label:<26} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+            f(&direct, "p50"),
+            f(&direct, "p99"),
+            f(&through, "p50"),
+            f(&through, "p99"),
+            f(&through, "p50") - f(&direct, "p50"),
+            f(&through, "p99") - f(&direct, "p99"),
+        );
+    }
+    let rps = |v: &Value| v["load"]["calls_per_second"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "throughput with {concurrency} sessions: direct {:.0}/s, tether {:.0}/s, ratio {:.2}",
+        rps(&direct),
+        rps(&through),
+        rps(&through) / rps(&direct)
+    );
 }

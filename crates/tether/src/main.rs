@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tether::config::Config;
-use tether::demo::{DemoEra, DemoServer};
+use tether::demo::{DemoEra, DemoProfile, DemoServer};
 
 /// glibc malloc spends a fifth of the relay's CPU time under load; mimalloc
 /// is markedly cheaper for the many small, short-lived allocations of a proxy.
@@ -45,6 +45,9 @@ enum Command {
         /// Which protocol era(s) to answer.
         #[arg(long, value_enum, default_value = "dual")]
         era: DemoEra,
+        /// Which catalogue to serve: the demo tools, or the MCP conformance suite's fixture.
+        #[arg(long, value_enum, default_value = "demo")]
+        profile: DemoProfile,
         /// Require `Authorization: Bearer <TOKEN>` on HTTP requests.
         #[arg(long, value_name = "TOKEN")]
         bearer: Option<String>,
@@ -95,9 +98,10 @@ fn main() -> std::process::ExitCode {
                 listen,
                 stdio,
                 era,
+                profile,
                 bearer,
             } => {
-                let server = DemoServer::with_bearer(era, bearer);
+                let server = DemoServer::with_options(era, profile, bearer);
                 if stdio {
                     server.serve_stdio().await?;
                 } else {

@@ -12,6 +12,32 @@ pub fn message_event(json: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Encodes one `message` event with an `id:` (for resumable streams).
+pub fn message_event_with_id(id: &str, json: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(json.len() + id.len() + 30);
+    push_id(&mut out, id);
+    out.extend_from_slice(b"event: message\n");
+    push_data(&mut out, json);
+    out.extend_from_slice(b"\n");
+    out.freeze()
+}
+
+/// Encodes a priming event: an `id:`, a `retry:` hint in milliseconds and
+/// empty data, so a client can resume the stream after it closes.
+pub fn priming_event(id: &str, retry_millis: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(id.len() + 40);
+    push_id(&mut out, id);
+    out.extend_from_slice(format!("retry: {retry_millis}\ndata: \n\n").as_bytes());
+    out.freeze()
+}
+
+/// Writes an `id:` line; line breaks (never in ids Tether makes) are dropped.
+fn push_id(out: &mut BytesMut, id: &str) {
+    out.extend_from_slice(b"id: ");
+    out.extend(id.bytes().filter(|b| *b != b'\n' && *b != b'\r'));
+    out.extend_from_slice(b"\n");
+}
+
 /// Encodes the `retry:` reconnection hint in milliseconds.
 pub fn retry_hint(millis: u64) -> Bytes {
     Bytes::from(format!("retry: {millis}\n\n"))
@@ -182,6 +208,31 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn encodes_ids_and_priming() {
+        let mut d = Decoder::new(1024);
+        let mut wire = priming_event("1-0", 500).to_vec();
+        wire.extend_from_slice(&message_event_with_id("1-2", b"{}"));
+        let evs = d.feed(&wire).unwrap();
+        assert_eq!(
+            evs,
+            vec![
+                Event {
+                    event: String::new(),
+                    data: String::new(),
+                    id: Some("1-0".into())
+                },
+                Event {
+                    event: "message".into(),
+                    data: "{}".into(),
+                    id: Some("1-2".into())
+                },
+            ]
+        );
+        assert_eq!(d.retry_millis(), Some(500));
+        assert!(priming_event("a\nb", 1).starts_with(b"id: ab\nretry: 1\n"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Streamable HTTP transport for the demo server: legacy sessions and modern
-//! stateless requests on `/mcp`, plus the `/stats` counters.
+//! stateless requests on `/mcp`, plus the `/stats` counters. Every request
+//! must name a loopback host (DNS-rebinding protection).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,19 +13,24 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::BytesMut;
 use futures_util::stream;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::{Call, DemoEra, MAX_BODY, MAX_SESSIONS, Session, Shared};
-use super::{initialize_result, mint_session_id, params_of, route, streams, validate_modern};
+use super::{Call, DemoEra, MAX_BODY, MAX_SESSIONS, SAMPLE_TIMEOUT, Session, Shared};
+use super::{initialize_result, mint_session_id, params_of, resume, route, validate_modern};
 use crate::jsonrpc::{ErrorObject, Kind, Message, code, response, to_raw};
 use crate::protocol::{self, Era};
 use crate::sse;
 
 /// Interval between keepalive comments on a legacy GET stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// The `retry:` hint (ms) on a resumable stream that closes before its result.
+const RETRY_MS: u64 = 1000;
+/// How long a resumed (`Last-Event-ID`) stream waits for its next event.
+const REPLAY_WAIT: Duration = SAMPLE_TIMEOUT;
 
 /// Builds the router over the shared state.
 pub(super) fn router(shared: Arc<Shared>) -> Router {
@@ -38,7 +44,70 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .merge(mcp)
         .route("/stats", get(stats))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(require_loopback))
         .with_state(shared)
+}
+
+/// DNS-rebinding protection: 403 unless the Host names a loopback host and
+/// the Origin, when present, is on one.
+async fn require_loopback(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = match request.headers().get(header::HOST) {
+        Some(h) => h.to_str().is_ok_and(is_loopback_host),
+        None => request
+            .uri()
+            .authority()
+            .is_some_and(|a| is_loopback_host(a.as_str())),
+    };
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .is_none_or(|o| o.to_str().is_ok_and(is_loopback_origin));
+    if !host {
+        return reject(
+            403,
+            code::SERVER_ERROR,
+            "Forbidden: Host is not a loopback host",
+        );
+    }
+    if !origin {
+        return reject(
+            403,
+            code::SERVER_ERROR,
+            "Forbidden: Origin is not a loopback origin",
+        );
+    }
+    next.run(request).await
+}
+
+/// Whether a `Host` value (`name[:port]`) is `localhost`, `127.0.0.1` or `[::1]`.
+fn is_loopback_host(host: &str) -> bool {
+    let is_port = |p: &str| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((ip, port)) => {
+                ip == "::1" && (port.is_empty() || port.strip_prefix(':').is_some_and(is_port))
+            }
+            None => false,
+        };
+    }
+    let name = match host.split_once(':') {
+        Some((name, port)) if is_port(port) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1"
+}
+
+/// Whether an `Origin` value is an `http(s)://` origin on a loopback host.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return false;
+    };
+    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        && is_loopback_host(host)
 }
 
 /// 401 for `/mcp` requests without the configured bearer token.
@@ -189,10 +258,10 @@ fn initialize(shared: &Shared, id: &RawValue, params: &Value) -> Response {
     let Some(sid) = mint_session_id() else {
         return reject(500, code::INTERNAL_ERROR, "Cannot generate a session id");
     };
-    let (result, sampling) = initialize_result(params);
+    let (result, caps) = initialize_result(shared.profile, params);
     shared
         .sessions
-        .insert(sid.clone(), Arc::new(Session::new(sampling)));
+        .insert(sid.clone(), Arc::new(Session::new(caps)));
     shared.initializes.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(session = %sid, "demo session started");
     let mut resp = json_body(200, response(id, &to_raw(&result)));
@@ -204,7 +273,13 @@ fn initialize(shared: &Shared, id: &RawValue, params: &Value) -> Response {
 
 /// Answers a request as JSON, or as an SSE stream written while the handler runs.
 async fn respond(mut call: Call, method: String, id: Box<RawValue>) -> Response {
-    if !streams(call.era, &method, &call.params) {
+    let profile = call.shared.profile;
+    if profile.polls(call.era, &method, &call.params)
+        && let Some(session) = call.session.clone()
+    {
+        return poll(call, session, method, id);
+    }
+    if !profile.streams(call.era, &method, &call.params) {
         let (status, body) = call.run(&method, &id).await;
         return json_body(status, body);
     }
@@ -222,16 +297,91 @@ async fn respond(mut call: Call, method: String, id: Box<RawValue>) -> Response 
     sse_body(Body::from_stream(events))
 }
 
-/// Legacy standalone stream: announcements as they happen and keepalives
-/// every 15 s, until the session ends.
+/// SEP-1699 polling: a stream with only a priming event (an id and a
+/// `retry:` hint) that closes at once; the call's messages and result go to
+/// the session's event log, for a GET with `Last-Event-ID` to pick up.
+fn poll(mut call: Call, session: Arc<Session>, method: String, id: Box<RawValue>) -> Response {
+    let stream = session.events.open_stream();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(32);
+    call.out = Some(tx);
+    tokio::spawn(async move {
+        let log = session.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                log.events.append(stream, m, false);
+            }
+        });
+        let (_, body) = call.run(&method, &id).await;
+        drop(call); // closes the channel so the forwarder finishes first
+        let _ = forward.await;
+        session.events.append(stream, body, true);
+    });
+    let priming = sse::priming_event(&resume::event_id(stream, 0), RETRY_MS);
+    sse_body(Body::from(priming))
+}
+
+/// A resumed stream: the events of `stream` after `cursor`, as they are
+/// logged, until its final message, the session's end or [`REPLAY_WAIT`] idle.
+fn replay(session: Arc<Session>, stream: u64, cursor: u64) -> Response {
+    struct Replay {
+        session: Arc<Session>,
+        cursor: u64,
+        appended: watch::Receiver<u64>,
+        closed: watch::Receiver<bool>,
+        done: bool,
+    }
+    let state = Replay {
+        appended: session.events.watch(),
+        closed: session.closed.subscribe(),
+        session,
+        cursor,
+        done: false,
+    };
+    let events = stream::unfold(state, move |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            st.appended.borrow_and_update();
+            let found = st.session.events.after(stream, st.cursor);
+            if !found.events.is_empty() {
+                let mut frame = BytesMut::new();
+                for (id, data) in &found.events {
+                    frame.extend_from_slice(&sse::message_event_with_id(id, data));
+                }
+                (st.cursor, st.done) = (found.cursor, found.done);
+                return Some((Ok::<_, Infallible>(frame.freeze()), st));
+            }
+            tokio::select! {
+                changed = st.appended.changed() => if changed.is_err() { return None },
+                _ = st.closed.wait_for(|c| *c) => return None,
+                () = tokio::time::sleep(REPLAY_WAIT) => return None,
+            }
+        }
+    });
+    sse_body(Body::from_stream(events))
+}
+
+/// Legacy GET: with a `Last-Event-ID` of a resumable stream, that stream's
+/// replay; otherwise the standalone stream (announcements as they happen and
+/// keepalives every 15 s, until the session ends).
 async fn get_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if shared.era == DemoEra::Modern {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
-    let (closed, notes) = match lookup(&shared, &headers) {
-        Ok(session) => (session.closed.subscribe(), session.listen()),
+    let session = match lookup(&shared, &headers) {
+        Ok(session) => session,
         Err(status) => return session_error(status),
     };
+    let resume = headers
+        .get(protocol::HEADER_LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(resume::parse_event_id)
+        .filter(|(stream, _)| session.events.knows(*stream));
+    if let Some((stream, cursor)) = resume {
+        return replay(session, stream, cursor);
+    }
+    let (closed, notes) = (session.closed.subscribe(), session.listen());
     let mut tick = tokio::time::interval(KEEPALIVE);
     tick.reset(); // the first keepalive after one interval, not at once
     let state = (closed, notes, tick);
@@ -279,4 +429,44 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
         "log_level_sets": shared.log_level_sets.load(Ordering::Relaxed),
     });
     json_body(200, body.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_and_origins() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:19100",
+            "[::1]",
+            "[::1]:443",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example.com",
+            "evil.example.com:80",
+            "localhost.evil.com",
+            "127.0.0.2",
+            "127.0.0.1:",
+            "127.0.0.1:80x",
+            "localhost:1:2",
+            "[::2]",
+            "[::1]x",
+            "[::1",
+            "",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+        assert!(is_loopback_origin("http://localhost:3000"));
+        assert!(is_loopback_origin("https://127.0.0.1"));
+        assert!(is_loopback_origin("http://[::1]:8080"));
+        assert!(!is_loopback_origin("http://evil.example.com"));
+        assert!(!is_loopback_origin("null"));
+        assert!(!is_loopback_origin("file://localhost"));
+    }
 }

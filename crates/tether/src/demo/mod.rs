@@ -5,12 +5,19 @@
 //! (stateless, `_meta` on every request, MRTR) or both, over Streamable HTTP
 //! ([`http`]) or newline-delimited stdio ([`stdio`]). Method handlers here are
 //! transport-agnostic: they get a [`Call`] and return a result or an error.
+//!
+//! The catalogue (tools, prompts, resources) depends on the [`DemoProfile`]:
+//! the demo one lives here, the conformance fixture in [`conformance`]; the
+//! machinery (eras, sessions, streaming, server→client requests, MRTR, log
+//! levels) is shared.
 
+mod conformance;
 mod http;
+mod resume;
 mod stdio;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -44,11 +51,23 @@ impl DemoEra {
     }
 }
 
+/// Which catalogue of tools, prompts and resources the demo server offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DemoProfile {
+    /// `echo`, counters, `progress`, `sample`, `announce`, the `greeting`
+    /// prompt and `demo://` resources.
+    #[default]
+    Demo,
+    /// Exactly what the official MCP conformance suite's server scenarios
+    /// expect (`test_*` tools, prompts and `test://` resources).
+    Conformance,
+}
+
 /// Most live legacy sessions at once; `initialize` beyond this gets 503.
 const MAX_SESSIONS: usize = 10_000;
 /// Largest accepted request body (HTTP) or line (stdio).
 const MAX_BODY: usize = 4 * 1024 * 1024;
-/// How long `sample` waits for the client's `sampling/createMessage` answer.
+/// How long a tool waits for the client's answer to a server→client request.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_STEPS: u64 = 100;
 const MAX_DELAY_MS: u64 = 10_000;
@@ -62,6 +81,7 @@ pub struct DemoServer {
 #[derive(Default)]
 struct Shared {
     era: DemoEra,
+    profile: DemoProfile,
     /// Required `Authorization: Bearer` token on `/mcp`, if any.
     bearer: Option<String>,
     sessions: DashMap<String, Arc<Session>>,
@@ -80,23 +100,38 @@ struct Session {
     counter: AtomicU64,
     /// Whether the client declared the `sampling` capability at `initialize`.
     sampling: AtomicBool,
+    /// Whether the client declared the `elicitation` capability at `initialize`.
+    elicitation: AtomicBool,
+    /// The `logging/setLevel` choice as a [`log_rank`]; [`NO_LEVEL`] until set.
+    log_level: AtomicU8,
     /// Server→client requests awaiting the client's response, by normalized id.
     pending: DashMap<String, oneshot::Sender<Value>>,
     /// Flips to `true` when the session ends (closes its GET stream).
     closed: watch::Sender<bool>,
     /// Server-initiated messages for the session's GET stream(s) (bounded; dropped without listeners).
     announcements: broadcast::Sender<Value>,
+    /// Recent events of resumable POST streams, replayed on GET with `Last-Event-ID`.
+    events: resume::EventLog,
 }
 
 impl Session {
-    fn new(sampling: bool) -> Self {
+    fn new(caps: ClientCaps) -> Self {
         Session {
             counter: AtomicU64::new(0),
-            sampling: AtomicBool::new(sampling),
+            sampling: AtomicBool::new(caps.sampling),
+            elicitation: AtomicBool::new(caps.elicitation),
+            log_level: AtomicU8::new(NO_LEVEL),
             pending: DashMap::new(),
             closed: watch::Sender::new(false),
             announcements: broadcast::Sender::new(16),
+            events: resume::EventLog::default(),
         }
+    }
+
+    /// Records the capabilities a client declared at `initialize`.
+    fn set_caps(&self, caps: ClientCaps) {
+        self.sampling.store(caps.sampling, Ordering::Relaxed);
+        self.elicitation.store(caps.elicitation, Ordering::Relaxed);
     }
 
     /// Subscribes a GET stream to the session's server-initiated messages.
@@ -125,9 +160,15 @@ impl DemoServer {
     /// A demo server that, given a token, answers 401 to HTTP requests on
     /// `/mcp` without `Authorization: Bearer <token>` (an upstream needing credentials).
     pub fn with_bearer(era: DemoEra, bearer: Option<String>) -> Self {
+        Self::with_options(era, DemoProfile::Demo, bearer)
+    }
+
+    /// A demo server with the given era(s), catalogue profile and optional bearer token.
+    pub fn with_options(era: DemoEra, profile: DemoProfile, bearer: Option<String>) -> Self {
         DemoServer {
             shared: Arc::new(Shared {
                 era,
+                profile,
                 bearer,
                 ..Shared::default()
             }),
@@ -302,35 +343,123 @@ fn server_info() -> Value {
     json!({"name": "tether-demo-upstream", "version": env!("CARGO_PKG_VERSION")})
 }
 
-fn capabilities() -> Value {
-    json!({"tools": {"listChanged": false}, "prompts": {}, "resources": {}, "logging": {}, "completions": {}})
+impl DemoProfile {
+    /// The server capabilities advertised in the given era.
+    fn capabilities(self, era: Era) -> Value {
+        match self {
+            DemoProfile::Demo => {
+                json!({"tools": {"listChanged": false}, "prompts": {}, "resources": {}, "logging": {}, "completions": {}})
+            }
+            DemoProfile::Conformance => conformance::capabilities(era),
+        }
+    }
+
+    fn instructions(self) -> &'static str {
+        match self {
+            DemoProfile::Demo => {
+                "Tether demo upstream: echo, counters, progress, sampling, a greeting prompt and demo:// resources."
+            }
+            DemoProfile::Conformance => conformance::INSTRUCTIONS,
+        }
+    }
+
+    /// Whether a request's answer is an SSE stream on HTTP (it sends
+    /// notifications or server→client requests before its result).
+    fn streams(self, era: Era, method: &str, params: &Value) -> bool {
+        let tool = params.get("name").and_then(Value::as_str);
+        if method != "tools/call" {
+            return false;
+        }
+        match self {
+            // `progress` always, legacy `sample` because it asks the client on that stream.
+            DemoProfile::Demo => {
+                tool == Some("progress") || (era == Era::Legacy && tool == Some("sample"))
+            }
+            DemoProfile::Conformance => tool.is_some_and(|t| conformance::streams(era, t)),
+        }
+    }
+
+    /// Whether a request's HTTP answer is a resumable stream that closes
+    /// before the result (SEP-1699 polling): the result is then only served
+    /// on a GET with `Last-Event-ID`.
+    fn polls(self, era: Era, method: &str, params: &Value) -> bool {
+        self == DemoProfile::Conformance
+            && era == Era::Legacy
+            && method == "tools/call"
+            && params.get("name").and_then(Value::as_str) == Some(conformance::RECONNECTION_TOOL)
+    }
 }
 
-/// The legacy `InitializeResult`, and whether the client declared `sampling`.
-fn initialize_result(params: &Value) -> (Value, bool) {
+/// Client capabilities, declared at `initialize`, that server→client requests need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ClientCaps {
+    sampling: bool,
+    elicitation: bool,
+}
+
+/// The legacy `InitializeResult`, and the capabilities the client declared.
+fn initialize_result(profile: DemoProfile, params: &Value) -> (Value, ClientCaps) {
     let requested = params
         .get("protocolVersion")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let sampling = params
-        .get("capabilities")
-        .and_then(|c| c.get("sampling"))
-        .is_some();
+    let declared = |cap: &str| {
+        params
+            .get("capabilities")
+            .and_then(|c| c.get(cap))
+            .is_some()
+    };
+    let caps = ClientCaps {
+        sampling: declared("sampling"),
+        elicitation: declared("elicitation"),
+    };
     let result = json!({
         "protocolVersion": protocol::negotiate_legacy(requested),
-        "capabilities": capabilities(),
+        "capabilities": profile.capabilities(Era::Legacy),
         "serverInfo": server_info(),
-        "instructions": "Tether demo upstream: echo, counters, progress, sampling, a greeting prompt and demo:// resources.",
+        "instructions": profile.instructions(),
     });
-    (result, sampling)
+    (result, caps)
 }
 
-/// Whether a request's answer is an SSE stream on HTTP: `progress` always,
-/// legacy `sample` because it sends a request to the client on that stream.
-fn streams(era: Era, method: &str, params: &Value) -> bool {
-    let tool = params.get("name").and_then(Value::as_str);
-    method == "tools/call"
-        && (tool == Some("progress") || (era == Era::Legacy && tool == Some("sample")))
+/// MCP log levels, least severe first; a level's index is its rank.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+/// [`Session::log_level`] before any `logging/setLevel`: everything is sent.
+const NO_LEVEL: u8 = u8::MAX;
+
+/// The rank of a log level name (`debug` = 0 … `emergency` = 7).
+fn log_rank(level: &str) -> Option<u8> {
+    LOG_LEVELS
+        .iter()
+        .position(|l| *l == level)
+        .and_then(|i| u8::try_from(i).ok())
+}
+
+/// How a server→client request on a legacy response stream ended.
+enum Asked {
+    /// The client's JSON-RPC response (with `result` or `error`).
+    Answered(Value),
+    /// No answer within [`SAMPLE_TIMEOUT`].
+    TimedOut,
+    /// The request was dropped (the session ended).
+    Abandoned,
+}
+
+/// What a modern (MRTR) tool does next.
+enum Mrtr<'a> {
+    /// This is a retry carrying the client's answer.
+    Answer(&'a Value),
+    /// Ask the client: the `input_required` result to return.
+    Ask(Value),
 }
 
 /// One request being served: its era, session, params and the sink for
@@ -364,14 +493,69 @@ impl Call {
         let (legacy, modern) = (self.era == Era::Legacy, self.era == Era::Modern);
         match method {
             "ping" if legacy => Ok(json!({})),
-            "logging/setLevel" if legacy => {
-                self.shared.log_level_sets.fetch_add(1, Ordering::Relaxed);
-                Ok(json!({}))
-            }
+            "logging/setLevel" if legacy => self.set_log_level(),
             "server/discover" if modern => Ok(json!({
                 "supportedVersions": protocol::MODERN_VERSIONS,
-                "capabilities": capabilities(),
+                "capabilities": self.shared.profile.capabilities(self.era),
             })),
+            _ => match self.shared.profile {
+                DemoProfile::Demo => self.demo_method(method).await,
+                DemoProfile::Conformance => self.conformance_method(method).await,
+            },
+        }
+    }
+
+    /// Legacy `logging/setLevel`: remembered for the session's log notifications.
+    fn set_log_level(&self) -> Result<Value, ErrorObject> {
+        let level = self.params.get("level").and_then(Value::as_str);
+        let Some(rank) = level.and_then(log_rank) else {
+            return Err(invalid("'level' must be a log level"));
+        };
+        if let Some(session) = &self.session {
+            session.log_level.store(rank, Ordering::Relaxed);
+        }
+        self.shared.log_level_sets.fetch_add(1, Ordering::Relaxed);
+        Ok(json!({}))
+    }
+
+    /// Whether a log notification at `level` may be sent for this request:
+    /// legacy honours the session's `logging/setLevel` (everything until set),
+    /// modern only the request's `_meta` log level (nothing without one).
+    fn log_enabled(&self, level: &str) -> bool {
+        let Some(rank) = log_rank(level) else {
+            return false;
+        };
+        let threshold = match self.era {
+            Era::Legacy => self
+                .session
+                .as_ref()
+                .map_or(NO_LEVEL, |s| s.log_level.load(Ordering::Relaxed)),
+            Era::Modern => match self.params["_meta"]
+                .get(protocol::META_LOG_LEVEL)
+                .and_then(Value::as_str)
+                .and_then(log_rank)
+            {
+                Some(r) => r,
+                None => return false,
+            },
+        };
+        threshold == NO_LEVEL || rank >= threshold
+    }
+
+    /// Sends a `notifications/message` ahead of the result when the level
+    /// allows it; `false` when the client went away.
+    async fn log(&self, level: &str, logger: &str, data: &str) -> bool {
+        if !self.log_enabled(level) {
+            return true;
+        }
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+            "params": {"level": level, "logger": logger, "data": data}});
+        self.emit(&note).await
+    }
+
+    /// The demo profile's methods.
+    async fn demo_method(&self, method: &str) -> Result<Value, ErrorObject> {
+        match method {
             "tools/list" => Ok(json!({"tools": tool_list()})),
             "tools/call" => self.call_tool().await,
             "prompts/list" => Ok(json!({"prompts": [{
@@ -388,10 +572,7 @@ impl Call {
             }]})),
             "resources/read" => self.read_resource(),
             "completion/complete" => Ok(json!({"completion": {"values": [], "hasMore": false}})),
-            _ => Err(err(
-                code::METHOD_NOT_FOUND,
-                format!("Method not found: {method}"),
-            )),
+            _ => Err(method_not_found(method)),
         }
     }
 
@@ -414,18 +595,23 @@ impl Call {
     fn read_resource(&self) -> Result<Value, ErrorObject> {
         let uri = self.params.get("uri").and_then(Value::as_str).unwrap_or("");
         let Some(text) = resource_text(uri) else {
-            let code = if self.era == Era::Legacy {
-                code::RESOURCE_NOT_FOUND
-            } else {
-                code::INVALID_PARAMS
-            };
-            return Err(err(code, "Resource not found").with_data(json!({"uri": uri})));
+            return Err(self.resource_not_found(uri));
         };
         Ok(json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}))
     }
 
-    async fn call_tool(&self) -> Result<Value, ErrorObject> {
-        self.shared.tool_calls.fetch_add(1, Ordering::Relaxed);
+    /// The era's "resource not found" error: -32002 in legacy, -32602 in modern.
+    fn resource_not_found(&self, uri: &str) -> ErrorObject {
+        let code = if self.era == Era::Legacy {
+            code::RESOURCE_NOT_FOUND
+        } else {
+            code::INVALID_PARAMS
+        };
+        err(code, "Resource not found").with_data(json!({"uri": uri}))
+    }
+
+    /// The `tools/call` arguments (`{}` when absent) and tool name.
+    fn tool_args(&self) -> (&str, Value) {
         let name = self
             .params
             .get("name")
@@ -436,6 +622,12 @@ impl Call {
             .get("arguments")
             .cloned()
             .unwrap_or_else(|| json!({}));
+        (name, args)
+    }
+
+    async fn call_tool(&self) -> Result<Value, ErrorObject> {
+        self.shared.tool_calls.fetch_add(1, Ordering::Relaxed);
+        let (name, args) = self.tool_args();
         let counter = match &self.session {
             Some(s) if self.era == Era::Legacy => &s.counter,
             _ => &self.shared.modern_counter,
@@ -516,24 +708,27 @@ impl Call {
         Ok(text_result(&format!("completed {steps} steps")))
     }
 
-    /// Legacy sampling: a `sampling/createMessage` request to the client, answered by a POSTed response.
-    async fn sample_legacy(&self, prompt: &str) -> Result<Value, ErrorObject> {
-        let (Some(session), Some(_)) = (&self.session, &self.out) else {
-            return Ok(tool_error(
-                "sample needs a session and a streaming response",
-            ));
-        };
-        if !session.sampling.load(Ordering::Relaxed) {
-            return Ok(tool_error(
-                "the client did not declare the 'sampling' capability",
-            ));
-        }
+    /// The session whose client can be asked something on this call's
+    /// response stream (legacy, with a stream to write to).
+    fn client_stream(&self) -> Option<&Arc<Session>> {
+        self.out.as_ref().and(self.session.as_ref())
+    }
+
+    /// Legacy: sends a server→client request on this call's response stream
+    /// and waits for the response the client POSTs back. `Err` when the client
+    /// went away (the call is cancelled).
+    async fn ask_client(
+        &self,
+        session: &Session,
+        kind: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<Asked, ErrorObject> {
         let n = self.shared.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let id = json!(format!("tether-demo-sample-{n}"));
+        let id = json!(format!("tether-demo-{kind}-{n}"));
         let (tx, rx) = oneshot::channel();
         session.pending.insert(id_key(&id), tx);
-        let params = sampling_params(prompt);
-        let request = json!({"jsonrpc": "2.0", "id": id, "method": "sampling/createMessage", "params": params});
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let outcome = match self.emit(&request).await {
             true => tokio::select! {
                 r = tokio::time::timeout(SAMPLE_TIMEOUT, rx) => Some(r),
@@ -544,43 +739,107 @@ impl Call {
         session.pending.remove(&id_key(&id));
         match outcome {
             None => Err(cancelled()),
-            Some(Err(_)) => Ok(tool_error("sampling timed out after 30 s")),
-            Some(Ok(Err(_))) => Ok(tool_error("sampling request abandoned")),
-            Some(Ok(Ok(response))) => Ok(
+            Some(Err(_)) => Ok(Asked::TimedOut),
+            Some(Ok(Err(_))) => Ok(Asked::Abandoned),
+            Some(Ok(Ok(response))) => Ok(Asked::Answered(response)),
+        }
+    }
+
+    /// Modern MRTR step for a tool that needs the client's `capability`: on a
+    /// retry carrying an answer object under `key` (and the matching
+    /// `requestState`), that answer; otherwise the `input_required` result
+    /// asking for it with `method`/`params`.
+    fn mrtr(
+        &self,
+        capability: &str,
+        key: &str,
+        method: &str,
+        params: Value,
+        state: &str,
+    ) -> Result<Mrtr<'_>, ErrorObject> {
+        let caps = self.params["_meta"].get(protocol::META_CLIENT_CAPABILITIES);
+        if caps.and_then(|c| c.get(capability)).is_none() {
+            let e = err(
+                protocol::ERROR_MISSING_CAPABILITY,
+                format!("Missing required client capability: {capability}"),
+            );
+            return Err(e.with_data(json!({"requiredCapabilities": {capability: {}}})));
+        }
+        let answer = self
+            .params
+            .get("inputResponses")
+            .and_then(|r| r.get(key))
+            .filter(|a| a.is_object());
+        if let Some(answer) = answer {
+            if self.params.get("requestState").and_then(Value::as_str) != Some(state) {
+                return Err(invalid("requestState does not match this request"));
+            }
+            return Ok(Mrtr::Answer(answer));
+        }
+        Ok(Mrtr::Ask(json!({
+            "resultType": "input_required",
+            "inputRequests": {key: {"method": method, "params": params}},
+            "requestState": state,
+        })))
+    }
+
+    /// Legacy sampling: a `sampling/createMessage` request to the client, answered by a POSTed response.
+    async fn sample_legacy(&self, prompt: &str) -> Result<Value, ErrorObject> {
+        let Some(session) = self.client_stream() else {
+            return Ok(tool_error(
+                "sample needs a session and a streaming response",
+            ));
+        };
+        if !session.sampling.load(Ordering::Relaxed) {
+            return Ok(tool_error(
+                "the client did not declare the 'sampling' capability",
+            ));
+        }
+        let asked = self
+            .ask_client(
+                session,
+                "sample",
+                "sampling/createMessage",
+                sampling_params(prompt),
+            )
+            .await?;
+        Ok(match asked {
+            Asked::TimedOut => tool_error("sampling timed out after 30 s"),
+            Asked::Abandoned => tool_error("sampling request abandoned"),
+            Asked::Answered(response) => {
                 match (response.get("result"), response.pointer("/error/message")) {
                     (Some(result), _) => text_result(&format!("sampled: {}", content_text(result))),
                     (None, e) => tool_error(&format!(
                         "the client refused sampling: {}",
                         e.unwrap_or(&response)
                     )),
-                },
-            ),
-        }
+                }
+            }
+        })
     }
 
     /// Modern sampling: MRTR. First answer `input_required`; the retry carries the completion.
     fn sample_modern(&self, prompt: &str) -> Result<Value, ErrorObject> {
-        let caps = self.params["_meta"].get(protocol::META_CLIENT_CAPABILITIES);
-        if caps.and_then(|c| c.get("sampling")).is_none() {
-            let e = err(
-                protocol::ERROR_MISSING_CAPABILITY,
-                "Missing required client capability: sampling",
-            );
-            return Err(e.with_data(json!({"requiredCapabilities": {"sampling": {}}})));
+        let state = request_state("sample", prompt);
+        let params = sampling_params(prompt);
+        match self.mrtr(
+            "sampling",
+            "sample",
+            "sampling/createMessage",
+            params,
+            &state,
+        )? {
+            Mrtr::Answer(answer) => Ok(text_result(&format!("sampled: {}", content_text(answer)))),
+            Mrtr::Ask(result) => Ok(result),
         }
-        let state = request_state(prompt);
-        if let Some(answer) = self.params.pointer("/inputResponses/sample") {
-            if self.params.get("requestState").and_then(Value::as_str) != Some(state.as_str()) {
-                return Err(invalid("requestState does not match this request"));
-            }
-            return Ok(text_result(&format!("sampled: {}", content_text(answer))));
-        }
-        Ok(json!({
-            "resultType": "input_required",
-            "inputRequests": {"sample": {"method": "sampling/createMessage", "params": sampling_params(prompt)}},
-            "requestState": state,
-        }))
     }
+}
+
+fn method_not_found(method: &str) -> ErrorObject {
+    err(
+        code::METHOD_NOT_FOUND,
+        format!("Method not found: {method}"),
+    )
 }
 
 fn cancelled() -> ErrorObject {
@@ -628,13 +887,13 @@ fn content_text(result: &Value) -> String {
     }
 }
 
-/// Opaque MRTR state binding a retry to its prompt. Not integrity-protected:
-/// it gates nothing but the demo's own consistency check.
-fn request_state(prompt: &str) -> String {
+/// Opaque MRTR state binding a retry to its tool (`kind`) and input. Not
+/// integrity-protected: it gates nothing but the demo's own consistency check.
+fn request_state(kind: &str, input: &str) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    prompt.hash(&mut h);
-    URL_SAFE_NO_PAD.encode(format!("v1:sample:{:016x}", h.finish()))
+    input.hash(&mut h);
+    URL_SAFE_NO_PAD.encode(format!("v1:{kind}:{:016x}", h.finish()))
 }
 
 fn resource_text(uri: &str) -> Option<String> {
@@ -798,8 +1057,9 @@ mod tests {
             content_text(&json!({"content": [{"type": "text", "text": "a"}, {"text": "b"}]})),
             "ab"
         );
-        assert_eq!(request_state("x"), request_state("x"));
-        assert_ne!(request_state("x"), request_state("y"));
+        assert_eq!(request_state("sample", "x"), request_state("sample", "x"));
+        assert_ne!(request_state("sample", "x"), request_state("sample", "y"));
+        assert_ne!(request_state("sample", "x"), request_state("elicit", "x"));
         let id = mint_session_id().unwrap();
         assert!(
             id.len() >= 22
@@ -807,16 +1067,28 @@ mod tests {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
-        assert!(streams(
+        let demo = DemoProfile::Demo;
+        assert!(demo.streams(Era::Legacy, "tools/call", &json!({"name": "sample"})));
+        assert!(!demo.streams(Era::Modern, "tools/call", &json!({"name": "sample"})));
+        assert!(!demo.polls(
             Era::Legacy,
             "tools/call",
-            &json!({"name": "sample"})
+            &json!({"name": "test_reconnection"})
         ));
-        assert!(!streams(
+        let conf = DemoProfile::Conformance;
+        assert!(conf.polls(
+            Era::Legacy,
+            "tools/call",
+            &json!({"name": "test_reconnection"})
+        ));
+        assert!(!conf.polls(
             Era::Modern,
             "tools/call",
-            &json!({"name": "sample"})
+            &json!({"name": "test_reconnection"})
         ));
+        assert_eq!(log_rank("debug"), Some(0));
+        assert_eq!(log_rank("emergency"), Some(7));
+        assert_eq!(log_rank("verbose"), None);
     }
 
     #[tokio::test]
@@ -839,7 +1111,10 @@ mod tests {
     #[tokio::test]
     async fn legacy_sample_and_progress_use_the_stream() {
         let shared = DemoServer::new(DemoEra::Legacy).shared;
-        let session = Arc::new(Session::new(true));
+        let session = Arc::new(Session::new(ClientCaps {
+            sampling: true,
+            elicitation: false,
+        }));
         let (tx, mut rx) = mpsc::channel(8);
         let params = json!({"name": "sample", "arguments": {"prompt": "p"}});
         let mut call = Call::new(&shared, Era::Legacy, Some(session.clone()), params);

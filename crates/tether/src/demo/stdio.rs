@@ -14,7 +14,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufR
 use tokio::sync::mpsc::{self, Sender};
 
 use super::{
-    Call, MAX_BODY, Session, Shared, initialize_result, params_of, route, validate_modern,
+    Call, ClientCaps, MAX_BODY, Session, Shared, initialize_result, params_of, route,
+    validate_modern,
 };
 use crate::jsonrpc::{ErrorObject, Kind, Message, code, response, to_raw};
 use crate::protocol::Era;
@@ -23,7 +24,7 @@ use crate::protocol::Era;
 const DRAIN: Duration = Duration::from_secs(2);
 
 pub(super) async fn serve(shared: Arc<Shared>) -> io::Result<()> {
-    let session = Arc::new(Session::new(false));
+    let session = Arc::new(Session::new(ClientCaps::default()));
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
@@ -115,8 +116,8 @@ async fn handle(shared: &Arc<Shared>, session: &Arc<Session>, tx: &Sender<Vec<u8
             return send(tx, e.to_response(Some(&id))).await;
         }
     } else if method == "initialize" {
-        let (result, sampling) = initialize_result(&params);
-        session.sampling.store(sampling, Ordering::Relaxed);
+        let (result, caps) = initialize_result(shared.profile, &params);
+        session.set_caps(caps);
         shared.initializes.fetch_add(1, Ordering::Relaxed);
         return send(tx, response(&id, &to_raw(&result))).await;
     }

@@ -46,6 +46,13 @@ pub enum PendingRequest {
     Local(tokio::sync::oneshot::Sender<crate::jsonrpc::Message>),
 }
 
+/// The client's subscriptions on one modern upstream.
+#[derive(Default)]
+struct Subscriptions {
+    uris: std::collections::BTreeSet<String>,
+    listener: Option<tokio::task::AbortHandle>,
+}
+
 /// Per-request settings a modern (sessionless) client sends with each request.
 #[derive(Debug, Default, Clone)]
 pub struct RequestOptions {
@@ -73,6 +80,8 @@ pub struct ClientSession {
     next_relay_id: AtomicU64,
     /// Modern per-request settings.
     pub options: RequestOptions,
+    /// Resource subscriptions held for modern upstreams: URIs and the listen task, by upstream.
+    subscriptions: Mutex<HashMap<Arc<str>, Subscriptions>>,
     log_level: Mutex<Option<String>>,
     outbound: Mutex<Option<mpsc::Sender<Bytes>>>,
     listening: Mutex<Vec<Weak<UpstreamSession>>>,
@@ -104,6 +113,7 @@ impl ClientSession {
                 param_headers: Vec::new(),
             },
             log_level: Mutex::new(None),
+            subscriptions: Mutex::new(HashMap::new()),
             outbound: Mutex::new(None),
             listening: Mutex::new(Vec::new()),
             created: Instant::now(),
@@ -144,6 +154,28 @@ impl ClientSession {
     /// The log level the client chose, if any.
     pub fn log_level(&self) -> Option<String> {
         lock(&self.log_level).clone()
+    }
+
+    /// Adds (`on`) or removes `uri` from the client's subscriptions on an
+    /// upstream; returns the URIs subscribed afterwards.
+    pub fn update_subscriptions(&self, upstream: &Arc<str>, uri: String, on: bool) -> Vec<String> {
+        let mut all = lock(&self.subscriptions);
+        let entry = all.entry(upstream.clone()).or_default();
+        if on {
+            entry.uris.insert(uri);
+        } else {
+            entry.uris.remove(&uri);
+        }
+        entry.uris.iter().cloned().collect()
+    }
+
+    /// Replaces the task listening for an upstream's resource changes.
+    pub fn set_subscription_listener(&self, upstream: &Arc<str>, listener: Option<tokio::task::AbortHandle>) {
+        let mut all = lock(&self.subscriptions);
+        let entry = all.entry(upstream.clone()).or_default();
+        if let Some(old) = std::mem::replace(&mut entry.listener, listener) {
+            old.abort();
+        }
     }
 
     /// Whether this context serves one sessionless request.
@@ -252,6 +284,11 @@ impl ClientSession {
         }
         self.close_outbound();
         lock(&self.pending).clear();
+        for (_, s) in lock(&self.subscriptions).drain() {
+            if let Some(listener) = s.listener {
+                listener.abort();
+            }
+        }
         self.upstreams.close_all(timeout).await;
     }
 }

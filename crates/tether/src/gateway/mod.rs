@@ -10,6 +10,7 @@ mod listen;
 mod park;
 mod pump;
 mod relay;
+mod subscribe;
 
 pub use bridge::add_cache_fields;
 
@@ -149,6 +150,9 @@ impl Gateway {
                 Err(e) => error(&msg, code::INVALID_PARAMS, e.message()),
             };
         }
+        if matches!(method, "resources/subscribe" | "resources/unsubscribe") {
+            return self.route_subscription(ctx, method == "resources/subscribe", msg, raw).await;
+        }
         if let Scope::Single(name) = &ctx.scope {
             let Some(upstream) = self.by_name.get(name).cloned() else {
                 return error(
@@ -181,7 +185,7 @@ impl Gateway {
                 };
                 self.call_named(ctx, kind, msg, params).await
             }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            "resources/read" => {
                 let Some(uri) = jsonrpc::str_member(&params, "uri") else {
                     return error(&msg, code::INVALID_PARAMS, "params.uri is required");
                 };
@@ -196,6 +200,22 @@ impl Gateway {
                 code::METHOD_NOT_FOUND,
                 format!("Method not found: {method}"),
             ),
+        }
+    }
+
+    /// Routes `resources/(un)subscribe` to the upstream serving the URI.
+    async fn route_subscription(&self, ctx: &Arc<ClientSession>, on: bool, msg: Message, raw: Bytes) -> Outcome {
+        let uri = msg.params_object().ok().and_then(|p| jsonrpc::str_member(&p, "uri"));
+        let Some(uri) = uri else {
+            return error(&msg, code::INVALID_PARAMS, "params.uri is required");
+        };
+        let upstream = match &ctx.scope {
+            Scope::Single(name) => self.by_name.get(name).cloned(),
+            Scope::Federated => self.resolve_resource(ctx, &uri).await,
+        };
+        match upstream {
+            Some(up) => self.subscribe(ctx, &up, msg, raw, uri, on).await,
+            None => resource_not_found(ctx, &msg, &uri),
         }
     }
 

@@ -297,6 +297,12 @@ impl EventStream {
         }
     }
 
+    /// Drops the idle timeout (for long-lived streams that may be quiet for hours).
+    pub fn without_idle_timeout(mut self: Box<Self>) -> Box<Self> {
+        self.idle_timeout = None;
+        self
+    }
+
     /// The session's own GET stream: no idle timeout (it may be quiet for hours).
     pub fn listen(resp: reqwest::Response, session: Arc<UpstreamSession>) -> Self {
         EventStream::new(resp, Some(session), None)

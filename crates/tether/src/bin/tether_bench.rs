@@ -345,7 +345,14 @@ fn python_report(args: &Args, direct_url: &str, gateway_url: &str) {
     let run = |url: &str, tool: &str| -> Value {
         let out = Command::new(&args.python)
             .arg(&args.python_driver)
-            .args(["--url", url, "--tool", tool, "--seconds", &args.seconds.to_string()])
+            .args([
+                "--url",
+                url,
+                "--tool",
+                tool,
+                "--seconds",
+                &args.seconds.to_string(),
+            ])
             .args(["--concurrency", &concurrency.to_string()])
             .stderr(Stdio::inherit())
             .output()
@@ -356,8 +363,14 @@ fn python_report(args: &Args, direct_url: &str, gateway_url: &str) {
     let direct = run(direct_url, "echo");
     let through = run(gateway_url, "demo__echo");
     println!("Python SDK client (mcp ClientSession, legacy Streamable HTTP); latency in µs");
-    println!("{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "direct", "", "tether", "", "added", "");
-    println!("{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "p50", "p99", "p50", "p99", "p50", "p99");
+    println!(
+        "{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "direct", "", "tether", "", "added", ""
+    );
+    println!(
+        "{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "p50", "p99", "p50", "p99", "p50", "p99"
+    );
     for (label, key) in [
         ("initialize", "initialize"),
         ("first tools/call", "first_call"),

@@ -494,6 +494,17 @@ async fn server_description(
     Ok(result)
 }
 
+/// Removes `listChanged` and `subscribe` from server capabilities.
+fn strip_change_notifications(capabilities: &mut RawObject) {
+    for key in ["tools", "prompts", "resources"] {
+        let Some(cap) = capabilities.get(key) else { continue };
+        let Ok(mut cap) = serde_json::from_str::<RawObject>(cap.get()) else { continue };
+        cap.shift_remove("listChanged");
+        cap.shift_remove("subscribe");
+        capabilities.insert(key.into(), jsonrpc::to_raw(&cap));
+    }
+}
+
 async fn discover(app: &Arc<App>, ctx: &Arc<ClientSession>, msg: &Message) -> Response {
     let id = msg.id.as_deref().expect("requests have ids");
     let described = server_description(app, ctx, protocol::MODERN_VERSION).await;
@@ -513,6 +524,19 @@ async fn discover(app: &Arc<App>, ctx: &Arc<ClientSession>, msg: &Message) -> Re
         .and_then(|c| serde_json::from_str(c.get()).ok())
         .unwrap_or_default();
     capabilities.shift_remove("logging");
+    // Change notifications reach 2026-07-28 clients only through
+    // `subscriptions/listen`, which Tether passes through to a single modern
+    // upstream but does not serve itself: don't promise them otherwise.
+    let listen_passes_through = match &ctx.scope {
+        Scope::Single(name) => match app.gateway.upstream(name) {
+            Some(up) => up.era().await.is_ok_and(|era| era == Era::Modern),
+            None => false,
+        },
+        Scope::Federated => false,
+    };
+    if !listen_passes_through {
+        strip_change_notifications(&mut capabilities);
+    }
     result.insert("capabilities".into(), jsonrpc::to_raw(&capabilities));
     if let Some(i) = desc.get("instructions") {
         result.insert("instructions".into(), i.clone());

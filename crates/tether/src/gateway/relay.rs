@@ -122,6 +122,9 @@ impl Gateway {
                     close_timeout: self.close_timeout,
                     lot: self.lot.clone(),
                 };
+                // A listen stream carries change notifications for as long as
+                // the client holds it; it is quiet most of the time.
+                let stream = if pump.method == "subscriptions/listen" { stream.without_idle_timeout() } else { stream };
                 tokio::spawn(pump.run(*stream));
                 Outcome::Stream(rx)
             }

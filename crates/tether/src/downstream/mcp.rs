@@ -13,12 +13,11 @@ use serde_json::json;
 
 use super::edge::EdgeRejection;
 use super::reply::{self, Accepts, ReplyStyle};
-use super::{App, modern};
-use crate::gateway::Outcome;
-use crate::jsonrpc::{self, ErrorObject, Kind, Message, RawObject, code};
+use super::{App, describe, modern};
+use crate::jsonrpc::{self, ErrorObject, Kind, Message, code};
 use crate::metrics;
 use crate::protocol::{self, Era};
-use crate::session::{Admission, ClientSession, Scope};
+use crate::session::{ClientSession, Scope};
 use crate::upstream::ClientIdentity;
 
 /// `/mcp`: all upstreams, federated.
@@ -218,7 +217,10 @@ async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> 
         .and_then(|v| v.to_str().ok())
         .is_some_and(protocol::is_modern_version);
     if msg.method.as_deref() == Some("initialize") && !modern_header {
-        return (slot, initialize(app, scope, msg, style(Era::Legacy)).await);
+        return (
+            slot,
+            describe::initialize(app, scope, msg, style(Era::Legacy)).await,
+        );
     }
     if is_modern(headers, &msg, &raw) {
         return (
@@ -279,7 +281,7 @@ async fn modern_request(
             .with_options(options),
     );
     if msg.method.as_deref() == Some("server/discover") {
-        return discover(app, &ctx, &msg).await;
+        return describe::discover(app, &ctx, &msg).await;
     }
     reply::render(app.gateway.request(&ctx, msg, raw).await, style).await
 }
@@ -346,212 +348,6 @@ fn find_session(
         Some(s) if s.scope == *scope && !s.is_closed() => Ok(s),
         _ => Err(Box::new(stale_session())),
     }
-}
-
-async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: ReplyStyle) -> Response {
-    let id = msg.id.clone();
-    let bad = |text: &str| {
-        reply::json(
-            StatusCode::BAD_REQUEST,
-            ErrorObject::new(code::INVALID_PARAMS, text).to_response(id.as_deref()),
-        )
-    };
-    if msg.id.is_none() {
-        return bad("initialize must be a request");
-    }
-    let Ok(params) = msg.params_object() else {
-        return bad("initialize params must be an object");
-    };
-    let Some(requested) = jsonrpc::str_member(&params, "protocolVersion") else {
-        return bad("initialize params.protocolVersion is required");
-    };
-    let version = protocol::negotiate_legacy(&requested);
-    let tether = ClientIdentity::tether();
-    let identity = ClientIdentity {
-        info: params.get("clientInfo").cloned().unwrap_or(tether.info),
-        capabilities: params
-            .get("capabilities")
-            .cloned()
-            .unwrap_or(tether.capabilities),
-    };
-    let ctx = if app.config.server.stateless {
-        Arc::new(ClientSession::sessionless(
-            scope,
-            Era::Legacy,
-            version,
-            identity,
-        ))
-    } else {
-        match app
-            .sessions
-            .create(scope, Era::Legacy, version.into(), identity)
-        {
-            Ok(s) => s,
-            Err(Admission::Full) => {
-                let mut r = reply::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    code::INTERNAL_ERROR,
-                    "too many sessions; retry later",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                return r;
-            }
-        }
-    };
-    let result = match server_description(app, &ctx, version).await {
-        Ok(r) => r,
-        Err(e) => {
-            if !ctx.is_ephemeral() {
-                app.sessions.end(&ctx.id).await;
-            }
-            return reply::render(Outcome::Error(e, id), style).await;
-        }
-    };
-    if ctx.is_ephemeral() {
-        ctx.close(app.gateway.close_timeout()).await;
-    }
-    let body = jsonrpc::response(
-        id.as_deref().expect("checked above"),
-        &jsonrpc::to_raw(&result),
-    );
-    let mut resp = reply::json(StatusCode::OK, body);
-    if !ctx.is_ephemeral() {
-        let value = HeaderValue::from_str(&ctx.id).expect("session ids are header-safe");
-        resp.headers_mut()
-            .insert(protocol::HEADER_SESSION_ID, value);
-    }
-    resp
-}
-
-/// Tether's capabilities on the federated endpoint.
-fn federated_capabilities() -> serde_json::Value {
-    json!({
-        "tools": {"listChanged": true},
-        "prompts": {"listChanged": true},
-        "resources": {"listChanged": true},
-        "logging": {},
-        "completions": {},
-    })
-}
-
-fn tether_info() -> serde_json::Value {
-    json!({"name": "tether", "version": env!("CARGO_PKG_VERSION")})
-}
-
-/// The `initialize` result: Tether's own on `/mcp`; the upstream's
-/// capabilities, identity and instructions on `/u/<upstream>/mcp`.
-async fn server_description(
-    app: &App,
-    ctx: &Arc<ClientSession>,
-    version: &str,
-) -> Result<RawObject, ErrorObject> {
-    let mut result = RawObject::new();
-    result.insert("protocolVersion".into(), jsonrpc::to_raw(version));
-    let Scope::Single(name) = &ctx.scope else {
-        result.insert(
-            "capabilities".into(),
-            jsonrpc::to_raw(&federated_capabilities()),
-        );
-        result.insert("serverInfo".into(), jsonrpc::to_raw(&tether_info()));
-        return Ok(result);
-    };
-    let upstream = app
-        .gateway
-        .upstream(name)
-        .expect("scope names a configured upstream")
-        .clone();
-    let described = async {
-        let (session, _) = ctx.upstreams.get(&upstream, &ctx.identity).await?;
-        session.server_description().await
-    };
-    let desc = described.await.map_err(|e| {
-        ErrorObject::new(
-            code::INTERNAL_ERROR,
-            format!("upstream {name} is unavailable: {e}"),
-        )
-        .with_data(json!({"upstream": &**name}))
-    })?;
-    let desc: RawObject = serde_json::from_str(desc.get()).unwrap_or_default();
-    let meta: RawObject = desc
-        .get("_meta")
-        .and_then(|m| serde_json::from_str(m.get()).ok())
-        .unwrap_or_default();
-    let capabilities = desc
-        .get("capabilities")
-        .cloned()
-        .unwrap_or_else(|| jsonrpc::to_raw(&json!({})));
-    let info = desc
-        .get("serverInfo")
-        .or_else(|| meta.get(protocol::META_SERVER_INFO))
-        .cloned()
-        .unwrap_or_else(|| jsonrpc::to_raw(&json!({"name": &**name, "version": "unknown"})));
-    result.insert("capabilities".into(), capabilities);
-    result.insert("serverInfo".into(), info);
-    if let Some(instructions) = desc.get("instructions") {
-        result.insert("instructions".into(), instructions.clone());
-    }
-    Ok(result)
-}
-
-/// Removes `listChanged` and `subscribe` from server capabilities.
-fn strip_change_notifications(capabilities: &mut RawObject) {
-    for key in ["tools", "prompts", "resources"] {
-        let Some(cap) = capabilities.get(key) else { continue };
-        let Ok(mut cap) = serde_json::from_str::<RawObject>(cap.get()) else { continue };
-        cap.shift_remove("listChanged");
-        cap.shift_remove("subscribe");
-        capabilities.insert(key.into(), jsonrpc::to_raw(&cap));
-    }
-}
-
-async fn discover(app: &Arc<App>, ctx: &Arc<ClientSession>, msg: &Message) -> Response {
-    let id = msg.id.as_deref().expect("requests have ids");
-    let described = server_description(app, ctx, protocol::MODERN_VERSION).await;
-    ctx.close(app.gateway.close_timeout()).await;
-    let desc = match described {
-        Ok(d) => d,
-        Err(e) => return reply::json(StatusCode::OK, e.to_response(Some(id))),
-    };
-    let mut result = RawObject::new();
-    result.insert("resultType".into(), jsonrpc::to_raw("complete"));
-    result.insert(
-        "supportedVersions".into(),
-        jsonrpc::to_raw(&protocol::all_versions()),
-    );
-    let mut capabilities: RawObject = desc
-        .get("capabilities")
-        .and_then(|c| serde_json::from_str(c.get()).ok())
-        .unwrap_or_default();
-    capabilities.shift_remove("logging");
-    // Change notifications reach 2026-07-28 clients only through
-    // `subscriptions/listen`, which Tether passes through to a single modern
-    // upstream but does not serve itself: don't promise them otherwise.
-    let listen_passes_through = match &ctx.scope {
-        Scope::Single(name) => match app.gateway.upstream(name) {
-            Some(up) => up.era().await.is_ok_and(|era| era == Era::Modern),
-            None => false,
-        },
-        Scope::Federated => false,
-    };
-    if !listen_passes_through {
-        strip_change_notifications(&mut capabilities);
-    }
-    result.insert("capabilities".into(), jsonrpc::to_raw(&capabilities));
-    if let Some(i) = desc.get("instructions") {
-        result.insert("instructions".into(), i.clone());
-    }
-    crate::gateway::add_cache_fields(&mut result);
-    if let Some(info) = desc.get("serverInfo") {
-        result.insert(
-            "_meta".into(),
-            jsonrpc::to_raw(&json!({ protocol::META_SERVER_INFO: info })),
-        );
-    }
-    reply::json(
-        StatusCode::OK,
-        jsonrpc::response(id, &jsonrpc::to_raw(&result)),
-    )
 }
 
 fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {

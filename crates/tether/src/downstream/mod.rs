@@ -1,5 +1,6 @@
 //! The HTTP face of Tether: `/mcp`, `/u/<upstream>/mcp`, health and metrics.
 
+mod describe;
 mod edge;
 mod mcp;
 mod modern;

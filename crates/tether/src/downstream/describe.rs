@@ -1,0 +1,230 @@
+//! What a client learns about the server: the legacy `initialize` handshake
+//! (which creates the session) and the modern `server/discover` answer. On
+//! `/mcp` that is Tether itself; on `/u/<upstream>/mcp` the upstream's own
+//! capabilities, identity and instructions.
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use super::App;
+use super::reply::{self, ReplyStyle};
+use crate::gateway::Outcome;
+use crate::jsonrpc::{self, ErrorObject, Message, RawObject, code};
+use crate::protocol::{self, Era};
+use crate::session::{Admission, ClientSession, Scope};
+use crate::upstream::ClientIdentity;
+
+/// Answers `initialize`: negotiates the version and (unless stateless) creates the session.
+pub async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: ReplyStyle) -> Response {
+    let id = msg.id.clone();
+    let bad = |text: &str| {
+        reply::json(
+            StatusCode::BAD_REQUEST,
+            ErrorObject::new(code::INVALID_PARAMS, text).to_response(id.as_deref()),
+        )
+    };
+    if msg.id.is_none() {
+        return bad("initialize must be a request");
+    }
+    let Ok(params) = msg.params_object() else {
+        return bad("initialize params must be an object");
+    };
+    let Some(requested) = jsonrpc::str_member(&params, "protocolVersion") else {
+        return bad("initialize params.protocolVersion is required");
+    };
+    let version = protocol::negotiate_legacy(&requested);
+    let tether = ClientIdentity::tether();
+    let identity = ClientIdentity {
+        info: params.get("clientInfo").cloned().unwrap_or(tether.info),
+        capabilities: params
+            .get("capabilities")
+            .cloned()
+            .unwrap_or(tether.capabilities),
+    };
+    let ctx = if app.config.server.stateless {
+        Arc::new(ClientSession::sessionless(
+            scope,
+            Era::Legacy,
+            version,
+            identity,
+        ))
+    } else {
+        match app
+            .sessions
+            .create(scope, Era::Legacy, version.into(), identity)
+        {
+            Ok(s) => s,
+            Err(Admission::Full) => {
+                let mut r = reply::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code::INTERNAL_ERROR,
+                    "too many sessions; retry later",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return r;
+            }
+        }
+    };
+    let result = match server_description(app, &ctx, version).await {
+        Ok(r) => r,
+        Err(e) => {
+            if !ctx.is_ephemeral() {
+                app.sessions.end(&ctx.id).await;
+            }
+            return reply::render(Outcome::Error(e, id), style).await;
+        }
+    };
+    if ctx.is_ephemeral() {
+        ctx.close(app.gateway.close_timeout()).await;
+    }
+    let body = jsonrpc::response(
+        id.as_deref().expect("checked above"),
+        &jsonrpc::to_raw(&result),
+    );
+    let mut resp = reply::json(StatusCode::OK, body);
+    if !ctx.is_ephemeral() {
+        let value = HeaderValue::from_str(&ctx.id).expect("session ids are header-safe");
+        resp.headers_mut()
+            .insert(protocol::HEADER_SESSION_ID, value);
+    }
+    resp
+}
+
+/// Tether's capabilities on the federated endpoint.
+fn federated_capabilities() -> serde_json::Value {
+    json!({
+        "tools": {"listChanged": true},
+        "prompts": {"listChanged": true},
+        "resources": {"listChanged": true},
+        "logging": {},
+        "completions": {},
+    })
+}
+
+fn tether_info() -> serde_json::Value {
+    json!({"name": "tether", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// The `initialize` result: Tether's own on `/mcp`; the upstream's
+/// capabilities, identity and instructions on `/u/<upstream>/mcp`.
+async fn server_description(
+    app: &App,
+    ctx: &Arc<ClientSession>,
+    version: &str,
+) -> Result<RawObject, ErrorObject> {
+    let mut result = RawObject::new();
+    result.insert("protocolVersion".into(), jsonrpc::to_raw(version));
+    let Scope::Single(name) = &ctx.scope else {
+        result.insert(
+            "capabilities".into(),
+            jsonrpc::to_raw(&federated_capabilities()),
+        );
+        result.insert("serverInfo".into(), jsonrpc::to_raw(&tether_info()));
+        return Ok(result);
+    };
+    let upstream = app
+        .gateway
+        .upstream(name)
+        .expect("scope names a configured upstream")
+        .clone();
+    let described = async {
+        let (session, _) = ctx.upstreams.get(&upstream, &ctx.identity).await?;
+        session.server_description().await
+    };
+    let desc = described.await.map_err(|e| {
+        ErrorObject::new(
+            code::INTERNAL_ERROR,
+            format!("upstream {name} is unavailable: {e}"),
+        )
+        .with_data(json!({"upstream": &**name}))
+    })?;
+    let desc: RawObject = serde_json::from_str(desc.get()).unwrap_or_default();
+    let meta: RawObject = desc
+        .get("_meta")
+        .and_then(|m| serde_json::from_str(m.get()).ok())
+        .unwrap_or_default();
+    let capabilities = desc
+        .get("capabilities")
+        .cloned()
+        .unwrap_or_else(|| jsonrpc::to_raw(&json!({})));
+    let info = desc
+        .get("serverInfo")
+        .or_else(|| meta.get(protocol::META_SERVER_INFO))
+        .cloned()
+        .unwrap_or_else(|| jsonrpc::to_raw(&json!({"name": &**name, "version": "unknown"})));
+    result.insert("capabilities".into(), capabilities);
+    result.insert("serverInfo".into(), info);
+    if let Some(instructions) = desc.get("instructions") {
+        result.insert("instructions".into(), instructions.clone());
+    }
+    Ok(result)
+}
+
+/// Removes `listChanged` and `subscribe` from server capabilities.
+fn strip_change_notifications(capabilities: &mut RawObject) {
+    for key in ["tools", "prompts", "resources"] {
+        let Some(cap) = capabilities.get(key) else {
+            continue;
+        };
+        let Ok(mut cap) = serde_json::from_str::<RawObject>(cap.get()) else {
+            continue;
+        };
+        cap.shift_remove("listChanged");
+        cap.shift_remove("subscribe");
+        capabilities.insert(key.into(), jsonrpc::to_raw(&cap));
+    }
+}
+
+/// Answers a modern `server/discover`.
+pub async fn discover(app: &Arc<App>, ctx: &Arc<ClientSession>, msg: &Message) -> Response {
+    let id = msg.id.as_deref().expect("requests have ids");
+    let described = server_description(app, ctx, protocol::MODERN_VERSION).await;
+    ctx.close(app.gateway.close_timeout()).await;
+    let desc = match described {
+        Ok(d) => d,
+        Err(e) => return reply::json(StatusCode::OK, e.to_response(Some(id))),
+    };
+    let mut result = RawObject::new();
+    result.insert("resultType".into(), jsonrpc::to_raw("complete"));
+    result.insert(
+        "supportedVersions".into(),
+        jsonrpc::to_raw(&protocol::all_versions()),
+    );
+    let mut capabilities: RawObject = desc
+        .get("capabilities")
+        .and_then(|c| serde_json::from_str(c.get()).ok())
+        .unwrap_or_default();
+    capabilities.shift_remove("logging");
+    // Change notifications reach 2026-07-28 clients only through
+    // `subscriptions/listen`, which Tether passes through to a single modern
+    // upstream but does not serve itself: don't promise them otherwise.
+    let listen_passes_through = match &ctx.scope {
+        Scope::Single(name) => match app.gateway.upstream(name) {
+            Some(up) => up.era().await.is_ok_and(|era| era == Era::Modern),
+            None => false,
+        },
+        Scope::Federated => false,
+    };
+    if !listen_passes_through {
+        strip_change_notifications(&mut capabilities);
+    }
+    result.insert("capabilities".into(), jsonrpc::to_raw(&capabilities));
+    if let Some(i) = desc.get("instructions") {
+        result.insert("instructions".into(), i.clone());
+    }
+    crate::gateway::add_cache_fields(&mut result);
+    if let Some(info) = desc.get("serverInfo") {
+        result.insert(
+            "_meta".into(),
+            jsonrpc::to_raw(&json!({ protocol::META_SERVER_INFO: info })),
+        );
+    }
+    reply::json(
+        StatusCode::OK,
+        jsonrpc::response(id, &jsonrpc::to_raw(&result)),
+    )
+}

@@ -170,7 +170,11 @@ impl ClientSession {
     }
 
     /// Replaces the task listening for an upstream's resource changes.
-    pub fn set_subscription_listener(&self, upstream: &Arc<str>, listener: Option<tokio::task::AbortHandle>) {
+    pub fn set_subscription_listener(
+        &self,
+        upstream: &Arc<str>,
+        listener: Option<tokio::task::AbortHandle>,
+    ) {
         let mut all = lock(&self.subscriptions);
         let entry = all.entry(upstream.clone()).or_default();
         if let Some(old) = std::mem::replace(&mut entry.listener, listener) {

@@ -151,7 +151,9 @@ impl Gateway {
             };
         }
         if matches!(method, "resources/subscribe" | "resources/unsubscribe") {
-            return self.route_subscription(ctx, method == "resources/subscribe", msg, raw).await;
+            return self
+                .route_subscription(ctx, method == "resources/subscribe", msg, raw)
+                .await;
         }
         if let Scope::Single(name) = &ctx.scope {
             let Some(upstream) = self.by_name.get(name).cloned() else {
@@ -204,8 +206,17 @@ impl Gateway {
     }
 
     /// Routes `resources/(un)subscribe` to the upstream serving the URI.
-    async fn route_subscription(&self, ctx: &Arc<ClientSession>, on: bool, msg: Message, raw: Bytes) -> Outcome {
-        let uri = msg.params_object().ok().and_then(|p| jsonrpc::str_member(&p, "uri"));
+    async fn route_subscription(
+        &self,
+        ctx: &Arc<ClientSession>,
+        on: bool,
+        msg: Message,
+        raw: Bytes,
+    ) -> Outcome {
+        let uri = msg
+            .params_object()
+            .ok()
+            .and_then(|p| jsonrpc::str_member(&p, "uri"));
         let Some(uri) = uri else {
             return error(&msg, code::INVALID_PARAMS, "params.uri is required");
         };

@@ -124,7 +124,11 @@ impl Gateway {
                 };
                 // A listen stream carries change notifications for as long as
                 // the client holds it; it is quiet most of the time.
-                let stream = if pump.method == "subscriptions/listen" { stream.without_idle_timeout() } else { stream };
+                let stream = if pump.method == "subscriptions/listen" {
+                    stream.without_idle_timeout()
+                } else {
+                    stream
+                };
                 tokio::spawn(pump.run(*stream));
                 Outcome::Stream(rx)
             }

@@ -27,16 +27,26 @@ impl Gateway {
     ) -> Outcome {
         let session = match self.upstream_session(ctx, upstream).await {
             Ok(s) => s,
-            Err(e) => return error(&msg, code::INTERNAL_ERROR, format!("upstream {} is unavailable: {e}", upstream.name)),
+            Err(e) => {
+                return error(
+                    &msg,
+                    code::INTERNAL_ERROR,
+                    format!("upstream {} is unavailable: {e}", upstream.name),
+                );
+            }
         };
         if session.era == Era::Legacy {
             return self.forward(ctx, upstream, msg, raw, None).await;
         }
         let uris = ctx.update_subscriptions(&upstream.name, uri, on);
-        let listener = (!uris.is_empty()).then(|| tokio::spawn(listen(ctx.clone(), session, uris)).abort_handle());
+        let listener = (!uris.is_empty())
+            .then(|| tokio::spawn(listen(ctx.clone(), session, uris)).abort_handle());
         ctx.set_subscription_listener(&upstream.name, listener);
         let id = msg.id.as_deref().expect("requests have ids");
-        Outcome::Message(Bytes::from(jsonrpc::response(id, &jsonrpc::to_raw(&json!({})))))
+        Outcome::Message(Bytes::from(jsonrpc::response(
+            id,
+            &jsonrpc::to_raw(&json!({})),
+        )))
     }
 }
 
@@ -47,7 +57,9 @@ async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>, uris: Ve
         jsonrpc: Some(jsonrpc::to_raw("2.0")),
         id: Some(jsonrpc::to_raw("tether-listen")),
         method: Some("subscriptions/listen".into()),
-        params: Some(jsonrpc::to_raw(&json!({ "notifications": { "resourceSubscriptions": uris } }))),
+        params: Some(jsonrpc::to_raw(
+            &json!({ "notifications": { "resourceSubscriptions": uris } }),
+        )),
         result: None,
         error: None,
     };
@@ -55,13 +67,22 @@ async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>, uris: Ve
         Ok(b) => b,
         Err(e) => return tracing::warn!(error = %e.message(), "cannot build subscriptions/listen"),
     };
-    let mut stream = match session.request(body, "subscriptions/listen", None, &[]).await {
+    let mut stream = match session
+        .request(body, "subscriptions/listen", None, &[])
+        .await
+    {
         Ok(Reply::Stream(stream)) => stream.without_idle_timeout(),
-        Ok(_) => return tracing::warn!(upstream = %session.upstream.name, "subscriptions/listen did not open a stream"),
-        Err(e) => return tracing::warn!(upstream = %session.upstream.name, error = %e, "subscriptions/listen failed"),
+        Ok(_) => {
+            return tracing::warn!(upstream = %session.upstream.name, "subscriptions/listen did not open a stream");
+        }
+        Err(e) => {
+            return tracing::warn!(upstream = %session.upstream.name, error = %e, "subscriptions/listen failed");
+        }
     };
     while let Some(Ok(bytes)) = stream.next_message().await {
-        let Ok(msg) = Message::parse(&bytes) else { continue };
+        let Ok(msg) = Message::parse(&bytes) else {
+            continue;
+        };
         let relay = matches!(msg.kind(), Ok(Kind::Notification))
             && msg.method.as_deref() != Some("notifications/subscriptions/acknowledged");
         if relay && let Some(tx) = ctx.outbound() {

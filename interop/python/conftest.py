@@ -30,6 +30,13 @@ TETHER_BIN = Path(os.environ.get("TETHER_BIN") or REPO / "target" / "debug" / "t
 STARTUP_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 
+NODE_DIR = Path(os.environ.get("INTEROP_NODE_DIR") or REPO / "interop" / ".cache" / "node")
+EVERYTHING_JS = NODE_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+LOOPBACK_PRELOAD = REPO / "interop" / "node" / "lib" / "loopback-only.cjs"
+PY_UPSTREAM = Path(__file__).resolve().parent / "upstreams" / "counter_server.py"
+
+EVERYTHING_LINE = re.compile(r"loopback-only: listening on (http://127\.0\.0\.1:\d+)")
+PY_UPSTREAM_LINE = re.compile(r"python upstream listening on (http://127\.0\.0\.1:\d+/mcp)")
 UPSTREAM_LINE = re.compile(r"demo upstream listening on (http://127\.0\.0\.1:\d+/mcp)")
 GATEWAY_LINE = re.compile(r"tether listening on (http://127\.0\.0\.1:\d+/mcp)")
 
@@ -103,6 +110,14 @@ class Upstream(Proc):
 
 
 @dataclass
+class PyUpstream(Proc):
+    def stats(self) -> dict:
+        """The Python upstream's counters: initializes, deletes, sessions (ids that used the counter)."""
+        with urllib.request.urlopen(self.base + "/stats", timeout=5) as resp:
+            return json.loads(resp.read())
+
+
+@dataclass
 class Gateway(Proc):
     def single(self, upstream: str) -> str:
         """URL of the single-upstream endpoint `/u/<upstream>/mcp`."""
@@ -119,6 +134,19 @@ class Launcher:
     def _start(self, kind, name: str, args: list[str], line: re.Pattern, **extra) -> Proc:
         if not (TETHER_BIN.is_file() and os.access(TETHER_BIN, os.X_OK)):
             pytest.fail(f"tether binary not found or not executable: {TETHER_BIN} (build it or set TETHER_BIN)")
+        return self.spawn(kind, name, [str(TETHER_BIN), *args], line, **extra)
+
+    def spawn(
+        self,
+        kind,
+        name: str,
+        argv: list[str],
+        line: re.Pattern,
+        env_extra: dict[str, str] | None = None,
+        **extra,
+    ) -> Proc:
+        """Starts argv, waits for `line` (group 1 = URL) on its stdout, registers it for teardown."""
+        args = argv[1:]
         out_path = self.tmp / f"{name}.stdout"
         err_path = self.tmp / f"{name}.stderr"
         env = dict(os.environ)
@@ -127,9 +155,10 @@ class Launcher:
         # rejects unknown keys: our harness variable TETHER_BIN must not reach it.
         env.pop("TETHER_BIN", None)
         env.pop("TETHER_CONFIG", None)
+        env.update(env_extra or {})
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             popen = subprocess.Popen(
-                [str(TETHER_BIN), *args],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -151,9 +180,9 @@ class Launcher:
         if url is None:
             _stop(popen)
             pytest.fail(
-                f"{name}: `tether {' '.join(args)}` did not print its listening URL within "
+                f"{name}: `{' '.join(argv)}` did not print its listening URL within "
                 f"{STARTUP_TIMEOUT_S}s (exit code {popen.returncode}); stdout: "
-                f"{out_path.read_text(errors='replace')!r}; stderr: {err_path.read_text(errors='replace')[-2000:]!r}"
+                f"{out_path.read_text(errors='replace')[-2000:]!r}; stderr: {err_path.read_text(errors='replace')[-2000:]!r}"
             )
         proc = kind(name=name, args=args, popen=popen, url=url, stderr_path=err_path, **extra)
         self.procs.append(proc)
@@ -166,20 +195,56 @@ class Launcher:
             Upstream, name, ["demo-upstream", "--listen", "127.0.0.1:0", "--era", era], UPSTREAM_LINE, era=era
         )
 
-    def gateway(self, upstreams: dict[str, str], name: str | None = None) -> Gateway:
-        """`tether serve` with a temp config federating `upstreams` (name -> URL)."""
+    def gateway(self, upstreams: dict[str, str | dict], name: str | None = None) -> Gateway:
+        """`tether serve` with a temp config federating `upstreams`: name -> URL, or
+        name -> a dict of upstream keys (`url`, `era`, `shared`, ...)."""
         name = name or f"tether-{len(self.procs)}"
         config = self.tmp / f"{name}.toml"
-        config.write_text(
-            "".join(f'[[upstreams]]\nname = "{n}"\nurl = "{u}"\n\n' for n, u in upstreams.items())
-        )
+        config.write_text("".join(_upstream_toml(n, u) for n, u in upstreams.items()))
         return self._start(
             Gateway, name, ["serve", "--config", str(config), "--listen", "127.0.0.1:0"], GATEWAY_LINE
         )
 
+    def everything(self, name: str = "everything") -> Proc:
+        """`@modelcontextprotocol/server-everything` over Streamable HTTP on 127.0.0.1, a free port.
+
+        It has no host option (Express `listen(PORT)` binds every interface), so it runs
+        under interop/node/lib/loopback-only.cjs, which binds 127.0.0.1 and prints the port.
+        `Proc.url` is its `.../mcp` endpoint."""
+        if not EVERYTHING_JS.is_file():
+            pytest.fail(f"server-everything not installed at {EVERYTHING_JS} (run interop/run.sh, or set INTEROP_NODE_DIR)")
+        proc = self.spawn(
+            Proc,
+            name,
+            ["node", "--require", str(LOOPBACK_PRELOAD), str(EVERYTHING_JS), "streamableHttp"],
+            EVERYTHING_LINE,
+            env_extra={"PORT": "0"},
+        )
+        proc.url = proc.url + "/mcp"
+        return proc
+
+    def python_upstream(self, name: str = "python-upstream") -> "PyUpstream":
+        """interop/python/upstreams/counter_server.py (official SDK `MCPServer`) on 127.0.0.1, a free port."""
+        return self.spawn(PyUpstream, name, [sys.executable, str(PY_UPSTREAM)], PY_UPSTREAM_LINE)
+
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(str(v))
+
+
+def _upstream_toml(name: str, spec: str | dict) -> str:
+    spec = {"url": spec} if isinstance(spec, str) else spec
+    return f'[[upstreams]]\nname = "{name}"\n' + "".join(f"{k} = {_toml_value(v)}\n" for k, v in spec.items()) + "\n"
 
 
 @pytest.fixture
@@ -230,3 +295,13 @@ def pytest_runtest_makereport(item, call):
                 if tail:
                     report.sections.append((f"stderr of {proc.name} ({' '.join(proc.args)})", tail))
     return report
+
+
+@pytest.fixture(scope="module")
+def everything_server(tmp_path_factory) -> Proc:
+    """One server-everything per test module (it starts in ~1 s); tests put their own Tether in front."""
+    launcher = Launcher(tmp_path_factory.mktemp("everything"))
+    try:
+        yield launcher.everything()
+    finally:
+        launcher.stop_all()

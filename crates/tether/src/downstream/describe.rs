@@ -204,7 +204,10 @@ pub async fn discover(app: &Arc<App>, ctx: &Arc<ClientSession>, msg: &Message) -
     // upstream but does not serve itself: don't promise them otherwise.
     let listen_passes_through = match &ctx.scope {
         Scope::Single(name) => match app.gateway.upstream(name) {
-            Some(up) => up.era().await.is_ok_and(|era| era == Era::Modern),
+            Some(up) => up
+                .eras()
+                .await
+                .is_ok_and(|e| e.pick(Era::Modern) == Era::Modern),
             None => false,
         },
         Scope::Federated => false,

@@ -11,9 +11,9 @@ use futures_util::StreamExt;
 use http::HeaderValue;
 use serde_json::json;
 
-use super::{Upstream, UpstreamSession};
+use super::{Eras, Upstream, UpstreamSession};
 use crate::jsonrpc::{self, Message};
-use crate::protocol::{self, Era};
+use crate::protocol;
 use crate::sse;
 
 /// Largest single upstream message or SSE event Tether accepts.
@@ -416,33 +416,50 @@ pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError>
         return Ok(Discovery::legacy());
     };
     if let Some(result) = msg.result.take() {
-        let versions: Option<Vec<String>> =
-            serde_json::from_str::<jsonrpc::RawObject>(result.get())
-                .ok()
-                .and_then(|o| {
-                    o.get("supportedVersions")
-                        .and_then(|v| serde_json::from_str(v.get()).ok())
-                });
-        if versions.is_some_and(|v| v.iter().any(|v| protocol::is_modern_version(v))) {
+        let versions = versions_in(result.get(), &["supportedVersions"]);
+        if versions.iter().any(|v| protocol::is_modern_version(v)) {
+            let legacy = versions.iter().any(|v| protocol::is_legacy_version(v));
             return Ok(Discovery {
-                era: Era::Modern,
+                eras: Eras {
+                    legacy,
+                    modern: true,
+                },
                 result: Some(result),
             });
         }
         return Ok(Discovery::legacy());
     }
-    let era = if modern_error_body(&answer) {
-        Era::Modern
-    } else {
-        Era::Legacy
-    };
-    Ok(Discovery { era, result: None })
+    if !modern_error_body(&answer) {
+        return Ok(Discovery::legacy());
+    }
+    // A modern server refusing the probe (e.g. -32022) may list what it speaks.
+    let supported = versions_in(
+        &String::from_utf8_lossy(&answer),
+        &["error", "data", "supported"],
+    );
+    let legacy = supported.iter().any(|v| protocol::is_legacy_version(v));
+    Ok(Discovery {
+        eras: Eras {
+            legacy,
+            modern: true,
+        },
+        result: None,
+    })
+}
+
+/// The string array at `path` in a JSON document (empty when absent).
+fn versions_in(json: &str, path: &[&str]) -> Vec<String> {
+    let mut value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    for key in path {
+        value = value.get(*key).cloned().unwrap_or_default();
+    }
+    serde_json::from_value(value).unwrap_or_default()
 }
 
 /// What probing an upstream found.
 pub struct Discovery {
-    /// The era to speak.
-    pub era: Era,
+    /// The eras it answers.
+    pub eras: Eras,
     /// The `server/discover` result, for modern upstreams that answered it.
     pub result: Option<Box<serde_json::value::RawValue>>,
 }
@@ -450,7 +467,10 @@ pub struct Discovery {
 impl Discovery {
     fn legacy() -> Self {
         Discovery {
-            era: Era::Legacy,
+            eras: Eras {
+                legacy: true,
+                modern: false,
+            },
             result: None,
         }
     }
@@ -464,6 +484,22 @@ fn modern_error_body(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_version_lists() {
+        let d = r#"{"supportedVersions":["2026-07-28","2025-11-25"]}"#;
+        assert_eq!(
+            versions_in(d, &["supportedVersions"]),
+            ["2026-07-28", "2025-11-25"]
+        );
+        let e = r#"{"error":{"code":-32022,"data":{"supported":["2026-07-28"]}}}"#;
+        assert_eq!(
+            versions_in(e, &["error", "data", "supported"]),
+            ["2026-07-28"]
+        );
+        assert!(versions_in("{}", &["supportedVersions"]).is_empty());
+        assert!(versions_in("not json", &["x"]).is_empty());
+    }
 
     #[test]
     fn recognises_modern_error_bodies() {

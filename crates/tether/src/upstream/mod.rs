@@ -42,6 +42,26 @@ impl ClientIdentity {
     }
 }
 
+/// Which eras an upstream answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eras {
+    /// It answers `initialize` (sessions).
+    pub legacy: bool,
+    /// It answers 2026-07-28 requests.
+    pub modern: bool,
+}
+
+impl Eras {
+    /// The era to speak when the caller prefers `preferred`.
+    pub fn pick(self, preferred: Era) -> Era {
+        match (self.legacy, self.modern) {
+            (true, true) => preferred,
+            (false, true) => Era::Modern,
+            _ => Era::Legacy,
+        }
+    }
+}
+
 /// How long new sessions fail at once after the upstream could not be reached.
 const FAIL_FAST: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -57,7 +77,7 @@ pub struct Upstream {
     url: reqwest::Url,
     http: reqwest::Client,
     static_headers: HeaderMap,
-    era: Mutex<Option<Era>>,
+    eras: Mutex<Option<Eras>>,
     discovered: Mutex<Option<Arc<RawValue>>>,
     detect: tokio::sync::Mutex<()>,
     pool: Mutex<Vec<Arc<UpstreamSession>>>,
@@ -93,17 +113,23 @@ impl Upstream {
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| e.to_string())?;
-        let era = match config.era {
+        let eras = match config.era {
             EraPreference::Auto => None,
-            EraPreference::Legacy => Some(Era::Legacy),
-            EraPreference::Modern => Some(Era::Modern),
+            EraPreference::Legacy => Some(Eras {
+                legacy: true,
+                modern: false,
+            }),
+            EraPreference::Modern => Some(Eras {
+                legacy: false,
+                modern: true,
+            }),
         };
         Ok(Arc::new(Upstream {
             name: config.name.as_str().into(),
             url,
             http,
             static_headers,
-            era: Mutex::new(era),
+            eras: Mutex::new(eras),
             discovered: Mutex::new(None),
             detect: tokio::sync::Mutex::new(()),
             pool: Mutex::new(Vec::new()),
@@ -113,21 +139,22 @@ impl Upstream {
         }))
     }
 
-    /// The upstream's era, probing it once (concurrent callers share one probe).
-    pub async fn era(&self) -> Result<Era, UpstreamError> {
-        if let Some(era) = *lock(&self.era) {
-            return Ok(era);
+    /// The eras the upstream answers, probing it once (concurrent callers
+    /// share one probe).
+    pub async fn eras(&self) -> Result<Eras, UpstreamError> {
+        if let Some(eras) = *lock(&self.eras) {
+            return Ok(eras);
         }
         let _guard = self.detect.lock().await;
-        if let Some(era) = *lock(&self.era) {
-            return Ok(era);
+        if let Some(eras) = *lock(&self.eras) {
+            return Ok(eras);
         }
         let found = client::detect_era(self).await?;
-        let era = found.era;
-        tracing::info!(upstream = %self.name, era = era.as_str(), "detected upstream protocol era");
+        let eras = found.eras;
+        tracing::info!(upstream = %self.name, legacy = eras.legacy, modern = eras.modern, "detected upstream protocol eras");
         *lock(&self.discovered) = found.result.map(Arc::from);
-        *lock(&self.era) = Some(era);
-        Ok(era)
+        *lock(&self.eras) = Some(eras);
+        Ok(eras)
     }
 
     /// The modern upstream's `server/discover` result, fetched once and cached.
@@ -143,27 +170,30 @@ impl Upstream {
         Ok(result)
     }
 
-    /// Forgets a detected era so the next use probes again (after the upstream changed).
+    /// Forgets the detected eras so the next use probes again (after the upstream changed).
     pub fn forget_era(&self) {
         if self.config.era == EraPreference::Auto {
-            *lock(&self.era) = None;
+            *lock(&self.eras) = None;
         }
     }
 
-    /// Opens a new upstream session for `client`. Right after the upstream
+    /// Opens a new upstream session for `client`, in `preferred` era when the
+    /// upstream answers both (legacy client sessions prefer legacy: a dual-era
+    /// server keeps per-session state only there). Right after the upstream
     /// could not be reached, further attempts fail at once for a moment, so a
     /// dead or hanging upstream does not make every caller wait out a timeout.
     pub async fn open_session(
         self: &Arc<Self>,
         client: &ClientIdentity,
+        preferred: Era,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
         if let Some((since, e)) = lock(&self.unreachable).clone()
             && since.elapsed() < FAIL_FAST
         {
             return Err(e);
         }
-        let result = match self.era().await {
-            Ok(era) => UpstreamSession::open(self.clone(), era, client).await,
+        let result = match self.eras().await {
+            Ok(eras) => UpstreamSession::open(self.clone(), eras.pick(preferred), client).await,
             Err(e) => Err(e),
         };
         match &result {
@@ -185,7 +215,7 @@ impl Upstream {
         let pooled = lock(&self.pool).pop();
         match pooled {
             Some(s) if !s.is_closed() => Ok((s, false)),
-            _ => Ok((self.open_session(client).await?, true)),
+            _ => Ok((self.open_session(client, Era::Modern).await?, true)),
         }
     }
 
@@ -208,5 +238,30 @@ impl Upstream {
     pub async fn drain_pool(&self) {
         let sessions: Vec<_> = std::mem::take(&mut *lock(&self.pool));
         futures_util::future::join_all(sessions.iter().map(|s| s.close())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_preferred_era_only_when_both_are_spoken() {
+        let both = Eras {
+            legacy: true,
+            modern: true,
+        };
+        assert_eq!(both.pick(Era::Legacy), Era::Legacy);
+        assert_eq!(both.pick(Era::Modern), Era::Modern);
+        let modern = Eras {
+            legacy: false,
+            modern: true,
+        };
+        assert_eq!(modern.pick(Era::Legacy), Era::Modern);
+        let legacy = Eras {
+            legacy: true,
+            modern: false,
+        };
+        assert_eq!(legacy.pick(Era::Modern), Era::Legacy);
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use super::{ClientIdentity, Upstream, UpstreamError, UpstreamSession};
+use crate::protocol::Era;
 use crate::sync::lock;
 
 type Slot = Arc<OnceCell<Arc<UpstreamSession>>>;
@@ -58,7 +59,15 @@ impl SessionSet {
                 let (session, fresh) = if pooled {
                     upstream.checkout_pooled(client).await?
                 } else {
-                    (upstream.open_session(client).await?, true)
+                    // A client session (legacy) keeps per-session state in a dual-era
+                    // upstream only in the legacy era; sessionless requests avoid a
+                    // handshake per call in the modern one.
+                    let preferred = if self.ephemeral {
+                        Era::Modern
+                    } else {
+                        Era::Legacy
+                    };
+                    (upstream.open_session(client, preferred).await?, true)
                 };
                 opened = fresh;
                 Ok::<_, UpstreamError>(session)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The official MCP conformance suite (server mode), run against Tether's
 # conformance fixture directly and through Tether: on /u/conf/mcp and on /mcp
-# with that single upstream configured without prefixing. Prints the failing
-# checks, one summary line per target, and last "N passed, N failed"
-# (scenarios, all targets). Exits non-zero when any scenario failed.
+# with that single upstream configured without prefixing; and, to exercise
+# the era bridge, through Tether to a fixture that speaks only 2026-07-28
+# (the suite's clients are legacy). Prints the failing checks, one summary
+# line per target, and last "N passed, N failed" (scenarios, all targets).
+# Exits non-zero when any scenario failed.
 #
 #   interop/conformance/run.sh [extra `conformance server` options, e.g. --suite all]
 #
@@ -41,13 +43,15 @@ if (( $(node -p 'process.versions.node.split(".")[0]') < 22 )); then
   node_args=(--import "$here/node20-register.mjs")
 fi
 
-# Starts a process whose first stdout line ends with its URL; prints the URL.
+# Starts a process whose first stdout line ends with its URL; sets $url.
+# (Not a command substitution: the process must stay this shell's child so
+# the exit trap can stop it.)
 start() {
   local log="$work/$1.log"; shift
   "$@" >"$log" 2>"$log.err" &
   pids+=($!)
   for _ in $(seq 1 200); do
-    if [[ -s "$log" ]]; then awk 'NR==1 {print $NF}' "$log"; return 0; fi
+    if [[ -s "$log" ]]; then url=$(awk 'NR==1 {print $NF}' "$log"); return 0; fi
     sleep 0.1
   done
   echo "conformance: $* printed no URL" >&2
@@ -56,10 +60,15 @@ start() {
 }
 
 export TETHER_LOG=${TETHER_LOG:-warn}
-fixture=$(start fixture "$bin" demo-upstream --profile conformance --era "$era" --listen 127.0.0.1:0)
+start fixture "$bin" demo-upstream --profile conformance --era "$era" --listen 127.0.0.1:0
+fixture=$url
 printf '[federation]\nnaming = "none"\n[[upstreams]]\nname = "conf"\nurl = "%s"\n' "$fixture" >"$work/tether.toml"
-gateway=$(start gateway "$bin" serve --config "$work/tether.toml" --listen 127.0.0.1:0)
-base=${gateway%/mcp}
+start gateway "$bin" serve --config "$work/tether.toml" --listen 127.0.0.1:0
+base=${url%/mcp}
+start modern-fixture "$bin" demo-upstream --profile conformance --era modern --listen 127.0.0.1:0
+printf '[[upstreams]]\nname = "conf"\nurl = "%s"\n' "$url" >"$work/bridge.toml"
+start bridge "$bin" serve --config "$work/bridge.toml" --listen 127.0.0.1:0
+bridge=${url%/mcp}
 
 total_passed=0
 total_failed=0
@@ -85,5 +94,6 @@ run() {
 run direct "$fixture" "$@"
 run tether-single "$base/u/conf/mcp" "$@"
 run tether-federated "$base/mcp" "$@"
+run tether-bridged "$bridge/u/conf/mcp" "$@"
 echo "$total_passed passed, $total_failed failed"
 [[ $total_failed -eq 0 ]]

@@ -6,13 +6,14 @@
 //! elicitation are server→client requests on the call's SSE stream; in the
 //! modern era they are MRTR `input_required` results.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::{
-    Asked, Call, Mrtr, cancelled, invalid, method_not_found, request_state, sampling_params,
-    text_result, tool_error,
+    Asked, Call, Mrtr, Shared, cancelled, input_required, invalid, listen, method_not_found,
+    sampling_params, text_result, tool_error,
 };
 use crate::jsonrpc::ErrorObject;
 use crate::protocol::Era;
@@ -32,21 +33,39 @@ const WAV: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA="
 const STEP: Duration = Duration::from_millis(50);
 
 /// Server capabilities. Modern servers have no `resources/subscribe`, so
-/// `subscribe` is only advertised to legacy sessions.
+/// `subscribe` is only advertised to legacy sessions; list changes reach
+/// modern clients on `subscriptions/listen` streams.
 pub(super) fn capabilities(era: Era) -> Value {
-    let resources = match era {
-        Era::Legacy => json!({"subscribe": true}),
-        Era::Modern => json!({}),
-    };
-    json!({"tools": {}, "resources": resources, "prompts": {}, "logging": {}, "completions": {}})
+    match era {
+        Era::Legacy => json!({"tools": {}, "resources": {"subscribe": true}, "prompts": {},
+            "logging": {}, "completions": {}}),
+        Era::Modern => json!({"tools": {"listChanged": true}, "resources": {},
+            "prompts": {"listChanged": true}, "logging": {}, "completions": {}}),
+    }
+}
+
+/// What the fixture's `subscriptions/listen` streams can carry: tool and
+/// prompt list changes (the trigger tools mutate those lists). Resources
+/// never change, so only subscriptions to existing resources are honoured.
+pub(super) fn listen_support() -> listen::Support {
+    listen::Support {
+        tools: true,
+        prompts: true,
+        resources: false,
+        known_uri: |uri| read_resource(uri).is_some(),
+    }
 }
 
 /// Whether calling `tool` answers with an SSE stream: it sends notifications,
 /// or (legacy) server→client requests, before its result.
 pub(super) fn streams(era: Era, tool: &str) -> bool {
     match tool {
-        "test_tool_with_logging" | "test_tool_with_progress" => true,
-        "test_sampling"
+        "test_tool_with_logging"
+        | "test_logging_tool"
+        | "test_tool_with_progress"
+        | "test_streaming_elicitation" => true,
+        "test_missing_capability"
+        | "test_sampling"
         | "test_elicitation"
         | "test_elicitation_sep1034_defaults"
         | "test_elicitation_sep1330_enums"
@@ -60,16 +79,23 @@ impl Call {
     pub(super) async fn conformance_method(&self, method: &str) -> Result<Value, ErrorObject> {
         let legacy = self.era == Era::Legacy;
         match method {
-            "tools/list" => Ok(json!({"tools": tool_list()})),
+            "tools/list" => Ok(json!({"tools": tool_list(&self.shared)})),
             "tools/call" => self.conformance_tool().await,
-            "prompts/list" => Ok(json!({"prompts": prompt_list()})),
-            "prompts/get" => get_prompt(
-                self.params
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-                self.params.get("arguments").unwrap_or(&Value::Null),
-            ),
+            "prompts/list" => Ok(json!({"prompts": prompt_list(&self.shared)})),
+            "prompts/get" => {
+                let name = self.params.get("name").and_then(Value::as_str);
+                match name.unwrap_or("") {
+                    input_required::PROMPT => self.input_required_prompt(),
+                    EXTRA_PROMPT if self.shared.extra_prompt.load(Ordering::Relaxed) => {
+                        Ok(json!({"messages": [{"role": "user", "content": {"type": "text",
+                            "text": "This prompt was added by test_trigger_prompt_change."}}]}))
+                    }
+                    name => get_prompt(
+                        name,
+                        self.params.get("arguments").unwrap_or(&Value::Null),
+                    ),
+                }
+            }
             "resources/list" => Ok(json!({"resources": resource_list()})),
             "resources/templates/list" => Ok(json!({"resourceTemplates": [{
                 "uriTemplate": "test://template/{id}/data", "name": "Resource Template",
@@ -97,9 +123,7 @@ impl Call {
     }
 
     async fn conformance_tool(&self) -> Result<Value, ErrorObject> {
-        self.shared
-            .tool_calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared.tool_calls.fetch_add(1, Ordering::Relaxed);
         let (name, args) = self.tool_args();
         match name {
             "test_simple_text" => Ok(text_result("This is a simple text response for testing.")),
@@ -158,6 +182,51 @@ impl Call {
             "json_schema_2020_12_tool" => Ok(text_result(&format!(
                 "JSON Schema 2020-12 tool called with: {args}"
             ))),
+            "test_logging_tool" => self.with_logging().await,
+            "test_missing_capability" => {
+                let params = sampling_params("Say hello");
+                Ok(
+                    match self
+                        .ask("sampling", "hello", "sampling/createMessage", params)
+                        .await?
+                    {
+                        Ok(answer) => {
+                            text_result(&format!("LLM response: {}", super::content_text(&answer)))
+                        }
+                        Err(result) => result,
+                    },
+                )
+            }
+            "test_streaming_elicitation" => {
+                let schema = json!({"type": "object", "properties": {
+                    "confirmed": {"type": "boolean", "description": "Whether to go on"}},
+                    "required": ["confirmed"]});
+                self.elicit("Continue the streaming operation?", schema, "Elicitation completed")
+                    .await
+            }
+            "test_trigger_tool_change" => {
+                let added = !self.shared.extra_tool.fetch_xor(true, Ordering::Relaxed);
+                self.shared.changes.publish(listen::Change::ToolsListChanged);
+                Ok(text_result(&format!(
+                    "Tool list changed: {EXTRA_TOOL} {}",
+                    if added { "added" } else { "removed" }
+                )))
+            }
+            "test_trigger_prompt_change" => {
+                let added = !self.shared.extra_prompt.fetch_xor(true, Ordering::Relaxed);
+                self.shared.changes.publish(listen::Change::PromptsListChanged);
+                Ok(text_result(&format!(
+                    "Prompt list changed: {EXTRA_PROMPT} {}",
+                    if added { "added" } else { "removed" }
+                )))
+            }
+            "test_custom_headers" => Ok(text_result(&format!(
+                "Custom headers tool called with: {args}"
+            ))),
+            EXTRA_TOOL if self.shared.extra_tool.load(Ordering::Relaxed) => Ok(text_result(
+                "This tool was added by test_trigger_tool_change.",
+            )),
+            name if input_required::is_tool(name) => self.input_required_tool(name),
             RECONNECTION_TOOL => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 Ok(text_result(
@@ -250,8 +319,7 @@ impl Call {
         params: Value,
     ) -> Result<Result<Value, Value>, ErrorObject> {
         if self.era == Era::Modern {
-            let state = request_state(key, &params.to_string());
-            return Ok(match self.mrtr(capability, key, method, params, &state)? {
+            return Ok(match self.mrtr(capability, key, method, params)? {
                 Mrtr::Answer(answer) => Ok(answer.clone()),
                 Mrtr::Ask(result) => Err(result),
             });
@@ -265,7 +333,7 @@ impl Call {
             "sampling" => &session.sampling,
             _ => &session.elicitation,
         };
-        if !declared.load(std::sync::atomic::Ordering::Relaxed) {
+        if !declared.load(Ordering::Relaxed) {
             return Ok(Err(tool_error(&format!(
                 "the client did not declare the '{capability}' capability"
             ))));
@@ -288,8 +356,29 @@ fn image() -> Value {
     json!({"type": "image", "data": PNG, "mimeType": "image/png"})
 }
 
+/// The tool `test_trigger_tool_change` adds and removes.
+const EXTRA_TOOL: &str = "test_dynamic_tool";
+/// The prompt `test_trigger_prompt_change` adds and removes.
+const EXTRA_PROMPT: &str = "test_dynamic_prompt";
+
 /// The tool catalogue; the first tool takes no arguments (suites probe it with `{}`).
-fn tool_list() -> Value {
+pub(super) fn tool_list(shared: &Shared) -> Value {
+    let mut tools = static_tools();
+    if let Some(list) = tools.as_array_mut() {
+        for (name, description) in input_required::TOOLS {
+            list.push(json!({"name": name, "description": description,
+                "inputSchema": {"type": "object", "properties": {}}}));
+        }
+        if shared.extra_tool.load(Ordering::Relaxed) {
+            list.push(json!({"name": EXTRA_TOOL, "description": "A tool added by test_trigger_tool_change",
+                "inputSchema": {"type": "object", "properties": {}}}));
+        }
+    }
+    tools
+}
+
+/// The tools that are always listed, in order.
+fn static_tools() -> Value {
     let tool = |name: &str, description: &str| {
         json!({"name": name, "description": description,
             "inputSchema": {"type": "object", "properties": {}}})
@@ -317,7 +406,24 @@ fn tool_list() -> Value {
         {"name": "json_schema_2020_12_tool", "description": "Tool with JSON Schema 2020-12 features",
             "inputSchema": json_schema_2020_12()},
         tool(RECONNECTION_TOOL, "Tests SSE stream disconnection and client reconnection (SEP-1699)"),
+        tool("test_missing_capability", "Needs the client's sampling capability (2026-07-28: -32021 without it)"),
+        tool("test_streaming_elicitation", "Asks the user to confirm; its response is a stream (2026-07-28: input_required)"),
+        tool("test_logging_tool", "Logs three info messages (only when the request asks for logs)"),
+        tool("test_trigger_tool_change", "Adds or removes test_dynamic_tool and announces tools/list_changed"),
+        tool("test_trigger_prompt_change", "Adds or removes test_dynamic_prompt and announces prompts/list_changed"),
+        {"name": "test_custom_headers", "description": "Mirrors arguments into Mcp-Param-* headers (SEP-2243 x-mcp-header)",
+            "inputSchema": custom_headers_schema()},
     ])
+}
+
+/// `test_custom_headers`: arguments mirrored into `Mcp-Param-*` headers.
+fn custom_headers_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "region": {"type": "string", "description": "Deployment region", "x-mcp-header": "Region"},
+        "priority": {"type": "integer", "description": "Request priority", "x-mcp-header": "Priority"},
+        "verbose": {"type": "boolean", "description": "Verbose output", "x-mcp-header": "Verbose"},
+        "query": {"type": "string", "description": "Free-form query (not mirrored)"},
+    }, "required": ["region"]})
 }
 
 /// A raw JSON Schema 2020-12 input schema (`$defs`, `$ref`, `$anchor`,
@@ -387,7 +493,20 @@ fn enums_schema() -> Value {
     }, "required": ["untitledSingle", "titledSingle", "legacyEnum", "untitledMulti", "titledMulti"]})
 }
 
-fn prompt_list() -> Value {
+fn prompt_list(shared: &Shared) -> Value {
+    let mut prompts = static_prompts();
+    if let Some(list) = prompts.as_array_mut() {
+        list.push(json!({"name": input_required::PROMPT,
+            "description": "A prompt that asks the user for context first (2026-07-28: input_required)"}));
+        if shared.extra_prompt.load(Ordering::Relaxed) {
+            list.push(json!({"name": EXTRA_PROMPT, "description": "A prompt added by test_trigger_prompt_change"}));
+        }
+    }
+    prompts
+}
+
+/// The prompts that are always listed, in order.
+fn static_prompts() -> Value {
     let arg = |name: &str, description: &str| json!({"name": name, "description": description, "required": true});
     json!([
         {"name": "test_simple_prompt", "description": "A simple prompt without arguments"},
@@ -477,9 +596,16 @@ mod tests {
 
     #[test]
     fn catalogue_is_complete() {
-        let tools = tool_list();
+        let shared = Shared::default();
+        let tools = tool_list(&shared);
         let tools = tools.as_array().map(Vec::as_slice).unwrap_or_default();
-        assert_eq!(tools.len(), 14);
+        assert_eq!(tools.len(), 28);
+        let names: Vec<_> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(!names.contains(&EXTRA_TOOL));
+        shared.extra_tool.store(true, Ordering::Relaxed);
+        assert_eq!(tool_list(&shared).as_array().map(Vec::len), Some(29));
         assert_eq!(tools[0]["name"], "test_simple_text");
         assert!(tools[0]["inputSchema"].get("required").is_none());
         for t in tools {
@@ -495,7 +621,7 @@ mod tests {
             "https://json-schema.org/draft/2020-12/schema"
         );
         assert_eq!(schema["additionalProperties"], false);
-        for p in prompt_list().as_array().into_iter().flatten() {
+        for p in prompt_list(&shared).as_array().into_iter().flatten() {
             assert!(p["description"].is_string(), "{p}");
         }
     }
@@ -577,7 +703,22 @@ mod tests {
     }
 
     #[test]
+    fn custom_headers_tool_is_valid() {
+        let schema = custom_headers_schema();
+        let names: Vec<_> = schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, p)| p["x-mcp-header"].as_str())
+            .collect();
+        assert_eq!(names, ["Priority", "Region", "Verbose"]);
+        assert!((listen_support().known_uri)("test://static-text"));
+        assert!(!(listen_support().known_uri)("test://nope"));
+    }
+
+    #[test]
     fn capabilities_and_streaming() {
+        assert_eq!(capabilities(Era::Modern)["tools"]["listChanged"], true);
         assert_eq!(capabilities(Era::Legacy)["resources"]["subscribe"], true);
         assert!(
             capabilities(Era::Modern)["resources"]

@@ -12,7 +12,11 @@
 //! levels) is shared.
 
 mod conformance;
+mod headers;
 mod http;
+mod input_required;
+mod listen;
+mod mrtr;
 mod resume;
 mod stdio;
 
@@ -93,6 +97,14 @@ struct Shared {
     modern_requests: AtomicU64,
     tool_calls: AtomicU64,
     log_level_sets: AtomicU64,
+    /// Seals modern MRTR `requestState` tokens.
+    state_key: mrtr::StateKey,
+    /// List and resource changes, fanned out to `subscriptions/listen` streams.
+    changes: listen::Changes,
+    /// Conformance profile: whether `test_trigger_tool_change` has added its extra tool.
+    extra_tool: AtomicBool,
+    /// Conformance profile: whether `test_trigger_prompt_change` has added its extra prompt.
+    extra_prompt: AtomicBool,
 }
 
 /// One legacy session (HTTP) or the implicit stdio session.
@@ -245,7 +257,20 @@ fn unsupported_version(requested: &Value) -> ErrorObject {
 }
 
 /// Decides which era serves a request, or the (HTTP 400) error rejecting it.
-fn route(era: DemoEra, method: Option<&str>, params: &Value) -> Result<Era, ErrorObject> {
+/// A request is modern when its `_meta` declares a protocol version or its
+/// `MCP-Protocol-Version` header names a modern one; that includes a modern
+/// `initialize`, which the modern era answers with -32601.
+fn route(
+    era: DemoEra,
+    method: Option<&str>,
+    params: &Value,
+    header_version: Option<&str>,
+) -> Result<Era, ErrorObject> {
+    let modern = era.allows(Era::Modern)
+        && (meta_version(params).is_some() || header_version.is_some_and(protocol::is_modern_version));
+    if modern {
+        return Ok(Era::Modern);
+    }
     if method == Some("initialize") {
         if era.allows(Era::Legacy) {
             return Ok(Era::Legacy);
@@ -261,20 +286,27 @@ fn route(era: DemoEra, method: Option<&str>, params: &Value) -> Result<Era, Erro
         );
         return Err(e);
     }
-    if meta_version(params).is_some() && era.allows(Era::Modern) {
-        return Ok(Era::Modern);
-    }
     if era.allows(Era::Legacy) {
         return Ok(Era::Legacy);
     }
     Err(missing_meta(protocol::META_PROTOCOL_VERSION))
 }
 
-/// Checks a modern request's `_meta` (and the `MCP-Protocol-Version` header, when present).
+/// Checks a modern request's `_meta` and, when given, the
+/// `MCP-Protocol-Version` header against it: a missing `_meta` field is
+/// -32602, a header/body disagreement -32020, an unsupported version -32022.
 fn validate_modern(params: &Value, header_version: Option<&str>) -> Result<(), ErrorObject> {
-    let version = meta_version(params).unwrap_or(&Value::Null);
-    let Some(v) = version.as_str().filter(|v| protocol::is_modern_version(v)) else {
-        return Err(unsupported_version(version));
+    let Some(meta) = params.get("_meta").filter(|m| m.is_object()) else {
+        return Err(invalid("missing params._meta"));
+    };
+    let Some(version) = meta.get(protocol::META_PROTOCOL_VERSION) else {
+        return Err(missing_meta(protocol::META_PROTOCOL_VERSION));
+    };
+    let Some(v) = version.as_str() else {
+        return Err(invalid(format_args!(
+            "_meta[\"{}\"] must be a string",
+            protocol::META_PROTOCOL_VERSION
+        )));
     };
     if let Some(h) = header_version.filter(|h| *h != v) {
         return Err(err(
@@ -284,7 +316,10 @@ fn validate_modern(params: &Value, header_version: Option<&str>) -> Result<(), E
             ),
         ));
     }
-    if !params["_meta"]
+    if !protocol::is_modern_version(v) {
+        return Err(unsupported_version(version));
+    }
+    if !meta
         .get(protocol::META_CLIENT_CAPABILITIES)
         .is_some_and(Value::is_object)
     {
@@ -745,8 +780,48 @@ impl Call {
         }
     }
 
+    /// Whether the modern client declared `capability` in its `_meta`.
+    fn client_declares(&self, capability: &str) -> bool {
+        self.params["_meta"]
+            .get(protocol::META_CLIENT_CAPABILITIES)
+            .and_then(|c| c.get(capability))
+            .is_some_and(|c| !c.is_null())
+    }
+
+    /// -32021 (HTTP 400) unless the modern client declared `capability`.
+    fn require_capability(&self, capability: &str) -> Result<(), ErrorObject> {
+        if self.client_declares(capability) {
+            return Ok(());
+        }
+        let e = err(
+            protocol::ERROR_MISSING_CAPABILITY,
+            format!("Missing required client capability: {capability}"),
+        );
+        Err(e.with_data(json!({"requiredCapabilities": {capability: {}}})))
+    }
+
+    /// The retry's sealed `requestState`, opened for `method` and this
+    /// request's params: `None` when absent, -32602 when not intact.
+    fn open_state(&self, method: &str) -> Result<Option<mrtr::State>, ErrorObject> {
+        match self.params.get("requestState") {
+            None => Ok(None),
+            Some(Value::String(token)) => self
+                .shared
+                .state_key
+                .open(token, method, &self.params)
+                .map(Some),
+            Some(_) => Err(invalid("'requestState' must be a string")),
+        }
+    }
+
+    /// A sealed `requestState` for the next retry of `method` with these params.
+    fn seal_state(&self, method: &str, round: u64, data: Value) -> String {
+        let state = mrtr::State { round, data };
+        self.shared.state_key.seal(method, &self.params, &state)
+    }
+
     /// Modern MRTR step for a tool that needs the client's `capability`: on a
-    /// retry carrying an answer object under `key` (and the matching
+    /// retry carrying a valid answer under `key` (and its sealed
     /// `requestState`), that answer; otherwise the `input_required` result
     /// asking for it with `method`/`params`.
     fn mrtr(
@@ -755,32 +830,20 @@ impl Call {
         key: &str,
         method: &str,
         params: Value,
-        state: &str,
     ) -> Result<Mrtr<'_>, ErrorObject> {
-        let caps = self.params["_meta"].get(protocol::META_CLIENT_CAPABILITIES);
-        if caps.and_then(|c| c.get(capability)).is_none() {
-            let e = err(
-                protocol::ERROR_MISSING_CAPABILITY,
-                format!("Missing required client capability: {capability}"),
-            );
-            return Err(e.with_data(json!({"requiredCapabilities": {capability: {}}})));
-        }
-        let answer = self
-            .params
-            .get("inputResponses")
-            .and_then(|r| r.get(key))
-            .filter(|a| a.is_object());
-        if let Some(answer) = answer {
-            if self.params.get("requestState").and_then(Value::as_str) != Some(state) {
-                return Err(invalid("requestState does not match this request"));
+        self.require_capability(capability)?;
+        let state = self.open_state("tools/call")?;
+        let responses = mrtr::responses(&self.params)?;
+        if let Some(answer) = mrtr::response_for(responses, key, method)? {
+            if state.is_none() {
+                return Err(invalid("requestState is required with this input response"));
             }
             return Ok(Mrtr::Answer(answer));
         }
-        Ok(Mrtr::Ask(json!({
-            "resultType": "input_required",
-            "inputRequests": {key: {"method": method, "params": params}},
-            "requestState": state,
-        })))
+        let mut requests = serde_json::Map::new();
+        requests.insert(key.into(), mrtr::input_request(method, params));
+        let state = self.seal_state("tools/call", 1, Value::Null);
+        Ok(Mrtr::Ask(mrtr::input_required(requests, Some(state))))
     }
 
     /// Legacy sampling: a `sampling/createMessage` request to the client, answered by a POSTed response.
@@ -820,15 +883,8 @@ impl Call {
 
     /// Modern sampling: MRTR. First answer `input_required`; the retry carries the completion.
     fn sample_modern(&self, prompt: &str) -> Result<Value, ErrorObject> {
-        let state = request_state("sample", prompt);
         let params = sampling_params(prompt);
-        match self.mrtr(
-            "sampling",
-            "sample",
-            "sampling/createMessage",
-            params,
-            &state,
-        )? {
+        match self.mrtr("sampling", "sample", "sampling/createMessage", params)? {
             Mrtr::Answer(answer) => Ok(text_result(&format!("sampled: {}", content_text(answer)))),
             Mrtr::Ask(result) => Ok(result),
         }
@@ -885,15 +941,6 @@ fn content_text(result: &Value) -> String {
         Some(block) => text(block),
         None => String::new(),
     }
-}
-
-/// Opaque MRTR state binding a retry to its tool (`kind`) and input. Not
-/// integrity-protected: it gates nothing but the demo's own consistency check.
-fn request_state(kind: &str, input: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    input.hash(&mut h);
-    URL_SAFE_NO_PAD.encode(format!("v1:{kind}:{:016x}", h.finish()))
 }
 
 fn resource_text(uri: &str) -> Option<String> {
@@ -1057,9 +1104,6 @@ mod tests {
             content_text(&json!({"content": [{"type": "text", "text": "a"}, {"text": "b"}]})),
             "ab"
         );
-        assert_eq!(request_state("sample", "x"), request_state("sample", "x"));
-        assert_ne!(request_state("sample", "x"), request_state("sample", "y"));
-        assert_ne!(request_state("sample", "x"), request_state("elicit", "x"));
         let id = mint_session_id().unwrap();
         assert!(
             id.len() >= 22

@@ -102,8 +102,9 @@ async fn shutdown(
     let pools = app.gateway.upstreams().iter().map(|u| u.drain_pool());
     let _ = tokio::time::timeout(
         timeout,
-        futures_util::future::join(
+        futures_util::future::join3(
             app.sessions.end_all(),
+            app.gateway.close_parked(),
             futures_util::future::join_all(pools),
         ),
     )

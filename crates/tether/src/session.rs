@@ -19,8 +19,14 @@ use crate::protocol::Era;
 use crate::sync::lock;
 use crate::upstream::{ClientIdentity, SessionSet, UpstreamSession};
 
+/// Resources one client session may subscribe to per upstream.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+
 /// Server→client requests a client may leave unanswered at once.
 pub const MAX_PENDING: usize = 64;
+/// After this long an unanswered server→client request may be forgotten
+/// (its asker has given up; a person answering an elicitation is slow).
+const PENDING_TTL: Duration = Duration::from_secs(300);
 
 /// Which upstreams a session sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +82,7 @@ pub struct ClientSession {
     pub identity: ClientIdentity,
     /// The client's upstream sessions.
     pub upstreams: SessionSet,
-    pending: Mutex<HashMap<String, PendingRequest>>,
+    pending: Mutex<HashMap<String, (Instant, PendingRequest)>>,
     next_relay_id: AtomicU64,
     /// Modern per-request settings.
     pub options: RequestOptions,
@@ -84,6 +90,7 @@ pub struct ClientSession {
     subscriptions: Mutex<HashMap<Arc<str>, Subscriptions>>,
     log_level: Mutex<Option<String>>,
     outbound: Mutex<Option<mpsc::Sender<Bytes>>>,
+    outbound_changed: tokio::sync::Notify,
     listening: Mutex<Vec<Weak<UpstreamSession>>>,
     created: Instant,
     last_seen_ms: AtomicU64,
@@ -115,6 +122,7 @@ impl ClientSession {
             log_level: Mutex::new(None),
             subscriptions: Mutex::new(HashMap::new()),
             outbound: Mutex::new(None),
+            outbound_changed: tokio::sync::Notify::new(),
             listening: Mutex::new(Vec::new()),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
@@ -157,29 +165,38 @@ impl ClientSession {
     }
 
     /// Adds (`on`) or removes `uri` from the client's subscriptions on an
-    /// upstream; returns the URIs subscribed afterwards.
-    pub fn update_subscriptions(&self, upstream: &Arc<str>, uri: String, on: bool) -> Vec<String> {
+    /// upstream and replaces the task listening for them: `listen` is called
+    /// with the URIs subscribed afterwards (none: no task). Done under one
+    /// lock, so concurrent changes cannot lose each other. `None` when the
+    /// session has ended or the URI cap is reached.
+    pub fn resubscribe(
+        &self,
+        upstream: &Arc<str>,
+        uri: String,
+        on: bool,
+        listen: impl FnOnce(Vec<String>) -> tokio::task::AbortHandle,
+    ) -> Option<bool> {
         let mut all = lock(&self.subscriptions);
+        if self.is_closed() {
+            return None;
+        }
         let entry = all.entry(upstream.clone()).or_default();
+        if on && !entry.uris.contains(&uri) && entry.uris.len() >= MAX_SUBSCRIPTIONS {
+            return None;
+        }
         if on {
             entry.uris.insert(uri);
         } else {
             entry.uris.remove(&uri);
         }
-        entry.uris.iter().cloned().collect()
-    }
-
-    /// Replaces the task listening for an upstream's resource changes.
-    pub fn set_subscription_listener(
-        &self,
-        upstream: &Arc<str>,
-        listener: Option<tokio::task::AbortHandle>,
-    ) {
-        let mut all = lock(&self.subscriptions);
-        let entry = all.entry(upstream.clone()).or_default();
-        if let Some(old) = std::mem::replace(&mut entry.listener, listener) {
+        if let Some(old) = entry.listener.take() {
             old.abort();
         }
+        if entry.uris.is_empty() {
+            return Some(false);
+        }
+        entry.listener = Some(listen(entry.uris.iter().cloned().collect()));
+        Some(true)
     }
 
     /// Whether this context serves one sessionless request.
@@ -203,23 +220,35 @@ impl ClientSession {
     pub fn register_pending(&self, request: PendingRequest) -> Option<String> {
         let mut pending = lock(&self.pending);
         if pending.len() >= MAX_PENDING {
+            // Requests whose answer can no longer matter make room; the rest stay.
+            pending.retain(|_, (since, _)| since.elapsed() < PENDING_TTL);
+        }
+        if pending.len() >= MAX_PENDING {
             return None;
         }
         let n = self.next_relay_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("tether-relay-{n}");
         let key = serde_json::to_string(&id).expect("string serializes");
-        pending.insert(key, request);
+        pending.insert(key, (Instant::now(), request));
         Some(id)
     }
 
     /// Takes the pending request a client response answers (by raw id text).
     pub fn take_pending(&self, raw_id: &str) -> Option<PendingRequest> {
-        lock(&self.pending).remove(raw_id)
+        lock(&self.pending)
+            .remove(raw_id)
+            .map(|(_, request)| request)
     }
 
     /// Installs the sender of the session's GET stream, replacing an older one.
     pub fn set_outbound(&self, tx: mpsc::Sender<Bytes>) {
         *lock(&self.outbound) = Some(tx);
+        self.outbound_changed.notify_waiters();
+    }
+
+    /// Resolves at the next change of the client's GET stream (opened or ended).
+    pub fn outbound_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.outbound_changed.notified()
     }
 
     /// The sender of the client's current GET stream, if one is open.
@@ -238,6 +267,7 @@ impl ClientSession {
     /// Ends the client's GET stream (shutdown, or a client too slow to read it).
     pub fn close_outbound(&self) {
         lock(&self.outbound).take();
+        self.outbound_changed.notify_waiters();
     }
 
     /// The upstream sessions whose own streams are not relayed yet; marks them relayed.
@@ -288,6 +318,8 @@ impl ClientSession {
         }
         self.close_outbound();
         lock(&self.pending).clear();
+        // Under the same lock `resubscribe` checks `closed` with: no listener
+        // can be installed after this.
         for (_, s) in lock(&self.subscriptions).drain() {
             if let Some(listener) = s.listener {
                 listener.abort();

@@ -50,26 +50,33 @@ impl Gateway {
 }
 
 /// Relays one upstream session's GET stream while the client listens on its
-/// own; stops when no client stream is left, or the upstream stream ends.
+/// own; stops when no client stream is left, or the upstream stream ends. It
+/// holds no sender of the client's stream while waiting, so ending that stream
+/// (shutdown, a client too slow to read) takes effect at once.
 async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>, send_timeout: Duration) {
     let resp = match session.open_get(None).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::debug!(upstream = %session.upstream.name, error = %e, "upstream offers no GET stream");
+            tracing::debug!(upstream = %session.upstream.name, error = %e, "no upstream GET stream");
+            if !matches!(e, UpstreamError::Status { status: 405, .. }) {
+                // Maybe transient: let a later request try again.
+                ctx.forget_listener(&session);
+            }
             return;
         }
     };
     let mut stream = EventStream::listen(resp, session.clone());
     loop {
-        let Some(tx) = ctx.outbound() else {
+        let changed = ctx.outbound_changed();
+        if ctx.outbound().is_none() {
             if ctx.release_listener(&session) {
                 return;
             }
             continue;
-        };
+        }
         let item = tokio::select! {
             item = stream.next_message() => item,
-            _ = tx.closed() => continue,
+            _ = changed => continue,
         };
         let Some(Ok(bytes)) = item else {
             ctx.forget_listener(&session);
@@ -83,12 +90,12 @@ async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>, send_tim
             Ok(Kind::Notification) => Some(bytes),
             _ => None,
         };
-        if let Some(out) = out
-            && !matches!(
-                tokio::time::timeout(send_timeout, tx.send(out)).await,
-                Ok(Ok(()))
-            )
-        {
+        let Some(out) = out else { continue };
+        let Some(tx) = ctx.outbound() else { continue };
+        if !matches!(
+            tokio::time::timeout(send_timeout, tx.send(out)).await,
+            Ok(Ok(()))
+        ) {
             tracing::warn!(session = %ctx.id, "client stopped reading its GET stream; closing it");
             ctx.close_outbound();
         }

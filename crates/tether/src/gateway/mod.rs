@@ -86,6 +86,11 @@ impl Gateway {
         self.close_timeout
     }
 
+    /// Closes every call still waiting for client input (shutdown).
+    pub async fn close_parked(&self) {
+        self.lot.close_all(self.close_timeout).await;
+    }
+
     /// All upstreams in config order.
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
@@ -150,6 +155,22 @@ impl Gateway {
                 Err(e) => error(&msg, code::INVALID_PARAMS, e.message()),
             };
         }
+        if ctx.era == Era::Modern
+            && let Some(state) = park::request_state(&raw, &msg)
+        {
+            return match self.lot.resume(&state, &msg).await {
+                park::Resume::Continue(parked) => self.resume_parked(*parked, &msg),
+                park::Resume::Again(ask) => {
+                    let id = msg.id.as_deref().expect("requests have ids");
+                    Outcome::Message(Bytes::from(ask.to_response(id)))
+                }
+                park::Resume::Unknown => error(
+                    &msg,
+                    code::INVALID_PARAMS,
+                    "requestState is unknown or expired (or names another call); send the request again without it",
+                ),
+            };
+        }
         if matches!(method, "resources/subscribe" | "resources/unsubscribe") {
             return self
                 .route_subscription(ctx, method == "resources/subscribe", msg, raw)
@@ -172,12 +193,6 @@ impl Gateway {
             Ok(p) => p,
             Err(e) => return error(&msg, code::INVALID_PARAMS, e.message()),
         };
-        if ctx.era == Era::Modern
-            && let Some(state) = park::request_state(&raw, &params)
-            && let Some(parked) = self.lot.resume(&state, &params).await
-        {
-            return self.resume_parked(parked, &msg);
-        }
         match method {
             "tools/call" | "prompts/get" => {
                 let kind = if method == "tools/call" {

@@ -3,7 +3,8 @@
 //! modern client's call; the client got an `input_required` result and
 //! answers with a new request carrying the `requestState`. Meanwhile the
 //! upstream call, its session and its stream wait here: node-local, bounded
-//! in number, and closed when the client does not come back in time.
+//! in number, bound to the call they belong to, and closed (the upstream
+//! request refused and the call cancelled) when the client does not come back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ const MAX_PARKED: usize = 1024;
 const PARK_TTL: Duration = Duration::from_secs(300);
 /// The `inputRequests` key Tether uses for the upstream's request.
 const INPUT_KEY: &str = "upstream_request";
+/// Marks `requestState` values Tether issued (others belong to upstreams).
+const STATE_PREFIX: &str = "tether.";
 
 /// A call waiting for the client's input.
 pub(super) struct Parked {
@@ -41,9 +44,34 @@ struct Entry {
     parked: Parked,
     /// The upstream's server→client request id, answered on resume.
     asked: Box<RawValue>,
+    /// What the client was asked (asked again when a retry lacks the answer).
+    ask: InputRequired,
+    /// The method and arguments (or URI) of the call the state belongs to.
+    call: (String, Option<String>),
+}
+
+impl Entry {
+    /// Refuses the upstream's request, cancels the call and closes its
+    /// session (never returning it to a pool with a call still running).
+    async fn abandon(self, close_timeout: Duration) {
+        let Entry { parked, asked, .. } = self;
+        let refuse = ErrorObject::new(code::INTERNAL_ERROR, "the client did not answer in time");
+        let _ = parked
+            .session
+            .send_message(Bytes::from(refuse.to_response(Some(&asked))))
+            .await;
+        let cancel = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"client input never came"}}}}"#,
+            parked.upstream_id.get()
+        );
+        let _ = parked.session.send_message(Bytes::from(cancel)).await;
+        parked.ctx.upstreams.evict(&parked.session);
+        parked.ctx.close(close_timeout).await;
+    }
 }
 
 /// What the client is told to provide.
+#[derive(Clone)]
 pub(super) struct InputRequired {
     method: String,
     params: Option<Box<RawValue>>,
@@ -51,11 +79,20 @@ pub(super) struct InputRequired {
 }
 
 impl InputRequired {
+    /// The state handed to the client.
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+
     /// The `input_required` response to the client's request `id`.
     pub fn to_response(&self, id: &RawValue) -> Vec<u8> {
+        let mut request = serde_json::json!({ "method": self.method });
+        if let Some(params) = &self.params {
+            request["params"] = serde_json::to_value(params).unwrap_or_default();
+        }
         let result = serde_json::json!({
             "resultType": "input_required",
-            "inputRequests": { INPUT_KEY: { "method": self.method, "params": self.params } },
+            "inputRequests": { INPUT_KEY: request },
             "requestState": self.state,
         });
         jsonrpc::response(id, &jsonrpc::to_raw(&result))
@@ -68,23 +105,48 @@ pub(super) struct Refused {
     pub client_error: ErrorObject,
 }
 
-/// Whether a server→client request during a modern client's call becomes an
-/// `input_required` result (the only methods the spec allows it on).
-pub(super) fn asks_modern_client(ctx: &ClientSession, call_method: &str, ask: &Message) -> bool {
-    ctx.era == Era::Modern
-        && matches!(call_method, "tools/call" | "prompts/get" | "resources/read")
-        && matches!(
-            ask.method.as_deref(),
-            Some("sampling/createMessage" | "elicitation/create" | "roots/list")
-        )
+/// What a retry carrying a Tether `requestState` leads to.
+pub(super) enum Resume {
+    /// The upstream has the client's answer; relay the rest of its call.
+    Continue(Box<Parked>),
+    /// The retry lacks the answer: ask again (same state).
+    Again(InputRequired),
+    /// No such waiting call (expired, already resumed, or another call's).
+    Unknown,
 }
 
-/// The `requestState` a modern retry carries, when it may name a parked call.
-pub(super) fn request_state(raw: &[u8], params: &RawObject) -> Option<String> {
-    if !jsonrpc::contains(raw, b"requestState") {
+/// Whether a server→client request during a modern client's call becomes an
+/// `input_required` result: only on the methods the spec allows it on, and
+/// only for what the client declared it can do.
+pub(super) fn asks_modern_client(ctx: &ClientSession, call_method: &str, ask: &Message) -> bool {
+    let capability = match ask.method.as_deref() {
+        Some("sampling/createMessage") => "sampling",
+        Some("elicitation/create") => "elicitation",
+        Some("roots/list") => "roots",
+        _ => return false,
+    };
+    let declared = serde_json::from_str::<RawObject>(ctx.identity.capabilities.get())
+        .is_ok_and(|caps| caps.contains_key(capability));
+    ctx.era == Era::Modern
+        && declared
+        && matches!(call_method, "tools/call" | "prompts/get" | "resources/read")
+}
+
+/// The Tether-issued `requestState` a modern retry carries, if any (states
+/// issued by modern upstreams pass through to them untouched).
+pub(super) fn request_state(raw: &[u8], msg: &Message) -> Option<String> {
+    if !jsonrpc::contains(raw, STATE_PREFIX.as_bytes()) {
         return None;
     }
-    jsonrpc::str_member(params, "requestState")
+    let params = msg.params_object().ok()?;
+    jsonrpc::str_member(&params, "requestState").filter(|s| s.starts_with(STATE_PREFIX))
+}
+
+/// What identifies a call across its retries: the method and its arguments
+/// (or URI), which reach the upstream byte-for-byte (a federated name does not).
+fn call_of(method: &str, params: &RawObject) -> (String, Option<String>) {
+    let key = if method == "resources/read" { "uri" } else { "arguments" };
+    (method.to_owned(), params.get(key).map(|v| v.get().to_owned()))
 }
 
 /// Calls waiting for client input on this node.
@@ -115,50 +177,115 @@ impl ParkingLot {
                 client_error: ErrorObject::new(code::INTERNAL_ERROR, why),
             });
         }
-        // Unguessable: the state is the only key to someone else's call.
-        let state = session::new_session_id();
-        entries.insert(state.clone(), Entry { parked, asked });
+        // Unguessable: the state is the only key to the waiting call.
+        let state = format!("{STATE_PREFIX}{}", session::new_session_id());
+        let request = InputRequired {
+            method: ask.method.unwrap_or_default(),
+            params: ask.params,
+            state: state.clone(),
+        };
+        let call = call_of(&parked.method, &parked.request_params);
+        entries.insert(
+            state.clone(),
+            Entry {
+                parked,
+                asked,
+                ask: request.clone(),
+                call,
+            },
+        );
         drop(entries);
         let lot = Arc::downgrade(self);
-        let key = state.clone();
         tokio::spawn(async move {
             tokio::time::sleep(PARK_TTL).await;
             let expired = lot
                 .upgrade()
-                .and_then(|lot| lock(&lot.entries).remove(&key));
+                .and_then(|lot| lock(&lot.entries).remove(&state));
             if let Some(entry) = expired {
-                tracing::info!(
-                    "a call waiting for client input expired; closing its upstream session"
-                );
-                entry.parked.ctx.close(close_timeout).await;
+                tracing::info!("a call waiting for client input expired; cancelling it");
+                entry.abandon(close_timeout).await;
             }
         });
-        Ok(InputRequired {
-            method: ask.method.unwrap_or_default(),
-            params: ask.params,
-            state,
-        })
+        Ok(request)
     }
 
-    /// Takes the call a retry's `requestState` names, answering the upstream's
-    /// request with the client's input (or an error when it gave none).
-    pub async fn resume(&self, state: &str, params: &RawObject) -> Option<Parked> {
-        let entry = lock(&self.entries).remove(state)?;
-        let answer = params
-            .get("inputResponses")
-            .and_then(|r| serde_json::from_str::<RawObject>(r.get()).ok())
-            .and_then(|mut answers| answers.shift_remove(INPUT_KEY));
-        let back = match answer {
-            Some(result) => jsonrpc::response(&entry.asked, &result),
-            None => ErrorObject::new(
-                code::INTERNAL_ERROR,
-                "the client gave no answer to this request",
-            )
-            .to_response(Some(&entry.asked)),
+    /// Gives up a call whose `input_required` could not be delivered.
+    pub async fn cancel(&self, state: &str, close_timeout: Duration) {
+        let entry = lock(&self.entries).remove(state);
+        if let Some(entry) = entry {
+            entry.abandon(close_timeout).await;
+        }
+    }
+
+    /// Takes the call a retry's `requestState` names and hands the upstream
+    /// the client's answer.
+    pub async fn resume(&self, state: &str, retry: &Message) -> Resume {
+        let params = retry.params_object().unwrap_or_default();
+        let entry = {
+            let mut entries = lock(&self.entries);
+            let Some(entry) = entries.remove(state) else {
+                return Resume::Unknown;
+            };
+            let call = call_of(retry.method.as_deref().unwrap_or_default(), &params);
+            if call != entry.call {
+                // Not the call this state belongs to: leave it for the real retry.
+                entries.insert(state.to_owned(), entry);
+                return Resume::Unknown;
+            }
+            let answer = params
+                .get("inputResponses")
+                .and_then(|r| serde_json::from_str::<RawObject>(r.get()).ok())
+                .and_then(|mut answers| answers.shift_remove(INPUT_KEY));
+            let Some(answer) = answer else {
+                let again = entry.ask.clone();
+                entries.insert(state.to_owned(), entry);
+                return Resume::Again(again);
+            };
+            (entry, answer)
         };
+        let (entry, answer) = entry;
+        let back = jsonrpc::response(&entry.asked, &answer);
         if let Err(e) = entry.parked.session.send_message(Bytes::from(back)).await {
             tracing::warn!(upstream = %entry.parked.session.upstream.name, error = %e, "handing the client's input upstream failed");
         }
-        Some(entry.parked)
+        Resume::Continue(Box::new(entry.parked))
+    }
+
+    /// Abandons every waiting call (shutdown), in parallel.
+    pub async fn close_all(&self, close_timeout: Duration) {
+        let entries: Vec<Entry> = lock(&self.entries).drain().map(|(_, e)| e).collect();
+        futures_util::future::join_all(entries.into_iter().map(|e| e.abandon(close_timeout))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_required_omits_absent_params() {
+        let ask = InputRequired {
+            method: "roots/list".into(),
+            params: None,
+            state: "tether.x".into(),
+        };
+        let text = String::from_utf8(ask.to_response(&jsonrpc::to_raw(&1))).unwrap();
+        assert_eq!(
+            text,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"inputRequests":{"upstream_request":{"method":"roots/list"}},"requestState":"tether.x","resultType":"input_required"}}"#
+        );
+    }
+
+    #[test]
+    fn only_tether_states_are_intercepted() {
+        let retry = |state: &str| {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"t","requestState":"{state}"}}}}"#
+            );
+            let msg = Message::parse(body.as_bytes()).unwrap();
+            request_state(body.as_bytes(), &msg)
+        };
+        assert_eq!(retry("tether.abc").as_deref(), Some("tether.abc"));
+        assert_eq!(retry("upstream-own-state"), None);
     }
 }

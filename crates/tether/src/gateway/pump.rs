@@ -146,14 +146,25 @@ impl Pump {
             upstream_id,
             request_params: self.request_params,
         };
-        let answer = match self.lot.park(parked, ask, self.close_timeout) {
-            Ok(result) => result.to_response(&client_id),
+        match self.lot.park(parked, ask, self.close_timeout) {
+            Ok(request) => {
+                let answer = Bytes::from(request.to_response(&client_id));
+                let sent = tokio::time::timeout(self.send_timeout, self.tx.send(answer)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    // Nobody will come back with the answer.
+                    self.lot.cancel(request.state(), self.close_timeout).await;
+                }
+            }
             Err(refused) => {
                 let _ = self.session.send_message(refused.upstream_answer).await;
-                refused.client_error.to_response(Some(&client_id))
+                let err = refused.client_error.to_response(Some(&client_id));
+                let _ =
+                    tokio::time::timeout(self.send_timeout, self.tx.send(Bytes::from(err))).await;
+                if self.ctx.is_ephemeral() {
+                    self.ctx.close(self.close_timeout).await;
+                }
             }
-        };
-        let _ = tokio::time::timeout(self.send_timeout, self.tx.send(Bytes::from(answer))).await;
+        }
     }
 
     /// Completes an `input_required` answer by asking the client (same stream).

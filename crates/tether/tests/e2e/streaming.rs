@@ -188,52 +188,70 @@ async fn upstream_stream_messages_reach_the_client_get_stream() {
 async fn modern_client_answers_a_legacy_upstreams_request_as_input_required() {
     let up = demo("legacy");
     let gw = tether(&config(&[("demo", &up.mcp())], ""));
-    let url = gw.mcp();
-    let call = |extra: Value| {
-        let url = url.clone();
-        let mut params = json!({"name": "demo__sample", "arguments": {"prompt": "say hi"}});
-        for (k, v) in extra.as_object().unwrap() {
-            params[k] = v.clone();
-        }
-        params["_meta"] = json!({
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {"sampling": {}},
-        });
-        let headers = vec![
-            ("mcp-protocol-version", "2026-07-28".to_string()),
-            ("mcp-method", "tools/call".to_string()),
-            ("mcp-name", "demo__sample".to_string()),
-        ];
-        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params});
-        async move { crate::harness::post(&url, &headers, &body).await }
-    };
-    let first = call(json!({})).await;
-    let result = &first.last()["result"];
-    assert_eq!(result["resultType"], "input_required", "{result}");
-    let (key, ask) = result["inputRequests"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
-    assert_eq!(ask["method"], "sampling/createMessage");
-    assert_eq!(ask["params"]["messages"][0]["content"]["text"], "say hi");
-    let state = result["requestState"].clone();
-    let answer =
-        json!({"role": "assistant", "content": {"type": "text", "text": "hello"}, "model": "m"});
-    let done = call(json!({"inputResponses": {key: answer}, "requestState": state})).await;
-    let last = done.last();
-    assert_eq!(last["id"], 7);
-    assert_eq!(text(&last["result"]), "sampled: hello", "{last}");
-    // The per-call upstream session ended with the call.
+    for (url, tool) in [
+        (gw.mcp(), "demo__sample"),
+        (format!("{}/u/demo/mcp", gw.base), "sample"),
+    ] {
+        let call = |extra: Value, capabilities: Value| {
+            let mut params = json!({"name": tool, "arguments": {"prompt": "say hi"}});
+            for (k, v) in extra.as_object().unwrap() {
+                params[k] = v.clone();
+            }
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": capabilities,
+            });
+            let headers = vec![
+                ("mcp-protocol-version", "2026-07-28".to_string()),
+                ("mcp-method", "tools/call".to_string()),
+                ("mcp-name", tool.to_string()),
+            ];
+            let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params});
+            let url = url.clone();
+            async move { crate::harness::post(&url, &headers, &body).await }
+        };
+        let sampling = json!({"sampling": {}});
+        let first = call(json!({}), sampling.clone()).await;
+        let result = first.last()["result"].clone();
+        assert_eq!(result["resultType"], "input_required", "{url}: {result}");
+        let (key, ask) = result["inputRequests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap();
+        assert_eq!(ask["method"], "sampling/createMessage");
+        assert_eq!(ask["params"]["messages"][0]["content"]["text"], "say hi");
+        let state = result["requestState"].clone();
+        // A retry without the answer is asked again, under the same state.
+        let again = call(json!({"requestState": state}), sampling.clone()).await;
+        assert_eq!(again.last()["result"]["requestState"], state, "{url}: {:?}", again.last());
+        let answer = json!({"role": "assistant", "content": {"type": "text", "text": "hello"}, "model": "m"});
+        let done = call(
+            json!({"inputResponses": {key: answer}, "requestState": state}),
+            sampling.clone(),
+        )
+        .await;
+        let last = done.last();
+        assert_eq!(last["id"], 7);
+        assert_eq!(text(&last["result"]), "sampled: hello", "{url}: {last}");
+        // A spent state names no call any more: an error, never a second run.
+        let spent = call(
+            json!({"inputResponses": {key: answer}, "requestState": state}),
+            sampling.clone(),
+        )
+        .await;
+        assert_eq!(spent.last()["error"]["code"], -32602, "{url}");
+        // A client that did not declare sampling is never asked for it.
+        let undeclared = call(json!({}), json!({})).await;
+        assert_ne!(
+            undeclared.last()["result"]["resultType"],
+            "input_required",
+            "{url}"
+        );
+    }
+    // Every per-call upstream session ended with its call.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = up.stats().await;
     assert_eq!(stats["initializes"], stats["deletes"], "{stats}");
-    // A made-up or spent state is not someone else's call.
-    let again = call(json!({"inputResponses": {key: answer}, "requestState": state})).await;
-    assert_eq!(
-        again.last()["result"]["resultType"],
-        "input_required",
-        "a spent state starts a new call"
-    );
 }

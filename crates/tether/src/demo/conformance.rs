@@ -5,6 +5,14 @@
 //! "everything" server. Both eras are served: in the legacy era, sampling and
 //! elicitation are server→client requests on the call's SSE stream; in the
 //! modern era they are MRTR `input_required` results.
+//!
+//! For 2026-07-28 the fixture adds the `test_input_required_result_*` tools
+//! and prompt ([`super::input_required`]), the `server-stateless` diagnostic
+//! tools (`test_missing_capability`, `test_streaming_elicitation`,
+//! `test_logging_tool`), the list-mutating `test_trigger_tool_change` /
+//! `test_trigger_prompt_change` whose changes reach `subscriptions/listen`
+//! streams ([`super::listen`]), and `test_custom_headers`, whose arguments
+//! are mirrored into `Mcp-Param-*` headers (`x-mcp-header`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -86,14 +94,11 @@ impl Call {
                 let name = self.params.get("name").and_then(Value::as_str);
                 match name.unwrap_or("") {
                     input_required::PROMPT => self.input_required_prompt(),
-                    EXTRA_PROMPT if self.shared.extra_prompt.load(Ordering::Relaxed) => {
-                        Ok(json!({"messages": [{"role": "user", "content": {"type": "text",
-                            "text": "This prompt was added by test_trigger_prompt_change."}}]}))
-                    }
-                    name => get_prompt(
-                        name,
-                        self.params.get("arguments").unwrap_or(&Value::Null),
+                    EXTRA_PROMPT if self.shared.extra_prompt.load(Ordering::Relaxed) => Ok(
+                        json!({"messages": [{"role": "user", "content": {"type": "text",
+                            "text": "This prompt was added by test_trigger_prompt_change."}}]}),
                     ),
+                    name => get_prompt(name, self.params.get("arguments").unwrap_or(&Value::Null)),
                 }
             }
             "resources/list" => Ok(json!({"resources": resource_list()})),
@@ -201,12 +206,18 @@ impl Call {
                 let schema = json!({"type": "object", "properties": {
                     "confirmed": {"type": "boolean", "description": "Whether to go on"}},
                     "required": ["confirmed"]});
-                self.elicit("Continue the streaming operation?", schema, "Elicitation completed")
-                    .await
+                self.elicit(
+                    "Continue the streaming operation?",
+                    schema,
+                    "Elicitation completed",
+                )
+                .await
             }
             "test_trigger_tool_change" => {
                 let added = !self.shared.extra_tool.fetch_xor(true, Ordering::Relaxed);
-                self.shared.changes.publish(listen::Change::ToolsListChanged);
+                self.shared
+                    .changes
+                    .publish(listen::Change::ToolsListChanged);
                 Ok(text_result(&format!(
                     "Tool list changed: {EXTRA_TOOL} {}",
                     if added { "added" } else { "removed" }
@@ -214,7 +225,9 @@ impl Call {
             }
             "test_trigger_prompt_change" => {
                 let added = !self.shared.extra_prompt.fetch_xor(true, Ordering::Relaxed);
-                self.shared.changes.publish(listen::Change::PromptsListChanged);
+                self.shared
+                    .changes
+                    .publish(listen::Change::PromptsListChanged);
                 Ok(text_result(&format!(
                     "Prompt list changed: {EXTRA_PROMPT} {}",
                     if added { "added" } else { "removed" }

@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::{Call, DemoEra, MAX_BODY, MAX_SESSIONS, SAMPLE_TIMEOUT, Session, Shared};
-use super::{initialize_result, mint_session_id, params_of, resume, route, validate_modern};
+use super::{headers as mcp_headers, initialize_result, listen, mint_session_id, params_of};
+use super::{resume, route, validate_modern};
 use crate::jsonrpc::{ErrorObject, Kind, Message, code, response, to_raw};
 use crate::protocol::{self, Era};
 use crate::sse;
@@ -185,26 +186,57 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         Err(e) => return reject(400, e.code(), &e.message()),
     };
     let params = params_of(&msg);
-    match route(shared.era, msg.method.as_deref(), &params) {
+    let version = mcp_headers::protocol_version(&headers);
+    match route(
+        shared.era,
+        msg.method.as_deref(),
+        &params,
+        version.as_deref(),
+    ) {
         Err(e) => error(400, &e, msg.id.as_deref()),
         Ok(Era::Modern) => modern(shared, &headers, msg, params).await,
         Ok(Era::Legacy) => legacy(shared, &headers, kind, msg, params, &body).await,
     }
 }
 
-/// A modern request: stateless, validated against its `_meta`.
+/// A modern request: stateless, validated against its `_meta` and headers.
 async fn modern(shared: Arc<Shared>, headers: &HeaderMap, msg: Message, params: Value) -> Response {
     // Modern HTTP defines no client notifications; accept and ignore any.
     let (Some(method), Some(id)) = (msg.method, msg.id) else {
         return StatusCode::ACCEPTED.into_response();
     };
     shared.modern_requests.fetch_add(1, Ordering::Relaxed);
-    let header = headers.get(protocol::HEADER_PROTOCOL_VERSION);
-    let header = header.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    if let Err(e) = validate_modern(&params, header.as_deref()) {
+    let version = mcp_headers::protocol_version(headers);
+    let schema = (method == "tools/call")
+        .then(|| params.get("name").and_then(Value::as_str))
+        .flatten()
+        .and_then(|tool| shared.profile.input_schema(&shared, tool));
+    let valid = validate_modern(&params, version.as_deref())
+        .and_then(|()| mcp_headers::validate(headers, &method, &params, schema.as_ref()));
+    if let Err(e) = valid {
         return error(400, &e, Some(&id));
     }
+    if method == "subscriptions/listen"
+        && let Some(support) = shared.profile.listen_support()
+    {
+        return listen_stream(&shared, &id, &params, &support);
+    }
     respond(Call::new(&shared, Era::Modern, None, params), method, id).await
+}
+
+/// A `subscriptions/listen` stream: the acknowledgement, then the requested
+/// change notifications, until the client closes it.
+fn listen_stream(
+    shared: &Shared,
+    id: &RawValue,
+    params: &Value,
+    support: &listen::Support,
+) -> Response {
+    let requested = params.get("notifications").unwrap_or(&Value::Null);
+    let filter = listen::Filter::honoured(requested, support);
+    let subscription = serde_json::from_str(id.get()).unwrap_or(Value::Null);
+    let events = listen::events(shared.changes.subscribe(), filter, subscription);
+    sse_body(Body::from_stream(events))
 }
 
 /// A legacy message: `initialize`, or anything else within a session.

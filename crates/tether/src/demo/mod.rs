@@ -7,9 +7,11 @@
 //! transport-agnostic: they get a [`Call`] and return a result or an error.
 //!
 //! The catalogue (tools, prompts, resources) depends on the [`DemoProfile`]:
-//! the demo one lives here, the conformance fixture in [`conformance`]; the
-//! machinery (eras, sessions, streaming, server→client requests, MRTR, log
-//! levels) is shared.
+//! the demo one lives here, the conformance fixture in [`conformance`] (and
+//! its MRTR fixtures in [`input_required`]); the machinery (eras, sessions,
+//! streaming, server→client requests, log levels) is shared, with modern
+//! header validation in [`headers`], sealed MRTR state in [`mrtr`] and
+//! `subscriptions/listen` streams in [`listen`].
 
 mod conformance;
 mod headers;
@@ -41,7 +43,8 @@ pub enum DemoEra {
     Legacy,
     /// Only stateless per-request `_meta` (2026-07-28).
     Modern,
-    /// Both: modern `_meta` selects modern, `initialize` starts a legacy session.
+    /// Both: a modern `_meta` version or `MCP-Protocol-Version` header selects
+    /// modern; otherwise `initialize` starts a legacy session.
     #[default]
     Dual,
 }
@@ -267,7 +270,8 @@ fn route(
     header_version: Option<&str>,
 ) -> Result<Era, ErrorObject> {
     let modern = era.allows(Era::Modern)
-        && (meta_version(params).is_some() || header_version.is_some_and(protocol::is_modern_version));
+        && (meta_version(params).is_some()
+            || header_version.is_some_and(protocol::is_modern_version));
     if modern {
         return Ok(Era::Modern);
     }
@@ -395,6 +399,28 @@ impl DemoProfile {
                 "Tether demo upstream: echo, counters, progress, sampling, a greeting prompt and demo:// resources."
             }
             DemoProfile::Conformance => conformance::INSTRUCTIONS,
+        }
+    }
+
+    /// The input schema of tool `name`, if the profile lists it.
+    fn input_schema(self, shared: &Shared, name: &str) -> Option<Value> {
+        let tools = match self {
+            DemoProfile::Demo => tool_list(),
+            DemoProfile::Conformance => conformance::tool_list(shared),
+        };
+        tools
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["inputSchema"].clone())
+    }
+
+    /// What the profile's `subscriptions/listen` streams can carry; `None`
+    /// when it has no such method (the demo profile).
+    fn listen_support(self) -> Option<listen::Support> {
+        match self {
+            DemoProfile::Demo => None,
+            DemoProfile::Conformance => Some(conformance::listen_support()),
         }
     }
 
@@ -530,7 +556,12 @@ impl Call {
             "ping" if legacy => Ok(json!({})),
             "logging/setLevel" if legacy => self.set_log_level(),
             "server/discover" if modern => Ok(json!({
-                "supportedVersions": protocol::MODERN_VERSIONS,
+                // A dual-era server also speaks the legacy versions (by `initialize`).
+                "supportedVersions": if self.shared.era == DemoEra::Dual {
+                    protocol::all_versions()
+                } else {
+                    protocol::MODERN_VERSIONS.to_vec()
+                },
                 "capabilities": self.shared.profile.capabilities(self.era),
             })),
             _ => match self.shared.profile {
@@ -993,59 +1024,79 @@ mod tests {
     fn routes_by_era() {
         let m = modern(json!({}));
         let plain = json!({});
+        let modern_header = Some(protocol::MODERN_VERSION);
+        let era = |e, method, p: &Value, h| route(e, Some(method), p, h).unwrap();
+        assert_eq!(era(DemoEra::Dual, "tools/list", &m, None), Era::Modern);
+        assert_eq!(era(DemoEra::Dual, "tools/list", &plain, None), Era::Legacy);
+        // The modern header alone selects modern (so a missing _meta is -32602, not a session error).
         assert_eq!(
-            route(DemoEra::Dual, Some("tools/list"), &m).unwrap(),
+            era(DemoEra::Dual, "server/discover", &plain, modern_header),
             Era::Modern
         );
         assert_eq!(
-            route(DemoEra::Dual, Some("tools/list"), &plain).unwrap(),
+            era(DemoEra::Dual, "tools/list", &plain, Some("2025-11-25")),
             Era::Legacy
         );
+        // A legacy initialize starts a session; a modern one is a modern (unknown) method.
+        let init = json!({"protocolVersion": "2025-11-25"});
         assert_eq!(
-            route(DemoEra::Dual, Some("initialize"), &m).unwrap(),
+            era(DemoEra::Dual, "initialize", &init, Some("2025-11-25")),
             Era::Legacy
         );
+        assert_eq!(era(DemoEra::Dual, "initialize", &m, None), Era::Modern);
         assert_eq!(
-            route(DemoEra::Legacy, Some("server/discover"), &m).unwrap(),
+            era(DemoEra::Dual, "initialize", &init, modern_header),
+            Era::Modern
+        );
+        assert_eq!(
+            era(DemoEra::Legacy, "server/discover", &m, modern_header),
             Era::Legacy
         );
         let e = route(
             DemoEra::Modern,
             Some("initialize"),
             &json!({"protocolVersion": "2025-06-18"}),
+            None,
         )
         .unwrap_err();
         assert_eq!(e.code, protocol::ERROR_UNSUPPORTED_VERSION);
         assert_eq!(e.data.unwrap()["requested"], "2025-06-18");
-        assert_eq!(
-            route(DemoEra::Modern, Some("tools/list"), &plain)
-                .unwrap_err()
-                .code,
-            code::INVALID_PARAMS
-        );
+        let e = route(DemoEra::Modern, Some("tools/list"), &plain, None).unwrap_err();
+        assert_eq!(e.code, code::INVALID_PARAMS);
     }
 
     #[test]
     fn validates_modern_meta() {
-        assert!(validate_modern(&modern(json!({})), None).is_ok());
-        assert!(validate_modern(&modern(json!({})), Some(protocol::MODERN_VERSION)).is_ok());
+        let code_of = |p: &Value, h| validate_modern(p, h).err().map(|e| e.code);
+        assert_eq!(code_of(&modern(json!({})), None), None);
         assert_eq!(
-            validate_modern(&modern(json!({})), Some("2025-11-25"))
-                .unwrap_err()
-                .code,
-            protocol::ERROR_HEADER_MISMATCH
+            code_of(&modern(json!({})), Some(protocol::MODERN_VERSION)),
+            None
+        );
+        assert_eq!(
+            code_of(&modern(json!({})), Some("2025-11-25")),
+            Some(protocol::ERROR_HEADER_MISMATCH)
         );
         let old = json!({"_meta": {protocol::META_PROTOCOL_VERSION: "1900-01-01", protocol::META_CLIENT_CAPABILITIES: {}}});
-        let e = validate_modern(&old, None).unwrap_err();
+        let e = validate_modern(&old, Some("1900-01-01")).unwrap_err();
         assert_eq!(
             (e.code, e.data.unwrap()["requested"].clone()),
             (protocol::ERROR_UNSUPPORTED_VERSION, json!("1900-01-01"))
         );
-        let no_caps = json!({"_meta": {protocol::META_PROTOCOL_VERSION: protocol::MODERN_VERSION}});
+        // A header/body disagreement is -32020 even when the body's version is unknown.
         assert_eq!(
-            validate_modern(&no_caps, None).unwrap_err().code,
-            code::INVALID_PARAMS
+            code_of(&old, Some(protocol::MODERN_VERSION)),
+            Some(protocol::ERROR_HEADER_MISMATCH)
         );
+        let no_caps = json!({"_meta": {protocol::META_PROTOCOL_VERSION: protocol::MODERN_VERSION}});
+        let no_version = json!({"_meta": {protocol::META_CLIENT_CAPABILITIES: {}}});
+        for p in [no_caps, no_version, json!({}), json!({"_meta": 1})] {
+            assert_eq!(
+                code_of(&p, Some(protocol::MODERN_VERSION)),
+                Some(code::INVALID_PARAMS),
+                "{p}"
+            );
+        }
     }
 
     #[test]

@@ -106,7 +106,7 @@ async fn handle(shared: &Arc<Shared>, session: &Arc<Session>, tx: &Sender<Vec<u8
         }
         return; // notifications need no answer
     };
-    let era = match route(shared.era, Some(&method), &params) {
+    let era = match route(shared.era, Some(&method), &params, None) {
         Ok(era) => era,
         Err(e) => return send(tx, e.to_response(Some(&id))).await,
     };

@@ -145,8 +145,15 @@ pub(super) fn request_state(raw: &[u8], msg: &Message) -> Option<String> {
 /// What identifies a call across its retries: the method and its arguments
 /// (or URI), which reach the upstream byte-for-byte (a federated name does not).
 fn call_of(method: &str, params: &RawObject) -> (String, Option<String>) {
-    let key = if method == "resources/read" { "uri" } else { "arguments" };
-    (method.to_owned(), params.get(key).map(|v| v.get().to_owned()))
+    let key = if method == "resources/read" {
+        "uri"
+    } else {
+        "arguments"
+    };
+    (
+        method.to_owned(),
+        params.get(key).map(|v| v.get().to_owned()),
+    )
 }
 
 /// Calls waiting for client input on this node.

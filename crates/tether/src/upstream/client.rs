@@ -418,7 +418,10 @@ pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError>
     if let Some(result) = msg.result.take() {
         let versions = versions_in(result.get(), &["supportedVersions"]);
         if versions.iter().any(|v| protocol::is_modern_version(v)) {
-            let legacy = versions.iter().any(|v| protocol::is_legacy_version(v));
+            let legacy = versions
+                .iter()
+                .any(|v| protocol::is_legacy_version(v))
+                .then_some(true);
             return Ok(Discovery {
                 eras: Eras {
                     legacy,
@@ -437,7 +440,10 @@ pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError>
         &String::from_utf8_lossy(&answer),
         &["error", "data", "supported"],
     );
-    let legacy = supported.iter().any(|v| protocol::is_legacy_version(v));
+    let legacy = supported
+        .iter()
+        .any(|v| protocol::is_legacy_version(v))
+        .then_some(true);
     Ok(Discovery {
         eras: Eras {
             legacy,
@@ -467,10 +473,7 @@ pub struct Discovery {
 impl Discovery {
     fn legacy() -> Self {
         Discovery {
-            eras: Eras {
-                legacy: true,
-                modern: false,
-            },
+            eras: Eras::LEGACY,
             result: None,
         }
     }

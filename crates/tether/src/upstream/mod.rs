@@ -45,19 +45,32 @@ impl ClientIdentity {
 /// Which eras an upstream answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Eras {
-    /// It answers `initialize` (sessions).
-    pub legacy: bool,
+    /// It answers `initialize` (sessions); `None` while unknown (a modern
+    /// server need not list the legacy versions it also speaks).
+    pub legacy: Option<bool>,
     /// It answers 2026-07-28 requests.
     pub modern: bool,
 }
 
 impl Eras {
-    /// The era to speak when the caller prefers `preferred`.
+    /// Only the legacy era.
+    pub const LEGACY: Eras = Eras {
+        legacy: Some(true),
+        modern: false,
+    };
+    /// Only the modern era.
+    pub const MODERN: Eras = Eras {
+        legacy: Some(false),
+        modern: true,
+    };
+
+    /// The era to speak when the caller prefers `preferred` (with legacy
+    /// support unknown, a caller preferring it tries it).
     pub fn pick(self, preferred: Era) -> Era {
         match (self.legacy, self.modern) {
-            (true, true) => preferred,
-            (false, true) => Era::Modern,
-            _ => Era::Legacy,
+            (_, false) => Era::Legacy,
+            (Some(false), true) => Era::Modern,
+            (_, true) => preferred,
         }
     }
 }
@@ -115,14 +128,8 @@ impl Upstream {
             .map_err(|e| e.to_string())?;
         let eras = match config.era {
             EraPreference::Auto => None,
-            EraPreference::Legacy => Some(Eras {
-                legacy: true,
-                modern: false,
-            }),
-            EraPreference::Modern => Some(Eras {
-                legacy: false,
-                modern: true,
-            }),
+            EraPreference::Legacy => Some(Eras::LEGACY),
+            EraPreference::Modern => Some(Eras::MODERN),
         };
         Ok(Arc::new(Upstream {
             name: config.name.as_str().into(),
@@ -193,7 +200,7 @@ impl Upstream {
             return Err(e);
         }
         let result = match self.eras().await {
-            Ok(eras) => UpstreamSession::open(self.clone(), eras.pick(preferred), client).await,
+            Ok(eras) => self.open_in(eras, preferred, client).await,
             Err(e) => Err(e),
         };
         match &result {
@@ -204,6 +211,39 @@ impl Upstream {
             _ => *lock(&self.unreachable) = None,
         }
         result
+    }
+
+    /// Opens a session in the era `eras` and `preferred` pick; when legacy
+    /// support was unknown, the attempt settles it (falling back to modern).
+    async fn open_in(
+        self: &Arc<Self>,
+        eras: Eras,
+        preferred: Era,
+        client: &ClientIdentity,
+    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        let era = eras.pick(preferred);
+        let result = UpstreamSession::open(self.clone(), era, client).await;
+        if era != Era::Legacy || eras.legacy.is_some() {
+            return result;
+        }
+        match result {
+            Ok(session) => {
+                self.learn_legacy(true);
+                Ok(session)
+            }
+            Err(e) if e.suggests_era_change() => {
+                tracing::info!(upstream = %self.name, "upstream does not answer initialize: modern only");
+                self.learn_legacy(false);
+                UpstreamSession::open(self.clone(), Era::Modern, client).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn learn_legacy(&self, answers_initialize: bool) {
+        if let Some(eras) = lock(&self.eras).as_mut() {
+            eras.legacy = Some(answers_initialize);
+        }
     }
 
     /// Takes an idle pooled session (shared upstreams only), or opens one
@@ -248,20 +288,22 @@ mod tests {
     #[test]
     fn picks_the_preferred_era_only_when_both_are_spoken() {
         let both = Eras {
-            legacy: true,
+            legacy: Some(true),
             modern: true,
         };
         assert_eq!(both.pick(Era::Legacy), Era::Legacy);
         assert_eq!(both.pick(Era::Modern), Era::Modern);
-        let modern = Eras {
-            legacy: false,
+        let unknown = Eras {
+            legacy: None,
             modern: true,
         };
-        assert_eq!(modern.pick(Era::Legacy), Era::Modern);
-        let legacy = Eras {
-            legacy: true,
-            modern: false,
-        };
-        assert_eq!(legacy.pick(Era::Modern), Era::Legacy);
+        assert_eq!(
+            unknown.pick(Era::Legacy),
+            Era::Legacy,
+            "tried, with a fallback"
+        );
+        assert_eq!(unknown.pick(Era::Modern), Era::Modern);
+        assert_eq!(Eras::MODERN.pick(Era::Legacy), Era::Modern);
+        assert_eq!(Eras::LEGACY.pick(Era::Modern), Era::Legacy);
     }
 }

@@ -172,3 +172,33 @@ async fn sigterm_closes_every_upstream_session_and_exits_promptly() {
     assert_eq!(s["deletes"], 2, "{s}");
     assert_eq!(s["live_sessions"], 0, "{s}");
 }
+
+#[tokio::test]
+async fn dual_era_upstreams_keep_per_session_state_for_client_sessions() {
+    let up = demo("dual");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    let a = Legacy::connect(&gw.mcp()).await;
+    let b = Legacy::connect(&gw.mcp()).await;
+    for _ in 0..5 {
+        a.call("demo__counter_increment", json!({})).await;
+    }
+    for _ in 0..3 {
+        b.call("demo__counter_increment", json!({})).await;
+    }
+    assert_eq!(text(&a.call("demo__counter_get", json!({})).await), "5");
+    assert_eq!(text(&b.call("demo__counter_get", json!({})).await), "3");
+    let stats = up.stats().await;
+    assert_eq!(
+        stats["initializes"], 2,
+        "client sessions use the legacy era: {stats}"
+    );
+    // Sessionless (modern) clients use the modern era: no handshake per call.
+    let r = crate::harness::modern(
+        &gw.mcp(),
+        "tools/call",
+        json!({"name": "demo__echo", "arguments": {"text": "m"}}),
+    )
+    .await;
+    assert_eq!(text(&r.last()["result"]), "m");
+    assert_eq!(up.stats().await["initializes"], 2);
+}

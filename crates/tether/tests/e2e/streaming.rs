@@ -225,7 +225,12 @@ async fn modern_client_answers_a_legacy_upstreams_request_as_input_required() {
         let state = result["requestState"].clone();
         // A retry without the answer is asked again, under the same state.
         let again = call(json!({"requestState": state}), sampling.clone()).await;
-        assert_eq!(again.last()["result"]["requestState"], state, "{url}: {:?}", again.last());
+        assert_eq!(
+            again.last()["result"]["requestState"],
+            state,
+            "{url}: {:?}",
+            again.last()
+        );
         let answer = json!({"role": "assistant", "content": {"type": "text", "text": "hello"}, "model": "m"});
         let done = call(
             json!({"inputResponses": {key: answer}, "requestState": state}),

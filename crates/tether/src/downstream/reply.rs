@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::gateway::Outcome;
 use crate::jsonrpc::{ErrorObject, code};
-use crate::protocol::Era;
+use crate::protocol::{self, Era};
 use crate::sse;
 
 /// A response body that holds a guard (an in-flight permit) until the body
@@ -128,11 +128,9 @@ pub async fn render(outcome: Outcome, style: ReplyStyle) -> Response {
             single(body, status, style)
         }
         Outcome::Error(err, id) => {
-            let status = match (style.era, err.code) {
-                (Era::Modern, code::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
-                _ => StatusCode::OK,
-            };
-            single(Bytes::from(err.to_response(id.as_deref())), status, style)
+            let body = Bytes::from(err.to_response(id.as_deref()));
+            let status = status_for(style.era, &body);
+            single(body, status, style)
         }
         Outcome::Stream(rx) if style.accepts.sse => event_stream(rx, None, style.keepalive),
         Outcome::Stream(mut rx) => {
@@ -153,16 +151,23 @@ pub async fn render(outcome: Outcome, style: ReplyStyle) -> Response {
     }
 }
 
-/// HTTP status for a relayed JSON-RPC message: 2026-07-28 answers an unknown
-/// method with 404 (so clients can tell a modern server from a legacy one).
+/// HTTP status for a relayed JSON-RPC message. 2026-07-28 gives some errors
+/// their own status: an unknown method is 404 (so clients can tell a modern
+/// server from a legacy one); header mismatches, missing client capabilities
+/// and unsupported versions are 400. An upstream's status is not relayed, so
+/// it is derived from the code again here.
 fn status_for(era: Era, body: &[u8]) -> StatusCode {
-    let not_found = era == Era::Modern
-        && crate::jsonrpc::contains(body, b"-32601")
-        && crate::jsonrpc::error_code(body) == Some(code::METHOD_NOT_FOUND);
-    if not_found {
-        StatusCode::NOT_FOUND
-    } else {
-        StatusCode::OK
+    if era != Era::Modern || !crate::jsonrpc::contains(body, b"\"error\"") {
+        return StatusCode::OK;
+    }
+    match crate::jsonrpc::error_code(body) {
+        Some(code::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+        Some(
+            protocol::ERROR_HEADER_MISMATCH
+            | protocol::ERROR_MISSING_CAPABILITY
+            | protocol::ERROR_UNSUPPORTED_VERSION,
+        ) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
     }
 }
 
@@ -222,6 +227,35 @@ pub fn event_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modern_error_statuses() {
+        let body = |code: i64| {
+            format!(r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":{code},"message":"m"}}}}"#)
+        };
+        assert_eq!(
+            status_for(Era::Modern, body(-32601).as_bytes()),
+            StatusCode::NOT_FOUND
+        );
+        for code in [-32020, -32021, -32022] {
+            assert_eq!(
+                status_for(Era::Modern, body(code).as_bytes()),
+                StatusCode::BAD_REQUEST
+            );
+        }
+        assert_eq!(
+            status_for(Era::Modern, body(-32602).as_bytes()),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status_for(Era::Legacy, body(-32601).as_bytes()),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status_for(Era::Modern, br#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            StatusCode::OK
+        );
+    }
 
     #[test]
     fn parses_accept() {

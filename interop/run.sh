@@ -40,6 +40,8 @@ junit_py="$cache/junit-python.xml"
 junit_node="$cache/junit-node.xml"
 python=${PYTHON:-python3}
 node=${NODE:-node}
+# Sessions need not outlive the test processes (and no store file is left behind).
+export TETHER_STORE__URL=${TETHER_STORE__URL:-memory}
 start=$(date +%s)
 
 mkdir -p "$cache"

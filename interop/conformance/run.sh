@@ -60,6 +60,8 @@ start() {
 }
 
 export TETHER_LOG=${TETHER_LOG:-warn}
+# Sessions need not outlive these processes (and no store file is left behind).
+export TETHER_STORE__URL=${TETHER_STORE__URL:-memory}
 start fixture "$bin" demo-upstream --profile conformance --era "$era" --listen 127.0.0.1:0
 fixture=$url
 printf '[federation]\nnaming = "none"\n[[upstreams]]\nname = "conf"\nurl = "%s"\n' "$fixture" >"$work/tether.toml"

@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections, the only keys `TETHER_*` variables may set.
-const SECTIONS: &[&str] = &["server", "session", "federation", "upstreams"];
+const SECTIONS: &[&str] = &["server", "session", "store", "federation", "upstreams"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -21,6 +21,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Client session lifecycle.
     pub session: SessionConfig,
+    /// Where session records live.
+    pub store: StoreConfig,
     /// How `/mcp` merges upstream catalogues.
     pub federation: FederationConfig,
     /// The upstream MCP servers.
@@ -69,6 +71,23 @@ impl Default for ServerConfig {
 
 fn loopback_names() -> Vec<String> {
     ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
+}
+
+/// The session store.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://path` (default: a file in the `tether-data` folder),
+    /// `postgres://…` (several nodes), or `memory` (sessions end with the process).
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://tether-data/sessions.db".into(),
+        }
+    }
 }
 
 /// Client session lifecycle and caps.

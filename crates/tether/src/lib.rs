@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod serve;
 pub mod session;
 pub mod sse;
+pub mod store;
 pub mod sync;
 pub mod upstream;
 

@@ -11,9 +11,10 @@ use tokio::net::TcpListener;
 use crate::config::{Config, UpstreamConfig};
 use crate::demo::{DemoEra, DemoServer};
 use crate::downstream::{self, App};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Timeouts};
 use crate::metrics::Metrics;
-use crate::session::SessionRegistry;
+use crate::session::{RegistryLimits, SessionRegistry};
+use crate::store::Store;
 use crate::upstream::Upstream;
 
 /// Runs the gateway until SIGINT/SIGTERM. With no upstreams configured, an
@@ -42,17 +43,26 @@ pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<Vec<_>, _>>()?;
     let close_timeout = Duration::from_secs(config.server.shutdown_timeout_secs.max(1));
     let send_timeout = Duration::from_secs(config.server.send_timeout_secs.max(1));
+    let store = Arc::new(Store::open(&config.store.url).await?);
     let gateway = Gateway::new(
         upstreams,
         config.federation.clone(),
         metrics.clone(),
-        close_timeout,
-        send_timeout,
+        store.clone(),
+        Timeouts {
+            close: close_timeout,
+            send: send_timeout,
+        },
     );
-    let sessions = Arc::new(SessionRegistry::new(
-        config.session.max_sessions,
-        Duration::from_secs(config.session.idle_ttl_secs.max(1)),
+    let limits = RegistryLimits {
+        max_sessions: config.session.max_sessions,
+        idle_ttl: Duration::from_secs(config.session.idle_ttl_secs.max(1)),
         close_timeout,
+    };
+    let sessions = Arc::new(SessionRegistry::new(
+        store.clone(),
+        gateway.upstreams(),
+        limits,
         metrics.clone(),
     ));
     sessions.spawn_reaper();
@@ -103,7 +113,7 @@ async fn shutdown(
     let _ = tokio::time::timeout(
         timeout,
         futures_util::future::join3(
-            app.sessions.end_all(),
+            app.sessions.shutdown(),
             app.gateway.close_parked(),
             futures_util::future::join_all(pools),
         ),

@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::protocol::Era;
+use crate::store::{SessionRecord, Store};
 use crate::sync::lock;
-use crate::upstream::{ClientIdentity, SessionSet, UpstreamSession};
+use crate::upstream::{ClientIdentity, SessionSet, Upstream, UpstreamSession};
 
 /// Resources one client session may subscribe to per upstream.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
@@ -94,6 +95,8 @@ pub struct ClientSession {
     listening: Mutex<Vec<Weak<UpstreamSession>>>,
     created: Instant,
     last_seen_ms: AtomicU64,
+    /// Used since its last-seen time was last written to the store.
+    dirty: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -126,6 +129,7 @@ impl ClientSession {
             listening: Mutex::new(Vec::new()),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
     }
@@ -208,6 +212,31 @@ impl ClientSession {
     pub fn touch(&self) {
         let ms = self.created.elapsed().as_millis() as u64;
         self.last_seen_ms.store(ms, Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it was used since the last call (clears the mark).
+    fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::Relaxed)
+    }
+
+    /// The session as stored (upstream sessions are added as they open).
+    pub fn record(&self) -> SessionRecord {
+        let now = crate::store::now_ms();
+        SessionRecord {
+            id: self.id.clone(),
+            scope: match &self.scope {
+                Scope::Federated => String::new(),
+                Scope::Single(name) => name.to_string(),
+            },
+            protocol_version: self.protocol_version.clone(),
+            client_info: self.identity.info.get().to_owned(),
+            client_capabilities: self.identity.capabilities.get().to_owned(),
+            log_level: self.log_level(),
+            created_ms: now,
+            last_seen_ms: now,
+            upstreams: Vec::new(),
+        }
     }
 
     fn idle_for(&self) -> Duration {
@@ -339,43 +368,60 @@ pub enum Admission {
 /// All client sessions of this node.
 pub struct SessionRegistry {
     sessions: DashMap<String, Arc<ClientSession>>,
+    store: Arc<Store>,
+    upstreams: HashMap<Arc<str>, Arc<Upstream>>,
     max_sessions: usize,
     idle_ttl: Duration,
     close_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
+/// How often last-seen times are written to the store (batched).
+const TOUCH_FLUSH: Duration = Duration::from_secs(2);
+/// Stored sessions expired per reaper pass (the rest wait for the next one).
+const REAP_BATCH: i64 = 256;
+
 impl SessionRegistry {
-    /// An empty registry.
+    /// An empty registry over `store`; `upstreams` re-attach stored sessions.
     pub fn new(
-        max_sessions: usize,
-        idle_ttl: Duration,
-        close_timeout: Duration,
+        store: Arc<Store>,
+        upstreams: &[Arc<Upstream>],
+        limits: RegistryLimits,
         metrics: Arc<Metrics>,
     ) -> Self {
         SessionRegistry {
             sessions: DashMap::new(),
-            max_sessions,
-            idle_ttl,
-            close_timeout,
+            store,
+            upstreams: upstreams
+                .iter()
+                .map(|u| (u.name.clone(), u.clone()))
+                .collect(),
+            max_sessions: limits.max_sessions,
+            idle_ttl: limits.idle_ttl,
+            close_timeout: limits.close_timeout,
             metrics,
         }
     }
 
-    /// Adds a session under a fresh id.
-    pub fn create(
+    /// Reserves a place under the session cap (so concurrent creates cannot overshoot it).
+    fn admit(&self) -> Result<(), Admission> {
+        let live = &self.metrics.downstream_sessions;
+        if live.fetch_add(1, Ordering::AcqRel) >= self.max_sessions as i64 {
+            live.fetch_sub(1, Ordering::AcqRel);
+            return Err(Admission::Full);
+        }
+        Ok(())
+    }
+
+    /// Adds a session under a fresh id and stores it.
+    pub async fn create(
         &self,
         scope: Scope,
         era: Era,
         protocol_version: String,
         identity: ClientIdentity,
     ) -> Result<Arc<ClientSession>, Admission> {
-        // Reserve a place first so concurrent creates cannot overshoot the cap.
-        let live = &self.metrics.downstream_sessions;
-        if live.fetch_add(1, Ordering::AcqRel) >= self.max_sessions as i64 {
-            live.fetch_sub(1, Ordering::AcqRel);
-            return Err(Admission::Full);
-        }
+        self.admit()?;
         let session = Arc::new(ClientSession::new(
             new_session_id(),
             false,
@@ -386,21 +432,94 @@ impl SessionRegistry {
         ));
         session.touch();
         self.sessions.insert(session.id.clone(), session.clone());
+        if let Err(e) = self.store.insert(&session.record()).await {
+            tracing::warn!(error = %e, "client session not stored: it will not survive a restart");
+        }
         Ok(session)
     }
 
-    /// Looks a session up by id (ids of invalid shape are never looked up).
-    pub fn get(&self, id: &str) -> Option<Arc<ClientSession>> {
+    /// The session with this id: held here, or restored from the store (after
+    /// a restart, or created on another node) with its upstream sessions
+    /// re-attached by their stored ids. Ids of invalid shape are never looked up.
+    pub async fn find(&self, id: &str) -> Option<Arc<ClientSession>> {
         if !is_valid_session_id(id) {
             return None;
         }
-        self.sessions.get(id).map(|s| s.clone())
+        if let Some(s) = self.sessions.get(id) {
+            return Some(s.clone());
+        }
+        let record = match self.store.load(id).await {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!(error = %e, "session store lookup failed");
+                return None;
+            }
+        };
+        if crate::store::now_ms() - record.last_seen_ms > self.idle_ttl.as_millis() as i64 {
+            return None;
+        }
+        let session = self.restore(record)?;
+        self.admit().ok()?;
+        match self.sessions.entry(id.to_owned()) {
+            dashmap::Entry::Occupied(held) => {
+                // Restored concurrently by another request: use that one.
+                self.metrics
+                    .downstream_sessions
+                    .fetch_sub(1, Ordering::AcqRel);
+                Some(held.get().clone())
+            }
+            dashmap::Entry::Vacant(slot) => {
+                session.touch();
+                slot.insert(session.clone());
+                tracing::debug!(session = %id, "restored client session from the store");
+                Some(session)
+            }
+        }
     }
 
-    /// Removes and closes a session; true if it existed.
+    /// Rebuilds a stored session (not registered); `None` if its endpoint is gone.
+    fn restore(&self, record: crate::store::SessionRecord) -> Option<Arc<ClientSession>> {
+        let scope = match record.scope.as_str() {
+            "" => Scope::Federated,
+            name => Scope::Single(self.upstreams.get(name)?.name.clone()),
+        };
+        let raw = |text: &str| serde_json::value::RawValue::from_string(text.to_owned()).ok();
+        let identity = ClientIdentity {
+            info: raw(&record.client_info).unwrap_or_else(|| ClientIdentity::tether().info),
+            capabilities: raw(&record.client_capabilities)
+                .unwrap_or_else(|| ClientIdentity::tether().capabilities),
+        };
+        let session = Arc::new(ClientSession::new(
+            record.id,
+            false,
+            scope,
+            Era::Legacy,
+            record.protocol_version,
+            identity,
+        ));
+        if let Some(level) = record.log_level {
+            session.set_log_level(level);
+        }
+        for binding in &record.upstreams {
+            if let Some(upstream) = self.upstreams.get(binding.upstream.as_str()) {
+                let reattached =
+                    UpstreamSession::reattach(upstream.clone(), binding, &session.identity);
+                session.upstreams.seed(reattached);
+            }
+        }
+        Some(session)
+    }
+
+    /// Ends a session: closes its upstream sessions and removes it from the
+    /// store; true if it existed.
     pub async fn end(&self, id: &str) -> bool {
-        let Some((_, session)) = self.sessions.remove(id) else {
-            return false;
+        let held = self.sessions.remove(id);
+        let stored = self.store.delete(id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "removing a session from the store failed");
+            false
+        });
+        let Some((_, session)) = held else {
+            return stored;
         };
         self.metrics
             .downstream_sessions
@@ -420,7 +539,7 @@ impl SessionRegistry {
     }
 
     /// Ends sessions idle longer than the TTL (and not listening on a GET
-    /// stream); returns how many ended.
+    /// stream), here and in the store; returns how many ended.
     pub async fn reap_idle(&self) -> usize {
         let expired: Vec<String> = self
             .sessions
@@ -429,31 +548,79 @@ impl SessionRegistry {
             .filter(|s| s.idle_for() > self.idle_ttl && !s.has_outbound())
             .map(|s| s.key().clone())
             .collect();
-        let n = expired.len();
+        let mut n = expired.len();
         futures_util::future::join_all(expired.iter().map(|id| self.end(id))).await;
+        // Stored sessions no node holds any more (their node restarted or left).
+        let before = crate::store::now_ms() - self.idle_ttl.as_millis() as i64;
+        let stale = self
+            .store
+            .expired(before, REAP_BATCH)
+            .await
+            .unwrap_or_default();
+        for id in stale
+            .iter()
+            .filter(|id| !self.sessions.contains_key(id.as_str()))
+        {
+            if let Ok(Some(record)) = self.store.load(id).await
+                && let Some(session) = self.restore(record)
+            {
+                session.close(self.close_timeout).await;
+            }
+            if self.store.delete(id).await.unwrap_or(false) {
+                n += 1;
+            }
+        }
         if n > 0 {
             tracing::info!(count = n, "ended idle client sessions");
         }
         n
     }
 
-    /// Runs the idle reaper until the registry is dropped.
+    /// Writes the last-seen times of sessions used since the last flush.
+    pub async fn flush_touches(&self) {
+        let now = crate::store::now_ms();
+        let seen: Vec<(String, i64)> = self
+            .sessions
+            .iter()
+            .filter(|s| s.take_dirty())
+            .map(|s| (s.key().clone(), now))
+            .collect();
+        if !seen.is_empty()
+            && let Err(e) = self.store.touch(&seen).await
+        {
+            tracing::warn!(error = %e, "writing session last-seen times failed");
+        }
+    }
+
+    /// Runs the idle reaper and the last-seen flusher until the registry is dropped.
     pub fn spawn_reaper(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let period = (self.idle_ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
         tokio::spawn(async move {
+            let mut next_reap = tokio::time::Instant::now() + period;
             loop {
-                tokio::time::sleep(period).await;
+                tokio::time::sleep(TOUCH_FLUSH.min(period)).await;
                 let Some(registry) = weak.upgrade() else {
                     return;
                 };
-                registry.reap_idle().await;
+                registry.flush_touches().await;
+                if tokio::time::Instant::now() >= next_reap {
+                    registry.reap_idle().await;
+                    next_reap = tokio::time::Instant::now() + period;
+                }
             }
         });
     }
 
-    /// Ends every session in parallel (shutdown); bounded by the close timeout.
-    pub async fn end_all(&self) {
+    /// Shutdown. With a durable store, sessions outlive this process: their
+    /// last-seen times are written and their upstream sessions are kept for
+    /// whichever node serves them next. In memory, every session ends (with
+    /// its upstream sessions) in parallel. Bounded by the close timeout.
+    pub async fn shutdown(&self) {
+        if self.store.is_durable() {
+            self.flush_touches().await;
+            return;
+        }
         let ids: Vec<String> = self.sessions.iter().map(|s| s.key().clone()).collect();
         let all = futures_util::future::join_all(ids.iter().map(|id| self.end(id)));
         if tokio::time::timeout(self.close_timeout, all).await.is_err() {
@@ -467,6 +634,17 @@ impl SessionRegistry {
             s.close_outbound();
         }
     }
+}
+
+/// Caps and timeouts of a [`SessionRegistry`].
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryLimits {
+    /// Most client sessions held at once.
+    pub max_sessions: usize,
+    /// Idle time after which a session ends.
+    pub idle_ttl: Duration,
+    /// Bound on closing one session's upstream sessions.
+    pub close_timeout: Duration,
 }
 
 /// A new session id: 256 bits from the OS CSPRNG, URL-safe Base64 (43 chars).

@@ -33,6 +33,9 @@ struct Args {
     /// official Python MCP SDK (a realistic client; also times first calls).
     #[arg(long, value_enum, default_value = "rust")]
     client: LoadClient,
+    /// The gateway's session store (`memory`, `sqlite://…`, `postgres://…`).
+    #[arg(long, default_value = "memory")]
+    store: String,
     /// Python interpreter with the `mcp` package (the interop suite's venv).
     #[arg(long, default_value = "interop/.cache/venv/bin/python")]
     python: std::path::PathBuf,
@@ -246,7 +249,8 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[session]\nmax_sessions = 100000\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+            "[session]\nmax_sessions = 100000\n[store]\nurl = \"{}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+            args.store,
             upstream.1
         ),
     )

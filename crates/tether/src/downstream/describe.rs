@@ -55,6 +55,7 @@ pub async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: Reply
         match app
             .sessions
             .create(scope, Era::Legacy, version.into(), identity)
+            .await
         {
             Ok(s) => s,
             Err(Admission::Full) => {

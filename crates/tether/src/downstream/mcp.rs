@@ -98,7 +98,7 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
         }
         Method::GET => (
             metrics::kind_slot(metrics::Kind::Stream),
-            open_stream(&app, &scope, &parts.headers),
+            open_stream(&app, &scope, &parts.headers).await,
         ),
         Method::DELETE => (
             metrics::kind_slot(metrics::Kind::Delete),
@@ -317,7 +317,7 @@ async fn legacy_request(
             ClientIdentity::tether(),
         ))
     } else {
-        match find_session(app, &scope, headers) {
+        match find_session(app, &scope, headers).await {
             Ok(s) => s,
             Err(resp) => return *resp,
         }
@@ -331,7 +331,7 @@ async fn legacy_request(
 }
 
 /// The session named by `Mcp-Session-Id`, or the response refusing the request.
-fn find_session(
+async fn find_session(
     app: &App,
     scope: &Scope,
     headers: &HeaderMap,
@@ -344,13 +344,13 @@ fn find_session(
         )));
     };
     let id = id.to_str().unwrap_or("");
-    match app.sessions.get(id) {
+    match app.sessions.find(id).await {
         Some(s) if s.scope == *scope && !s.is_closed() => Ok(s),
         _ => Err(Box::new(stale_session())),
     }
 }
 
-fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {
+async fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {
     if app.config.server.stateless {
         return reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -366,7 +366,7 @@ fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {
             "Accept must include text/event-stream",
         );
     }
-    let session = match find_session(app, scope, headers) {
+    let session = match find_session(app, scope, headers).await {
         Ok(s) => s,
         Err(resp) => return *resp,
     };
@@ -385,7 +385,7 @@ async fn delete(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response 
             "stateless mode has no sessions",
         );
     }
-    let session = match find_session(app, scope, headers) {
+    let session = match find_session(app, scope, headers).await {
         Ok(s) => s,
         Err(resp) => return *resp,
     };

@@ -184,6 +184,11 @@ impl Gateway {
         let Some(level) = jsonrpc::str_member(&params, "level") else {
             return error(msg, code::INVALID_PARAMS, "params.level is required");
         };
+        if !ctx.is_ephemeral()
+            && let Err(e) = self.store.set_log_level(&ctx.id, &level).await
+        {
+            tracing::warn!(error = %e, "log level not stored");
+        }
         ctx.set_log_level(level);
         let method = "logging/setLevel";
         let value: serde_json::Value = serde_json::to_value(&params).unwrap_or_else(|_| json!({}));

@@ -21,6 +21,12 @@ impl Gateway {
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
         let (session, opened) = ctx.upstreams.get(upstream, &ctx.identity).await?;
         if opened
+            && !ctx.is_ephemeral()
+            && let Err(e) = self.store.bind(&ctx.id, &session.binding()).await
+        {
+            tracing::warn!(error = %e, "upstream session not stored: a restart will open a new one");
+        }
+        if opened
             && session.era == Era::Legacy
             && let Some(level) = ctx.log_level()
         {

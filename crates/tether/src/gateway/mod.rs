@@ -26,6 +26,7 @@ use crate::jsonrpc::{self, ErrorObject, Kind, Message, RawObject, code};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Era};
 use crate::session::{ClientSession, PendingRequest, Scope};
+use crate::store::Store;
 use crate::upstream::Upstream;
 use catalog::{ListKind, Routes};
 
@@ -52,18 +53,27 @@ pub struct Gateway {
     close_timeout: Duration,
     send_timeout: Duration,
     lot: Arc<park::ParkingLot>,
+    store: Arc<Store>,
+}
+
+/// Time limits of the router.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Bounds closing one client's upstream sessions.
+    pub close: Duration,
+    /// How long a client may leave a relayed message unread before it is cut off.
+    pub send: Duration,
 }
 
 impl Gateway {
-    /// Builds the router over `upstreams` (in config order). `close_timeout`
-    /// bounds closing a client's upstream sessions; `send_timeout` is how long
-    /// a client may leave a relayed message unread before it is cut off.
+    /// Builds the router over `upstreams` (in config order); client sessions'
+    /// upstream sessions are recorded in `store` as they open.
     pub fn new(
         upstreams: Vec<Arc<Upstream>>,
         federation: FederationConfig,
         metrics: Arc<Metrics>,
-        close_timeout: Duration,
-        send_timeout: Duration,
+        store: Arc<Store>,
+        timeouts: Timeouts,
     ) -> Self {
         let by_name = upstreams
             .iter()
@@ -75,9 +85,10 @@ impl Gateway {
             federation,
             routes: RwLock::default(),
             metrics,
-            close_timeout,
-            send_timeout,
+            close_timeout: timeouts.close,
+            send_timeout: timeouts.send,
             lot: Arc::default(),
+            store,
         }
     }
 

@@ -33,6 +33,12 @@ impl SessionSet {
         }
     }
 
+    /// Puts a re-attached session in place (restoring a stored client session).
+    pub fn seed(&self, session: Arc<UpstreamSession>) {
+        let slot = Arc::new(OnceCell::new_with(Some(session.clone())));
+        lock(&self.slots).insert(session.upstream.name.clone(), slot);
+    }
+
     /// Whether the set serves one sessionless request.
     pub fn is_ephemeral(&self) -> bool {
         self.ephemeral

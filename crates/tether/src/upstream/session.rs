@@ -73,6 +73,55 @@ impl UpstreamSession {
         Ok(Arc::new(session))
     }
 
+    /// Re-attaches a session this or another node opened earlier, by the
+    /// upstream's own session id: no handshake, so the upstream's state is
+    /// kept. If the upstream has lost the session, its next request answers
+    /// 404 and the caller replaces it.
+    pub fn reattach(
+        upstream: Arc<Upstream>,
+        binding: &crate::store::UpstreamBinding,
+        client: &ClientIdentity,
+    ) -> Arc<Self> {
+        let era = if binding.era == Era::Modern.as_str() {
+            Era::Modern
+        } else {
+            Era::Legacy
+        };
+        let session = UpstreamSession {
+            upstream,
+            era,
+            session_id: binding
+                .session_id
+                .as_deref()
+                .and_then(|id| HeaderValue::from_str(id).ok()),
+            protocol_version: binding.protocol_version.clone(),
+            init_result: None,
+            client: client.clone(),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+        };
+        session
+            .upstream
+            .stats
+            .sessions_live
+            .fetch_add(1, Ordering::Relaxed);
+        Arc::new(session)
+    }
+
+    /// What a store keeps to re-attach this session later.
+    pub fn binding(&self) -> crate::store::UpstreamBinding {
+        crate::store::UpstreamBinding {
+            upstream: self.upstream.name.to_string(),
+            era: self.era.as_str().to_owned(),
+            protocol_version: self.protocol_version.clone(),
+            session_id: self
+                .session_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+
     async fn initialize(&mut self) -> Result<(), UpstreamError> {
         let body = serde_json::to_vec(&json!({
             "jsonrpc": "2.0",

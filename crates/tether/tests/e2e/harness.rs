@@ -161,13 +161,29 @@ pub fn tether(config: &str) -> Proc {
 }
 
 /// A gateway with the given TOML config and extra environment variables.
+/// Without a `[store]` section it gets its own SQLite file (the default store).
 pub fn tether_env(config: &str, env: &[(&str, &str)]) -> Proc {
     let dir = TempDir::new();
+    let mut config = config.to_string();
+    if !config.contains("[store]") {
+        config.push_str(&format!(
+            "\n[store]\nurl = \"sqlite://{}/sessions.db\"\n",
+            dir.0.display()
+        ));
+    }
     let path = dir.0.join("tether.toml");
     std::fs::write(&path, config).unwrap();
     let path = path.to_str().unwrap().to_string();
     let args = ["serve", "--config", &path, "--listen", "127.0.0.1:0"];
     spawn_env(&args, Some(dir), env)
+}
+
+/// A gateway on a given address with the given (complete) config file text.
+pub fn tether_at(config: &str, dir: &std::path::Path, addr: &str) -> Proc {
+    let path = dir.join("tether.toml");
+    std::fs::write(&path, config).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    spawn(&["serve", "--config", &path, "--listen", addr], None)
 }
 
 /// Config text for upstreams `(name, url)` plus extra TOML.

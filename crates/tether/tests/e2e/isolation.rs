@@ -146,7 +146,7 @@ async fn sigterm_closes_every_upstream_session_and_exits_promptly() {
     let up = demo("legacy");
     let mut gw = tether(&config(
         &[("demo", &up.mcp())],
-        "[server]\nshutdown_timeout_secs = 2",
+        "[server]\nshutdown_timeout_secs = 2\n[store]\nurl = \"memory\"", // in memory, sessions end with the process
     ));
     let a = Legacy::connect(&gw.mcp()).await;
     let b = Legacy::connect(&gw.mcp()).await;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+mod durability;
 mod eras;
 mod federation;
 mod harness;

@@ -340,11 +340,17 @@ impl ClientSession {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Ends the session once: closes its upstream sessions and its GET stream.
-    pub async fn close(&self, timeout: Duration) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
+    /// Stops serving a session another node ended (it closed the upstream
+    /// sessions): marks it closed and ends its GET stream, without upstream DELETEs.
+    pub fn forget(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.stop_local();
         }
+    }
+
+    /// Ends what this node runs for the session: its GET stream, pending
+    /// requests and subscription listeners.
+    fn stop_local(&self) {
         self.close_outbound();
         lock(&self.pending).clear();
         // Under the same lock `resubscribe` checks `closed` with: no listener
@@ -354,6 +360,14 @@ impl ClientSession {
                 listener.abort();
             }
         }
+    }
+
+    /// Ends the session once: closes its upstream sessions and its GET stream.
+    pub async fn close(&self, timeout: Duration) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.stop_local();
         self.upstreams.close_all(timeout).await;
     }
 }
@@ -585,10 +599,24 @@ impl SessionRegistry {
             .filter(|s| s.take_dirty())
             .map(|s| (s.key().clone(), now))
             .collect();
-        if !seen.is_empty()
-            && let Err(e) = self.store.touch(&seen).await
-        {
-            tracing::warn!(error = %e, "writing session last-seen times failed");
+        if seen.is_empty() {
+            return;
+        }
+        match self.store.touch(&seen).await {
+            // Ended on another node (DELETE, expiry): that node closed the
+            // upstream sessions; this one just stops serving it.
+            Ok(gone) => {
+                for id in gone {
+                    if let Some((_, session)) = self.sessions.remove(&id) {
+                        self.metrics
+                            .downstream_sessions
+                            .fetch_sub(1, Ordering::Relaxed);
+                        session.forget();
+                        tracing::debug!(session = %id, "session ended on another node");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "writing session last-seen times failed"),
         }
     }
 

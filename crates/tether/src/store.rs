@@ -244,30 +244,36 @@ impl Store {
         }
     }
 
-    /// Updates last-seen times (batched by the caller) and log levels.
-    pub async fn touch(&self, seen: &[(String, i64)]) -> Result<(), StoreError> {
+    /// Updates last-seen times (batched by the caller); returns the ids that
+    /// are no longer stored (ended on another node).
+    pub async fn touch(&self, seen: &[(String, i64)]) -> Result<Vec<String>, StoreError> {
+        let mut gone = Vec::new();
         match self {
             Store::Memory(map) => {
                 let mut map = lock(map);
                 for (id, at) in seen {
-                    if let Some(r) = map.get_mut(id) {
-                        r.last_seen_ms = r.last_seen_ms.max(*at);
+                    match map.get_mut(id) {
+                        Some(r) => r.last_seen_ms = r.last_seen_ms.max(*at),
+                        None => gone.push(id.clone()),
                     }
                 }
-                Ok(())
             }
             Store::Sql(pool) => {
                 for (id, at) in seen {
-                    sqlx::query("UPDATE tether_sessions SET last_seen_ms = $1 WHERE id = $2 AND last_seen_ms < $1")
-                        .bind(*at)
-                        .bind(id)
-                        .execute(pool)
-                        .await
-                        .map_err(sql_error("touch session"))?;
+                    let done =
+                        sqlx::query("UPDATE tether_sessions SET last_seen_ms = $1 WHERE id = $2")
+                            .bind(*at)
+                            .bind(id)
+                            .execute(pool)
+                            .await
+                            .map_err(sql_error("touch session"))?;
+                    if done.rows_affected() == 0 {
+                        gone.push(id.clone());
+                    }
                 }
-                Ok(())
             }
         }
+        Ok(gone)
     }
 
     /// Stores the client's log level.
@@ -391,7 +397,11 @@ mod tests {
             ..binding.clone()
         };
         store.bind("a", &replaced).await.unwrap();
-        store.touch(&[("a".into(), 30)]).await.unwrap();
+        assert!(store.touch(&[("a".into(), 30)]).await.unwrap().is_empty());
+        assert_eq!(
+            store.touch(&[("zz".into(), 30)]).await.unwrap(),
+            vec!["zz".to_string()]
+        );
         store.set_log_level("a", "debug").await.unwrap();
         let a = store.load("a").await.unwrap().unwrap();
         assert_eq!(a.upstreams, vec![replaced]);

@@ -70,3 +70,55 @@ async fn a_gracefully_stopped_gateway_keeps_sessions_for_the_next_one() {
     let _gw = tether_at(&config, &dir.0, &addr);
     assert_eq!(text(&c.call("demo__counter_get", json!({})).await), "1");
 }
+
+#[tokio::test]
+async fn two_nodes_sharing_postgres_serve_one_session_in_turn() {
+    let pg = crate::harness::Postgres::start();
+    let up = demo("legacy");
+    let config = format!(
+        "[store]\nurl = \"{}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+        pg.url,
+        up.mcp()
+    );
+    let a = crate::harness::tether(&config);
+    let b = crate::harness::tether(&config);
+    let on_a = Legacy::connect(&a.mcp()).await;
+    let on_b = Legacy {
+        url: b.mcp(),
+        session: on_a.session.clone(),
+        version: on_a.version.clone(),
+        next: Default::default(),
+    };
+    for i in 1..=6 {
+        let node = if i % 2 == 1 { &on_a } else { &on_b };
+        let r = node.call("demo__counter_increment", json!({})).await;
+        assert_eq!(
+            text(&r),
+            i.to_string(),
+            "call {i} on node {}",
+            if i % 2 == 1 { "A" } else { "B" }
+        );
+    }
+    assert_eq!(
+        up.stats().await["initializes"],
+        1,
+        "both nodes used the same upstream session"
+    );
+    // DELETE on B ends it everywhere: B closes the upstream session, A drops
+    // its copy at its next store write and then answers 404 like B.
+    assert_eq!(on_b.delete().await, 200);
+    assert_eq!(on_b.request("tools/list", json!({})).await.status, 404);
+    assert_eq!(up.stats().await["deletes"], 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = on_a.request("ping", json!({})).await.status;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A kept serving a deleted session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -411,3 +411,118 @@ pub fn http() -> reqwest::Client {
         })
         .clone()
 }
+
+/// A throwaway PostgreSQL server on loopback (the test starts and stops it;
+/// the server binaries come from the `postgresql` package).
+pub struct Postgres {
+    dir: TempDir,
+    bin: std::path::PathBuf,
+    /// Connection URL.
+    pub url: String,
+}
+
+impl Postgres {
+    /// Initialises a cluster in a temporary folder and starts it.
+    pub fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                versions
+                    .filter_map(|v| v.ok())
+                    .map(|v| v.path().join("bin"))
+                    .max()
+            })
+            .filter(|bin| bin.join("initdb").exists())
+            .expect(
+                "PostgreSQL server binaries are needed (apt-get install postgresql; .ci/run does)",
+            );
+        let dir = TempDir::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Postgres {
+            url: format!("postgres://tether@127.0.0.1:{port}/postgres"),
+            dir,
+            bin,
+        };
+        if is_root() {
+            // PostgreSQL refuses to run as root: the cluster belongs to `postgres`.
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&pg.dir.0)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let data = pg.dir.0.join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "tether",
+                "--no-sync",
+            ],
+        );
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            pg.dir.0.display()
+        );
+        let log = pg.dir.0.join("server.log");
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+        pg
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd.args(args).output().expect("PostgreSQL tool runs");
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.0.join("data");
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.run(
+                "pg_ctl",
+                &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+            )
+        }));
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}

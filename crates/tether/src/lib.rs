@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod jsonrpc;
 pub mod metrics;
 pub mod protocol;
+pub mod resume;
 pub mod serve;
 pub mod session;
 pub mod sse;

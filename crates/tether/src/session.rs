@@ -87,6 +87,8 @@ pub struct ClientSession {
     next_relay_id: AtomicU64,
     /// Modern per-request settings.
     pub options: RequestOptions,
+    /// Its resumable SSE streams.
+    pub streams: crate::resume::Streams,
     /// Resource subscriptions held for modern upstreams: URIs and the listen task, by upstream.
     subscriptions: Mutex<HashMap<Arc<str>, Subscriptions>>,
     log_level: Mutex<Option<String>>,
@@ -123,6 +125,7 @@ impl ClientSession {
                 param_headers: Vec::new(),
             },
             log_level: Mutex::new(None),
+            streams: Default::default(),
             subscriptions: Mutex::new(HashMap::new()),
             outbound: Mutex::new(None),
             outbound_changed: tokio::sync::Notify::new(),

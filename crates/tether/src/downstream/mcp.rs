@@ -14,6 +14,7 @@ use serde_json::json;
 use super::edge::EdgeRejection;
 use super::reply::{self, Accepts, ReplyStyle};
 use super::{App, describe, modern};
+use crate::gateway::Outcome;
 use crate::jsonrpc::{self, ErrorObject, Kind, Message, code};
 use crate::metrics;
 use crate::protocol::{self, Era};
@@ -327,7 +328,13 @@ async fn legacy_request(
         Kind::Request => app.gateway.request(&ctx, msg, raw).await,
         _ => app.gateway.client_message(&ctx, msg, raw).await,
     };
-    reply::render(outcome, style).await
+    match outcome {
+        // A session's streams are resumable: events carry ids and are kept.
+        Outcome::Stream(rx) if !ctx.is_ephemeral() && style.accepts.sse => {
+            reply::framed_stream(ctx.streams.record(rx, app.send_timeout()), app.keepalive())
+        }
+        outcome => reply::render(outcome, style).await,
+    }
 }
 
 /// The session named by `Mcp-Session-Id`, or the response refusing the request.
@@ -371,6 +378,15 @@ async fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Resp
         Err(resp) => return *resp,
     };
     session.touch();
+    let last_event_id = headers
+        .get(protocol::HEADER_LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok());
+    if let Some(resumed) = match last_event_id {
+        Some(id) => session.streams.resume(id).await,
+        None => None,
+    } {
+        return reply::framed_stream(resumed, app.keepalive());
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     session.set_outbound(tx);
     app.gateway.relay_upstream_streams(&session);

@@ -57,6 +57,10 @@ impl App {
         })
     }
 
+    fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.server.send_timeout_secs.max(1))
+    }
+
     fn keepalive(&self) -> Option<Duration> {
         let secs = self.config.server.sse_keepalive_secs;
         (secs > 0).then(|| Duration::from_secs(secs))

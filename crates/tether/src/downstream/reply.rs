@@ -188,6 +188,21 @@ pub fn event_stream(
     retry: Option<Duration>,
     keepalive: Option<Duration>,
 ) -> Response {
+    sse_response(rx, retry, keepalive, |m| sse::message_event(&m))
+}
+
+/// An SSE response relaying events already framed (with ids) by a
+/// resumable stream.
+pub fn framed_stream(rx: mpsc::Receiver<Bytes>, keepalive: Option<Duration>) -> Response {
+    sse_response(rx, None, keepalive, |frame| frame)
+}
+
+fn sse_response(
+    rx: mpsc::Receiver<Bytes>,
+    retry: Option<Duration>,
+    keepalive: Option<Duration>,
+    frame: fn(Bytes) -> Bytes,
+) -> Response {
     let first = retry.map(|r| sse::retry_hint(r.as_millis() as u64));
     let ticker = keepalive.map(|k| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + k, k);
@@ -196,16 +211,16 @@ pub fn event_stream(
     });
     let frames = stream::unfold(
         (rx, ticker, first),
-        |(mut rx, mut ticker, first)| async move {
+        move |(mut rx, mut ticker, first)| async move {
             if let Some(f) = first {
                 return Some((Ok::<_, std::convert::Infallible>(f), (rx, ticker, None)));
             }
             let frame = match ticker.as_mut() {
                 Some(t) => tokio::select! {
-                    m = rx.recv() => m.map(|m| sse::message_event(&m)),
+                    m = rx.recv() => m.map(frame),
                     _ = t.tick() => Some(sse::keepalive()),
                 },
-                None => rx.recv().await.map(|m| sse::message_event(&m)),
+                None => rx.recv().await.map(frame),
             }?;
             Some((Ok(frame), (rx, ticker, None)))
         },

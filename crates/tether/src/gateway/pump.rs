@@ -191,9 +191,9 @@ impl Pump {
     }
 
     /// A legacy upstream keeps working after a disconnect unless told to stop.
-    /// (2025-11-25 says a disconnect is not a cancellation because the client
-    /// may resume the stream; Tether keeps no event log to resume from yet, so
-    /// the rest of the work would be lost anyway.)
+    /// This only happens for sessionless requests (2026-07-28: closing the
+    /// stream cancels the request); a client session's streams are drained
+    /// into a resumable log instead (see `resume.rs`), so they never close here.
     async fn cancel_upstream(&self) {
         let (Era::Legacy, Some(id)) = (self.session.era, self.upstream_id.as_deref()) else {
             return;

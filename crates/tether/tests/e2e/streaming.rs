@@ -260,3 +260,62 @@ async fn modern_client_answers_a_legacy_upstreams_request_as_input_required() {
     let stats = up.stats().await;
     assert_eq!(stats["initializes"], stats["deletes"], "{stats}");
 }
+
+#[tokio::test]
+async fn a_dropped_stream_resumes_with_last_event_id() {
+    let up = demo("legacy");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    let c = Legacy::connect(&gw.mcp()).await;
+    let resp = crate::harness::http()
+        .post(gw.mcp())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .body(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "demo__progress", "arguments": {"steps": 4, "delay_ms": 150}, "_meta": {"progressToken": "r"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    // Read the first event with its id, then drop the connection.
+    let mut raw = String::new();
+    let mut resp = resp;
+    while !raw.contains("\n\n") {
+        raw.push_str(&String::from_utf8_lossy(
+            &resp.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    let last_id = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("events carry ids")
+        .to_string();
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(900)).await; // the call finishes meanwhile
+    let resumed = crate::harness::http()
+        .get(gw.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let mut events = Events {
+        resp: resumed,
+        buf: String::new(),
+    };
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+        let done = m.get("result").is_some();
+        got.push(m);
+        if done {
+            break;
+        }
+    }
+    let progress: Vec<i64> = got
+        .iter()
+        .filter_map(|m| m["params"]["progress"].as_i64())
+        .collect();
+    assert_eq!(progress, [2, 3, 4], "exactly the events after {last_id}");
+    assert_eq!(got.last().unwrap()["id"], 9);
+    assert_eq!(text(&got.last().unwrap()["result"]), "completed 4 steps");
+}

@@ -98,6 +98,10 @@ pub struct SessionConfig {
     pub idle_ttl_secs: u64,
     /// Most client sessions held at once; more answer 503 with `Retry-After`.
     pub max_sessions: usize,
+    /// Most client sessions one principal holds; more answer 429 with `Retry-After`.
+    pub max_sessions_per_principal: usize,
+    /// A session ends this many seconds after it began however busy it is; 0: never.
+    pub absolute_ttl_secs: u64,
 }
 
 impl Default for SessionConfig {
@@ -105,6 +109,8 @@ impl Default for SessionConfig {
         SessionConfig {
             idle_ttl_secs: 30 * 60,
             max_sessions: 10_000,
+            max_sessions_per_principal: 1_000,
+            absolute_ttl_secs: 0,
         }
     }
 }
@@ -307,6 +313,7 @@ impl Config {
         }
         if self.server.max_body_bytes == 0
             || self.session.max_sessions == 0
+            || self.session.max_sessions_per_principal == 0
             || !(1..=1_000_000).contains(&self.server.max_inflight_requests)
         {
             return Err(ConfigError(

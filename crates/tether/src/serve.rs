@@ -58,6 +58,9 @@ pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         max_sessions: config.session.max_sessions,
         idle_ttl: Duration::from_secs(config.session.idle_ttl_secs.max(1)),
         close_timeout,
+        max_per_principal: config.session.max_sessions_per_principal,
+        absolute_ttl: (config.session.absolute_ttl_secs > 0)
+            .then(|| Duration::from_secs(config.session.absolute_ttl_secs)),
     };
     let sessions = Arc::new(SessionRegistry::new(
         store.clone(),

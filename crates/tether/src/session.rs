@@ -20,6 +20,9 @@ use crate::store::{SessionRecord, Store};
 use crate::sync::lock;
 use crate::upstream::{ClientIdentity, SessionSet, Upstream, UpstreamSession};
 
+/// The principal of every session until authentication exists.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// Resources one client session may subscribe to per upstream.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
 
@@ -96,6 +99,10 @@ pub struct ClientSession {
     outbound_changed: tokio::sync::Notify,
     listening: Mutex<Vec<Weak<UpstreamSession>>>,
     created: Instant,
+    /// When the session began (ms since the Unix epoch; kept across restores).
+    created_ms: i64,
+    /// Who the session belongs to (one principal until authentication exists).
+    pub principal: Arc<str>,
     last_seen_ms: AtomicU64,
     /// Used since its last-seen time was last written to the store.
     dirty: AtomicBool,
@@ -131,6 +138,8 @@ impl ClientSession {
             outbound_changed: tokio::sync::Notify::new(),
             listening: Mutex::new(Vec::new()),
             created: Instant::now(),
+            created_ms: crate::store::now_ms(),
+            principal: Arc::from(ANONYMOUS),
             last_seen_ms: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -218,6 +227,12 @@ impl ClientSession {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the session has outlived an absolute lifetime (`None`: no limit).
+    fn outlived(&self, absolute: Option<Duration>) -> bool {
+        absolute
+            .is_some_and(|ttl| crate::store::now_ms() - self.created_ms > ttl.as_millis() as i64)
+    }
+
     /// Whether it was used since the last call (clears the mark).
     fn take_dirty(&self) -> bool {
         self.dirty.swap(false, Ordering::Relaxed)
@@ -236,7 +251,7 @@ impl ClientSession {
             client_info: self.identity.info.get().to_owned(),
             client_capabilities: self.identity.capabilities.get().to_owned(),
             log_level: self.log_level(),
-            created_ms: now,
+            created_ms: self.created_ms,
             last_seen_ms: now,
             upstreams: Vec::new(),
         }
@@ -380,6 +395,8 @@ impl ClientSession {
 pub enum Admission {
     /// The total session cap is reached.
     Full,
+    /// The principal's session cap is reached.
+    PrincipalFull,
 }
 
 /// All client sessions of this node.
@@ -390,6 +407,9 @@ pub struct SessionRegistry {
     max_sessions: usize,
     idle_ttl: Duration,
     close_timeout: Duration,
+    max_per_principal: usize,
+    absolute_ttl: Option<Duration>,
+    per_principal: DashMap<Arc<str>, usize>,
     metrics: Arc<Metrics>,
 }
 
@@ -416,18 +436,46 @@ impl SessionRegistry {
             max_sessions: limits.max_sessions,
             idle_ttl: limits.idle_ttl,
             close_timeout: limits.close_timeout,
+            max_per_principal: limits.max_per_principal,
+            absolute_ttl: limits.absolute_ttl,
+            per_principal: DashMap::new(),
             metrics,
         }
     }
 
     /// Reserves a place under the session cap (so concurrent creates cannot overshoot it).
-    fn admit(&self) -> Result<(), Admission> {
+    fn admit(&self, principal: &Arc<str>) -> Result<(), Admission> {
+        {
+            let mut held = self.per_principal.entry(principal.clone()).or_default();
+            if *held >= self.max_per_principal {
+                return Err(Admission::PrincipalFull);
+            }
+            *held += 1;
+        }
         let live = &self.metrics.downstream_sessions;
         if live.fetch_add(1, Ordering::AcqRel) >= self.max_sessions as i64 {
             live.fetch_sub(1, Ordering::AcqRel);
+            self.release(principal);
             return Err(Admission::Full);
         }
         Ok(())
+    }
+
+    /// Gives back a place taken by [`SessionRegistry::admit`].
+    fn release(&self, principal: &Arc<str>) {
+        if let Some(mut held) = self.per_principal.get_mut(principal) {
+            *held = held.saturating_sub(1);
+        }
+    }
+
+    /// Forgets a held session (ended here or elsewhere) and gives back its place.
+    fn unregister(&self, id: &str) -> Option<Arc<ClientSession>> {
+        let (_, session) = self.sessions.remove(id)?;
+        self.metrics
+            .downstream_sessions
+            .fetch_sub(1, Ordering::AcqRel);
+        self.release(&session.principal);
+        Some(session)
     }
 
     /// Adds a session under a fresh id and stores it.
@@ -438,7 +486,7 @@ impl SessionRegistry {
         protocol_version: String,
         identity: ClientIdentity,
     ) -> Result<Arc<ClientSession>, Admission> {
-        self.admit()?;
+        self.admit(&Arc::from(ANONYMOUS))?;
         let session = Arc::new(ClientSession::new(
             new_session_id(),
             false,
@@ -462,8 +510,13 @@ impl SessionRegistry {
         if !is_valid_session_id(id) {
             return None;
         }
-        if let Some(s) = self.sessions.get(id) {
-            return Some(s.clone());
+        let held = self.sessions.get(id).map(|s| s.clone());
+        if let Some(s) = held {
+            if s.outlived(self.absolute_ttl) {
+                self.end(id).await;
+                return None;
+            }
+            return Some(s);
         }
         let record = match self.store.load(id).await {
             Ok(r) => r?,
@@ -476,13 +529,17 @@ impl SessionRegistry {
             return None;
         }
         let session = self.restore(record)?;
-        self.admit().ok()?;
+        if session.outlived(self.absolute_ttl) {
+            return None;
+        }
+        self.admit(&session.principal).ok()?;
         match self.sessions.entry(id.to_owned()) {
             dashmap::Entry::Occupied(held) => {
                 // Restored concurrently by another request: use that one.
                 self.metrics
                     .downstream_sessions
                     .fetch_sub(1, Ordering::AcqRel);
+                self.release(&session.principal);
                 Some(held.get().clone())
             }
             dashmap::Entry::Vacant(slot) => {
@@ -506,14 +563,17 @@ impl SessionRegistry {
             capabilities: raw(&record.client_capabilities)
                 .unwrap_or_else(|| ClientIdentity::tether().capabilities),
         };
-        let session = Arc::new(ClientSession::new(
+        let created_ms = record.created_ms;
+        let mut session = ClientSession::new(
             record.id,
             false,
             scope,
             Era::Legacy,
             record.protocol_version,
             identity,
-        ));
+        );
+        session.created_ms = created_ms;
+        let session = Arc::new(session);
         if let Some(level) = record.log_level {
             session.set_log_level(level);
         }
@@ -530,17 +590,14 @@ impl SessionRegistry {
     /// Ends a session: closes its upstream sessions and removes it from the
     /// store; true if it existed.
     pub async fn end(&self, id: &str) -> bool {
-        let held = self.sessions.remove(id);
+        let held = self.unregister(id);
         let stored = self.store.delete(id).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "removing a session from the store failed");
             false
         });
-        let Some((_, session)) = held else {
+        let Some(session) = held else {
             return stored;
         };
-        self.metrics
-            .downstream_sessions
-            .fetch_sub(1, Ordering::Relaxed);
         session.close(self.close_timeout).await;
         true
     }
@@ -562,7 +619,9 @@ impl SessionRegistry {
             .sessions
             .iter()
             // A client listening on its GET stream is using the session.
-            .filter(|s| s.idle_for() > self.idle_ttl && !s.has_outbound())
+            .filter(|s| {
+                (s.idle_for() > self.idle_ttl && !s.has_outbound()) || s.outlived(self.absolute_ttl)
+            })
             .map(|s| s.key().clone())
             .collect();
         let mut n = expired.len();
@@ -610,10 +669,7 @@ impl SessionRegistry {
             // upstream sessions; this one just stops serving it.
             Ok(gone) => {
                 for id in gone {
-                    if let Some((_, session)) = self.sessions.remove(&id) {
-                        self.metrics
-                            .downstream_sessions
-                            .fetch_sub(1, Ordering::Relaxed);
+                    if let Some(session) = self.unregister(&id) {
                         session.forget();
                         tracing::debug!(session = %id, "session ended on another node");
                     }
@@ -626,7 +682,10 @@ impl SessionRegistry {
     /// Runs the idle reaper and the last-seen flusher until the registry is dropped.
     pub fn spawn_reaper(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let period = (self.idle_ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+        let shortest = self
+            .absolute_ttl
+            .map_or(self.idle_ttl, |a| a.min(self.idle_ttl));
+        let period = (shortest / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
         tokio::spawn(async move {
             let mut next_reap = tokio::time::Instant::now() + period;
             loop {
@@ -676,6 +735,10 @@ pub struct RegistryLimits {
     pub idle_ttl: Duration,
     /// Bound on closing one session's upstream sessions.
     pub close_timeout: Duration,
+    /// Most client sessions one principal holds at once.
+    pub max_per_principal: usize,
+    /// Lifetime of a session however busy (`None`: no limit).
+    pub absolute_ttl: Option<Duration>,
 }
 
 /// A new session id: 256 bits from the OS CSPRNG, URL-safe Base64 (43 chars).

@@ -58,6 +58,16 @@ pub async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: Reply
             .await
         {
             Ok(s) => s,
+            Err(Admission::PrincipalFull) => {
+                let mut r = reply::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code::INTERNAL_ERROR,
+                    "too many sessions for this principal; end one or retry later",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                return r;
+            }
             Err(Admission::Full) => {
                 let mut r = reply::error(
                     StatusCode::SERVICE_UNAVAILABLE,

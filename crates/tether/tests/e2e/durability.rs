@@ -122,3 +122,41 @@ async fn two_nodes_sharing_postgres_serve_one_session_in_turn() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn lifecycle_caps_and_absolute_lifetime() {
+    let up = demo("legacy");
+    let toml = format!(
+        "[session]\nmax_sessions_per_principal = 2\nabsolute_ttl_secs = 2\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+        up.mcp()
+    );
+    let gw = crate::harness::tether(&toml);
+    let a = Legacy::connect(&gw.mcp()).await;
+    let _b = Legacy::connect(&gw.mcp()).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let third = crate::harness::post(&gw.mcp(), &[], &init).await;
+    assert_eq!(third.status, 429, "per-principal cap");
+    assert!(third.headers.get("retry-after").is_some());
+    a.call("demo__echo", json!({"text": "x"})).await;
+    // However busy, a session ends at its absolute lifetime (upstream session included).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = a
+            .request(
+                "tools/call",
+                json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+            )
+            .await;
+        if r.status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session outlived absolute_ttl_secs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(up.stats().await["deletes"], 1);
+    // Its place is free again.
+    Legacy::connect(&gw.mcp()).await;
+}

@@ -39,6 +39,15 @@ struct Args {
     /// Python interpreter with the `mcp` package (the interop suite's venv).
     #[arg(long, default_value = "interop/.cache/venv/bin/python")]
     python: std::path::PathBuf,
+    /// Instead of load: the cost of sessions — the first request for a session
+    /// on a node that did not hold it (restored from the store, upstream
+    /// session re-attached) and memory per idle session — for each store in
+    /// `--session-stores`.
+    #[arg(long)]
+    sessions: bool,
+    /// Stores for `--sessions` (comma-separated; `sqlite` means a temporary file).
+    #[arg(long, default_value = "memory,sqlite", value_delimiter = ',')]
+    session_stores: Vec<String>,
     /// The Python load driver.
     #[arg(long, default_value = "interop/bench/python_client.py")]
     python_driver: std::path::PathBuf,
@@ -265,6 +274,14 @@ async fn main() {
             "127.0.0.1:0",
         ],
     );
+    if args.sessions {
+        drop(gateway);
+        for store in &args.session_stores {
+            sessions_report(&bin, &upstream.1, store, &dir).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     if args.client == LoadClient::Python {
         python_report(&args, &upstream.1, &gateway.1);
         drop(gateway);
@@ -398,5 +415,77 @@ fn python_report(args: &Args, direct_url: &str, gateway_url: &str) {
         rps(&direct),
         rps(&through),
         rps(&through) / rps(&direct)
+    );
+}
+
+/// Resident memory of a process in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Prints the restore cost and memory per idle session with one store.
+async fn sessions_report(bin: &std::path::Path, upstream: &str, store: &str, dir: &std::path::Path) {
+    let url = if store == "sqlite" {
+        format!("sqlite://{}/bench-{}.db", dir.display(), std::process::id())
+    } else {
+        store.to_owned()
+    };
+    let config = dir.join(format!("sessions-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[session]\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n[store]\nurl = \"{url}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{upstream}\"\n"
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8 path");
+    let node = |_: u8| spawn(bin, &["serve", "--config", config, "--listen", "127.0.0.1:0"]);
+    let (a, b) = (node(0), node(1));
+    let http = reqwest::Client::builder().tcp_nodelay(true).build().expect("client");
+    let echo = |n: u64| json!({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "demo__echo", "arguments": {"text": "x"}}});
+    // Sessions made (and their upstream sessions opened) on node A ...
+    let (mut first, mut later) = (Vec::new(), Vec::new());
+    if store != "memory" {
+        let mut sessions = Vec::new();
+        for _ in 0..200 {
+            let s = open(&http, &a.1).await;
+            post(&http, &s, &echo(1)).await;
+            sessions.push(s);
+        }
+        // ... then used on node B: the first request restores, the next is steady.
+        for s in &sessions {
+            let on_b = Session { url: b.1.clone(), id: s.id.clone(), version: s.version.clone() };
+            let t0 = Instant::now();
+            let (_, r) = post(&http, &on_b, &echo(2)).await;
+            let t1 = Instant::now();
+            post(&http, &on_b, &echo(3)).await;
+            let t2 = Instant::now();
+            assert!(r.get("result").is_some(), "restored call failed: {r}");
+            first.push((t1 - t0).as_micros() as u32);
+            later.push((t2 - t1).as_micros() as u32);
+        }
+        first.sort_unstable();
+        later.sort_unstable();
+    }
+    // Memory: a fresh node holding many idle, used sessions.
+    let c = node(2);
+    let before = rss_kib(c.0.id());
+    let idle = 2000;
+    for _ in 0..idle {
+        let s = open(&http, &c.1).await;
+        post(&http, &s, &echo(1)).await;
+    }
+    let after = rss_kib(c.0.id());
+    println!(
+        "store {store:<8} first request on another node p50 {:>6} µs p99 {:>6} µs | next request p50 {:>6} µs | added p50 {:>6} µs | RSS per idle session {:.1} KiB",
+        pct(&first, 0.5),
+        pct(&first, 0.99),
+        pct(&later, 0.5),
+        pct(&first, 0.5) - pct(&later, 0.5),
+        after.saturating_sub(before) as f64 / idle as f64
     );
 }

@@ -247,6 +247,7 @@ impl ClientSession {
                 Scope::Federated => String::new(),
                 Scope::Single(name) => name.to_string(),
             },
+            principal: self.principal.to_string(),
             protocol_version: self.protocol_version.clone(),
             client_info: self.identity.info.get().to_owned(),
             client_capabilities: self.identity.capabilities.get().to_owned(),
@@ -564,6 +565,7 @@ impl SessionRegistry {
                 .unwrap_or_else(|| ClientIdentity::tether().capabilities),
         };
         let created_ms = record.created_ms;
+        let principal: Arc<str> = Arc::from(record.principal.as_str());
         let mut session = ClientSession::new(
             record.id,
             false,
@@ -573,6 +575,7 @@ impl SessionRegistry {
             identity,
         );
         session.created_ms = created_ms;
+        session.principal = principal;
         let session = Arc::new(session);
         if let Some(level) = record.log_level {
             session.set_log_level(level);

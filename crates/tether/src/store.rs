@@ -34,6 +34,8 @@ pub struct SessionRecord {
     pub id: String,
     /// Empty for `/mcp`, else the upstream of `/u/<upstream>/mcp`.
     pub scope: String,
+    /// Who the session belongs to.
+    pub principal: String,
     /// Negotiated protocol version.
     pub protocol_version: String,
     /// The client's `clientInfo` (JSON).
@@ -70,6 +72,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS tether_sessions (
         id TEXT PRIMARY KEY,
         scope TEXT NOT NULL,
+        principal TEXT NOT NULL,
         protocol_version TEXT NOT NULL,
         client_info TEXT NOT NULL,
         client_capabilities TEXT NOT NULL,
@@ -158,11 +161,12 @@ impl Store {
             }
             Store::Sql(pool) => {
                 sqlx::query(
-                    "INSERT INTO tether_sessions (id, scope, protocol_version, client_info, client_capabilities, log_level, created_ms, last_seen_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO tether_sessions (id, scope, principal, protocol_version, client_info, client_capabilities, log_level, created_ms, last_seen_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(&r.id)
                 .bind(&r.scope)
+                .bind(&r.principal)
                 .bind(&r.protocol_version)
                 .bind(&r.client_info)
                 .bind(&r.client_capabilities)
@@ -214,7 +218,7 @@ impl Store {
             Store::Memory(map) => Ok(lock(map).get(id).cloned()),
             Store::Sql(pool) => {
                 let row = sqlx::query(
-                    "SELECT id, scope, protocol_version, client_info, client_capabilities, log_level, created_ms, last_seen_ms
+                    "SELECT id, scope, principal, protocol_version, client_info, client_capabilities, log_level, created_ms, last_seen_ms
                      FROM tether_sessions WHERE id = $1",
                 )
                 .bind(id)
@@ -346,12 +350,13 @@ fn record_from(row: &sqlx::any::AnyRow) -> Result<SessionRecord, sqlx::Error> {
     Ok(SessionRecord {
         id: row.try_get(0)?,
         scope: row.try_get(1)?,
-        protocol_version: row.try_get(2)?,
-        client_info: row.try_get(3)?,
-        client_capabilities: row.try_get(4)?,
-        log_level: row.try_get(5)?,
-        created_ms: row.try_get(6)?,
-        last_seen_ms: row.try_get(7)?,
+        principal: row.try_get(2)?,
+        protocol_version: row.try_get(3)?,
+        client_info: row.try_get(4)?,
+        client_capabilities: row.try_get(5)?,
+        log_level: row.try_get(6)?,
+        created_ms: row.try_get(7)?,
+        last_seen_ms: row.try_get(8)?,
         upstreams: Vec::new(),
     })
 }
@@ -372,6 +377,7 @@ mod tests {
         SessionRecord {
             id: id.into(),
             scope: String::new(),
+            principal: "anonymous".into(),
             protocol_version: "2025-11-25".into(),
             client_info: r#"{"name":"c","version":"1"}"#.into(),
             client_capabilities: "{}".into(),

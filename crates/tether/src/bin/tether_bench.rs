@@ -422,13 +422,22 @@ fn python_report(args: &Args, direct_url: &str, gateway_url: &str) {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
 
 /// Prints the restore cost and memory per idle session with one store.
-async fn sessions_report(bin: &std::path::Path, upstream: &str, store: &str, dir: &std::path::Path) {
+async fn sessions_report(
+    bin: &std::path::Path,
+    upstream: &str,
+    store: &str,
+    dir: &std::path::Path,
+) {
     let url = if store == "sqlite" {
         format!("sqlite://{}/bench-{}.db", dir.display(), std::process::id())
     } else {
@@ -443,9 +452,17 @@ async fn sessions_report(bin: &std::path::Path, upstream: &str, store: &str, dir
     )
     .expect("config");
     let config = config.to_str().expect("utf-8 path");
-    let node = |_: u8| spawn(bin, &["serve", "--config", config, "--listen", "127.0.0.1:0"]);
+    let node = |_: u8| {
+        spawn(
+            bin,
+            &["serve", "--config", config, "--listen", "127.0.0.1:0"],
+        )
+    };
     let (a, b) = (node(0), node(1));
-    let http = reqwest::Client::builder().tcp_nodelay(true).build().expect("client");
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
     let echo = |n: u64| json!({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "demo__echo", "arguments": {"text": "x"}}});
     // Sessions made (and their upstream sessions opened) on node A ...
     let (mut first, mut later) = (Vec::new(), Vec::new());
@@ -458,7 +475,11 @@ async fn sessions_report(bin: &std::path::Path, upstream: &str, store: &str, dir
         }
         // ... then used on node B: the first request restores, the next is steady.
         for s in &sessions {
-            let on_b = Session { url: b.1.clone(), id: s.id.clone(), version: s.version.clone() };
+            let on_b = Session {
+                url: b.1.clone(),
+                id: s.id.clone(),
+                version: s.version.clone(),
+            };
             let t0 = Instant::now();
             let (_, r) = post(&http, &on_b, &echo(2)).await;
             let t1 = Instant::now();

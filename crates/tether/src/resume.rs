@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +27,8 @@ pub const MAX_EVENTS: usize = 64;
 pub struct StreamLog {
     id: u64,
     state: Mutex<LogState>,
+    /// A connection is reading the stream right now.
+    attached: AtomicBool,
 }
 
 struct LogState {
@@ -46,7 +48,13 @@ impl StreamLog {
                 reader: None,
                 done: false,
             }),
+            attached: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a connection is reading the stream.
+    pub fn is_read(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
     }
 
     /// Records a message and sends it to the current reader (if it reads in
@@ -68,6 +76,7 @@ impl StreamLog {
             )
         {
             state.reader = None;
+            self.attached.store(false, Ordering::Release);
         }
     }
 
@@ -75,6 +84,7 @@ impl StreamLog {
         let mut state = self.state.lock().await;
         state.done = true;
         state.reader = None;
+        self.attached.store(false, Ordering::Release);
     }
 
     /// A new reader: the events after `after`, then (if the stream is still
@@ -86,6 +96,8 @@ impl StreamLog {
             let _ = tx.try_send(frame.clone());
         }
         state.reader = (!state.done).then_some(tx);
+        self.attached
+            .store(state.reader.is_some(), Ordering::Release);
         rx
     }
 }
@@ -105,7 +117,7 @@ impl Streams {
         &self,
         mut messages: mpsc::Receiver<Bytes>,
         send_timeout: Duration,
-    ) -> mpsc::Receiver<Bytes> {
+    ) -> (Arc<StreamLog>, mpsc::Receiver<Bytes>) {
         let log = Arc::new(StreamLog::new(
             self.next.fetch_add(1, Ordering::Relaxed) + 1,
         ));
@@ -118,6 +130,7 @@ impl Streams {
         }
         let (tx, rx) = mpsc::channel(32);
         let reader_log = log.clone();
+        log.attached.store(true, Ordering::Release);
         tokio::spawn(async move {
             reader_log.state.lock().await.reader = Some(tx);
             while let Some(message) = messages.recv().await {
@@ -125,7 +138,7 @@ impl Streams {
             }
             reader_log.finish().await;
         });
-        rx
+        (log, rx)
     }
 
     /// A reader for the stream a `Last-Event-ID` names, or `None` when that
@@ -157,7 +170,7 @@ mod tests {
     async fn a_dropped_reader_resumes_after_its_last_event() {
         let streams = Streams::default();
         let (tx, rx) = mpsc::channel(8);
-        let mut first = streams.record(rx, Duration::from_millis(50));
+        let (_, mut first) = streams.record(rx, Duration::from_millis(50));
         tx.send(Bytes::from_static(b"{\"n\":1}")).await.unwrap();
         let got = first.recv().await.unwrap();
         assert!(String::from_utf8_lossy(&got).contains("id: 1-1"));

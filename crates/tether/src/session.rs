@@ -97,6 +97,8 @@ pub struct ClientSession {
     log_level: Mutex<Option<String>>,
     outbound: Mutex<Option<mpsc::Sender<Bytes>>>,
     outbound_changed: tokio::sync::Notify,
+    /// The log behind the GET stream (to tell whether a connection reads it).
+    get_stream: Mutex<Option<Arc<crate::resume::StreamLog>>>,
     listening: Mutex<Vec<Weak<UpstreamSession>>>,
     created: Instant,
     /// When the session began (ms since the Unix epoch; kept across restores).
@@ -136,6 +138,7 @@ impl ClientSession {
             subscriptions: Mutex::new(HashMap::new()),
             outbound: Mutex::new(None),
             outbound_changed: tokio::sync::Notify::new(),
+            get_stream: Mutex::new(None),
             listening: Mutex::new(Vec::new()),
             created: Instant::now(),
             created_ms: crate::store::now_ms(),
@@ -310,6 +313,17 @@ impl ClientSession {
     /// Whether the client has a GET stream open.
     pub fn has_outbound(&self) -> bool {
         self.outbound().is_some()
+    }
+
+    /// Remembers the log behind the GET stream.
+    pub fn set_get_stream(&self, log: Arc<crate::resume::StreamLog>) {
+        *lock(&self.get_stream) = Some(log);
+    }
+
+    /// Whether a connection is reading the GET stream now (a kept but unread
+    /// stream is not a sign of life).
+    pub fn is_listening(&self) -> bool {
+        self.has_outbound() && lock(&self.get_stream).as_ref().is_some_and(|l| l.is_read())
     }
 
     /// Ends the client's GET stream (shutdown, or a client too slow to read it).
@@ -623,7 +637,7 @@ impl SessionRegistry {
             .iter()
             // A client listening on its GET stream is using the session.
             .filter(|s| {
-                (s.idle_for() > self.idle_ttl && !s.has_outbound()) || s.outlived(self.absolute_ttl)
+                (s.idle_for() > self.idle_ttl && !s.is_listening()) || s.outlived(self.absolute_ttl)
             })
             .map(|s| s.key().clone())
             .collect();

@@ -331,7 +331,8 @@ async fn legacy_request(
     match outcome {
         // A session's streams are resumable: events carry ids and are kept.
         Outcome::Stream(rx) if !ctx.is_ephemeral() && style.accepts.sse => {
-            reply::framed_stream(ctx.streams.record(rx, app.send_timeout()), app.keepalive())
+            let (_, events) = ctx.streams.record(rx, app.send_timeout());
+            reply::framed_stream(events, None, app.keepalive())
         }
         outcome => reply::render(outcome, style).await,
     }
@@ -385,12 +386,20 @@ async fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Resp
         Some(id) => session.streams.resume(id).await,
         None => None,
     } {
-        return reply::framed_stream(resumed, app.keepalive());
+        return reply::framed_stream(resumed, None, app.keepalive());
     }
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     session.set_outbound(tx);
+    // The GET stream is resumable too: its events are kept while no
+    // connection reads them (bounded), and replayed on a Last-Event-ID.
+    let (log, events) = session.streams.record(rx, app.send_timeout());
+    session.set_get_stream(log);
     app.gateway.relay_upstream_streams(&session);
-    reply::event_stream(rx, Some(std::time::Duration::from_secs(3)), app.keepalive())
+    reply::framed_stream(
+        events,
+        Some(std::time::Duration::from_secs(3)),
+        app.keepalive(),
+    )
 }
 
 async fn delete(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {

@@ -193,8 +193,12 @@ pub fn event_stream(
 
 /// An SSE response relaying events already framed (with ids) by a
 /// resumable stream.
-pub fn framed_stream(rx: mpsc::Receiver<Bytes>, keepalive: Option<Duration>) -> Response {
-    sse_response(rx, None, keepalive, |frame| frame)
+pub fn framed_stream(
+    rx: mpsc::Receiver<Bytes>,
+    retry: Option<Duration>,
+    keepalive: Option<Duration>,
+) -> Response {
+    sse_response(rx, retry, keepalive, |frame| frame)
 }
 
 fn sse_response(

@@ -61,6 +61,8 @@ async fn progress_arrives_live_before_the_result() {
 struct Events {
     resp: reqwest::Response,
     buf: String,
+    /// The id of the last event read.
+    last_id: Option<String>,
 }
 
 impl Events {
@@ -68,6 +70,9 @@ impl Events {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();
+                if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) {
+                    self.last_id = Some(id.to_string());
+                }
                 let data: Vec<&str> = event
                     .lines()
                     .filter_map(|l| l.strip_prefix("data: "))
@@ -104,6 +109,7 @@ async fn sampling_request_is_relayed_and_answered() {
         let mut events = Events {
             resp,
             buf: String::new(),
+            last_id: None,
         };
         let ask = events.next().await.expect("sampling request");
         assert_eq!(ask["method"], "sampling/createMessage", "{era}: {ask}");
@@ -159,6 +165,7 @@ async fn upstream_stream_messages_reach_the_client_get_stream() {
     let mut events = Events {
         resp,
         buf: String::new(),
+        last_id: None,
     };
     // The upstream's own stream is relayed once Tether has it open.
     let mut delivered = false;
@@ -182,6 +189,33 @@ async fn upstream_stream_messages_reach_the_client_get_stream() {
         .unwrap();
     assert_eq!(note["method"], "notifications/message");
     assert_eq!(note["params"]["data"], "catalogue changed");
+    // The GET stream is resumable: what arrives while the client is away is
+    // replayed after the last event id it saw.
+    let last_id = events.last_id.clone().expect("GET stream events carry ids");
+    drop(events);
+    let r = c
+        .call("demo__announce", json!({"message": "while you were away"}))
+        .await;
+    assert_eq!(text(&r), "delivered to 1 listeners");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resumed = crate::harness::http()
+        .get(gw.mcp())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    let mut events = Events {
+        resp: resumed,
+        buf: String::new(),
+        last_id: None,
+    };
+    let missed = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(missed["params"]["data"], "while you were away");
 }
 
 #[tokio::test]
@@ -302,6 +336,7 @@ async fn a_dropped_stream_resumes_with_last_event_id() {
     let mut events = Events {
         resp: resumed,
         buf: String::new(),
+        last_id: None,
     };
     let mut got = Vec::new();
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), events.next()).await {

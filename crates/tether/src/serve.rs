@@ -111,7 +111,9 @@ async fn shutdown(
             "in-flight requests did not finish in time; abandoned"
         );
     }
-    tracing::info!("closing client sessions and their upstream sessions");
+    tracing::info!(
+        "releasing client sessions (kept in a durable store, else ended with their upstream sessions)"
+    );
     let pools = app.gateway.upstreams().iter().map(|u| u.drain_pool());
     let _ = tokio::time::timeout(
         timeout,

@@ -5,6 +5,14 @@ use serde_json::json;
 
 use crate::harness::{Legacy, TempDir, demo, tether_at, text};
 
+/// A gateway config on a SQLite file in `dir` with one upstream.
+fn sqlite_config(dir: &TempDir, upstream: &str) -> String {
+    format!(
+        "[store]\nurl = \"sqlite://{}/sessions.db\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{upstream}\"\n",
+        dir.0.display()
+    )
+}
+
 fn free_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -18,11 +26,7 @@ fn free_addr() -> String {
 async fn a_killed_gateway_restarted_on_the_same_store_keeps_the_session_and_upstream_state() {
     let up = demo("legacy");
     let dir = TempDir::new();
-    let config = format!(
-        "[store]\nurl = \"sqlite://{}/sessions.db\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
-        dir.0.display(),
-        up.mcp()
-    );
+    let config = sqlite_config(&dir, &up.mcp());
     let addr = free_addr();
     let mut gw = tether_at(&config, &dir.0, &addr);
     let c = Legacy::connect(&gw.mcp()).await;
@@ -52,11 +56,7 @@ async fn a_killed_gateway_restarted_on_the_same_store_keeps_the_session_and_upst
 async fn a_gracefully_stopped_gateway_keeps_sessions_for_the_next_one() {
     let up = demo("legacy");
     let dir = TempDir::new();
-    let config = format!(
-        "[store]\nurl = \"sqlite://{}/sessions.db\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
-        dir.0.display(),
-        up.mcp()
-    );
+    let config = sqlite_config(&dir, &up.mcp());
     let addr = free_addr();
     let mut gw = tether_at(&config, &dir.0, &addr);
     let c = Legacy::connect(&gw.mcp()).await;

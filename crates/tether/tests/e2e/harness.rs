@@ -328,6 +328,32 @@ impl Legacy {
         post(&self.url, &self.headers(), body).await
     }
 
+    /// POSTs a message with this session's headers and returns the response
+    /// unread (to read an SSE reply event by event).
+    pub async fn open_post(&self, body: &Value) -> reqwest::Response {
+        let mut req = http()
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        for (k, v) in self.headers() {
+            req = req.header(k, v);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// Opens the session's GET stream (resuming after `last_event_id`).
+    pub async fn open_get(&self, last_event_id: Option<&str>) -> reqwest::Response {
+        let mut req = http().get(&self.url).header("accept", "text/event-stream");
+        for (k, v) in self.headers() {
+            req = req.header(k, v);
+        }
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        req.send().await.expect("request sent")
+    }
+
     /// Sends a request and returns the whole reply.
     pub async fn request(&self, method: &str, params: Value) -> Reply {
         let id = self.next.fetch_add(1, Ordering::Relaxed);

@@ -4,12 +4,10 @@ use serde_json::json;
 
 use crate::harness::{Legacy, config, demo, metric, tether, text};
 
-#[tokio::test]
-async fn two_client_sessions_never_share_upstream_state() {
-    let up = demo("legacy");
-    let gw = tether(&config(&[("demo", &up.mcp())], ""));
-    let a = Legacy::connect(&gw.mcp()).await;
-    let b = Legacy::connect(&gw.mcp()).await;
+/// The isolation reproducer: client A increments 5×, B 3× → A reads 5, B 3.
+async fn counters_stay_apart(gateway: &str) {
+    let a = Legacy::connect(gateway).await;
+    let b = Legacy::connect(gateway).await;
     for _ in 0..5 {
         a.call("demo__counter_increment", json!({})).await;
     }
@@ -21,6 +19,13 @@ async fn two_client_sessions_never_share_upstream_state() {
     assert_eq!(text(&ra), "5");
     assert_eq!(ra["structuredContent"]["count"], 5);
     assert_eq!(text(&rb), "3");
+}
+
+#[tokio::test]
+async fn two_client_sessions_never_share_upstream_state() {
+    let up = demo("legacy");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    counters_stay_apart(&gw.mcp()).await;
     assert_eq!(
         up.stats().await["initializes"],
         2,
@@ -177,16 +182,7 @@ async fn sigterm_closes_every_upstream_session_and_exits_promptly() {
 async fn dual_era_upstreams_keep_per_session_state_for_client_sessions() {
     let up = demo("dual");
     let gw = tether(&config(&[("demo", &up.mcp())], ""));
-    let a = Legacy::connect(&gw.mcp()).await;
-    let b = Legacy::connect(&gw.mcp()).await;
-    for _ in 0..5 {
-        a.call("demo__counter_increment", json!({})).await;
-    }
-    for _ in 0..3 {
-        b.call("demo__counter_increment", json!({})).await;
-    }
-    assert_eq!(text(&a.call("demo__counter_get", json!({})).await), "5");
-    assert_eq!(text(&b.call("demo__counter_get", json!({})).await), "3");
+    counters_stay_apart(&gw.mcp()).await;
     let stats = up.stats().await;
     assert_eq!(
         stats["initializes"], 2,

@@ -96,16 +96,7 @@ async fn sampling_request_is_relayed_and_answered() {
         let up = demo(era);
         let gw = tether(&config(&[("demo", &up.mcp())], ""));
         let c = Legacy::connect_with(&gw.mcp(), json!({"sampling": {}})).await;
-        let resp = crate::harness::http()
-            .post(gw.mcp())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", c.session.clone().unwrap())
-            .header("mcp-protocol-version", &c.version)
-            .body(json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "demo__sample", "arguments": {"prompt": "say hi"}}}).to_string())
-            .send()
-            .await
-            .unwrap();
+        let resp = c.open_post(&json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "demo__sample", "arguments": {"prompt": "say hi"}}})).await;
         let mut events = Events {
             resp,
             buf: String::new(),
@@ -153,13 +144,7 @@ async fn upstream_stream_messages_reach_the_client_get_stream() {
     let c = Legacy::connect(&gw.mcp()).await;
     c.call("demo__echo", json!({"text": "open the upstream session"}))
         .await;
-    let resp = crate::harness::http()
-        .get(gw.mcp())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let resp = c.open_get(None).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-accel-buffering"], "no");
     let mut events = Events {
@@ -198,14 +183,7 @@ async fn upstream_stream_messages_reach_the_client_get_stream() {
         .await;
     assert_eq!(text(&r), "delivered to 1 listeners");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let resumed = crate::harness::http()
-        .get(gw.mcp())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.clone().unwrap())
-        .header("last-event-id", &last_id)
-        .send()
-        .await
-        .unwrap();
+    let resumed = c.open_get(Some(&last_id)).await;
     let mut events = Events {
         resp: resumed,
         buf: String::new(),
@@ -300,15 +278,7 @@ async fn a_dropped_stream_resumes_with_last_event_id() {
     let up = demo("legacy");
     let gw = tether(&config(&[("demo", &up.mcp())], ""));
     let c = Legacy::connect(&gw.mcp()).await;
-    let resp = crate::harness::http()
-        .post(gw.mcp())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", c.session.clone().unwrap())
-        .body(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "demo__progress", "arguments": {"steps": 4, "delay_ms": 150}, "_meta": {"progressToken": "r"}}}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let resp = c.open_post(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "demo__progress", "arguments": {"steps": 4, "delay_ms": 150}, "_meta": {"progressToken": "r"}}})).await;
     // Read the first event with its id, then drop the connection.
     let mut raw = String::new();
     let mut resp = resp;
@@ -324,14 +294,7 @@ async fn a_dropped_stream_resumes_with_last_event_id() {
         .to_string();
     drop(resp);
     tokio::time::sleep(Duration::from_millis(900)).await; // the call finishes meanwhile
-    let resumed = crate::harness::http()
-        .get(gw.mcp())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.clone().unwrap())
-        .header("last-event-id", &last_id)
-        .send()
-        .await
-        .unwrap();
+    let resumed = c.open_get(Some(&last_id)).await;
     assert_eq!(resumed.status(), 200);
     let mut events = Events {
         resp: resumed,

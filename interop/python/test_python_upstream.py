@@ -25,7 +25,7 @@ import pytest
 
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from test_python_sdk import MODERN_VERSION, REQUEST_TIMEOUT_S, Wire, bounded, dump, http_client, legacy_session, text_of
+from test_python_sdk import MODERN_VERSION, REQUEST_TIMEOUT_S, Wire, bounded, dump, http_client, legacy_session, text_of, wait_for_stats
 
 PEER = "python-upstream"
 CLIENT = "python-sdk"
@@ -50,15 +50,6 @@ async def bump(session: ClientSession, tool: str, n: int, where: str, label: str
         assert not r.is_error and count_of(r) == i + 1, msg(
             f"tools/call {tool} #{i + 1} (session {label}) via {where}", f"count {i + 1}", dump(r)
         )
-
-
-async def wait_for_stats(upstream, predicate, timeout_s: float = 5.0) -> dict:
-    stats = upstream.stats()
-    with anyio.move_on_after(timeout_s):
-        while not predicate(stats):
-            await anyio.sleep(0.05)
-            stats = upstream.stats()
-    return stats
 
 
 @bounded

@@ -5,7 +5,7 @@
 //! stream (never another stream's), then the rest as it comes.
 //!
 //! Bounded: the newest [`MAX_STREAMS`] streams per session, the newest
-//! [`MAX_EVENTS`] events per stream.
+//! [`MAX_EVENTS`] events (at most [`MAX_LOG_BYTES`]) per stream.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ use crate::sync;
 pub const MAX_STREAMS: usize = 16;
 /// Events kept per stream.
 pub const MAX_EVENTS: usize = 64;
+/// Bytes kept per stream (the newest event is kept whatever its size).
+pub const MAX_LOG_BYTES: usize = 1024 * 1024;
 
 /// One stream's recent events and the connection currently reading it.
 pub struct StreamLog {
@@ -33,6 +35,8 @@ pub struct StreamLog {
 
 struct LogState {
     events: VecDeque<(u64, Bytes)>,
+    /// Total size of `events`.
+    bytes: usize,
     next: u64,
     reader: Option<mpsc::Sender<Bytes>>,
     done: bool,
@@ -44,6 +48,7 @@ impl StreamLog {
             id,
             state: Mutex::new(LogState {
                 events: VecDeque::new(),
+                bytes: 0,
                 next: 1,
                 reader: None,
                 done: false,
@@ -64,9 +69,15 @@ impl StreamLog {
         let seq = state.next;
         state.next += 1;
         let frame = sse::message_event_with_id(&format!("{}-{seq}", self.id), message);
+        state.bytes += frame.len();
         state.events.push_back((seq, frame.clone()));
-        if state.events.len() > MAX_EVENTS {
-            state.events.pop_front();
+        // Bounded in count and in bytes; the newest event is always kept.
+        while state.events.len() > 1
+            && (state.events.len() > MAX_EVENTS || state.bytes > MAX_LOG_BYTES)
+        {
+            if let Some((_, old)) = state.events.pop_front() {
+                state.bytes -= old.len();
+            }
         }
         // Sent under the lock, so a resume never sees an event twice or misses one.
         if let Some(reader) = &state.reader

@@ -3,7 +3,7 @@
 //! with its caps and idle reaper.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::protocol::Era;
-use crate::store::{SessionRecord, Store};
+use crate::store::{SessionRecord, Store, now_ms};
 use crate::sync::lock;
 use crate::upstream::{ClientIdentity, SessionSet, Upstream, UpstreamSession};
 
@@ -100,12 +100,12 @@ pub struct ClientSession {
     /// The log behind the GET stream (to tell whether a connection reads it).
     get_stream: Mutex<Option<Arc<crate::resume::StreamLog>>>,
     listening: Mutex<Vec<Weak<UpstreamSession>>>,
-    created: Instant,
     /// When the session began (ms since the Unix epoch; kept across restores).
     created_ms: i64,
     /// Who the session belongs to (one principal until authentication exists).
     pub principal: Arc<str>,
-    last_seen_ms: AtomicU64,
+    /// When it was last used (ms since the Unix epoch).
+    last_seen_ms: AtomicI64,
     /// Used since its last-seen time was last written to the store.
     dirty: AtomicBool,
     closed: AtomicBool,
@@ -140,10 +140,9 @@ impl ClientSession {
             outbound_changed: tokio::sync::Notify::new(),
             get_stream: Mutex::new(None),
             listening: Mutex::new(Vec::new()),
-            created: Instant::now(),
-            created_ms: crate::store::now_ms(),
+            created_ms: now_ms(),
             principal: Arc::from(ANONYMOUS),
-            last_seen_ms: AtomicU64::new(0),
+            last_seen_ms: AtomicI64::new(now_ms()),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
@@ -225,15 +224,13 @@ impl ClientSession {
 
     /// Marks the session used now.
     pub fn touch(&self) {
-        let ms = self.created.elapsed().as_millis() as u64;
-        self.last_seen_ms.store(ms, Ordering::Relaxed);
+        self.last_seen_ms.store(now_ms(), Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
     }
 
     /// Whether the session has outlived an absolute lifetime (`None`: no limit).
     fn outlived(&self, absolute: Option<Duration>) -> bool {
-        absolute
-            .is_some_and(|ttl| crate::store::now_ms() - self.created_ms > ttl.as_millis() as i64)
+        absolute.is_some_and(|ttl| now_ms() - self.created_ms > ttl.as_millis() as i64)
     }
 
     /// Whether it was used since the last call (clears the mark).
@@ -243,7 +240,6 @@ impl ClientSession {
 
     /// The session as stored (upstream sessions are added as they open).
     pub fn record(&self) -> SessionRecord {
-        let now = crate::store::now_ms();
         SessionRecord {
             id: self.id.clone(),
             scope: match &self.scope {
@@ -256,14 +252,14 @@ impl ClientSession {
             client_capabilities: self.identity.capabilities.get().to_owned(),
             log_level: self.log_level(),
             created_ms: self.created_ms,
-            last_seen_ms: now,
+            last_seen_ms: self.last_seen_ms.load(Ordering::Relaxed),
             upstreams: Vec::new(),
         }
     }
 
     fn idle_for(&self) -> Duration {
-        let now = self.created.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)))
+        let idle = now_ms() - self.last_seen_ms.load(Ordering::Relaxed);
+        Duration::from_millis(idle.max(0) as u64)
     }
 
     /// Registers a server→client request and returns the id the client will see.
@@ -467,9 +463,12 @@ impl SessionRegistry {
             }
             *held += 1;
         }
-        let live = &self.metrics.downstream_sessions;
-        if live.fetch_add(1, Ordering::AcqRel) >= self.max_sessions as i64 {
-            live.fetch_sub(1, Ordering::AcqRel);
+        if self
+            .metrics
+            .downstream_sessions
+            .fetch_add(1, Ordering::AcqRel)
+            >= self.max_sessions as i64
+        {
             self.release(principal);
             return Err(Admission::Full);
         }
@@ -478,6 +477,9 @@ impl SessionRegistry {
 
     /// Gives back a place taken by [`SessionRegistry::admit`].
     fn release(&self, principal: &Arc<str>) {
+        self.metrics
+            .downstream_sessions
+            .fetch_sub(1, Ordering::AcqRel);
         if let Some(mut held) = self.per_principal.get_mut(principal) {
             *held = held.saturating_sub(1);
         }
@@ -486,9 +488,6 @@ impl SessionRegistry {
     /// Forgets a held session (ended here or elsewhere) and gives back its place.
     fn unregister(&self, id: &str) -> Option<Arc<ClientSession>> {
         let (_, session) = self.sessions.remove(id)?;
-        self.metrics
-            .downstream_sessions
-            .fetch_sub(1, Ordering::AcqRel);
         self.release(&session.principal);
         Some(session)
     }
@@ -540,21 +539,24 @@ impl SessionRegistry {
                 return None;
             }
         };
-        if crate::store::now_ms() - record.last_seen_ms > self.idle_ttl.as_millis() as i64 {
+        let now = now_ms();
+        let idle = now - record.last_seen_ms > self.idle_ttl.as_millis() as i64;
+        let outlived = self
+            .absolute_ttl
+            .is_some_and(|t| now - record.created_ms > t.as_millis() as i64);
+        if idle || outlived {
             return None;
         }
-        let session = self.restore(record)?;
-        if session.outlived(self.absolute_ttl) {
+        let principal: Arc<str> = record.principal.as_str().into();
+        self.admit(&principal).ok()?;
+        let Some(session) = self.restore(record) else {
+            self.release(&principal);
             return None;
-        }
-        self.admit(&session.principal).ok()?;
+        };
         match self.sessions.entry(id.to_owned()) {
             dashmap::Entry::Occupied(held) => {
                 // Restored concurrently by another request: use that one.
-                self.metrics
-                    .downstream_sessions
-                    .fetch_sub(1, Ordering::AcqRel);
-                self.release(&session.principal);
+                self.release(&principal);
                 Some(held.get().clone())
             }
             dashmap::Entry::Vacant(slot) => {
@@ -644,7 +646,7 @@ impl SessionRegistry {
         let mut n = expired.len();
         futures_util::future::join_all(expired.iter().map(|id| self.end(id))).await;
         // Stored sessions no node holds any more (their node restarted or left).
-        let before = crate::store::now_ms() - self.idle_ttl.as_millis() as i64;
+        let before = now_ms() - self.idle_ttl.as_millis() as i64;
         let stale = self
             .store
             .expired(before, REAP_BATCH)
@@ -671,12 +673,11 @@ impl SessionRegistry {
 
     /// Writes the last-seen times of sessions used since the last flush.
     pub async fn flush_touches(&self) {
-        let now = crate::store::now_ms();
         let seen: Vec<(String, i64)> = self
             .sessions
             .iter()
             .filter(|s| s.take_dirty())
-            .map(|s| (s.key().clone(), now))
+            .map(|s| (s.key().clone(), s.last_seen_ms.load(Ordering::Relaxed)))
             .collect();
         if seen.is_empty() {
             return;

@@ -56,11 +56,7 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
         return resp;
     }
     let modern_sessionless = parts.headers.get(protocol::HEADER_SESSION_ID).is_none()
-        && parts
-            .headers
-            .get(protocol::HEADER_PROTOCOL_VERSION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(protocol::is_modern_version);
+        && modern_version_header(&parts.headers);
     let (slot, resp) = match parts.method {
         Method::POST => {
             // Bound the work in flight (DESIGN invariant 10): the permit lives
@@ -213,11 +209,7 @@ async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> 
     };
     // `initialize` starts a legacy session, unless a modern client sent it
     // (it does not exist in 2026-07-28: such a client gets "method not found").
-    let modern_header = headers
-        .get(protocol::HEADER_PROTOCOL_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(protocol::is_modern_version);
-    if msg.method.as_deref() == Some("initialize") && !modern_header {
+    if msg.method.as_deref() == Some("initialize") && !modern_version_header(headers) {
         return (
             slot,
             describe::initialize(app, scope, msg, style(Era::Legacy)).await,
@@ -236,6 +228,14 @@ async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> 
 }
 
 /// A modern request declares a modern version in its header or `_meta`.
+/// Whether `MCP-Protocol-Version` names a 2026-07-28-era version.
+fn modern_version_header(headers: &HeaderMap) -> bool {
+    headers
+        .get(protocol::HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(protocol::is_modern_version)
+}
+
 fn is_modern(headers: &HeaderMap, msg: &Message, raw: &[u8]) -> bool {
     let header_modern = headers
         .get(protocol::HEADER_PROTOCOL_VERSION)

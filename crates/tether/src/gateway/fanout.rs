@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::bridge::add_cache_fields;
 use super::catalog::{self, ListKind};
-use super::{Gateway, Outcome, error};
+use super::{Gateway, Outcome, answer, empty_answer, error};
 use crate::jsonrpc::{self, Message, RawObject, code};
 use crate::protocol::Era;
 use crate::session::ClientSession;
@@ -36,11 +36,7 @@ impl Gateway {
             result.insert("resultType".into(), jsonrpc::to_raw("complete"));
             add_cache_fields(&mut result);
         }
-        let id = msg.id.as_deref().expect("requests have ids");
-        Outcome::Message(Bytes::from(jsonrpc::response(
-            id,
-            &jsonrpc::to_raw(&result),
-        )))
+        answer(msg, &jsonrpc::to_raw(&result))
     }
 
     /// Lists without answering anyone: refreshes the routing tables.
@@ -163,9 +159,7 @@ impl Gateway {
                         ctx.upstreams.evict(&session);
                     }
                     attempt += 1;
-                    if attempt > 1
-                        || !(e.provably_not_delivered() || matches!(e, UpstreamError::Transport(_)))
-                    {
+                    if attempt > 1 || !e.retryable(method) {
                         return Err(e);
                     }
                 }
@@ -207,10 +201,6 @@ impl Gateway {
                 tracing::debug!(upstream = %s.upstream.name, %method, error = %e, "broadcast request failed");
             }
         }
-        let id = msg.id.as_deref().expect("requests have ids");
-        Outcome::Message(Bytes::from(jsonrpc::response(
-            id,
-            &jsonrpc::to_raw(&json!({})),
-        )))
+        empty_answer(msg)
     }
 }

@@ -206,7 +206,7 @@ impl InputBridge {
         let level = self.ctx.log_level();
         let body = self
             .session
-            .prepare(&retry, &Bytes::new(), Some(params), level.as_deref())
+            .prepare(&retry, &Bytes::new(), Some(&params), level.as_deref())
             .map_err(|e| e.message())?;
         let reply = self
             .session

@@ -153,10 +153,7 @@ impl Gateway {
             );
         }
         if method == "ping" {
-            return Outcome::Message(Bytes::from(jsonrpc::response(
-                msg.id.as_deref().expect("requests have ids"),
-                &jsonrpc::to_raw(&serde_json::json!({})),
-            )));
+            return empty_answer(&msg);
         }
         if method == "logging/setLevel" {
             // Answered here on every endpoint: modern upstreams take the level
@@ -371,6 +368,17 @@ impl Gateway {
         }
         self.by_name.get(&found?).cloned()
     }
+}
+
+/// A successful response to the request `msg`.
+pub(crate) fn answer(msg: &Message, result: &serde_json::value::RawValue) -> Outcome {
+    let id = msg.id.as_deref().expect("requests have ids");
+    Outcome::Message(Bytes::from(jsonrpc::response(id, result)))
+}
+
+/// The empty result `{}` for the request `msg`.
+pub(crate) fn empty_answer(msg: &Message) -> Outcome {
+    answer(msg, &jsonrpc::to_raw(&serde_json::json!({})))
 }
 
 /// A Tether-made JSON-RPC error for `msg`.

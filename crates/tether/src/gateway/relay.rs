@@ -40,7 +40,7 @@ impl Gateway {
                 Err(e) => return unavailable(&msg, upstream, &e, false),
             };
             let level = ctx.log_level();
-            let body = match session.prepare(&msg, &raw, params.clone(), level.as_deref()) {
+            let body = match session.prepare(&msg, &raw, params.as_ref(), level.as_deref()) {
                 Ok(b) => b,
                 Err(e) => return error(&msg, code::INVALID_PARAMS, e.message()),
             };
@@ -53,10 +53,8 @@ impl Gateway {
                     if e.poisons_session() {
                         ctx.upstreams.evict(&session);
                     }
-                    let safe_to_retry = e.provably_not_delivered()
-                        || (method != "tools/call" && matches!(e, UpstreamError::Transport(_)));
                     tracing::debug!(upstream = %upstream.name, %method, error = %e, attempt, "upstream request failed");
-                    if attempt == 0 && safe_to_retry {
+                    if attempt == 0 && e.retryable(&method) {
                         last_error = Some(e);
                         continue;
                     }

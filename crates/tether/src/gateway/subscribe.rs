@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{Gateway, Outcome, error};
+use super::{Gateway, Outcome, empty_answer, error};
 use crate::jsonrpc::{self, Kind, Message, code};
 use crate::protocol::Era;
 use crate::session::{ClientSession, MAX_SUBSCRIPTIONS};
@@ -67,11 +67,7 @@ impl Gateway {
                 }
             }
         }
-        let id = msg.id.as_deref().expect("requests have ids");
-        Outcome::Message(Bytes::from(jsonrpc::response(
-            id,
-            &jsonrpc::to_raw(&json!({})),
-        )))
+        empty_answer(&msg)
     }
 }
 

@@ -63,6 +63,15 @@ impl UpstreamError {
         matches!(self, UpstreamError::Connect(_) | UpstreamError::SessionLost)
     }
 
+    /// Whether a request of `method` that failed this way may be sent again on
+    /// a fresh session: always when it provably never arrived; after a broken
+    /// connection only when repeating it is harmless (never a `tools/call`,
+    /// DESIGN invariant 11).
+    pub fn retryable(&self, method: &str) -> bool {
+        self.provably_not_delivered()
+            || (method != "tools/call" && matches!(self, UpstreamError::Transport(_)))
+    }
+
     /// True when the session that produced this error must not be reused.
     /// A timeout does not: the upstream may simply be slow, and closing the
     /// session would throw away its state while a tool may still be running.

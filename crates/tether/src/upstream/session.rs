@@ -59,6 +59,11 @@ impl UpstreamSession {
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         };
+        session
+            .upstream
+            .stats
+            .sessions_live
+            .fetch_add(1, Ordering::Relaxed);
         if era == Era::Legacy
             && let Err(e) = session.initialize().await
         {
@@ -66,9 +71,11 @@ impl UpstreamSession {
             session.delete_upstream().await;
             return Err(e);
         }
-        let stats = &session.upstream.stats;
-        stats.sessions_created.fetch_add(1, Ordering::Relaxed);
-        stats.sessions_live.fetch_add(1, Ordering::Relaxed);
+        session
+            .upstream
+            .stats
+            .sessions_created
+            .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(upstream = %session.upstream.name, era = era.as_str(), "opened upstream session");
         Ok(Arc::new(session))
     }
@@ -213,25 +220,27 @@ impl UpstreamSession {
         &self,
         msg: &Message,
         raw: &Bytes,
-        params: Option<RawObject>,
+        params: Option<&RawObject>,
         log_level: Option<&str>,
     ) -> Result<Bytes, crate::jsonrpc::EnvelopeError> {
         let needs_meta = self.era == Era::Modern && msg.method.is_some();
-        if params.is_none() && !needs_meta {
-            return Ok(raw.clone());
-        }
-        let mut params = match params {
-            Some(p) => p,
-            None => msg.params_object()?,
+        let params = match (params, needs_meta) {
+            (None, false) => return Ok(raw.clone()),
+            (Some(p), false) => jsonrpc::to_raw(p),
+            (given, true) => {
+                let mut params = match given {
+                    Some(p) => p.clone(),
+                    None => msg.params_object()?,
+                };
+                self.add_modern_meta(&mut params, log_level);
+                jsonrpc::to_raw(&params)
+            }
         };
-        if needs_meta {
-            self.add_modern_meta(&mut params, log_level);
-        }
         let out = Message {
             jsonrpc: msg.jsonrpc.clone(),
             id: msg.id.clone(),
             method: msg.method.clone(),
-            params: Some(jsonrpc::to_raw(&params)),
+            params: Some(params),
             result: None,
             error: None,
         };
@@ -345,8 +354,6 @@ impl UpstreamSession {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let stats = &self.upstream.stats;
-        stats.sessions_live.fetch_sub(1, Ordering::Relaxed);
         self.delete_upstream().await;
     }
 
@@ -374,6 +381,18 @@ impl UpstreamSession {
                 tracing::warn!(upstream = %upstream.name, "upstream session DELETE timed out; abandoned")
             }
         }
+    }
+}
+
+/// The live-sessions gauge counts session objects: up when one is built
+/// (opened or re-attached), down when the last reference goes, whichever
+/// path discards it.
+impl Drop for UpstreamSession {
+    fn drop(&mut self) {
+        self.upstream
+            .stats
+            .sessions_live
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -147,15 +147,19 @@ impl Default for FederationConfig {
     }
 }
 
-/// How Tether reaches an upstream over HTTP.
+/// How Tether reaches an upstream over HTTP (`command` upstreams use stdio).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
-    /// Detect the upstream's era and transport.
+    /// Detect the upstream's era and transport: Streamable HTTP, else the
+    /// 2024-11-05 HTTP+SSE transport when the URL answers POST with 404/405
+    /// and GET with an SSE stream announcing its `endpoint`.
     #[default]
     Auto,
     /// Streamable HTTP (legacy sessions or modern stateless).
     StreamableHttp,
+    /// The 2024-11-05 HTTP+SSE transport: `url` is the SSE endpoint.
+    Sse,
 }
 
 /// Which protocol era Tether speaks to an upstream.
@@ -177,8 +181,18 @@ pub enum EraPreference {
 pub struct UpstreamConfig {
     /// Unique name; the prefix of its tools on `/mcp` and the `<upstream>` of `/u/<upstream>/mcp`.
     pub name: String,
-    /// The upstream's MCP endpoint URL.
+    /// The upstream's MCP endpoint URL (HTTP upstreams).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// The server program and its arguments (stdio upstreams; instead of `url`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Environment variables set for the `command` (added to Tether's own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the `command` (default: Tether's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<std::path::PathBuf>,
     /// Transport selection.
     #[serde(default)]
     pub transport: Transport,
@@ -192,19 +206,76 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub era: EraPreference,
     /// The upstream keeps no per-session state, so sessionless requests may share a small
-    /// pool of its sessions instead of opening one per call.
+    /// pool of its sessions instead of opening one per call; a `command` upstream then
+    /// runs one process for every client session instead of one each.
     #[serde(default)]
     pub shared: bool,
+    /// A shared `command` process unused this many seconds is stopped (started again
+    /// on next use); 0 keeps it running. Per-session processes end with their session.
+    #[serde(default = "default_process_idle")]
+    pub idle_timeout_secs: u64,
 }
 
 fn default_upstream_timeout() -> u64 {
     60
 }
 
+fn default_process_idle() -> u64 {
+    300
+}
+
 impl UpstreamConfig {
+    /// An HTTP upstream with defaults for everything else.
+    pub fn http(name: &str, url: &str) -> Self {
+        UpstreamConfig {
+            name: name.into(),
+            url: url.into(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            transport: Transport::Auto,
+            headers: BTreeMap::new(),
+            timeout_secs: default_upstream_timeout(),
+            era: EraPreference::Auto,
+            shared: false,
+            idle_timeout_secs: default_process_idle(),
+        }
+    }
+
     /// The per-request timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.max(1))
+    }
+
+    /// Whether Tether runs the server as a child process (stdio).
+    pub fn is_stdio(&self) -> bool {
+        !self.command.is_empty()
+    }
+
+    fn validate_endpoint(&self) -> Result<(), ConfigError> {
+        let fail = |what: &str| Err(ConfigError(format!("upstream {:?}: {what}", self.name)));
+        match (self.url.is_empty(), self.command.is_empty()) {
+            (true, true) => return fail("set url (HTTP) or command (stdio)"),
+            (false, false) => return fail("set either url or command, not both"),
+            (true, false) => {
+                if self.command[0].is_empty() {
+                    return fail("command[0] must name a program");
+                }
+                if self.transport != Transport::Auto {
+                    return fail("transport applies to url upstreams only");
+                }
+                return Ok(());
+            }
+            (false, true) => {}
+        }
+        let url = match reqwest::Url::parse(&self.url) {
+            Ok(u) => u,
+            Err(e) => return fail(&format!("bad url: {e}")),
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            return fail("url must be http or https");
+        }
+        Ok(())
     }
 }
 
@@ -291,14 +362,7 @@ impl Config {
                     up.name
                 )));
             }
-            let url = reqwest::Url::parse(&up.url)
-                .map_err(|e| ConfigError(format!("upstream {:?}: bad url: {e}", up.name)))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(ConfigError(format!(
-                    "upstream {:?}: url must be http or https",
-                    up.name
-                )));
-            }
+            up.validate_endpoint()?;
             for (k, v) in &up.headers {
                 http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
                     ConfigError(format!("upstream {:?}: bad header {k:?}", up.name))
@@ -348,10 +412,17 @@ impl Config {
                 30 * 24 * hour,
             ),
         ];
-        let upstreams = self
-            .upstreams
-            .iter()
-            .map(|u| ("upstreams.timeout_secs", u.timeout_secs, 1, hour));
+        let upstreams = self.upstreams.iter().flat_map(|u| {
+            [
+                ("upstreams.timeout_secs", u.timeout_secs, 1, hour),
+                (
+                    "upstreams.idle_timeout_secs",
+                    u.idle_timeout_secs,
+                    0,
+                    24 * hour,
+                ),
+            ]
+        });
         for (key, value, min, max) in bounded.into_iter().chain(upstreams) {
             if !(min..=max).contains(&value) {
                 return Err(ConfigError(format!(
@@ -386,6 +457,30 @@ mod tests {
     }
 
     #[test]
+    fn parses_stdio_and_sse_upstreams() {
+        let c = Config::from_toml(
+            r#"
+            [[upstreams]]
+            name = "local"
+            command = ["python", "server.py"]
+            env = { TOKEN = "x" }
+            cwd = "/srv"
+            shared = true
+            [[upstreams]]
+            name = "old"
+            url = "http://127.0.0.1:1/sse"
+            transport = "sse"
+            "#,
+        )
+        .unwrap();
+        assert!(c.upstreams[0].is_stdio());
+        assert_eq!(c.upstreams[0].env["TOKEN"], "x");
+        assert_eq!(c.upstreams[0].idle_timeout_secs, 300);
+        assert_eq!(c.upstreams[1].transport, Transport::Sse);
+        assert!(!c.upstreams[1].is_stdio());
+    }
+
+    #[test]
     fn rejects_bad_upstreams() {
         for bad in [
             "[[upstreams]]\nname = \"a__b\"\nurl = \"http://x/\"",
@@ -396,6 +491,10 @@ mod tests {
             "[server]\nshutdown_timeout_secs = 0",
             "[server]\nsse_keepalive_secs = 99999999999",
             "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\ntimeout_secs = 0",
+            "[[upstreams]]\nname = \"a\"",
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\ncommand = [\"srv\"]",
+            "[[upstreams]]\nname = \"a\"\ncommand = []",
+            "[[upstreams]]\nname = \"a\"\ncommand = [\"srv\"]\ntransport = \"sse\"",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }

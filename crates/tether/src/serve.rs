@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use std::future::IntoFuture;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, UpstreamConfig};
@@ -25,15 +24,9 @@ pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let addr = listener.local_addr()?;
         tokio::spawn(DemoServer::new(DemoEra::Dual).serve_http(listener));
         tracing::info!(%addr, "no upstreams configured: serving the built-in demo upstream as \"demo\"");
-        config.upstreams.push(UpstreamConfig {
-            name: "demo".into(),
-            url: format!("http://{addr}/mcp"),
-            transport: Default::default(),
-            headers: Default::default(),
-            timeout_secs: 60,
-            era: Default::default(),
-            shared: false,
-        });
+        config
+            .upstreams
+            .push(UpstreamConfig::http("demo", &format!("http://{addr}/mcp")));
     }
     let metrics = Arc::new(Metrics::default());
     let upstreams = config
@@ -75,9 +68,7 @@ pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Scripts and tests read this line to find the port when listening on :0.
     println!("tether listening on http://{addr}/mcp");
     tracing::info!(%addr, "tether listening");
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = downstream::Listener::new(listener, send_timeout);
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server =
         axum::serve(listener, downstream::router(app.clone())).with_graceful_shutdown(async {
@@ -105,6 +96,7 @@ async fn shutdown(
     tracing::info!("shutting down: draining in-flight requests");
     let _ = stop_accepting.send(());
     app.sessions.close_streams();
+    app.sse.close_all();
     if tokio::time::timeout(timeout, server).await.is_err() {
         tracing::warn!(
             ?timeout,

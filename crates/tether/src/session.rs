@@ -32,6 +32,9 @@ pub const MAX_PENDING: usize = 64;
 /// (its asker has given up; a person answering an elicitation is slow).
 const PENDING_TTL: Duration = Duration::from_secs(300);
 
+/// How stored scopes mark sessions bound to one HTTP+SSE connection.
+const STREAM_BOUND_MARK: &str = "sse:";
+
 /// Which upstreams a session sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -78,6 +81,9 @@ pub struct ClientSession {
     pub id: String,
     /// The endpoint the session was created on.
     pub scope: Scope,
+    /// The session lives exactly as long as one HTTP+SSE (2024-11-05)
+    /// connection on this node: no other transport or node may serve it.
+    pub stream_bound: bool,
     /// The client's era.
     pub era: Era,
     /// Negotiated protocol version.
@@ -123,6 +129,7 @@ impl ClientSession {
         ClientSession {
             id,
             scope,
+            stream_bound: false,
             era,
             protocol_version,
             identity,
@@ -242,10 +249,18 @@ impl ClientSession {
     pub fn record(&self) -> SessionRecord {
         SessionRecord {
             id: self.id.clone(),
-            scope: match &self.scope {
-                Scope::Federated => String::new(),
-                Scope::Single(name) => name.to_string(),
-            },
+            scope: format!(
+                "{}{}",
+                if self.stream_bound {
+                    STREAM_BOUND_MARK
+                } else {
+                    ""
+                },
+                match &self.scope {
+                    Scope::Federated => "",
+                    Scope::Single(name) => name,
+                }
+            ),
             principal: self.principal.to_string(),
             protocol_version: self.protocol_version.clone(),
             client_info: self.identity.info.get().to_owned(),
@@ -317,9 +332,10 @@ impl ClientSession {
     }
 
     /// Whether a connection is reading the GET stream now (a kept but unread
-    /// stream is not a sign of life).
+    /// stream is not a sign of life), or holds the session's HTTP+SSE stream.
     pub fn is_listening(&self) -> bool {
-        self.has_outbound() && lock(&self.get_stream).as_ref().is_some_and(|l| l.is_read())
+        self.has_outbound()
+            && (self.stream_bound || lock(&self.get_stream).as_ref().is_some_and(|l| l.is_read()))
     }
 
     /// Ends the client's GET stream (shutdown, or a client too slow to read it).
@@ -492,23 +508,21 @@ impl SessionRegistry {
         Some(session)
     }
 
-    /// Adds a session under a fresh id and stores it.
+    /// Adds a session and stores it: under a fresh id, or under the id of
+    /// the HTTP+SSE connection it is bound to (`stream`).
     pub async fn create(
         &self,
         scope: Scope,
         era: Era,
         protocol_version: String,
         identity: ClientIdentity,
+        stream: Option<&str>,
     ) -> Result<Arc<ClientSession>, Admission> {
         self.admit(&Arc::from(ANONYMOUS))?;
-        let session = Arc::new(ClientSession::new(
-            new_session_id(),
-            false,
-            scope,
-            era,
-            protocol_version,
-            identity,
-        ));
+        let id = stream.map_or_else(new_session_id, str::to_owned);
+        let mut session = ClientSession::new(id, false, scope, era, protocol_version, identity);
+        session.stream_bound = stream.is_some();
+        let session = Arc::new(session);
         session.touch();
         self.sessions.insert(session.id.clone(), session.clone());
         if let Err(e) = self.store.insert(&session.record()).await {
@@ -526,6 +540,9 @@ impl SessionRegistry {
         }
         let held = self.sessions.get(id).map(|s| s.clone());
         if let Some(s) = held {
+            if s.stream_bound {
+                return None;
+            }
             if s.outlived(self.absolute_ttl) {
                 self.end(id).await;
                 return None;
@@ -539,6 +556,9 @@ impl SessionRegistry {
                 return None;
             }
         };
+        if record.scope.starts_with(STREAM_BOUND_MARK) {
+            return None;
+        }
         let now = now_ms();
         let idle = now - record.last_seen_ms > self.idle_ttl.as_millis() as i64;
         let outlived = self
@@ -570,7 +590,8 @@ impl SessionRegistry {
 
     /// Rebuilds a stored session (not registered); `None` if its endpoint is gone.
     fn restore(&self, record: crate::store::SessionRecord) -> Option<Arc<ClientSession>> {
-        let scope = match record.scope.as_str() {
+        let stream_bound = record.scope.starts_with(STREAM_BOUND_MARK);
+        let scope = match record.scope.trim_start_matches(STREAM_BOUND_MARK) {
             "" => Scope::Federated,
             name => Scope::Single(self.upstreams.get(name)?.name.clone()),
         };
@@ -592,6 +613,7 @@ impl SessionRegistry {
         );
         session.created_ms = created_ms;
         session.principal = principal;
+        session.stream_bound = stream_bound;
         let session = Arc::new(session);
         if let Some(level) = record.log_level {
             session.set_log_level(level);
@@ -724,12 +746,18 @@ impl SessionRegistry {
     /// last-seen times are written and their upstream sessions are kept for
     /// whichever node serves them next. In memory, every session ends (with
     /// its upstream sessions) in parallel. Bounded by the close timeout.
+    /// Sessions bound to an HTTP+SSE connection end either way: their stream is gone.
     pub async fn shutdown(&self) {
-        if self.store.is_durable() {
+        let durable = self.store.is_durable();
+        if durable {
             self.flush_touches().await;
-            return;
         }
-        let ids: Vec<String> = self.sessions.iter().map(|s| s.key().clone()).collect();
+        let ids: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|s| !durable || s.stream_bound)
+            .map(|s| s.key().clone())
+            .collect();
         let all = futures_util::future::join_all(ids.iter().map(|id| self.end(id)));
         if tokio::time::timeout(self.close_timeout, all).await.is_err() {
             tracing::warn!("shutdown: some client sessions did not close in time; abandoned");

@@ -5,9 +5,16 @@ use bytes::{Bytes, BytesMut};
 
 /// Encodes one `message` event carrying a JSON-RPC message (no event id).
 pub fn message_event(json: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(json.len() + 24);
-    out.extend_from_slice(b"event: message\n");
-    push_data(&mut out, json);
+    named_event("message", json)
+}
+
+/// Encodes one event of type `name` (e.g. the HTTP+SSE `endpoint` event).
+pub fn named_event(name: &str, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + name.len() + 16);
+    out.extend_from_slice(b"event: ");
+    out.extend(name.bytes().filter(|b| *b != b'\n' && *b != b'\r'));
+    out.extend_from_slice(b"\n");
+    push_data(&mut out, data);
     out.extend_from_slice(b"\n");
     out.freeze()
 }

@@ -17,23 +17,52 @@ use crate::protocol::{self, Era};
 use crate::session::{Admission, ClientSession, Scope};
 use crate::upstream::ClientIdentity;
 
-/// Answers `initialize`: negotiates the version and (unless stateless) creates the session.
-pub async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: ReplyStyle) -> Response {
-    let id = msg.id.clone();
-    let bad = |text: &str| {
-        reply::json(
-            StatusCode::BAD_REQUEST,
-            ErrorObject::new(code::INVALID_PARAMS, text).to_response(id.as_deref()),
-        )
-    };
+/// Why an `initialize` was refused.
+pub enum Refusal {
+    /// The request itself is malformed.
+    BadParams(&'static str),
+    /// A session cap is reached.
+    Full(Admission),
+    /// The upstream behind `/u/<upstream>/…` could not describe itself.
+    Upstream(ErrorObject),
+}
+
+impl Refusal {
+    /// The refusal as a JSON-RPC error.
+    pub fn error(&self) -> ErrorObject {
+        match self {
+            Refusal::BadParams(text) => ErrorObject::new(code::INVALID_PARAMS, *text),
+            Refusal::Full(Admission::PrincipalFull) => ErrorObject::new(
+                code::INTERNAL_ERROR,
+                "too many sessions for this principal; end one or retry later",
+            ),
+            Refusal::Full(Admission::Full) => {
+                ErrorObject::new(code::INTERNAL_ERROR, "too many sessions; retry later")
+            }
+            Refusal::Upstream(e) => e.clone(),
+        }
+    }
+}
+
+/// The `initialize` handshake: negotiates the version, creates the session
+/// (a sessionless context in stateless mode; bound to the HTTP+SSE
+/// connection `stream` when given) and builds the result.
+pub async fn handshake(
+    app: &App,
+    scope: Scope,
+    msg: &Message,
+    stream: Option<&str>,
+) -> Result<(Arc<ClientSession>, RawObject), Refusal> {
     if msg.id.is_none() {
-        return bad("initialize must be a request");
+        return Err(Refusal::BadParams("initialize must be a request"));
     }
     let Ok(params) = msg.params_object() else {
-        return bad("initialize params must be an object");
+        return Err(Refusal::BadParams("initialize params must be an object"));
     };
     let Some(requested) = jsonrpc::str_member(&params, "protocolVersion") else {
-        return bad("initialize params.protocolVersion is required");
+        return Err(Refusal::BadParams(
+            "initialize params.protocolVersion is required",
+        ));
     };
     let version = protocol::negotiate_legacy(&requested);
     let tether = ClientIdentity::tether();
@@ -44,7 +73,7 @@ pub async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: Reply
             .cloned()
             .unwrap_or(tether.capabilities),
     };
-    let ctx = if app.config.server.stateless {
+    let ctx = if app.config.server.stateless && stream.is_none() {
         Arc::new(ClientSession::sessionless(
             scope,
             Era::Legacy,
@@ -52,48 +81,54 @@ pub async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: Reply
             identity,
         ))
     } else {
-        match app
-            .sessions
-            .create(scope, Era::Legacy, version.into(), identity)
+        app.sessions
+            .create(scope, Era::Legacy, version.into(), identity, stream)
             .await
-        {
-            Ok(s) => s,
-            Err(Admission::PrincipalFull) => {
-                let mut r = reply::error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    code::INTERNAL_ERROR,
-                    "too many sessions for this principal; end one or retry later",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-                return r;
-            }
-            Err(Admission::Full) => {
-                let mut r = reply::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    code::INTERNAL_ERROR,
-                    "too many sessions; retry later",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                return r;
-            }
-        }
+            .map_err(Refusal::Full)?
     };
-    let result = match server_description(app, &ctx, version).await {
-        Ok(r) => r,
+    match server_description(app, &ctx, version).await {
+        Ok(result) => Ok((ctx, result)),
         Err(e) => {
-            if !ctx.is_ephemeral() {
+            if ctx.is_ephemeral() {
+                ctx.close(app.gateway.close_timeout()).await;
+            } else {
                 app.sessions.end(&ctx.id).await;
             }
-            return reply::render(Outcome::Error(e, id), style).await;
+            Err(Refusal::Upstream(e))
+        }
+    }
+}
+
+/// Answers `initialize` over Streamable HTTP: the session id travels in
+/// the `Mcp-Session-Id` header.
+pub async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: ReplyStyle) -> Response {
+    let id = msg.id.clone();
+    let (ctx, result) = match handshake(app, scope, &msg, None).await {
+        Ok(done) => done,
+        Err(refusal) => {
+            let (status, retry_after) = match &refusal {
+                Refusal::BadParams(_) => (StatusCode::BAD_REQUEST, None),
+                Refusal::Full(Admission::PrincipalFull) => {
+                    (StatusCode::TOO_MANY_REQUESTS, Some("30"))
+                }
+                Refusal::Full(Admission::Full) => (StatusCode::SERVICE_UNAVAILABLE, Some("5")),
+                Refusal::Upstream(e) => {
+                    return reply::render(Outcome::Error(e.clone(), id), style).await;
+                }
+            };
+            let mut r = reply::json(status, refusal.error().to_response(id.as_deref()));
+            if let Some(secs) = retry_after {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+            }
+            return r;
         }
     };
     if ctx.is_ephemeral() {
         ctx.close(app.gateway.close_timeout()).await;
     }
     let body = jsonrpc::response(
-        id.as_deref().expect("checked above"),
+        id.as_deref().expect("handshake checked the id"),
         &jsonrpc::to_raw(&result),
     );
     let mut resp = reply::json(StatusCode::OK, body);

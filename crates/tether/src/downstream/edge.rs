@@ -28,6 +28,18 @@ pub enum EdgeRejection {
     BadBody,
 }
 
+/// Whether the request's `Content-Type` is JSON.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
+}
+
 impl EdgePolicy {
     /// Builds the policy from the server config.
     pub fn new(server: &ServerConfig) -> Self {

@@ -117,7 +117,8 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
     resp
 }
 
-fn edge_response(rejection: EdgeRejection) -> Response {
+/// The answer to a request the edge checks refused.
+pub(super) fn edge_response(rejection: EdgeRejection) -> Response {
     match rejection {
         EdgeRejection::Host => reply::error(
             StatusCode::FORBIDDEN,
@@ -158,15 +159,7 @@ pub fn stale_session() -> Response {
 
 async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> (usize, Response) {
     let other = metrics::kind_slot(metrics::Kind::Rejected);
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("application/json")
-    {
+    if !super::edge::is_json(headers) {
         let r = reply::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             code::INVALID_REQUEST,

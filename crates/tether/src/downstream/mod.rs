@@ -1,10 +1,13 @@
-//! The HTTP face of Tether: `/mcp`, `/u/<upstream>/mcp`, health and metrics.
+//! The HTTP face of Tether: `/mcp`, `/u/<upstream>/mcp`, the HTTP+SSE
+//! `/sse` + `/message` (also under `/u/<upstream>/`), health and metrics.
 
 mod describe;
 mod edge;
+mod listener;
 mod mcp;
 mod modern;
 mod reply;
+mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +18,8 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 
 pub use edge::EdgePolicy;
+pub use listener::Listener;
+pub use sse::SseHub;
 
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -31,6 +36,8 @@ pub struct App {
     pub sessions: Arc<SessionRegistry>,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
+    /// HTTP+SSE connections of this node.
+    pub sse: SseHub,
     edge: EdgePolicy,
     inflight: Arc<tokio::sync::Semaphore>,
 }
@@ -52,6 +59,7 @@ impl App {
             gateway,
             sessions,
             metrics,
+            sse: SseHub::default(),
             edge,
             inflight,
         })
@@ -72,6 +80,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/mcp", any(mcp::federated))
         .route("/u/{upstream}/mcp", any(mcp::single))
+        .route("/sse", any(sse::federated_stream))
+        .route("/message", any(sse::federated_message))
+        .route("/u/{upstream}/sse", any(sse::single_stream))
+        .route("/u/{upstream}/message", any(sse::single_message))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

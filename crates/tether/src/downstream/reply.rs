@@ -188,7 +188,14 @@ pub fn event_stream(
     retry: Option<Duration>,
     keepalive: Option<Duration>,
 ) -> Response {
-    sse_response(rx, retry, keepalive, |m| sse::message_event(&m))
+    let preamble = retry.map(|r| sse::retry_hint(r.as_millis() as u64));
+    sse_response(
+        rx,
+        preamble.into_iter().collect(),
+        keepalive,
+        |m| sse::message_event(&m),
+        (),
+    )
 }
 
 /// An SSE response relaying events already framed (with ids) by a
@@ -198,37 +205,56 @@ pub fn framed_stream(
     retry: Option<Duration>,
     keepalive: Option<Duration>,
 ) -> Response {
-    sse_response(rx, retry, keepalive, |frame| frame)
+    let preamble = retry.map(|r| sse::retry_hint(r.as_millis() as u64));
+    sse_response(
+        rx,
+        preamble.into_iter().collect(),
+        keepalive,
+        |frame| frame,
+        (),
+    )
 }
 
-fn sse_response(
+/// An SSE response: the `preamble` frames, then each message of `rx` framed
+/// by `frame`, with keepalive comments while idle. It ends when every sender
+/// of `rx` is gone; `guard` lives exactly as long as the stream (it is
+/// dropped however the stream ends: finished, failed or cut off).
+pub fn sse_response<G: Send + 'static>(
     rx: mpsc::Receiver<Bytes>,
-    retry: Option<Duration>,
+    preamble: Vec<Bytes>,
     keepalive: Option<Duration>,
     frame: fn(Bytes) -> Bytes,
+    guard: G,
 ) -> Response {
-    let first = retry.map(|r| sse::retry_hint(r.as_millis() as u64));
     let ticker = keepalive.map(|k| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + k, k);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    let frames = stream::unfold(
-        (rx, ticker, first),
-        move |(mut rx, mut ticker, first)| async move {
-            if let Some(f) = first {
-                return Some((Ok::<_, std::convert::Infallible>(f), (rx, ticker, None)));
-            }
-            let frame = match ticker.as_mut() {
+    let state = SseState {
+        rx,
+        ticker,
+        preamble: preamble.into(),
+        spin: SpinGuard::default(),
+        _guard: guard,
+    };
+    let frames = stream::unfold(state, move |mut st| async move {
+        let frame = match st.preamble.pop_front() {
+            Some(f) => f,
+            None => match st.ticker.as_mut() {
                 Some(t) => tokio::select! {
-                    m = rx.recv() => m.map(frame),
+                    m = st.rx.recv() => m.map(frame),
                     _ = t.tick() => Some(sse::keepalive()),
                 },
-                None => rx.recv().await.map(frame),
-            }?;
-            Some((Ok(frame), (rx, ticker, None)))
-        },
-    );
+                None => st.rx.recv().await.map(frame),
+            }?,
+        };
+        if st.spin.spinning(std::time::Instant::now()) {
+            tracing::warn!("SSE stream produced frames impossibly fast; closed it");
+            return None;
+        }
+        Some((Ok::<_, std::convert::Infallible>(frame), st))
+    });
     let mut resp = Response::new(Body::from_stream(frames));
     let h = resp.headers_mut();
     h.insert(
@@ -243,9 +269,61 @@ fn sse_response(
     resp
 }
 
+struct SseState<G> {
+    rx: mpsc::Receiver<Bytes>,
+    ticker: Option<tokio::time::Interval>,
+    preamble: std::collections::VecDeque<Bytes>,
+    spin: SpinGuard,
+    _guard: G,
+}
+
+/// Frames one SSE stream may send within [`SPIN_WINDOW`]; more means the
+/// stream loop is spinning (say, writes completing at once because the peer
+/// is gone and nothing waits), not relaying real traffic.
+const SPIN_LIMIT: u32 = 50_000;
+const SPIN_WINDOW: Duration = Duration::from_secs(1);
+
+/// Detects a stream loop that spins: too many frames in one window.
+#[derive(Default)]
+struct SpinGuard {
+    window: Option<std::time::Instant>,
+    frames: u32,
+}
+
+impl SpinGuard {
+    /// Counts a frame sent at `now`; true when the stream should be closed.
+    fn spinning(&mut self, now: std::time::Instant) -> bool {
+        match self.window {
+            Some(start) if now.duration_since(start) < SPIN_WINDOW => {
+                self.frames += 1;
+                self.frames > SPIN_LIMIT
+            }
+            _ => {
+                self.window = Some(now);
+                self.frames = 1;
+                false
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spinning_stream_is_detected_and_a_busy_one_is_not() {
+        let start = std::time::Instant::now();
+        let mut busy = SpinGuard::default();
+        // 20,000 frames a second for five seconds: busy, not spinning.
+        for i in 0..100_000u64 {
+            let at = start + Duration::from_micros(i * 50);
+            assert!(!busy.spinning(at));
+        }
+        let mut spin = SpinGuard::default();
+        let tripped = (0..=SPIN_LIMIT).any(|_| spin.spinning(start));
+        assert!(tripped, "the limit within one instant trips the guard");
+    }
 
     #[test]
     fn modern_error_statuses() {

@@ -9,7 +9,7 @@ use super::relay::relay_server_request;
 use crate::jsonrpc::{Kind, Message};
 use crate::protocol::Era;
 use crate::session::ClientSession;
-use crate::upstream::{EventStream, Upstream, UpstreamError, UpstreamSession};
+use crate::upstream::{Upstream, UpstreamError, UpstreamSession};
 
 impl Gateway {
     /// The client's session with `upstream` (opened on first use); when the
@@ -22,6 +22,7 @@ impl Gateway {
         let (session, opened) = ctx.upstreams.get(upstream, &ctx.identity).await?;
         if opened
             && !ctx.is_ephemeral()
+            && session.is_reattachable()
             && let Err(e) = self.store.bind(&ctx.id, &session.binding()).await
         {
             tracing::warn!(error = %e, "upstream session not stored: a restart will open a new one");
@@ -60,8 +61,8 @@ impl Gateway {
 /// holds no sender of the client's stream while waiting, so ending that stream
 /// (shutdown, a client too slow to read) takes effect at once.
 async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>, send_timeout: Duration) {
-    let resp = match session.open_get(None).await {
-        Ok(r) => r,
+    let mut stream = match session.listen().await {
+        Ok(s) => s,
         Err(e) => {
             tracing::debug!(upstream = %session.upstream.name, error = %e, "no upstream GET stream");
             if !matches!(e, UpstreamError::Status { status: 405, .. }) {
@@ -71,7 +72,6 @@ async fn listen(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>, send_tim
             return;
         }
     };
-    let mut stream = EventStream::listen(resp, session.clone());
     loop {
         let changed = ctx.outbound_changed();
         if ctx.outbound().is_none() {

@@ -10,8 +10,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::HeaderValue;
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use super::{Eras, Upstream, UpstreamSession};
+use crate::config::Transport;
 use crate::jsonrpc::{self, Message};
 use crate::protocol;
 use crate::sse;
@@ -90,7 +92,8 @@ impl UpstreamError {
         )
     }
 
-    fn from_reqwest(e: reqwest::Error) -> Self {
+    /// Classifies a reqwest failure: connecting (not delivered), timeout or transport.
+    pub(super) fn from_reqwest(e: reqwest::Error) -> Self {
         if e.is_connect() {
             UpstreamError::Connect(error_chain(&e))
         } else if e.is_timeout() {
@@ -157,7 +160,7 @@ pub async fn post_raw(
 ) -> Result<reqwest::Response, UpstreamError> {
     let mut req = upstream
         .http
-        .post(upstream.url.clone())
+        .post(upstream.url()?.clone())
         .headers(upstream.static_headers.clone())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, "application/json, text/event-stream");
@@ -275,9 +278,11 @@ async fn read_body(resp: reqwest::Response, timeout: Duration) -> Result<Bytes, 
 
 type ByteStream = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
 
-/// Messages of an upstream SSE response, in arrival order, never buffered
-/// beyond one network chunk.
+/// Messages of an upstream SSE response (or of a message link's reply
+/// channel), in arrival order, never buffered beyond one network chunk.
 pub struct EventStream {
+    /// Messages from a link instead of an HTTP body.
+    channel: Option<mpsc::Receiver<super::link::Item>>,
     body: Option<ByteStream>,
     decoder: sse::Decoder,
     ready: VecDeque<Bytes>,
@@ -295,6 +300,7 @@ impl EventStream {
         idle: Option<Duration>,
     ) -> Self {
         EventStream {
+            channel: None,
             body: Some(resp.bytes_stream().boxed()),
             decoder: sse::Decoder::new(MAX_UPSTREAM_MESSAGE),
             ready: VecDeque::new(),
@@ -306,6 +312,26 @@ impl EventStream {
         }
     }
 
+    /// The messages of a link's reply channel; `idle` bounds the wait for each.
+    pub(super) fn channel(rx: mpsc::Receiver<super::link::Item>, idle: Option<Duration>) -> Self {
+        EventStream {
+            channel: Some(rx),
+            body: None,
+            decoder: sse::Decoder::new(0),
+            ready: VecDeque::new(),
+            last_event_id: None,
+            retry: Duration::ZERO,
+            resumes: 0,
+            session: None,
+            idle_timeout: idle,
+        }
+    }
+
+    /// Puts a message back at the front (it is read again next).
+    pub(super) fn push_front(&mut self, message: Bytes) {
+        self.ready.push_front(message);
+    }
+
     /// Drops the idle timeout (for long-lived streams that may be quiet for hours).
     pub fn without_idle_timeout(mut self: Box<Self>) -> Box<Self> {
         self.idle_timeout = None;
@@ -313,7 +339,7 @@ impl EventStream {
     }
 
     /// The session's own GET stream: no idle timeout (it may be quiet for hours).
-    pub fn listen(resp: reqwest::Response, session: Arc<UpstreamSession>) -> Self {
+    pub(super) fn listen(resp: reqwest::Response, session: Arc<UpstreamSession>) -> Self {
         EventStream::new(resp, Some(session), None)
     }
 
@@ -323,6 +349,14 @@ impl EventStream {
         loop {
             if let Some(m) = self.ready.pop_front() {
                 return Some(Ok(m));
+            }
+            if let Some(rx) = self.channel.as_mut() {
+                return match self.idle_timeout {
+                    Some(idle) => tokio::time::timeout(idle, rx.recv())
+                        .await
+                        .unwrap_or(Some(Err(UpstreamError::Timeout))),
+                    None => rx.recv().await,
+                };
             }
             let Some(body) = self.body.as_mut() else {
                 match self.resume().await {
@@ -382,9 +416,8 @@ impl EventStream {
     }
 }
 
-/// Probes an upstream's era: a modern `server/discover` first; a modern answer
-/// (result or modern error code) means modern, any other 4xx means legacy.
-pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError> {
+/// The `server/discover` request Tether probes upstreams with.
+pub(super) fn discover_request() -> Bytes {
     let identity = super::ClientIdentity::tether();
     let body = serde_json::to_vec(&json!({
         "jsonrpc": "2.0",
@@ -397,12 +430,20 @@ pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError>
         }},
     }))
     .expect("discover request serializes");
+    Bytes::from(body)
+}
+
+/// Probes an HTTP upstream's era: a modern `server/discover` first; a modern
+/// answer (result or modern error code) means modern, any other 4xx means
+/// legacy — or, with `transport = "auto"`, a 404/405 from a URL that opens an
+/// HTTP+SSE stream means the 2024-11-05 transport.
+pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError> {
     let headers = PostHeaders {
         protocol_version: Some(protocol::MODERN_VERSION),
         method: Some("server/discover"),
         ..Default::default()
     };
-    let reply = post(upstream, Bytes::from(body), headers, None).await;
+    let reply = post(upstream, discover_request(), headers, None).await;
     let answer = match reply {
         Ok(Reply::Json(b)) => b,
         Ok(Reply::Stream(mut s)) => match s.next_message().await {
@@ -417,12 +458,27 @@ pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError>
             },
         ) => return Err(e),
         Err(UpstreamError::Status {
+            status: 404 | 405, ..
+        }) if upstream.config.transport == Transport::Auto
+            && super::sse_client::probe(upstream).await =>
+        {
+            return Ok(Discovery {
+                sse: true,
+                ..Discovery::legacy()
+            });
+        }
+        Err(UpstreamError::Status {
             status: 400..=499, ..
         }) => return Ok(Discovery::legacy()),
         Err(e) => return Err(e),
     };
-    let Ok(mut msg) = Message::parse(&answer) else {
-        return Ok(Discovery::legacy());
+    Ok(classify_discovery(&answer))
+}
+
+/// What a `server/discover` answer says about the eras a server speaks.
+pub(super) fn classify_discovery(answer: &[u8]) -> Discovery {
+    let Ok(mut msg) = Message::parse(answer) else {
+        return Discovery::legacy();
     };
     if let Some(result) = msg.result.take() {
         let versions = versions_in(result.get(), &["supportedVersions"]);
@@ -431,35 +487,37 @@ pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError>
                 .iter()
                 .any(|v| protocol::is_legacy_version(v))
                 .then_some(true);
-            return Ok(Discovery {
+            return Discovery {
                 eras: Eras {
                     legacy,
                     modern: true,
                 },
                 result: Some(result),
-            });
+                sse: false,
+            };
         }
-        return Ok(Discovery::legacy());
+        return Discovery::legacy();
     }
-    if !modern_error_body(&answer) {
-        return Ok(Discovery::legacy());
+    if !modern_error_body(answer) {
+        return Discovery::legacy();
     }
     // A modern server refusing the probe (e.g. -32022) may list what it speaks.
     let supported = versions_in(
-        &String::from_utf8_lossy(&answer),
+        &String::from_utf8_lossy(answer),
         &["error", "data", "supported"],
     );
     let legacy = supported
         .iter()
         .any(|v| protocol::is_legacy_version(v))
         .then_some(true);
-    Ok(Discovery {
+    Discovery {
         eras: Eras {
             legacy,
             modern: true,
         },
         result: None,
-    })
+        sse: false,
+    }
 }
 
 /// The string array at `path` in a JSON document (empty when absent).
@@ -477,13 +535,17 @@ pub struct Discovery {
     pub eras: Eras,
     /// The `server/discover` result, for modern upstreams that answered it.
     pub result: Option<Box<serde_json::value::RawValue>>,
+    /// The URL serves the 2024-11-05 HTTP+SSE transport.
+    pub sse: bool,
 }
 
 impl Discovery {
-    fn legacy() -> Self {
+    /// A legacy-only server over Streamable HTTP (or stdio).
+    pub(super) fn legacy() -> Self {
         Discovery {
             eras: Eras::LEGACY,
             result: None,
+            sse: false,
         }
     }
 }

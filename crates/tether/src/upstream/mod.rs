@@ -1,9 +1,13 @@
 //! Upstream MCP servers: how to reach one, which era it speaks, and the
 //! sessions Tether holds with it on behalf of client sessions.
 
+mod backoff;
 mod client;
+mod link;
 mod registry;
 mod session;
+mod sse_client;
+mod stdio;
 
 pub use client::{EventStream, Reply, UpstreamError};
 pub use registry::SessionSet;
@@ -15,7 +19,7 @@ use std::sync::Mutex;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::value::RawValue;
 
-use crate::config::{EraPreference, UpstreamConfig};
+use crate::config::{EraPreference, Transport, UpstreamConfig};
 use crate::metrics::UpstreamStats;
 use crate::protocol::Era;
 use crate::sync::lock;
@@ -75,8 +79,19 @@ impl Eras {
     }
 }
 
-/// How long new sessions fail at once after the upstream could not be reached.
-const FAIL_FAST: std::time::Duration = std::time::Duration::from_secs(2);
+/// How Tether talks to an upstream, once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wiring {
+    /// Streamable HTTP: one POST per message.
+    StreamableHttp,
+    /// The 2024-11-05 HTTP+SSE transport: one event stream per session.
+    Sse,
+    /// A child process per session (or one shared), over stdin/stdout.
+    Stdio,
+}
+
+/// Longest wait for a stdio server's answer to the era probe.
+const STDIO_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Sessionless requests for a `shared = true` upstream reuse at most this many idle sessions.
 const POOL_LIMIT: usize = 8;
@@ -87,14 +102,19 @@ pub struct Upstream {
     pub name: Arc<str>,
     /// The configuration it was built from.
     pub config: UpstreamConfig,
-    url: reqwest::Url,
+    url: Option<reqwest::Url>,
     http: reqwest::Client,
     static_headers: HeaderMap,
+    wiring: Mutex<Option<Wiring>>,
     eras: Mutex<Option<Eras>>,
     discovered: Mutex<Option<Arc<RawValue>>>,
     detect: tokio::sync::Mutex<()>,
     pool: Mutex<Vec<Arc<UpstreamSession>>>,
-    unreachable: Mutex<Option<(std::time::Instant, UpstreamError)>>,
+    /// The one process of a shared stdio upstream.
+    shared_process: tokio::sync::Mutex<Option<Arc<UpstreamSession>>>,
+    /// Failed attempts to reach the upstream, and the last error (returned
+    /// at once while attempts are held back).
+    backoff: Mutex<(backoff::Backoff, Option<UpstreamError>)>,
     /// Counters exported on `/metrics`.
     pub stats: UpstreamStats,
 }
@@ -103,7 +123,8 @@ impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
             .field("name", &self.name)
-            .field("url", &self.url.as_str())
+            .field("url", &self.config.url)
+            .field("command", &self.config.command)
             .finish()
     }
 }
@@ -111,7 +132,20 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Builds an upstream from validated configuration.
     pub fn new(config: UpstreamConfig) -> Result<Arc<Upstream>, String> {
-        let url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
+        let url = if config.is_stdio() {
+            None
+        } else {
+            Some(reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?)
+        };
+        let wiring = match (config.is_stdio(), config.transport) {
+            (true, _) => Some(Wiring::Stdio),
+            (false, Transport::Sse) => Some(Wiring::Sse),
+            (false, Transport::StreamableHttp) => Some(Wiring::StreamableHttp),
+            // Detection needs the era probe; with the era fixed there is none.
+            (false, Transport::Auto) => {
+                (config.era != EraPreference::Auto).then_some(Wiring::StreamableHttp)
+            }
+        };
         let mut static_headers = HeaderMap::new();
         for (k, v) in &config.headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
@@ -126,21 +160,24 @@ impl Upstream {
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| e.to_string())?;
-        let eras = match config.era {
-            EraPreference::Auto => None,
-            EraPreference::Legacy => Some(Eras::LEGACY),
-            EraPreference::Modern => Some(Eras::MODERN),
+        let eras = match (config.era, wiring) {
+            // The 2024-11-05 transport predates the modern era.
+            (_, Some(Wiring::Sse)) | (EraPreference::Legacy, _) => Some(Eras::LEGACY),
+            (EraPreference::Auto, _) => None,
+            (EraPreference::Modern, _) => Some(Eras::MODERN),
         };
         Ok(Arc::new(Upstream {
             name: config.name.as_str().into(),
             url,
             http,
             static_headers,
+            wiring: Mutex::new(wiring),
             eras: Mutex::new(eras),
             discovered: Mutex::new(None),
             detect: tokio::sync::Mutex::new(()),
             pool: Mutex::new(Vec::new()),
-            unreachable: Mutex::new(None),
+            shared_process: tokio::sync::Mutex::new(None),
+            backoff: Mutex::new(Default::default()),
             stats: UpstreamStats::default(),
             config,
         }))
@@ -156,12 +193,65 @@ impl Upstream {
         if let Some(eras) = *lock(&self.eras) {
             return Ok(eras);
         }
-        let found = client::detect_era(self).await?;
+        let found = self.detect().await?;
         let eras = found.eras;
-        tracing::info!(upstream = %self.name, legacy = eras.legacy, modern = eras.modern, "detected upstream protocol eras");
+        tracing::info!(upstream = %self.name, legacy = eras.legacy, modern = eras.modern, transport = ?self.wiring(), "detected upstream protocol eras");
         *lock(&self.discovered) = found.result.map(Arc::from);
         *lock(&self.eras) = Some(eras);
         Ok(eras)
+    }
+
+    /// Probes the upstream with `server/discover` over its transport (and,
+    /// for `transport = "auto"`, settles the transport).
+    async fn detect(&self) -> Result<client::Discovery, UpstreamError> {
+        if self.wiring() == Wiring::Stdio {
+            return self.detect_stdio().await;
+        }
+        let found = client::detect_era(self).await?;
+        let mut wiring = lock(&self.wiring);
+        if wiring.is_none() || found.sse {
+            *wiring = Some(if found.sse {
+                Wiring::Sse
+            } else {
+                Wiring::StreamableHttp
+            });
+        }
+        Ok(found)
+    }
+
+    /// Runs the server once to ask it `server/discover`; a server that
+    /// answers otherwise (or exits: some do on a request before
+    /// `initialize`) speaks the legacy era.
+    async fn detect_stdio(&self) -> Result<client::Discovery, UpstreamError> {
+        let link = stdio::spawn(&self.name, &self.config, false).await?;
+        let wait = self.config.timeout().min(STDIO_PROBE_WAIT);
+        let reply = link.request(client::discover_request(), wait).await;
+        link.close().await;
+        let answer = match reply {
+            Ok(reply) => session::first_response(reply).await.ok(),
+            Err(_) => None,
+        };
+        Ok(answer.map_or_else(client::Discovery::legacy, |a| {
+            client::classify_discovery(&a)
+        }))
+    }
+
+    /// How Tether talks to the upstream (Streamable HTTP until detection says otherwise).
+    pub fn wiring(&self) -> Wiring {
+        lock(&self.wiring).unwrap_or(Wiring::StreamableHttp)
+    }
+
+    /// The upstream's URL (HTTP upstreams).
+    fn url(&self) -> Result<&reqwest::Url, UpstreamError> {
+        self.url
+            .as_ref()
+            .ok_or_else(|| UpstreamError::Protocol("a stdio upstream has no URL".into()))
+    }
+
+    /// Whether sessionless requests borrow pooled sessions (a shared HTTP
+    /// upstream; a shared stdio upstream has its one process instead).
+    pub fn pools_sessions(&self) -> bool {
+        self.config.shared && !self.config.is_stdio()
     }
 
     /// The modern upstream's `server/discover` result, fetched once and cached.
@@ -169,7 +259,7 @@ impl Upstream {
         if let Some(r) = lock(&self.discovered).clone() {
             return Ok(r);
         }
-        let found = client::detect_era(self).await?;
+        let found = self.detect().await?;
         let result: Arc<RawValue> = found.result.map(Arc::from).ok_or_else(|| {
             UpstreamError::Protocol("upstream did not answer server/discover".into())
         })?;
@@ -186,31 +276,92 @@ impl Upstream {
 
     /// Opens a new upstream session for `client`, in `preferred` era when the
     /// upstream answers both (legacy client sessions prefer legacy: a dual-era
-    /// server keeps per-session state only there). Right after the upstream
-    /// could not be reached, further attempts fail at once for a moment, so a
-    /// dead or hanging upstream does not make every caller wait out a timeout.
+    /// server keeps per-session state only there). A shared stdio upstream
+    /// hands out its one process instead. After the upstream could not be
+    /// reached, attempts are held back (capped exponential backoff) and fail
+    /// at once, so a dead or hanging upstream does not make every caller wait
+    /// out a timeout.
     pub async fn open_session(
         self: &Arc<Self>,
         client: &ClientIdentity,
         preferred: Era,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
-        if let Some((since, e)) = lock(&self.unreachable).clone()
-            && since.elapsed() < FAIL_FAST
+        if self.config.is_stdio() && self.config.shared {
+            return self.shared_process_session().await;
+        }
+        self.open_guarded(client, preferred).await
+    }
+
+    async fn open_guarded(
+        self: &Arc<Self>,
+        client: &ClientIdentity,
+        preferred: Era,
+    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
         {
-            return Err(e);
+            let (backoff, last) = &*lock(&self.backoff);
+            if backoff.holding(std::time::Instant::now())
+                && let Some(e) = last
+            {
+                return Err(e.clone());
+            }
         }
         let result = match self.eras().await {
             Ok(eras) => self.open_in(eras, preferred, client).await,
             Err(e) => Err(e),
         };
-        match &result {
-            Err(e @ (UpstreamError::Connect(_) | UpstreamError::Timeout)) => {
-                *lock(&self.unreachable) = Some((std::time::Instant::now(), e.clone()));
+        self.note_attempt(&result);
+        result
+    }
+
+    /// Feeds the outcome of an attempt to reach the upstream into the backoff.
+    fn note_attempt<T>(&self, result: &Result<T, UpstreamError>) {
+        match result {
+            Err(
+                e @ (UpstreamError::Connect(_)
+                | UpstreamError::Timeout
+                | UpstreamError::Transport(_)),
+            ) => {
+                let mut guard = lock(&self.backoff);
+                let (wait, n) = guard.0.failed(std::time::Instant::now());
+                guard.1 = Some(e.clone());
+                if backoff::worth_logging(n) {
+                    tracing::warn!(upstream = %self.name, attempt = n, retry_in = ?wait, error = %e, "upstream unreachable; new sessions wait for the next attempt");
+                }
             }
             Err(e) if e.suggests_era_change() => self.forget_era(),
-            _ => *lock(&self.unreachable) = None,
+            _ => {
+                if let Some(n) = lock(&self.backoff).0.recovered() {
+                    tracing::info!(upstream = %self.name, failed_attempts = n, "upstream reachable again");
+                }
+            }
         }
-        result
+    }
+
+    /// The process of a shared stdio upstream, started (again) when it is
+    /// not running; stopped after `idle_timeout_secs` without use.
+    async fn shared_process_session(
+        self: &Arc<Self>,
+    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        let mut slot = self.shared_process.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| s.is_usable()) {
+            return Ok(s.clone());
+        }
+        if let Some(old) = slot.take() {
+            old.retire().await;
+        }
+        let session = self
+            .open_guarded(&ClientIdentity::tether(), Era::Legacy)
+            .await?;
+        session.mark_shared();
+        *slot = Some(session.clone());
+        if self.config.idle_timeout_secs > 0 {
+            tokio::spawn(stop_when_idle(
+                Arc::downgrade(self),
+                Arc::downgrade(&session),
+                std::time::Duration::from_secs(self.config.idle_timeout_secs),
+            ));
+        }
+        Ok(session)
     }
 
     /// Opens a session in the era `eras` and `preferred` pick; when legacy
@@ -274,10 +425,47 @@ impl Upstream {
         }
     }
 
-    /// Closes every pooled session (shutdown).
+    /// Closes every pooled session and the shared process (shutdown).
     pub async fn drain_pool(&self) {
         let sessions: Vec<_> = std::mem::take(&mut *lock(&self.pool));
-        futures_util::future::join_all(sessions.iter().map(|s| s.close())).await;
+        let shared = self.shared_process.lock().await.take();
+        let closes = sessions.iter().map(|s| s.close());
+        futures_util::future::join(futures_util::future::join_all(closes), async {
+            if let Some(s) = shared {
+                s.retire().await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Stops a shared process once it has gone unused for `idle`; the next use
+/// starts a new one.
+async fn stop_when_idle(
+    upstream: std::sync::Weak<Upstream>,
+    session: std::sync::Weak<UpstreamSession>,
+    idle: std::time::Duration,
+) {
+    let period = (idle / 4).max(std::time::Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(period).await;
+        let (Some(upstream), Some(session)) = (upstream.upgrade(), session.upgrade()) else {
+            return;
+        };
+        if !session.is_usable() {
+            return;
+        }
+        if session.idle_for() < idle {
+            continue;
+        }
+        let mut slot = upstream.shared_process.lock().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+            slot.take();
+            drop(slot);
+            tracing::info!(upstream = %upstream.name, ?idle, "stopping idle shared upstream process");
+            session.retire().await;
+        }
+        return;
     }
 }
 

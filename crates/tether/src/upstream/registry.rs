@@ -58,7 +58,7 @@ impl SessionSet {
             }
             slots.entry(upstream.name.clone()).or_default().clone()
         };
-        let pooled = self.ephemeral && upstream.config.shared;
+        let pooled = self.ephemeral && upstream.pools_sessions();
         let mut opened = false;
         let session = slot
             .get_or_try_init(|| async {
@@ -113,7 +113,7 @@ impl SessionSet {
     /// Returns pooled sessions to their upstream's pool right away (so the next
     /// sessionless request finds them); yields the ones that must be closed.
     fn release(&self, session: Arc<UpstreamSession>) -> Option<Arc<UpstreamSession>> {
-        if self.ephemeral && session.upstream.config.shared {
+        if self.ephemeral && session.upstream.pools_sessions() {
             let upstream = session.upstream.clone();
             upstream.checkin_pooled(session)
         } else {
@@ -130,7 +130,7 @@ impl SessionSet {
         let mut slots = lock(&self.slots);
         let shared: Vec<Arc<str>> = slots
             .iter()
-            .filter(|(_, s)| s.get().is_some_and(|s| s.upstream.config.shared))
+            .filter(|(_, s)| s.get().is_some_and(|s| s.upstream.pools_sessions()))
             .map(|(k, _)| k.clone())
             .collect();
         shared

@@ -9,10 +9,20 @@ use http::HeaderValue;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::client::{self, PostHeaders, Reply, UpstreamError};
-use super::{ClientIdentity, Upstream};
+use super::client::{self, EventStream, PostHeaders, Reply, UpstreamError};
+use super::link::Link;
+use super::{ClientIdentity, Upstream, Wiring, sse_client, stdio};
 use crate::jsonrpc::{self, Message, RawObject};
 use crate::protocol::{self, Era};
+
+/// How a session's messages travel.
+enum Wire {
+    /// Streamable HTTP, with the upstream's `Mcp-Session-Id` if it issued one.
+    Http(Option<HeaderValue>),
+    /// A message link of its own: a stdio process or an HTTP+SSE stream
+    /// (or the one process of a shared stdio upstream).
+    Link(Arc<Link>),
+}
 
 /// A session with one upstream, owned by exactly one client session (or one
 /// sessionless request, or the shared pool of a stateless-safe upstream).
@@ -21,7 +31,10 @@ pub struct UpstreamSession {
     pub upstream: Arc<Upstream>,
     /// The era spoken on this session.
     pub era: Era,
-    session_id: Option<HeaderValue>,
+    wire: Wire,
+    /// The one process of a shared stdio upstream: client sessions ending do
+    /// not close it (the upstream does).
+    shared: AtomicBool,
     /// Negotiated protocol version (modern: the modern version).
     pub protocol_version: String,
     /// Legacy: the upstream's `initialize` result.
@@ -49,10 +62,18 @@ impl UpstreamSession {
         era: Era,
         client: &ClientIdentity,
     ) -> Result<Arc<Self>, UpstreamError> {
+        let wire = match upstream.wiring() {
+            Wiring::StreamableHttp => Wire::Http(None),
+            Wiring::Sse => Wire::Link(sse_client::connect(&upstream).await?),
+            Wiring::Stdio => Wire::Link(
+                stdio::spawn(&upstream.name, &upstream.config, upstream.config.shared).await?,
+            ),
+        };
         let mut session = UpstreamSession {
             upstream,
             era,
-            session_id: None,
+            wire,
+            shared: AtomicBool::new(false),
             protocol_version: protocol::MODERN_VERSION.to_owned(),
             init_result: None,
             client: client.clone(),
@@ -68,7 +89,7 @@ impl UpstreamSession {
             && let Err(e) = session.initialize().await
         {
             // The upstream may have made a session before the handshake failed.
-            session.delete_upstream().await;
+            session.release_wire().await;
             return Err(e);
         }
         session
@@ -97,10 +118,13 @@ impl UpstreamSession {
         let session = UpstreamSession {
             upstream,
             era,
-            session_id: binding
-                .session_id
-                .as_deref()
-                .and_then(|id| HeaderValue::from_str(id).ok()),
+            wire: Wire::Http(
+                binding
+                    .session_id
+                    .as_deref()
+                    .and_then(|id| HeaderValue::from_str(id).ok()),
+            ),
+            shared: AtomicBool::new(false),
             protocol_version: binding.protocol_version.clone(),
             init_result: None,
             client: client.clone(),
@@ -122,10 +146,22 @@ impl UpstreamSession {
             era: self.era.as_str().to_owned(),
             protocol_version: self.protocol_version.clone(),
             session_id: self
-                .session_id
-                .as_ref()
+                .http_session_id()
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+        }
+    }
+
+    /// Whether a store record can bring this session back later: Streamable
+    /// HTTP sessions can; a process or SSE stream ends with this node.
+    pub fn is_reattachable(&self) -> bool {
+        matches!(self.wire, Wire::Http(_))
+    }
+
+    fn http_session_id(&self) -> Option<&HeaderValue> {
+        match &self.wire {
+            Wire::Http(id) => id.as_ref(),
+            Wire::Link(_) => None,
         }
     }
 
@@ -142,9 +178,19 @@ impl UpstreamSession {
         }))
         .expect("initialize serializes");
         let upstream = self.upstream.clone();
-        let resp = client::post_raw(&upstream, Bytes::from(body), PostHeaders::default()).await?;
-        self.session_id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
-        let reply = client::classify_reply(&upstream, resp, false, None).await?;
+        let reply = match &self.wire {
+            Wire::Link(link) => {
+                link.request(Bytes::from(body), upstream.config.timeout())
+                    .await?
+            }
+            Wire::Http(_) => {
+                let resp =
+                    client::post_raw(&upstream, Bytes::from(body), PostHeaders::default()).await?;
+                let id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
+                self.wire = Wire::Http(id);
+                client::classify_reply(&upstream, resp, false, None).await?
+            }
+        };
         let answer = first_response(reply).await?;
         let msg = Message::parse(&answer).map_err(|e| UpstreamError::Protocol(e.message()))?;
         let result = match (msg.result, msg.error) {
@@ -189,6 +235,29 @@ impl UpstreamSession {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Whether the session can carry requests (not closed; its process or stream alive).
+    pub fn is_usable(&self) -> bool {
+        !self.is_closed()
+            && match &self.wire {
+                Wire::Http(_) => true,
+                Wire::Link(link) => !link.is_dead(),
+            }
+    }
+
+    /// How long since the session last sent anything (links only; zero for HTTP).
+    pub fn idle_for(&self) -> std::time::Duration {
+        match &self.wire {
+            Wire::Link(link) => link.idle_for(),
+            Wire::Http(_) => std::time::Duration::ZERO,
+        }
+    }
+
+    /// Makes this the shared process of its upstream: [`UpstreamSession::close`]
+    /// leaves it running; [`UpstreamSession::retire`] ends it.
+    pub(super) fn mark_shared(&self) {
+        self.shared.store(true, Ordering::Release);
+    }
+
     fn headers<'a>(
         &'a self,
         method: Option<&'a str>,
@@ -197,7 +266,7 @@ impl UpstreamSession {
     ) -> PostHeaders<'a> {
         match self.era {
             Era::Legacy => PostHeaders {
-                session_id: self.session_id.as_ref(),
+                session_id: self.http_session_id(),
                 protocol_version: Some(&self.protocol_version),
                 ..Default::default()
             },
@@ -274,13 +343,18 @@ impl UpstreamSession {
         name: Option<&str>,
         extra: &[(http::HeaderName, HeaderValue)],
     ) -> Result<Reply, UpstreamError> {
-        let result = client::post(
-            &self.upstream,
-            body,
-            self.headers(Some(method), name, extra),
-            Some(self.clone()),
-        )
-        .await;
+        let result = match &self.wire {
+            Wire::Link(link) => link.request(body, self.upstream.config.timeout()).await,
+            Wire::Http(_) => {
+                client::post(
+                    &self.upstream,
+                    body,
+                    self.headers(Some(method), name, extra),
+                    Some(self.clone()),
+                )
+                .await
+            }
+        };
         if result.is_err() {
             self.upstream.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -289,6 +363,9 @@ impl UpstreamSession {
 
     /// Sends a notification or a response (expects 202).
     pub async fn send_message(&self, body: Bytes) -> Result<(), UpstreamError> {
+        if let Wire::Link(link) = &self.wire {
+            return link.send(body).await;
+        }
         match client::post(&self.upstream, body, self.headers(None, None, &[]), None).await? {
             Reply::Accepted | Reply::Json(_) => Ok(()),
             Reply::Stream(_) => Ok(()),
@@ -318,19 +395,31 @@ impl UpstreamSession {
         first_response(self.request(body, method, None, &[]).await?).await
     }
 
+    /// The session's server-initiated messages: its GET stream (Streamable
+    /// HTTP) or what its link receives outside any request.
+    pub async fn listen(self: &Arc<Self>) -> Result<EventStream, UpstreamError> {
+        match &self.wire {
+            Wire::Link(link) => Ok(link.listen()),
+            Wire::Http(_) => Ok(EventStream::listen(
+                self.open_get(None).await?,
+                self.clone(),
+            )),
+        }
+    }
+
     /// Opens the session's GET stream (server-initiated messages, or resumption).
-    pub async fn open_get(
+    pub(super) async fn open_get(
         &self,
         last_event_id: Option<&str>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let upstream = &self.upstream;
         let mut req = upstream
             .http
-            .get(upstream.url.clone())
+            .get(upstream.url()?.clone())
             .headers(upstream.static_headers.clone())
             .header(http::header::ACCEPT, "text/event-stream")
             .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version);
-        if let Some(id) = &self.session_id {
+        if let Some(id) = self.http_session_id() {
             req = req.header(protocol::HEADER_SESSION_ID, id.clone());
         }
         if let Some(last) = last_event_id {
@@ -339,7 +428,7 @@ impl UpstreamSession {
         let resp = client::send_with_timeout(upstream, req).await?;
         match resp.status() {
             s if s.is_success() => Ok(resp),
-            http::StatusCode::NOT_FOUND if self.session_id.is_some() => {
+            http::StatusCode::NOT_FOUND if self.http_session_id().is_some() => {
                 Err(UpstreamError::SessionLost)
             }
             s => Err(UpstreamError::Status {
@@ -349,21 +438,36 @@ impl UpstreamSession {
         }
     }
 
-    /// Ends the session exactly once: upstream DELETE for legacy sessions with an id.
+    /// Ends the session exactly once: upstream DELETE for legacy sessions with
+    /// an id, the process or stream of a link. The shared process of a stdio
+    /// upstream stays (see [`UpstreamSession::retire`]).
     pub async fn close(&self) {
+        if self.shared.load(Ordering::Acquire) {
+            return;
+        }
+        self.retire().await;
+    }
+
+    /// Ends the session exactly once, shared or not.
+    pub(super) async fn retire(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.delete_upstream().await;
+        self.release_wire().await;
     }
 
-    /// Sends the upstream DELETE for this session's id, if it has one.
-    async fn delete_upstream(&self) {
-        let Some(id) = &self.session_id else { return };
+    /// Ends what the session holds upstream: the HTTP session (DELETE) or the link.
+    async fn release_wire(&self) {
+        let id = match &self.wire {
+            Wire::Link(link) => return link.close().await,
+            Wire::Http(None) => return,
+            Wire::Http(Some(id)) => id,
+        };
         let upstream = &self.upstream;
+        let Ok(url) = upstream.url() else { return };
         let req = upstream
             .http
-            .delete(upstream.url.clone())
+            .delete(url.clone())
             .headers(upstream.static_headers.clone())
             .header(protocol::HEADER_SESSION_ID, id.clone())
             .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version)

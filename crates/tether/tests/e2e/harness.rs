@@ -43,6 +43,28 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Process ids of this process's children whose command line contains `needle`.
+    pub fn children(&self, needle: &str) -> Vec<u32> {
+        let parent = self.child.id().to_string();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // Fields after the parenthesised command name: state, ppid, ...
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if ppid == Some(parent.as_str()) && cmdline.contains(needle) && !stat.contains(") Z ") {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
     /// The demo upstream's `/stats` counters.
     pub async fn stats(&self) -> Value {
         serde_json::from_str(
@@ -93,7 +115,8 @@ impl Drop for TempDir {
     }
 }
 
-fn bin() -> &'static str {
+/// The `tether` binary under test.
+pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_tether")
 }
 
@@ -103,7 +126,7 @@ fn spawn(args: &[&str], dir: Option<TempDir>) -> Proc {
 }
 
 fn spawn_env(args: &[&str], dir: Option<TempDir>, env: &[(&str, &str)]) -> Proc {
-    let mut child = Command::new(bin())
+    let mut child = Command::new(binary())
         .args(args)
         .envs(env.iter().copied())
         .env(

@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::harness::{Legacy, config, demo, metric, tether, text};
 
 /// The isolation reproducer: client A increments 5×, B 3× → A reads 5, B 3.
-async fn counters_stay_apart(gateway: &str) {
+pub async fn counters_stay_apart(gateway: &str) {
     let a = Legacy::connect(gateway).await;
     let b = Legacy::connect(gateway).await;
     for _ in 0..5 {

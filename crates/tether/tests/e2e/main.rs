@@ -9,4 +9,5 @@ mod federation;
 mod harness;
 mod isolation;
 mod protocol;
+mod stdio;
 mod streaming;

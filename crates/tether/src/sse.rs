@@ -5,9 +5,17 @@ use bytes::{Bytes, BytesMut};
 
 /// Encodes one `message` event carrying a JSON-RPC message (no event id).
 pub fn message_event(json: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(json.len() + 24);
-    out.extend_from_slice(b"event: message\n");
-    push_data(&mut out, json);
+    named_event("message", json)
+}
+
+/// Encodes one event of type `name` (no event id); line breaks in the name
+/// (never in names Tether uses) are dropped.
+pub fn named_event(name: &str, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + name.len() + 16);
+    out.extend_from_slice(b"event: ");
+    out.extend(name.bytes().filter(|b| *b != b'\n' && *b != b'\r'));
+    out.extend_from_slice(b"\n");
+    push_data(&mut out, data);
     out.extend_from_slice(b"\n");
     out.freeze()
 }
@@ -262,5 +270,10 @@ mod tests {
         let out = d.feed(&ev).unwrap();
         assert_eq!(out[0].data, "{\"x\":1}");
         assert_eq!(out[0].event, "message");
+        let ev = named_event("end\npoint", b"/messages?session_id=a");
+        assert_eq!(
+            &ev[..],
+            b"event: endpoint\ndata: /messages?session_id=a\n\n"
+        );
     }
 }

@@ -9,4 +9,5 @@ mod federation;
 mod harness;
 mod isolation;
 mod protocol;
+mod sse_demo;
 mod streaming;

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod downstream;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod lines;
 pub mod metrics;
 pub mod protocol;
 pub mod resume;

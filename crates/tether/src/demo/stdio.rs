@@ -10,14 +10,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc::{self, Sender};
+use tokio::io::BufReader;
+use tokio::sync::mpsc::Sender;
 
 use super::{
     Call, ClientCaps, MAX_BODY, Session, Shared, initialize_result, params_of, route,
     validate_modern,
 };
 use crate::jsonrpc::{ErrorObject, Kind, Message, code, response, to_raw};
+use crate::lines::{self, Line};
 use crate::protocol::Era;
 
 /// How long in-flight requests may still answer after stdin closes.
@@ -25,41 +26,21 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 pub(super) async fn serve(shared: Arc<Shared>) -> io::Result<()> {
     let session = Arc::new(Session::new(ClientCaps::default()));
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
-        while let Some(mut line) = rx.recv().await {
-            line.push(b'\n');
-            stdout.write_all(&line).await?;
-            stdout.flush().await?;
-        }
-        Ok::<_, io::Error>(())
-    });
+    let (tx, writer) = lines::spawn_writer(tokio::io::stdout(), 64);
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut line = Vec::new();
     loop {
-        line.clear();
-        if (&mut stdin)
-            .take(MAX_BODY as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?
-            == 0
-        {
-            break;
-        }
-        let complete = line.last() == Some(&b'\n');
-        let text = line.trim_ascii();
-        if text.len() > MAX_BODY {
-            if !complete {
-                skip_line(&mut stdin).await?;
+        match lines::read_line(&mut stdin, &mut line, MAX_BODY).await? {
+            Line::Eof => break,
+            Line::TooLong => {
+                let e = ErrorObject::new(
+                    code::INVALID_REQUEST,
+                    "Invalid Request: message larger than 4 MiB",
+                );
+                let _ = tx.send(e.to_response(None)).await;
             }
-            let e = ErrorObject::new(
-                code::INVALID_REQUEST,
-                "Invalid Request: message larger than 4 MiB",
-            );
-            let _ = tx.send(e.to_response(None)).await;
-        } else if !text.is_empty() {
-            handle(&shared, &session, &tx, text).await;
+            Line::Text(text) if !text.is_empty() => handle(&shared, &session, &tx, text).await,
+            Line::Text(_) => {}
         }
     }
     // Nobody can answer sampling requests any more; let waiting calls finish.
@@ -69,22 +50,6 @@ pub(super) async fn serve(shared: Arc<Shared>) -> io::Result<()> {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(io::Error::other(e)),
         Err(_) => Ok(()),
-    }
-}
-
-/// Discards the rest of an over-long line.
-async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<()> {
-    loop {
-        let buf = r.fill_buf().await?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        if let Some(i) = buf.iter().position(|b| *b == b'\n') {
-            r.consume(i + 1);
-            return Ok(());
-        }
-        let n = buf.len();
-        r.consume(n);
     }
 }
 

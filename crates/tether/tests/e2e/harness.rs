@@ -93,7 +93,8 @@ impl Drop for TempDir {
     }
 }
 
-fn bin() -> &'static str {
+/// The `tether` binary under test.
+pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tether")
 }
 

@@ -3,6 +3,7 @@
 //! session its own isolated upstream sessions.
 
 pub mod config;
+pub mod connect;
 pub mod demo;
 pub mod downstream;
 pub mod gateway;

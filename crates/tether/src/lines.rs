@@ -1,52 +1,49 @@
-//! Newline-delimited JSON-RPC framing (the stdio transport): bounded line
-//! reads that never hold more than one maximum-size line in memory.
+//! Newline-delimited JSON-RPC over byte streams (the stdio transport): a
+//! reader that bounds line length and a single writer task that puts each
+//! message on exactly one line.
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+use std::io;
 
-/// One read from a newline-delimited stream.
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// What [`read_line`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Line {
-    /// A line (without its newline and surrounding whitespace) is in the buffer.
-    Complete,
-    /// The line was longer than the limit; it has been skipped entirely.
+pub enum Line<'a> {
+    /// The input ended.
+    Eof,
+    /// One line without surrounding whitespace (empty for a blank line).
+    Text(&'a [u8]),
+    /// A line longer than the limit; the rest of it was skipped.
     TooLong,
-    /// The stream ended.
-    End,
 }
 
-/// Reads the next line into `buf` (cleared first), at most `max` bytes of it.
-pub async fn read_line<R: AsyncBufRead + Unpin>(
+/// Reads the next line into `buf` (cleared first), holding at most `max + 1`
+/// bytes of it in memory.
+pub async fn read_line<'a, R: AsyncBufRead + Unpin>(
     reader: &mut R,
-    buf: &mut Vec<u8>,
+    buf: &'a mut Vec<u8>,
     max: usize,
-) -> std::io::Result<Line> {
+) -> io::Result<Line<'a>> {
     buf.clear();
-    let n = (&mut *reader)
-        .take(max as u64 + 1)
-        .read_until(b'\n', buf)
-        .await?;
-    if n == 0 {
-        return Ok(Line::End);
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    if (&mut *reader).take(limit).read_until(b'\n', buf).await? == 0 {
+        return Ok(Line::Eof);
     }
     let complete = buf.last() == Some(&b'\n');
-    if !complete && n > max {
-        // The limit cut the line short.
-        buf.clear();
-        skip_line(reader).await?;
+    // Cut short by the limit, or over it once trimmed: too long either way.
+    if (!complete && buf.len() > max) || buf.trim_ascii().len() > max {
+        if !complete {
+            skip_line(reader).await?;
+        }
         return Ok(Line::TooLong);
     }
-    let trimmed = buf.trim_ascii();
-    let (start, len) = (
-        trimmed.as_ptr() as usize - buf.as_ptr() as usize,
-        trimmed.len(),
-    );
-    buf.truncate(start + len);
-    buf.drain(..start);
-    Ok(Line::Complete)
+    Ok(Line::Text(buf.trim_ascii()))
 }
 
 /// Discards the rest of an over-long line.
-async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<()> {
+async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<()> {
     loop {
         let buf = r.fill_buf().await?;
         if buf.is_empty() {
@@ -61,17 +58,33 @@ async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<()> {
     }
 }
 
-/// A JSON message as one line: JSON allows raw line breaks only as
-/// whitespace between tokens (inside strings they must be escaped), so
-/// dropping them keeps the message intact.
-pub fn single_line(message: &[u8]) -> Vec<u8> {
-    let mut line: Vec<u8> = message
-        .iter()
-        .copied()
-        .filter(|b| *b != b'\n' && *b != b'\r')
-        .collect();
-    line.push(b'\n');
-    line
+/// Spawns the only writer of `out`: every message sent on the returned
+/// channel (bounded by `capacity`) is written as one line and flushed. Line
+/// breaks inside a message, which in valid JSON can only be whitespace
+/// between tokens, become spaces so the framing holds. The task ends, with
+/// the first write error if any, once every sender is dropped.
+pub fn spawn_writer<W>(
+    mut out: W,
+    capacity: usize,
+) -> (mpsc::Sender<Vec<u8>>, JoinHandle<io::Result<()>>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(capacity);
+    let writer = tokio::spawn(async move {
+        while let Some(mut line) = rx.recv().await {
+            for b in &mut line {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
+            line.push(b'\n');
+            out.write_all(&line).await?;
+            out.flush().await?;
+        }
+        Ok(())
+    });
+    (tx, writer)
 }
 
 #[cfg(test)]
@@ -79,42 +92,39 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn reads_bounded_lines() {
-        let input = b"  {\"a\":1}  \n\n".to_vec();
-        let long = [vec![b'x'; 100], b"\n{\"b\":2}\nlast".to_vec()].concat();
-        let all = [input, long].concat();
-        let mut r = tokio::io::BufReader::new(&all[..]);
+    async fn bounds_and_skips_long_lines() {
+        let input = b"{\"a\":1}\r\n\n0123456789abc\n  x  \nlast".to_vec();
+        let mut r = tokio::io::BufReader::with_capacity(4, &input[..]);
         let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        loop {
+            match read_line(&mut r, &mut buf, 8).await.unwrap() {
+                Line::Eof => break,
+                Line::Text(t) => seen.push(String::from_utf8_lossy(t).into_owned()),
+                Line::TooLong => seen.push("<too long>".into()),
+            }
+        }
+        assert_eq!(seen, ["{\"a\":1}", "", "<too long>", "x", "last"]);
+        // Padding that pushes a line past the limit leaves nothing behind.
+        let padded = b"  {\"a\":1}   \nnext\n".to_vec();
+        let mut r = tokio::io::BufReader::new(&padded[..]);
+        assert_eq!(read_line(&mut r, &mut buf, 8).await.unwrap(), Line::TooLong);
         assert_eq!(
-            read_line(&mut r, &mut buf, 16).await.unwrap(),
-            Line::Complete
+            read_line(&mut r, &mut buf, 8).await.unwrap(),
+            Line::Text(b"next")
         );
-        assert_eq!(buf, b"{\"a\":1}");
-        assert_eq!(
-            read_line(&mut r, &mut buf, 16).await.unwrap(),
-            Line::Complete
-        );
-        assert!(buf.is_empty());
-        assert_eq!(
-            read_line(&mut r, &mut buf, 16).await.unwrap(),
-            Line::TooLong
-        );
-        assert_eq!(
-            read_line(&mut r, &mut buf, 16).await.unwrap(),
-            Line::Complete
-        );
-        assert_eq!(buf, b"{\"b\":2}");
-        assert_eq!(
-            read_line(&mut r, &mut buf, 16).await.unwrap(),
-            Line::Complete
-        );
-        assert_eq!(buf, b"last");
-        assert_eq!(read_line(&mut r, &mut buf, 16).await.unwrap(), Line::End);
     }
 
-    #[test]
-    fn joins_pretty_json_into_one_line() {
-        let pretty = b"{\r\n  \"text\": \"a\\nb\"\n}";
-        assert_eq!(single_line(pretty), b"{  \"text\": \"a\\nb\"}\n");
+    #[tokio::test]
+    async fn writes_one_line_per_message() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let (tx, writer) = spawn_writer(client, 2);
+        tx.send(b"{\n  \"a\": 1\r\n}".to_vec()).await.unwrap();
+        tx.send(b"{}".to_vec()).await.unwrap();
+        drop(tx);
+        writer.await.unwrap().unwrap();
+        let mut text = String::new();
+        server.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "{   \"a\": 1  }\n{}\n");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tether::config::Config;
@@ -51,6 +52,18 @@ enum Command {
         /// Require `Authorization: Bearer <TOKEN>` on HTTP requests.
         #[arg(long, value_name = "TOKEN")]
         bearer: Option<String>,
+    },
+    /// Serve MCP on stdin/stdout, relaying every message to a remote
+    /// Streamable HTTP MCP server (for clients that only launch stdio servers).
+    Connect {
+        /// The remote MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
+        url: String,
+        /// An extra HTTP header for every request to the remote (repeatable).
+        #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = tether::connect::parse_header)]
+        headers: Vec<(String, String)>,
+        /// Seconds to wait for a reply, or for the next message of a streamed one.
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        timeout: u64,
     },
     /// Validate a config file and print the effective configuration.
     CheckConfig {
@@ -114,6 +127,11 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
+            Command::Connect {
+                url,
+                headers,
+                timeout,
+            } => tether::connect::run(url, headers, Duration::from_secs(timeout)).await,
             Command::CheckConfig { config } => {
                 let config = Config::load(config_path(config).as_deref())?;
                 println!("{}", serde_json::to_string_pretty(&config)?);

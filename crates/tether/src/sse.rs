@@ -8,7 +8,8 @@ pub fn message_event(json: &[u8]) -> Bytes {
     named_event("message", json)
 }
 
-/// Encodes one event of type `name` (e.g. the HTTP+SSE `endpoint` event).
+/// Encodes one event of type `name` (no event id); line breaks in the name
+/// (never in names Tether uses) are dropped.
 pub fn named_event(name: &str, data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + name.len() + 16);
     out.extend_from_slice(b"event: ");
@@ -269,5 +270,10 @@ mod tests {
         let out = d.feed(&ev).unwrap();
         assert_eq!(out[0].data, "{\"x\":1}");
         assert_eq!(out[0].event, "message");
+        let ev = named_event("end\npoint", b"/messages?session_id=a");
+        assert_eq!(
+            &ev[..],
+            b"event: endpoint\ndata: /messages?session_id=a\n\n"
+        );
     }
 }

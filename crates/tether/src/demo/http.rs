@@ -1,6 +1,7 @@
 //! Streamable HTTP transport for the demo server: legacy sessions and modern
-//! stateless requests on `/mcp`, plus the `/stats` counters. Every request
-//! must name a loopback host (DNS-rebinding protection).
+//! stateless requests on `/mcp`, the HTTP+SSE routes of [`super::sse`], plus
+//! the `/stats` counters. Every request must name a loopback host
+//! (DNS-rebinding protection).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,13 +22,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Call, DemoEra, MAX_BODY, MAX_SESSIONS, SAMPLE_TIMEOUT, Session, Shared};
 use super::{headers as mcp_headers, initialize_result, listen, mint_session_id, params_of};
-use super::{resume, route, validate_modern};
+use super::{resume, route, sse as sse_transport, validate_modern};
 use crate::jsonrpc::{ErrorObject, Kind, Message, code, response, to_raw};
 use crate::protocol::{self, Era};
 use crate::sse;
 
-/// Interval between keepalive comments on a legacy GET stream.
-const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Interval between keepalive comments on a legacy GET or HTTP+SSE stream.
+pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
 /// The `retry:` hint (ms) on a resumable stream that closes before its result.
 const RETRY_MS: u64 = 1000;
 /// How long a resumed (`Last-Event-ID`) stream waits for its next event.
@@ -37,6 +38,8 @@ const REPLAY_WAIT: Duration = SAMPLE_TIMEOUT;
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     let mcp = Router::new()
         .route("/mcp", post(post_mcp).get(get_mcp).delete(delete_mcp))
+        .route("/sse", get(sse_transport::open))
+        .route("/messages", post(sse_transport::post_message))
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             require_bearer,
@@ -111,7 +114,7 @@ fn is_loopback_origin(origin: &str) -> bool {
         && is_loopback_host(host)
 }
 
-/// 401 for `/mcp` requests without the configured bearer token.
+/// 401 for MCP requests (`/mcp`, `/sse`, `/messages`) without the configured bearer token.
 async fn require_bearer(
     State(shared): State<Arc<Shared>>,
     request: axum::extract::Request,
@@ -144,11 +147,11 @@ fn error(status: u16, e: &ErrorObject, id: Option<&RawValue>) -> Response {
     json_body(status, e.to_response(id))
 }
 
-fn reject(status: u16, code: i64, message: &str) -> Response {
+pub(super) fn reject(status: u16, code: i64, message: &str) -> Response {
     error(status, &ErrorObject::new(code, message), None)
 }
 
-fn sse_body(body: Body) -> Response {
+pub(super) fn sse_body(body: Body) -> Response {
     let headers = [
         (header::CONTENT_TYPE, "text/event-stream"),
         (header::CACHE_CONTROL, "no-cache"),
@@ -456,6 +459,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
         "initializes": shared.initializes.load(Ordering::Relaxed),
         "deletes": shared.deletes.load(Ordering::Relaxed),
         "live_sessions": shared.sessions.len(),
+        "sse_sessions": shared.sse_sessions.len(),
         "modern_requests": shared.modern_requests.load(Ordering::Relaxed),
         "tool_calls": shared.tool_calls.load(Ordering::Relaxed),
         "log_level_sets": shared.log_level_sets.load(Ordering::Relaxed),

@@ -3,7 +3,8 @@
 //! A small, deterministic MCP server used by tests, benchmarks and demos. It
 //! speaks the legacy era (`initialize` + `Mcp-Session-Id`), the modern era
 //! (stateless, `_meta` on every request, MRTR) or both, over Streamable HTTP
-//! ([`http`]) or newline-delimited stdio ([`stdio`]). Method handlers here are
+//! ([`http`]), the 2024-11-05 HTTP+SSE transport ([`sse`], legacy only) or
+//! newline-delimited stdio ([`stdio`]). Method handlers here are
 //! transport-agnostic: they get a [`Call`] and return a result or an error.
 //!
 //! The catalogue (tools, prompts, resources) depends on the [`DemoProfile`]:
@@ -20,6 +21,7 @@ mod input_required;
 mod listen;
 mod mrtr;
 mod resume;
+mod sse;
 mod stdio;
 
 use std::sync::Arc;
@@ -92,6 +94,8 @@ struct Shared {
     /// Required `Authorization: Bearer` token on `/mcp`, if any.
     bearer: Option<String>,
     sessions: DashMap<String, Arc<Session>>,
+    /// Live HTTP+SSE (2024-11-05) sessions, by the id in their endpoint URL.
+    sse_sessions: DashMap<String, Arc<sse::Link>>,
     /// The modern era has no sessions, so its counter tools share this one process-wide counter.
     modern_counter: AtomicU64,
     next_request_id: AtomicU64,
@@ -110,7 +114,7 @@ struct Shared {
     extra_prompt: AtomicBool,
 }
 
-/// One legacy session (HTTP) or the implicit stdio session.
+/// One legacy session (Streamable HTTP or HTTP+SSE) or the implicit stdio session.
 struct Session {
     counter: AtomicU64,
     /// Whether the client declared the `sampling` capability at `initialize`.
@@ -172,8 +176,8 @@ impl DemoServer {
         Self::with_bearer(era, None)
     }
 
-    /// A demo server that, given a token, answers 401 to HTTP requests on
-    /// `/mcp` without `Authorization: Bearer <token>` (an upstream needing credentials).
+    /// A demo server that, given a token, answers 401 to MCP requests over
+    /// HTTP without `Authorization: Bearer <token>` (an upstream needing credentials).
     pub fn with_bearer(era: DemoEra, bearer: Option<String>) -> Self {
         Self::with_options(era, DemoProfile::Demo, bearer)
     }
@@ -190,7 +194,8 @@ impl DemoServer {
         }
     }
 
-    /// The axum router serving `/mcp` (POST/GET/DELETE) and `/stats`.
+    /// The axum router serving `/mcp` (POST/GET/DELETE), the HTTP+SSE
+    /// transport (`GET /sse`, `POST /messages`) and `/stats`.
     pub fn router(&self) -> axum::Router {
         http::router(self.shared.clone())
     }

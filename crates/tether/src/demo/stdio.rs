@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::sync::mpsc::{self, Sender};
+use tokio::io::BufReader;
+use tokio::sync::mpsc::Sender;
 
 use super::{
     Call, ClientCaps, MAX_BODY, Session, Shared, initialize_result, params_of, route,
@@ -26,21 +26,12 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 pub(super) async fn serve(shared: Arc<Shared>) -> io::Result<()> {
     let session = Arc::new(Session::new(ClientCaps::default()));
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
-        while let Some(mut line) = rx.recv().await {
-            line.push(b'\n');
-            stdout.write_all(&line).await?;
-            stdout.flush().await?;
-        }
-        Ok::<_, io::Error>(())
-    });
+    let (tx, writer) = lines::spawn_writer(tokio::io::stdout(), 64);
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut line = Vec::new();
     loop {
         match lines::read_line(&mut stdin, &mut line, MAX_BODY).await? {
-            Line::End => break,
+            Line::Eof => break,
             Line::TooLong => {
                 let e = ErrorObject::new(
                     code::INVALID_REQUEST,
@@ -48,8 +39,8 @@ pub(super) async fn serve(shared: Arc<Shared>) -> io::Result<()> {
                 );
                 let _ = tx.send(e.to_response(None)).await;
             }
-            Line::Complete if line.is_empty() => {}
-            Line::Complete => handle(&shared, &session, &tx, &line).await,
+            Line::Text(text) if !text.is_empty() => handle(&shared, &session, &tx, text).await,
+            Line::Text(_) => {}
         }
     }
     // Nobody can answer sampling requests any more; let waiting calls finish.

@@ -13,6 +13,7 @@ mod relay;
 mod subscribe;
 
 pub use bridge::add_cache_fields;
+pub(crate) use relay::header_name;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

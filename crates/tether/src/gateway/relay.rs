@@ -135,7 +135,7 @@ impl Gateway {
 }
 
 /// The `Mcp-Name` value for a modern upstream: the (rewritten) name or URI.
-pub(super) fn header_name(
+pub(crate) fn header_name(
     method: &str,
     msg: &Message,
     params: Option<&RawObject>,

@@ -36,7 +36,7 @@ pub type Item = Result<Bytes, UpstreamError>;
 /// How messages leave Tether on a link.
 pub enum Sink {
     /// Lines handed to the task writing a child's stdin.
-    Lines(mpsc::Sender<Bytes>),
+    Lines(mpsc::Sender<Vec<u8>>),
     /// One HTTP POST per message to an HTTP+SSE server's endpoint.
     Post(super::sse_client::Poster),
 }
@@ -46,7 +46,7 @@ impl Sink {
         match self {
             // The writer is gone only with the process: nothing was delivered.
             Sink::Lines(tx) => tx
-                .send(message)
+                .send(message.to_vec())
                 .await
                 .map_err(|_| UpstreamError::SessionLost),
             Sink::Post(poster) => poster.post(message).await,
@@ -314,9 +314,8 @@ impl Link {
             jsonrpc::code::METHOD_NOT_FOUND,
             "no single client to ask: this upstream process is shared by several client sessions",
         );
-        let reply = Bytes::from(error.to_response(Some(&id)));
         if let Sink::Lines(tx) = &self.sink {
-            let _ = tx.try_send(reply);
+            let _ = tx.try_send(error.to_response(Some(&id)));
         }
     }
 
@@ -383,7 +382,7 @@ fn replace_progress_token(msg: &mut Message, n: u64) -> Option<Box<RawValue>> {
 mod tests {
     use super::*;
 
-    fn link(shared: bool) -> (Arc<Link>, mpsc::Receiver<Bytes>) {
+    fn link(shared: bool) -> (Arc<Link>, mpsc::Receiver<Vec<u8>>) {
         let (tx, rx) = mpsc::channel(16);
         (Link::new("t".into(), Sink::Lines(tx), shared), rx)
     }

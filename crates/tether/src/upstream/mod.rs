@@ -9,9 +9,9 @@ mod session;
 mod sse_client;
 mod stdio;
 
-pub use client::{EventStream, Reply, UpstreamError};
+pub use client::{EventStream, PostHeaders, Reply, UpstreamError, classify_reply, post, post_raw};
 pub use registry::SessionSet;
-pub use session::UpstreamSession;
+pub use session::{UpstreamSession, first_response};
 
 use std::sync::Arc;
 use std::sync::Mutex;

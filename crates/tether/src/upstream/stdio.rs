@@ -7,9 +7,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
-use tokio::sync::{mpsc, watch};
+use tokio::io::BufReader;
+use tokio::process::{ChildStderr, ChildStdout};
+use tokio::sync::watch;
 
 use super::backoff::LogThrottle;
 use super::client::{MAX_UPSTREAM_MESSAGE, UpstreamError};
@@ -104,9 +104,17 @@ pub async fn spawn(
     else {
         return Err(UpstreamError::Connect("child pipes unavailable".into()));
     };
-    let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+    let (tx, writer_done) = lines::spawn_writer(stdin, STDIN_QUEUE);
     let link = Link::new(name.clone(), Sink::Lines(tx), shared);
-    let writer = tokio::spawn(write_lines(stdin, rx, Arc::downgrade(&link)));
+    let writer = writer_done.abort_handle();
+    let watched = Arc::downgrade(&link);
+    tokio::spawn(async move {
+        if let Ok(Err(e)) = writer_done.await
+            && let Some(link) = watched.upgrade()
+        {
+            link.fail(&format!("writing to the upstream process failed: {e}"));
+        }
+    });
     tokio::spawn(read_messages(stdout, Arc::downgrade(&link)));
     tokio::spawn(log_stderr(stderr, name.clone()));
     let (exited_tx, exited) = watch::channel(false);
@@ -125,27 +133,10 @@ pub async fn spawn(
     tracing::debug!(upstream = %name, pid, "started upstream process");
     link.set_closer(Closer::Process(Process {
         pid,
-        writer: writer.abort_handle(),
+        writer,
         exited,
     }));
     Ok(link)
-}
-
-async fn write_lines(mut stdin: ChildStdin, mut rx: mpsc::Receiver<Bytes>, link: Weak<Link>) {
-    while let Some(message) = rx.recv().await {
-        let line = lines::single_line(&message);
-        if let Err(e) = async {
-            stdin.write_all(&line).await?;
-            stdin.flush().await
-        }
-        .await
-        {
-            if let Some(link) = link.upgrade() {
-                link.fail(&format!("writing to the upstream process failed: {e}"));
-            }
-            return;
-        }
-    }
 }
 
 async fn read_messages(stdout: ChildStdout, link: Weak<Link>) {
@@ -155,12 +146,12 @@ async fn read_messages(stdout: ChildStdout, link: Weak<Link>) {
         let read = lines::read_line(&mut reader, &mut line, MAX_UPSTREAM_MESSAGE).await;
         let Some(link) = link.upgrade() else { return };
         match read {
-            Ok(Line::Complete) if line.is_empty() => {}
-            Ok(Line::Complete) => link.incoming(Bytes::copy_from_slice(&line)),
+            Ok(Line::Text([])) => {}
+            Ok(Line::Text(text)) => link.incoming(Bytes::copy_from_slice(text)),
             Ok(Line::TooLong) => {
                 tracing::warn!("upstream process wrote a message over 16 MiB; skipped")
             }
-            Ok(Line::End) => break "the upstream process exited".to_owned(),
+            Ok(Line::Eof) => break "the upstream process exited".to_owned(),
             Err(e) => break format!("reading from the upstream process failed: {e}"),
         }
     };
@@ -176,10 +167,10 @@ async fn log_stderr(stderr: ChildStderr, upstream: Arc<str>) {
     let mut throttle = LogThrottle::new(1000, 100);
     loop {
         let text = match lines::read_line(&mut reader, &mut line, MAX_LOG_LINE).await {
-            Ok(Line::End) | Err(_) => return,
+            Ok(Line::Eof) | Err(_) => return,
             Ok(Line::TooLong) => "(a stderr line over 4 KiB, not shown)".into(),
-            Ok(Line::Complete) if line.is_empty() => continue,
-            Ok(Line::Complete) => String::from_utf8_lossy(&line),
+            Ok(Line::Text([])) => continue,
+            Ok(Line::Text(text)) => String::from_utf8_lossy(text),
         };
         if throttle.allow() {
             tracing::info!(target: "tether::upstream::stderr", upstream = %upstream, lines = throttle.seen(), "{text}");

@@ -3,11 +3,13 @@
 
 #![allow(dead_code)]
 
+mod connect;
 mod durability;
 mod eras;
 mod federation;
 mod harness;
 mod isolation;
 mod protocol;
+mod sse_demo;
 mod stdio;
 mod streaming;

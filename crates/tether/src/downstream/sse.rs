@@ -29,9 +29,9 @@ use crate::sync::lock;
 
 /// Messages queued for one stream; a client that leaves it full for longer
 /// than the send timeout is cut off.
-const STREAM_QUEUE: usize = 64;
+const STREAM_QUEUE: usize = 16;
 /// Requests one session may have in flight; more answer 429.
-const MAX_INFLIGHT: usize = 32;
+const MAX_INFLIGHT: usize = 16;
 /// The reconnection hint sent first (ms).
 const RETRY_MS: u64 = 3000;
 

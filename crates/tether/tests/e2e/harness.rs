@@ -43,6 +43,21 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     /// Process ids of this process's children whose command line contains `needle`.
     pub fn children(&self, needle: &str) -> Vec<u32> {
         let parent = self.child.id().to_string();
@@ -574,4 +589,15 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Waits until the demo's `/stats` field `key` equals `want`.
+pub async fn wait_for_stat(server: &Proc, key: &str, want: u64) {
+    for _ in 0..100 {
+        if server.stats().await[key] == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{key} never became {want}: {}", server.stats().await);
 }

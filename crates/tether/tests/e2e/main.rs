@@ -10,6 +10,8 @@ mod federation;
 mod harness;
 mod isolation;
 mod protocol;
+mod sse_client;
 mod sse_demo;
+mod sse_gateway;
 mod stdio;
 mod streaming;

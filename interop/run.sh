@@ -3,8 +3,11 @@
 # loopback only.
 #
 #   Python (interop/python, pytest): the official Python MCP SDK client
-#     (python-sdk), server-everything as an upstream (server-everything), an
-#     MCPServer upstream built with the Python SDK (python-upstream).
+#     (python-sdk), its HTTP+SSE client on Tether's /sse (python-sdk-sse),
+#     server-everything as an upstream over Streamable HTTP (server-everything)
+#     and over stdio (server-everything-stdio), an MCPServer upstream built
+#     with the Python SDK over Streamable HTTP (python-upstream), HTTP+SSE
+#     (python-upstream-sse) and stdio (python-upstream-stdio).
 #   Node (interop/node, node --test): the TypeScript SDK v1 client (ts-sdk-v1),
 #     the v2 client on the 2026-07-28 era (ts-sdk-v2), the MCP Inspector CLI
 #     (inspector-cli), and the TS clients against server-everything.
@@ -153,7 +156,11 @@ import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
-ORDER = ["python-sdk", "ts-sdk-v1", "ts-sdk-v2", "inspector-cli", "server-everything", "python-upstream"]
+ORDER = [
+    "python-sdk", "python-sdk-sse", "ts-sdk-v1", "ts-sdk-v2", "inspector-cli",
+    "server-everything", "server-everything-stdio",
+    "python-upstream", "python-upstream-sse", "python-upstream-stdio",
+]
 counts = defaultdict(lambda: {"passed": 0, "failed": 0, "skipped": 0})
 
 

@@ -36,7 +36,7 @@ LOOPBACK_PRELOAD = REPO / "interop" / "node" / "lib" / "loopback-only.cjs"
 PY_UPSTREAM = Path(__file__).resolve().parent / "upstreams" / "counter_server.py"
 
 EVERYTHING_LINE = re.compile(r"loopback-only: listening on (http://127\.0\.0\.1:\d+)")
-PY_UPSTREAM_LINE = re.compile(r"python upstream listening on (http://127\.0\.0\.1:\d+/mcp)")
+PY_UPSTREAM_LINE = re.compile(r"python upstream listening on (http://127\.0\.0\.1:\d+/(?:mcp|sse))")
 UPSTREAM_LINE = re.compile(r"demo upstream listening on (http://127\.0\.0\.1:\d+/mcp)")
 GATEWAY_LINE = re.compile(r"tether listening on (http://127\.0\.0\.1:\d+/mcp)")
 
@@ -87,7 +87,8 @@ class Proc:
 
     @property
     def base(self) -> str:
-        return self.url.rsplit("/mcp", 1)[0]
+        """The URL without its endpoint path (`/mcp`, or `/sse` for an HTTP+SSE server)."""
+        return re.sub(r"/(?:mcp|sse)$", "", self.url)
 
     def stderr_tail(self, n: int = 4000) -> str:
         try:
@@ -112,7 +113,8 @@ class Upstream(Proc):
 @dataclass
 class PyUpstream(Proc):
     def stats(self) -> dict:
-        """The Python upstream's counters: initializes, deletes, sessions (ids that used the counter)."""
+        """The Python upstream's counters: initializes, deletes, sessions (ids that used the counter),
+        sse_opened / sse_closed (HTTP+SSE streams)."""
         with urllib.request.urlopen(self.base + "/stats", timeout=5) as resp:
             return json.loads(resp.read())
 
@@ -122,6 +124,25 @@ class Gateway(Proc):
     def single(self, upstream: str) -> str:
         """URL of the single-upstream endpoint `/u/<upstream>/mcp`."""
         return f"{self.base}/u/{upstream}/mcp"
+
+    def sse(self, upstream: str | None = None) -> str:
+        """URL of the HTTP+SSE (2024-11-05) stream endpoint: federated `/sse`, or `/u/<upstream>/sse`."""
+        return f"{self.base}/sse" if upstream is None else f"{self.base}/u/{upstream}/sse"
+
+    def metrics(self) -> dict[str, float]:
+        """`GET /metrics` parsed: `name{labels}` (as printed) -> value."""
+        with urllib.request.urlopen(self.base + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def children(self) -> list[tuple[int, list[str]]]:
+        """The processes this gateway started (stdio upstreams): (pid, argv) each."""
+        return child_processes(self.popen.pid)
 
 
 class Launcher:
@@ -197,7 +218,7 @@ class Launcher:
 
     def gateway(self, upstreams: dict[str, str | dict], name: str | None = None) -> Gateway:
         """`tether serve` with a temp config federating `upstreams`: name -> URL, or
-        name -> a dict of upstream keys (`url`, `era`, `shared`, ...)."""
+        name -> a dict of upstream keys (`url` or `command` (a list), `transport`, `era`, `shared`, ...)."""
         name = name or f"tether-{len(self.procs)}"
         config = self.tmp / f"{name}.toml"
         config.write_text("".join(_upstream_toml(n, u) for n, u in upstreams.items()))
@@ -223,9 +244,14 @@ class Launcher:
         proc.url = proc.url + "/mcp"
         return proc
 
-    def python_upstream(self, name: str = "python-upstream") -> "PyUpstream":
-        """interop/python/upstreams/counter_server.py (official SDK `MCPServer`) on 127.0.0.1, a free port."""
-        return self.spawn(PyUpstream, name, [sys.executable, str(PY_UPSTREAM)], PY_UPSTREAM_LINE)
+    def python_upstream(self, name: str = "python-upstream", transport: str = "streamable-http") -> "PyUpstream":
+        """interop/python/upstreams/counter_server.py (official SDK `MCPServer`) on 127.0.0.1, a free port.
+
+        `transport`: "streamable-http" (`Proc.url` is its `.../mcp`) or "sse" (the 2024-11-05
+        HTTP+SSE transport; `Proc.url` is its `.../sse` stream endpoint)."""
+        return self.spawn(
+            PyUpstream, name, [sys.executable, str(PY_UPSTREAM), "--transport", transport], PY_UPSTREAM_LINE
+        )
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
@@ -237,9 +263,71 @@ def _toml_value(v) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
     return json.dumps(str(v))
+
+
+# Stdio upstreams (`command = [...]`): the programs Tether runs as its children.
+# server-everything runs under loopback-only.cjs too: over stdio it should not listen at
+# all, and if it ever did, the preload keeps it on 127.0.0.1.
+EVERYTHING_STDIO_COMMAND = ["node", "--require", str(LOOPBACK_PRELOAD), str(EVERYTHING_JS), "stdio"]
+PY_STDIO_COMMAND = [sys.executable, str(PY_UPSTREAM), "--transport", "stdio"]
+
+
+def child_processes(parent: int) -> list[tuple[int, list[str]]]:
+    """Live (not zombie) processes whose parent is `parent`: (pid, argv) each, from /proc."""
+    found = []
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+            argv = (stat_path.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # The command name (field 2) may contain spaces and parentheses: split after its last ")".
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state != "Z":
+            found.append((int(stat_path.parent.name), [a.decode(errors="replace") for a in argv if a]))
+    return sorted(found)
+
+
+def listening_sockets(port: int | None = None, pid: int | None = None) -> list[str]:
+    """Local addresses (`127.0.0.1:PORT`, `[hex]:PORT`) of the TCP sockets in LISTEN state, from
+    /proc/net/tcp{,6}; only those on `port`, and/or only those open in process `pid`."""
+    inodes = None
+    if pid is not None:
+        inodes = set()
+        # os.listdir raises when the process's fds cannot be read: never a silent "no sockets".
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = []
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            addr_hex, port_hex = local.split(":")
+            if state != "0A" or (port is not None and int(port_hex, 16) != port):
+                continue
+            if inodes is not None and inode not in inodes:
+                continue
+            if family == 4:
+                raw = bytes.fromhex(addr_hex)[::-1]
+                found.append(".".join(str(b) for b in raw) + f":{int(port_hex, 16)}")
+            else:
+                raw = b"".join(bytes.fromhex(addr_hex[i : i + 8])[::-1] for i in range(0, 32, 8))
+                found.append(f"[{raw.hex()}]:{int(port_hex, 16)}")
+    return found
 
 
 def _upstream_toml(name: str, spec: str | dict) -> str:

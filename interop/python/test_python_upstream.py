@@ -44,10 +44,11 @@ def count_of(result) -> int | None:
         return None
 
 
-async def bump(session: ClientSession, tool: str, n: int, where: str, label: str) -> None:
+async def bump(session: ClientSession, tool: str, n: int, where: str, label: str, report=msg) -> None:
+    """Calls the counter tool n times; the k-th call must return count k. `report` words failures."""
     for i in range(n):
         r = await session.call_tool(tool, {})
-        assert not r.is_error and count_of(r) == i + 1, msg(
+        assert not r.is_error and count_of(r) == i + 1, report(
             f"tools/call {tool} #{i + 1} (session {label}) via {where}", f"count {i + 1}", dump(r)
         )
 

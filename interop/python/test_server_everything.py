@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
+from conftest import listening_sockets
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from test_python_sdk import (
@@ -35,29 +36,6 @@ pytestmark = pytest.mark.anyio
 
 def msg(op: str, expected: str, got: Any) -> str:
     return f"{PEER} (client {CLIENT}) {op}: expected {expected}, got {got!r}"
-
-
-def listening_sockets(port: int) -> list[str]:
-    """Local addresses of the TCP sockets in LISTEN state on `port` (from /proc/net/tcp{,6})."""
-    found = []
-    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
-        try:
-            lines = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, state = fields[1], fields[3]
-            addr_hex, port_hex = local.split(":")
-            if state != "0A" or int(port_hex, 16) != port:
-                continue
-            if family == 4:
-                raw = bytes.fromhex(addr_hex)[::-1]
-                found.append(".".join(str(b) for b in raw) + f":{port}")
-            else:
-                raw = b"".join(bytes.fromhex(addr_hex[i : i + 8])[::-1] for i in range(0, 32, 8))
-                found.append(f"[{raw.hex()}]:{port}")
-    return found
 
 
 def test_bound_to_loopback_only(everything_server):

@@ -1,21 +1,30 @@
 """An upstream MCP server built with the official Python SDK (`mcp` 2.x, `MCPServer`),
-used by test_python_upstream.py as a peer nobody here wrote.
+used by test_python_upstream.py and test_stdio_upstreams.py as a peer nobody here wrote.
 
-    python counter_server.py
+    python counter_server.py [--transport streamable-http|sse|stdio]
 
-Binds 127.0.0.1 on a free port (the OS picks it) and prints exactly one line
-`python upstream listening on http://127.0.0.1:PORT/mcp` on stdout.
+`streamable-http` (default) and `sse` bind 127.0.0.1 on a free port (the OS
+picks it) and print exactly one line on stdout:
+`python upstream listening on http://127.0.0.1:PORT/mcp` (Streamable HTTP,
+stateful: legacy era, initialize + Mcp-Session-Id), or
+`python upstream listening on http://127.0.0.1:PORT/sse` (the 2024-11-05
+HTTP+SSE transport: `GET /sse` opens a session's stream, whose `endpoint`
+event names `/messages/?session_id=...`). `stdio` serves one client over
+stdin/stdout (one JSON-RPC message per line) and prints nothing else there.
 
-Streamable HTTP, stateful (legacy era: initialize + Mcp-Session-Id). Tools:
+Tools:
 - `counter_increment` / `counter_get`: a counter per MCP session (keyed by the
-  `Mcp-Session-Id` request header); text is the count, structuredContent `{"count": n}`.
+  `Mcp-Session-Id` request header, the HTTP+SSE `session_id`, or the process
+  on stdio, which serves one session); text is the count, structuredContent `{"count": n}`.
 - `echo {text}`, `slow_count {steps}` (progress notifications).
 A resource `py://hello`, a prompt `greet {name}`.
 
-`GET /stats` (plain HTTP, not MCP) returns what the server saw:
-`{"initializes": n, "sessions": [ids that called a tool], "deletes": n}`;
-initializes are counted by an SDK `ServerMiddleware` (every `initialize`
-request the runner handled), deletes by an ASGI wrapper (HTTP DELETE answered 2xx).
+`GET /stats` (plain HTTP, not MCP; not on stdio) returns what the server saw:
+`{"initializes": n, "sessions": [ids that called a tool], "deletes": n,
+"sse_opened": n, "sse_closed": n}`; initializes are counted by an SDK
+`ServerMiddleware` (every `initialize` request the runner handled), deletes by
+an ASGI wrapper (HTTP DELETE answered 2xx), and HTTP+SSE streams by another
+(`sse_opened`: GET /sse answered 200; `sse_closed`: such a stream ended).
 
 DNS-rebinding protection stays on, with the loopback Host/Origin values allowed
 explicitly (`transport_security`), so requests forwarded by a gateway on
@@ -24,7 +33,9 @@ loopback are accepted.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import socket
 import sys
 from typing import Any
@@ -37,8 +48,9 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
-STATS: dict[str, Any] = {"initializes": 0, "deletes": 0}
-COUNTERS: dict[str, int] = {}  # Mcp-Session-Id -> count
+STATS: dict[str, Any] = {"initializes": 0, "deletes": 0, "sse_opened": 0, "sse_closed": 0}
+COUNTERS: dict[str, int] = {}  # session key -> count
+TRANSPORT = "streamable-http"  # set by main()
 
 
 async def count_initializations(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -51,7 +63,16 @@ mcp = MCPServer("tether-interop-python-upstream", version="1.0.0", middleware=[c
 
 
 def _session_key(ctx: Context) -> str:
+    if TRANSPORT == "stdio":
+        # One client per process: the process is the session.
+        return f"stdio-{os.getpid()}"
     req = ctx.request_context.request
+    if TRANSPORT == "sse":
+        # The message POST carries the HTTP+SSE session in its query string.
+        sid = req.query_params.get("session_id") if req is not None else None
+        if not sid:
+            raise ValueError("no session_id on this HTTP+SSE message")
+        return sid
     sid = req.headers.get("mcp-session-id") if req is not None else None
     if not sid:
         # A stateless (modern-era or sessionless) request: no per-session state is possible.
@@ -118,21 +139,56 @@ def count_deletes(app):
     return wrapped
 
 
+def count_sse_streams(app):
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != "/sse":
+            return await app(scope, receive, send)
+        opened = False
+
+        async def send_and_count(message):
+            nonlocal opened
+            # Only the first response start counts: after the stream ends the SDK's
+            # endpoint returns a (discarded) second response for the same request.
+            if message["type"] == "http.response.start" and message["status"] == 200 and not opened:
+                opened = True
+                STATS["sse_opened"] += 1
+            await send(message)
+
+        try:
+            return await app(scope, receive, send_and_count)
+        finally:
+            if opened:
+                STATS["sse_closed"] += 1
+
+    return wrapped
+
+
 def main() -> None:
+    global TRANSPORT
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transport", choices=["streamable-http", "sse", "stdio"], default="streamable-http")
+    TRANSPORT = parser.parse_args().transport
+    if TRANSPORT == "stdio":
+        mcp.run("stdio")
+        return
+
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=["127.0.0.1:*", "localhost:*"],
         allowed_origins=["http://127.0.0.1:*", "http://localhost:*"],
     )
-    app = mcp.streamable_http_app(transport_security=security, host="127.0.0.1")
+    if TRANSPORT == "sse":
+        app, path = count_sse_streams(mcp.sse_app(transport_security=security, host="127.0.0.1")), "/sse"
+    else:
+        app, path = count_deletes(mcp.streamable_http_app(transport_security=security, host="127.0.0.1")), "/mcp"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(count_deletes(app), log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    print(f"python upstream listening on http://127.0.0.1:{port}/mcp", flush=True)
+    print(f"python upstream listening on http://127.0.0.1:{port}{path}", flush=True)
     asyncio.run(server.serve(sockets=[sock]))
 
 

@@ -6,6 +6,9 @@
 //! cargo build --release && target/release/tether-bench [--seconds 5] [--concurrency 1,64]
 //! ```
 
+mod idle;
+mod transports;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +54,14 @@ struct Args {
     /// The Python load driver.
     #[arg(long, default_value = "interop/bench/python_client.py")]
     python_driver: std::path::PathBuf,
+    /// Instead of load: per-call cost of the HTTP+SSE and stdio transports on
+    /// each side of Tether, against the same transport spoken directly.
+    #[arg(long)]
+    transports: bool,
+    /// Instead of load: Tether's memory with this many open, idle HTTP+SSE
+    /// client sessions.
+    #[arg(long, value_name = "N")]
+    idle_sse: Option<usize>,
 }
 
 /// The client that drives the load.
@@ -278,6 +289,16 @@ async fn main() {
         drop(gateway);
         for store in &args.session_stores {
             sessions_report(&bin, &upstream.1, store, &dir).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    if args.transports || args.idle_sse.is_some() {
+        drop(gateway);
+        if let Some(n) = args.idle_sse {
+            idle::report(&bin, &dir, &upstream.1, n).await;
+        } else {
+            transports::report(&bin, &dir, &args).await;
         }
         let _ = std::fs::remove_dir_all(&dir);
         return;

@@ -38,7 +38,7 @@ pub enum Client {
         stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
         waiters: Waiters,
         next: AtomicU64,
-        _child: tokio::process::Child,
+        _child: Box<tokio::process::Child>,
     },
 }
 
@@ -141,7 +141,7 @@ impl Client {
             stdin: tokio::sync::Mutex::new(child.stdin.take().expect("stdin")),
             waiters,
             next: AtomicU64::new(1),
-            _child: child,
+            _child: Box::new(child),
         }
     }
 

@@ -68,7 +68,7 @@ pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Scripts and tests read this line to find the port when listening on :0.
     println!("tether listening on http://{addr}/mcp");
     tracing::info!(%addr, "tether listening");
-    let listener = downstream::Listener::new(listener, send_timeout);
+    let listener = downstream::Listener::new(listener, send_timeout, app.clone())?;
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server =
         axum::serve(listener, downstream::router(app.clone())).with_graceful_shutdown(async {

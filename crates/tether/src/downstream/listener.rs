@@ -1,32 +1,99 @@
-//! Accepted connections: `TCP_NODELAY`, and a write-stall timeout that cuts
-//! off a peer which stopped reading (DESIGN invariant 9). A response blocked
-//! on a full socket for longer than the send timeout fails the connection,
-//! which ends its body — and so runs the cleanup of a stream bound to it.
+//! Accepted connections: `TCP_NODELAY`, a write-stall timeout that cuts off
+//! a peer which stopped reading (DESIGN invariant 9), and the choice between
+//! the router and the lean SSE path. A response blocked on a full socket for
+//! longer than the send timeout fails the connection, which ends its body —
+//! and so runs the cleanup of a stream bound to it.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
-/// A TCP listener whose connections time out stalled writes.
+use super::App;
+
+/// How long a new connection may stay silent before it is handed to the
+/// router anyway (which then waits for its request as usual).
+const CLASSIFY_WAIT: Duration = Duration::from_secs(10);
+/// Accepted connections waiting for the router.
+const BACKLOG: usize = 1024;
+
+type Accepted = (StallGuarded<TcpStream>, SocketAddr);
+
+/// The TCP listener: connections time out stalled writes, and a connection
+/// that opens with an SSE stream request is served on the lean path
+/// ([`super::direct`]); the rest go to the router.
 pub struct Listener {
-    inner: TcpListener,
-    send_timeout: Duration,
+    accepted: mpsc::Receiver<Accepted>,
+    local: SocketAddr,
+    acceptor: tokio::task::AbortHandle,
 }
 
 impl Listener {
-    /// Wraps a bound listener.
-    pub fn new(inner: TcpListener, send_timeout: Duration) -> Self {
-        Listener {
-            inner,
-            send_timeout,
-        }
+    /// Starts accepting on `inner` for `app`.
+    pub fn new(inner: TcpListener, send_timeout: Duration, app: Arc<App>) -> io::Result<Self> {
+        let local = inner.local_addr()?;
+        let (tx, accepted) = mpsc::channel(BACKLOG);
+        let acceptor = tokio::spawn(accept(inner, send_timeout, app, tx)).abort_handle();
+        Ok(Listener {
+            accepted,
+            local,
+            acceptor,
+        })
+    }
+}
+
+/// Stops accepting (graceful shutdown drops the listener); streams already
+/// served on the lean path end with their sessions.
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+async fn accept(
+    inner: TcpListener,
+    send_timeout: Duration,
+    app: Arc<App>,
+    router: mpsc::Sender<Accepted>,
+) {
+    loop {
+        let (tcp, addr) = match inner.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors or a connection reset before accept:
+            // pause briefly instead of spinning.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (app, router) = (app.clone(), router.clone());
+        tokio::spawn(async move {
+            let io = StallGuarded::new(tcp, send_timeout);
+            if opens_stream(io.get_ref()).await {
+                super::direct::serve(app, io).await;
+            } else {
+                let _ = router.send((io, addr)).await;
+            }
+        });
+    }
+}
+
+/// Whether the connection's first bytes ask for an SSE stream (peeked, not consumed).
+async fn opens_stream(tcp: &TcpStream) -> bool {
+    let mut start = [0u8; 64];
+    match tokio::time::timeout(CLASSIFY_WAIT, tcp.peek(&mut start)).await {
+        Ok(Ok(n)) => super::direct::is_stream_request(&start[..n]),
+        _ => false,
     }
 }
 
@@ -35,24 +102,15 @@ impl axum::serve::Listener for Listener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((tcp, addr)) => {
-                    let _ = tcp.set_nodelay(true);
-                    return (StallGuarded::new(tcp, self.send_timeout), addr);
-                }
-                // Out of descriptors or a connection reset before accept:
-                // pause briefly instead of spinning.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The acceptor only stops with the listener.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Ok(self.local)
     }
 }
 
@@ -73,6 +131,11 @@ impl<S> StallGuarded<S> {
             limit,
             stalled: None,
         }
+    }
+
+    /// The guarded stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
     }
 
     /// Passes a ready result through (disarming the timer) or, while the

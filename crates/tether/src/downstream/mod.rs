@@ -2,6 +2,7 @@
 //! `/sse` + `/message` (also under `/u/<upstream>/`), health and metrics.
 
 mod describe;
+mod direct;
 mod edge;
 mod listener;
 mod mcp;

@@ -180,8 +180,32 @@ fn busy(status: StatusCode, text: &'static str) -> Response {
 }
 
 async fn open(app: Arc<App>, scope: Scope, req: Request) -> Response {
+    if req.method() != Method::GET {
+        return only("GET");
+    }
+    open_stream(&app, scope, req.headers())
+}
+
+/// `GET` on an SSE path served outside the HTTP stack (see `direct`):
+/// `/sse` or `/u/<upstream>/sse`.
+pub(super) fn open_path(app: &Arc<App>, path: &str, headers: &HeaderMap) -> Response {
+    let scope = match path
+        .strip_prefix("/u/")
+        .and_then(|p| p.strip_suffix("/sse"))
+    {
+        None => Scope::Federated,
+        Some(name) => match app.gateway.upstream(name) {
+            Some(up) => Scope::Single(up.name.clone()),
+            None => return no_upstream(name),
+        },
+    };
+    open_stream(app, scope, headers)
+}
+
+/// Opens a session's stream (after the edge checks and the session cap).
+fn open_stream(app: &Arc<App>, scope: Scope, headers: &HeaderMap) -> Response {
     let start = Instant::now();
-    let resp = open_stream(&app, scope, &req);
+    let resp = new_stream(app, scope, headers);
     app.metrics.record(
         metrics::kind_slot(metrics::Kind::Stream),
         resp.status().as_u16(),
@@ -190,11 +214,8 @@ async fn open(app: Arc<App>, scope: Scope, req: Request) -> Response {
     resp
 }
 
-fn open_stream(app: &Arc<App>, scope: Scope, req: &Request) -> Response {
-    if req.method() != Method::GET {
-        return only("GET");
-    }
-    if let Err(rejection) = app.edge.check(req.headers()) {
+fn new_stream(app: &Arc<App>, scope: Scope, headers: &HeaderMap) -> Response {
+    if let Err(rejection) = app.edge.check(headers) {
         return edge_response(rejection);
     }
     // Streams not yet initialized count against the session cap too.

@@ -73,6 +73,23 @@ enum Command {
     },
 }
 
+/// Lets the gateway hold as many connections (and stdio pipes) as the
+/// system allows: the soft open-file limit is often far below the hard one.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
     explicit.or_else(|| {
         let default = PathBuf::from("tether.toml");
@@ -88,6 +105,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, never in files or log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tether::install_crypto_provider();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -101,6 +120,7 @@ fn main() -> std::process::ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
             Command::Serve { config, listen } => {
+                raise_open_file_limit();
                 let mut config = Config::load(config_path(config).as_deref())?;
                 if let Some(listen) = listen {
                     config.server.listen = listen;

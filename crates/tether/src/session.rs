@@ -807,6 +807,48 @@ pub fn is_valid_session_id(id: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn registry() -> SessionRegistry {
+        let limits = RegistryLimits {
+            max_sessions: 10,
+            idle_ttl: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(1),
+            max_per_principal: 10,
+            absolute_ttl: None,
+        };
+        let store = Arc::new(Store::Memory(Mutex::new(HashMap::new())));
+        SessionRegistry::new(store, &[], limits, Arc::new(Metrics::default()))
+    }
+
+    #[tokio::test]
+    async fn sessions_bound_to_a_stream_are_never_served_elsewhere() {
+        let reg = registry();
+        let id = new_session_id();
+        let held = reg
+            .create(
+                Scope::Federated,
+                Era::Legacy,
+                "2024-11-05".into(),
+                ClientIdentity::tether(),
+                Some(&id),
+            )
+            .await
+            .unwrap();
+        assert_eq!(held.id, id);
+        assert!(held.stream_bound);
+        assert!(held.record().scope.starts_with(STREAM_BOUND_MARK));
+        assert!(reg.find(&id).await.is_none(), "not over Streamable HTTP");
+        // Not from the store either (as another node would see it).
+        reg.unregister(&id);
+        assert!(reg.find(&id).await.is_none());
+        let record = reg.store.load(&id).await.unwrap().unwrap();
+        let restored = reg.restore(record).unwrap();
+        assert!(
+            restored.stream_bound,
+            "the reaper restores it as what it was"
+        );
+        assert_eq!(restored.scope, Scope::Federated);
+    }
+
     #[test]
     fn session_ids_are_long_random_and_valid() {
         let a = new_session_id();

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 /// A child process killed on drop.
 pub struct Proc {
     child: Child,
+    /// Lines the process wrote on stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Base URL, e.g. `http://127.0.0.1:1234`.
     pub base: String,
     _dir: Option<TempDir>,
@@ -41,6 +43,11 @@ impl Proc {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// What the process has written on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     /// The process id.
@@ -143,15 +150,24 @@ fn spawn(args: &[&str], dir: Option<TempDir>) -> Proc {
 fn spawn_env(args: &[&str], dir: Option<TempDir>, env: &[(&str, &str)]) -> Proc {
     let mut child = Command::new(binary())
         .args(args)
-        .envs(env.iter().copied())
         .env(
             "TETHER_LOG",
             std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("tether binary starts");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            sink.lock().unwrap().push(line);
+        }
+    });
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -168,6 +184,7 @@ fn spawn_env(args: &[&str], dir: Option<TempDir>, env: &[(&str, &str)]) -> Proc 
     let base = url.trim_end_matches("/mcp").to_string();
     Proc {
         child,
+        log,
         base,
         _dir: dir,
     }

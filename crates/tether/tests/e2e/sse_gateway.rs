@@ -235,3 +235,50 @@ async fn a_dead_sse_upstream_session_is_replaced() {
     assert_eq!(text(&result), "1", "a fresh upstream session");
     assert_eq!(up.stats().await["sse_sessions"], 1);
 }
+
+#[tokio::test]
+async fn a_stream_asked_for_later_on_a_kept_alive_connection_works_too() {
+    // The first request decides the lean path; a connection that starts with
+    // another request gets its stream from the router.
+    let up = demo("legacy");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("ok\n") {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    write!(
+        tcp,
+        "GET /sse HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    seen.clear();
+    let endpoint = loop {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "stream closed early");
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(line) = text.lines().find(|l| l.starts_with("data: /message")) {
+            break line.trim_start_matches("data: ").to_owned();
+        }
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {
+        "protocolVersion": "2024-11-05", "capabilities": {},
+        "clientInfo": {"name": "kept-alive", "version": "1"}}});
+    assert_eq!(
+        post(&format!("{}{endpoint}", gw.base), init.to_string()).await,
+        202
+    );
+    seen.clear();
+    while !String::from_utf8_lossy(&seen).contains("\"protocolVersion\"") {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "stream closed before the initialize result");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Legacy, Proc, binary, tether, text};
+use crate::harness::{Legacy, Proc, binary, tether, tether_env, text};
 use crate::isolation::counters_stay_apart;
 
 /// Config for the demo upstream over stdio as "demo".
@@ -133,4 +133,25 @@ async fn progress_streams_through_a_process() {
             .all(|m| m["params"]["progressToken"] == "tok")
     );
     assert!(reply.last()["result"].is_object());
+}
+
+#[tokio::test]
+async fn the_process_stderr_is_logged_under_the_upstream_name() {
+    let config = format!(
+        "[[upstreams]]\nname = \"noisy\"\ncommand = [\"sh\", \"-c\", \"echo warming-up-{{}} >&2; exec {} demo-upstream --stdio\"]\nenv = {{ GREETING = \"x\" }}\n",
+        binary()
+    )
+    .replace("{}", "$GREETING");
+    let gw = tether_env(&config, &[("TETHER_LOG", "info")]);
+    let c = Legacy::connect(&gw.mcp()).await;
+    c.call("noisy__echo", json!({"text": "hi"})).await;
+    for _ in 0..50 {
+        let log = gw.log();
+        if let Some(line) = log.lines().find(|l| l.contains("warming-up-x")) {
+            assert!(line.contains("upstream=noisy"), "{line}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stderr line not logged:\n{}", gw.log());
 }

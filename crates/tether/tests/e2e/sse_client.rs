@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tether::sse::{Decoder, Event};
 
-use crate::harness::{Proc, http};
+use crate::harness::{Proc, http, text};
 
 /// One HTTP+SSE session: its open stream and the endpoint it named.
 pub struct SseSession {
@@ -124,6 +124,32 @@ impl SseSession {
         self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .await;
         result
+    }
+
+    /// Runs the demo's `progress` tool (its notifications come first on the
+    /// stream) and `sample` (a server→client request answered by POST);
+    /// `prefix` is how the demo's tools are named where this session is.
+    pub async fn progress_then_sampling(&mut self, prefix: &str) {
+        let done = self
+        .request_after(
+            "tools/call",
+            json!({"name": &format!("{prefix}progress"), "arguments": {"steps": 2, "delay_ms": 10},
+                "_meta": {"progressToken": "p"}}),
+            &["notifications/progress", "notifications/progress"],
+        )
+        .await;
+        assert_eq!(text(&done["result"]), "completed 2 steps");
+        self.send(&json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+        "params": {"name": &format!("{prefix}sample"), "arguments": {"prompt": "say hi"}}}))
+            .await;
+        let ask = self.next_message().await;
+        assert_eq!(ask["method"], "sampling/createMessage", "{ask}");
+        self.send(&json!({"jsonrpc": "2.0", "id": ask["id"], "result": {
+        "role": "assistant", "model": "test", "content": {"type": "text", "text": "hi!"}}}))
+            .await;
+        let answer = self.next_message().await;
+        assert_eq!(answer["id"], 99);
+        assert_eq!(text(&answer["result"]), "sampled: hi!");
     }
 
     pub async fn count(&mut self, tool: &str) -> u64 {

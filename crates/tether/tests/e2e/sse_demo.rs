@@ -69,27 +69,7 @@ async fn progress_and_sampling_travel_on_the_stream() {
     let up = demo("dual");
     let mut s = SseSession::open(&up).await;
     s.initialize(json!({"sampling": {}})).await;
-    let done = s
-        .request_after(
-            "tools/call",
-            json!({"name": "progress", "arguments": {"steps": 2, "delay_ms": 10},
-                "_meta": {"progressToken": "p"}}),
-            &["notifications/progress", "notifications/progress"],
-        )
-        .await;
-    assert_eq!(text(&done["result"]), "completed 2 steps");
-    // A server→client request arrives on the stream; its answer is POSTed back.
-    s.send(&json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
-        "params": {"name": "sample", "arguments": {"prompt": "say hi"}}}))
-        .await;
-    let ask = s.next_message().await;
-    assert_eq!(ask["method"], "sampling/createMessage", "{ask}");
-    s.send(&json!({"jsonrpc": "2.0", "id": ask["id"], "result": {
-        "role": "assistant", "model": "test", "content": {"type": "text", "text": "hi!"}}}))
-        .await;
-    let answer = s.next_message().await;
-    assert_eq!(answer["id"], 99);
-    assert_eq!(text(&answer["result"]), "sampled: hi!");
+    s.progress_then_sampling("").await;
 }
 
 #[tokio::test]

@@ -45,26 +45,7 @@ async fn progress_and_sampling_cross_the_sse_stream() {
     let gw = tether(&config(&[("demo", &up.mcp())], ""));
     let mut s = SseSession::open(&gw).await;
     s.initialize(json!({"sampling": {}})).await;
-    let done = s
-        .request_after(
-            "tools/call",
-            json!({"name": "demo__progress", "arguments": {"steps": 2, "delay_ms": 10},
-                "_meta": {"progressToken": "p"}}),
-            &["notifications/progress", "notifications/progress"],
-        )
-        .await;
-    assert_eq!(text(&done["result"]), "completed 2 steps");
-    s.send(&json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
-        "params": {"name": "demo__sample", "arguments": {"prompt": "say hi"}}}))
-        .await;
-    let ask = s.next_message().await;
-    assert_eq!(ask["method"], "sampling/createMessage", "{ask}");
-    s.send(&json!({"jsonrpc": "2.0", "id": ask["id"], "result": {
-        "role": "assistant", "model": "test", "content": {"type": "text", "text": "hi!"}}}))
-        .await;
-    let answer = s.next_message().await;
-    assert_eq!(answer["id"], 99);
-    assert_eq!(text(&answer["result"]), "sampled: hi!");
+    s.progress_then_sampling("demo__").await;
 }
 
 #[tokio::test]
@@ -111,18 +92,30 @@ fn stalled_stream(gw: &Proc) -> (std::net::TcpStream, String) {
         "GET /sse HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
     )
     .unwrap();
+    let endpoint = read_until(&mut tcp, "data: /message");
+    let endpoint = endpoint
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap()
+        .to_owned();
+    (tcp, endpoint)
+}
+
+/// Reads from a raw stream until what arrived contains `needle`; the line
+/// holding it and everything after.
+fn read_until(tcp: &mut std::net::TcpStream, needle: &str) -> String {
     let mut seen = Vec::new();
-    let mut buf = [0u8; 1024];
-    let endpoint = loop {
+    let mut buf = [0u8; 4096];
+    loop {
         let n = tcp.read(&mut buf).unwrap();
-        assert!(n > 0, "stream closed early");
+        assert!(n > 0, "the stream closed before {needle:?}");
         seen.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&seen);
-        if let Some(line) = text.lines().find(|l| l.starts_with("data: /message")) {
-            break line.trim_start_matches("data: ").to_owned();
+        if let Some(at) = text.find(needle) {
+            let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            return text[line_start..].to_owned();
         }
-    };
-    (tcp, endpoint)
+    }
 }
 
 #[tokio::test]
@@ -246,28 +239,18 @@ async fn a_stream_asked_for_later_on_a_kept_alive_connection_works_too() {
     let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(tcp, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("ok\n") {
-        let n = tcp.read(&mut buf).unwrap();
-        assert!(n > 0);
-        seen.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut tcp, "ok\n");
     write!(
         tcp,
         "GET /sse HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
     )
     .unwrap();
-    seen.clear();
-    let endpoint = loop {
-        let n = tcp.read(&mut buf).unwrap();
-        assert!(n > 0, "stream closed early");
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen);
-        if let Some(line) = text.lines().find(|l| l.starts_with("data: /message")) {
-            break line.trim_start_matches("data: ").to_owned();
-        }
-    };
+    let endpoint = read_until(&mut tcp, "data: /message");
+    let endpoint = endpoint
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("data: ");
     let init = json!({"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {
         "protocolVersion": "2024-11-05", "capabilities": {},
         "clientInfo": {"name": "kept-alive", "version": "1"}}});
@@ -275,10 +258,5 @@ async fn a_stream_asked_for_later_on_a_kept_alive_connection_works_too() {
         post(&format!("{}{endpoint}", gw.base), init.to_string()).await,
         202
     );
-    seen.clear();
-    while !String::from_utf8_lossy(&seen).contains("\"protocolVersion\"") {
-        let n = tcp.read(&mut buf).unwrap();
-        assert!(n > 0, "stream closed before the initialize result");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut tcp, "\"protocolVersion\"");
 }

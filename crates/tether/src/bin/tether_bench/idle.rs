@@ -6,29 +6,19 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::{rss_kib, spawn};
+use super::{rss_kib, serve_with};
 
 /// Opens `n` initialized SSE sessions on a fresh gateway and prints its RSS.
 pub async fn report(bin: &std::path::Path, dir: &std::path::Path, upstream: &str, n: usize) {
-    let config = dir.join("idle-sse.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let gateway = serve_with(
+        bin,
+        dir,
+        "idle-sse.toml",
+        &format!(
             "[session]\nmax_sessions = {}\nmax_sessions_per_principal = {}\n[store]\nurl = \"memory\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{upstream}\"\n",
             n + 100,
             n + 100
         ),
-    )
-    .expect("config");
-    let gateway = spawn(
-        bin,
-        &[
-            "serve",
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
     );
     let base = gateway.1.trim_end_matches("/mcp").to_owned();
     let http = reqwest::Client::builder()

@@ -99,6 +99,22 @@ fn spawn(bin: &std::path::Path, args: &[&str]) -> Proc {
     Proc(child, url)
 }
 
+/// Starts `tether serve` on a free port with `config` (written to `dir/file`).
+fn serve_with(bin: &std::path::Path, dir: &std::path::Path, file: &str, config: &str) -> Proc {
+    let path = dir.join(file);
+    std::fs::write(&path, config).expect("config");
+    spawn(
+        bin,
+        &[
+            "serve",
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+}
+
 struct Session {
     url: String,
     id: Option<String>,
@@ -265,25 +281,14 @@ async fn main() {
     );
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("tether.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[session]\nmax_sessions = 100000\n[store]\nurl = \"{}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
-            args.store,
-            upstream.1
-        ),
-    )
-    .expect("config");
-    let gateway = spawn(
+    let gateway = serve_with(
         &bin,
-        &[
-            "serve",
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
+        &dir,
+        "tether.toml",
+        &format!(
+            "[session]\nmax_sessions = 100000\n[store]\nurl = \"{}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+            args.store, upstream.1
+        ),
     );
     if args.sessions {
         drop(gateway);
@@ -464,21 +469,11 @@ async fn sessions_report(
     } else {
         store.to_owned()
     };
-    let config = dir.join(format!("sessions-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "[session]\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n[store]\nurl = \"{url}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{upstream}\"\n"
-        ),
-    )
-    .expect("config");
-    let config = config.to_str().expect("utf-8 path");
-    let node = |_: u8| {
-        spawn(
-            bin,
-            &["serve", "--config", config, "--listen", "127.0.0.1:0"],
-        )
-    };
+    let config = format!(
+        "[session]\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n[store]\nurl = \"{url}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{upstream}\"\n"
+    );
+    let file = format!("sessions-{}.toml", std::process::id());
+    let node = |_: u8| serve_with(bin, dir, &file, &config);
     let (a, b) = (node(0), node(1));
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)

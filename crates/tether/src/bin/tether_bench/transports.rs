@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use super::{Proc, Session, median, open, pct, post, spawn};
+use super::{Proc, Session, median, open, pct, post, serve_with, spawn};
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
@@ -286,10 +286,11 @@ pub async fn report(bin: &std::path::Path, dir: &std::path::Path, args: &super::
         ],
     );
     let base = upstream.1.trim_end_matches("/mcp").to_owned();
-    let config = dir.join("transports.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let gateway: Proc = serve_with(
+        bin,
+        dir,
+        "transports.toml",
+        &format!(
             "[session]\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n[store]\nurl = \"memory\"\n\
              [[upstreams]]\nname = \"http\"\nurl = \"{}\"\ntransport = \"streamable-http\"\n\
              [[upstreams]]\nname = \"sse\"\nurl = \"{base}/sse\"\ntransport = \"sse\"\n\
@@ -297,17 +298,6 @@ pub async fn report(bin: &std::path::Path, dir: &std::path::Path, args: &super::
             upstream.1,
             bin.display()
         ),
-    )
-    .expect("config");
-    let gateway: Proc = spawn(
-        bin,
-        &[
-            "serve",
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
     );
     let gw_base = gateway.1.trim_end_matches("/mcp").to_owned();
     let cases: [(&str, Target, &str, Target, &str); 4] = [

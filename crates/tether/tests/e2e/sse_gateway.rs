@@ -79,6 +79,20 @@ async fn session_ids_and_bodies_are_checked_before_anything_else() {
     let elsewhere = format!("{}/u/demo{}", gw.base, s.endpoint);
     assert_eq!(post(&elsewhere, ping.clone()).await, 404);
     assert_eq!(s.post_raw("{not json".into()).await, 400);
+    // The stream itself passes the same edge checks as every endpoint.
+    let forged = crate::harness::http()
+        .get(format!("{}/sse", gw.base))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let unknown_upstream = crate::harness::http()
+        .get(format!("{}/u/nope/sse", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown_upstream.status(), 404);
     assert_eq!(s.post_raw(ping).await, 202);
 }
 

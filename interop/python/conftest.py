@@ -140,9 +140,20 @@ class Gateway(Proc):
                 out[key] = float(value)
         return out
 
-    def children(self) -> list[tuple[int, list[str]]]:
-        """The processes this gateway started (stdio upstreams): (pid, argv) each."""
-        return child_processes(self.popen.pid)
+    def endpoint(self, upstream: str, kind: str) -> tuple[str, str, str]:
+        """(URL, tool-name prefix, path) of the federated `/mcp` (kind "federated", names
+        `<upstream>__...`) or of the single-upstream `/u/<upstream>/mcp` (kind "single")."""
+        if kind == "federated":
+            return self.url, f"{upstream}__", "/mcp"
+        if kind == "single":
+            return self.single(upstream), "", f"/u/{upstream}/mcp"
+        raise ValueError(f"unknown endpoint kind {kind!r}")
+
+    def children(self, running: str | Path | None = None) -> list[tuple[int, list[str]]]:
+        """The processes this gateway started (stdio upstreams): (pid, argv) each; with
+        `running`, only those with that program (a path) among their arguments."""
+        kids = child_processes(self.popen.pid)
+        return kids if running is None else [(pid, argv) for pid, argv in kids if str(running) in argv]
 
 
 class Launcher:
@@ -369,6 +380,18 @@ def gateway_legacy(launcher, legacy_upstream) -> Gateway:
 def gateway_modern(launcher, modern_upstream) -> Gateway:
     """Tether federating one modern-era (2026-07-28) demo upstream named `demo`."""
     return launcher.gateway({"demo": modern_upstream.url})
+
+
+@pytest.fixture
+def era_upstream(launcher, era) -> Upstream:
+    """A demo upstream of the era the test is parametrized with (`era`: legacy, modern or dual)."""
+    return launcher.upstream(era)
+
+
+@pytest.fixture
+def era_gateway(launcher, era_upstream) -> Gateway:
+    """Tether federating `era_upstream` as `demo`."""
+    return launcher.gateway({"demo": era_upstream.url})
 
 
 @pytest.hookimpl(wrapper=True)

@@ -16,74 +16,29 @@ names the peer, the operation and what came back.
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+import functools
 
-import anyio
-import httpx2
 import pytest
 
-import mcp.types as types
+from checks import (
+    SseWire,
+    bounded,
+    dump,
+    expect_text,
+    progress_before_result,
+    reporter,
+    sampling_round_trip,
+    sse_session,
+    text_of,
+    texts,
+    tool_names,
+    wait_for_stats,
+)
 from mcp import ClientSession
-from mcp.client.sse import sse_client
-from test_python_sdk import HANDSHAKE_VERSIONS, REQUEST_TIMEOUT_S, Wire, bounded, dump, text_of, wait_for_stats
 
-PEER = "python-sdk-sse"
+msg = reporter("python-sdk-sse")
 
 pytestmark = pytest.mark.anyio
-
-
-def msg(op: str, expected: str, got: Any) -> str:
-    return f"{PEER} {op}: expected {expected}, got {got!r}"
-
-
-@dataclass
-class SseWire(Wire):
-    """`Wire`, plus the full URL (with its query string) of every request."""
-
-    urls: list[tuple[str, str]] = field(default_factory=list)
-
-    async def on_request(self, req: httpx2.Request) -> None:
-        self.urls.append((req.method, str(req.url)))
-        await super().on_request(req)
-
-    def message_session_ids(self) -> set[str | None]:
-        """The `session_id` query values of the message POSTs."""
-        return {parse_qs(urlsplit(url).query).get("session_id", [None])[0] for m, url in self.urls if m == "POST"}
-
-
-@asynccontextmanager
-async def sse_session(url: str, wire: SseWire | None = None, **session_kwargs):
-    """ClientSession over the SDK's `sse_client(url)`, after the initialize handshake.
-
-    Every HTTP request and response of the transport is recorded in `wire`."""
-    wire = wire if wire is not None else SseWire()
-
-    def client_factory(headers=None, timeout=None, auth=None) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(
-            headers=headers,
-            timeout=timeout,
-            auth=auth,
-            event_hooks={"request": [wire.on_request], "response": [wire.on_response]},
-        )
-
-    async with sse_client(
-        url, timeout=REQUEST_TIMEOUT_S, sse_read_timeout=60, httpx_client_factory=client_factory
-    ) as (read, write):
-        async with ClientSession(
-            read,
-            write,
-            read_timeout_seconds=REQUEST_TIMEOUT_S,
-            client_info=types.Implementation(name="tether-interop-sse", version="1"),
-            **session_kwargs,
-        ) as session:
-            init = await session.initialize()
-            assert init.protocol_version in HANDSHAKE_VERSIONS, msg(
-                f"initialize via {url}", f"a handshake-era protocolVersion {HANDSHAKE_VERSIONS}", dump(init)
-            )
-            yield session
 
 
 def check_wire(wire: SseWire, stream_path: str, message_path: str, where: str) -> str:
@@ -127,16 +82,13 @@ async def counter_and_isolation(gateway, upstream, endpoint: str, where: str) ->
     wire_a, wire_b = SseWire(), SseWire()
 
     async with sse_session(url, wire_a) as a:
-        tools = await a.list_tools()
-        names = sorted(t.name for t in tools.tools)
+        names = await tool_names(a)
         for tool in ("echo", "counter_increment", "counter_get", "progress"):
             assert f"{prefix}{tool}" in names, msg(f"tools/list via {where}", f"a tool named {prefix}{tool}", names)
         if not prefix:
             assert not any("__" in n for n in names), msg(f"tools/list via {where}", "unprefixed names only", names)
         echo = await a.call_tool(f"{prefix}echo", {"text": "héllo over sse"})
-        assert not echo.is_error and text_of(echo) == "héllo over sse", msg(
-            f"tools/call {prefix}echo via {where}", "text 'héllo over sse'", dump(echo)
-        )
+        expect_text(echo, "héllo over sse", f"tools/call {prefix}echo via {where}", msg)
         inc = f"{prefix}counter_increment"
         for i in range(1, 4):
             await increment(a, inc, i, f"tools/call {inc} #{i} (session A) via {where}")
@@ -171,10 +123,8 @@ async def counter_and_isolation(gateway, upstream, endpoint: str, where: str) ->
 
 @pytest.mark.parametrize("era", ["legacy", "dual"])
 @bounded
-async def test_counter_and_isolation_on_federated_sse(launcher, era):
-    upstream = launcher.upstream(era)
-    gateway = launcher.gateway({"demo": upstream.url})
-    await counter_and_isolation(gateway, upstream, "federated", f"tether /sse -> {era} upstream")
+async def test_counter_and_isolation_on_federated_sse(era_upstream, era_gateway, era):
+    await counter_and_isolation(era_gateway, era_upstream, "federated", f"tether /sse -> {era} upstream")
 
 
 @bounded
@@ -188,15 +138,12 @@ async def test_legacy_sse_client_reaches_modern_upstream(gateway_modern, modern_
     where = "tether /sse -> modern upstream"
     wire = SseWire()
     async with sse_session(gateway_modern.sse(), wire) as session:
-        names = sorted(t.name for t in (await session.list_tools()).tools)
+        names = await tool_names(session)
         assert "demo__echo" in names, msg(f"tools/list via {where}", "a tool named demo__echo", names)
         echo = await session.call_tool("demo__echo", {"text": "old transport, new era"})
-        assert not echo.is_error and text_of(echo) == "old transport, new era", msg(
-            f"tools/call demo__echo via {where}", "text 'old transport, new era'", dump(echo)
-        )
+        expect_text(echo, "old transport, new era", f"tools/call demo__echo via {where}", msg)
         readme = await session.read_resource("demo://readme")
-        got = [getattr(c, "text", None) for c in readme.contents]
-        assert got == ["Tether demo upstream"], msg(
+        assert texts(readme.contents) == ["Tether demo upstream"], msg(
             f"resources/read demo://readme via {where}", "one text content 'Tether demo upstream'", dump(readme)
         )
     check_wire(wire, "/sse", "/message", where)
@@ -208,33 +155,9 @@ async def test_legacy_sse_client_reaches_modern_upstream(gateway_modern, modern_
 
 @pytest.mark.parametrize("era", ["legacy", "modern"])
 @bounded
-async def test_progress_notifications_over_sse(launcher, era):
-    upstream = launcher.upstream(era)
-    gateway = launcher.gateway({"demo": upstream.url})
+async def test_progress_notifications_over_sse(era_gateway, era):
     where = f"tether /sse -> {era} upstream"
-    steps = 4
-    events: list[tuple[float, float | None, bool]] = []
-    returned = False
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        events.append((progress, total, returned))
-
-    async with sse_session(gateway.sse()) as session:
-        result = await session.call_tool(
-            "demo__progress", {"steps": steps, "delay_ms": 50}, progress_callback=on_progress
-        )
-        returned = True
-        # Give a late (out-of-order) notification the chance to show up.
-        await anyio.sleep(0.2)
-
-    op = f"tools/call demo__progress(steps={steps}) with progress_callback via {where}"
-    assert not result.is_error and text_of(result) == f"completed {steps} steps", msg(
-        op, f"text 'completed {steps} steps'", dump(result)
-    )
-    assert len(events) == steps, msg(op, f"{steps} progress callbacks", events)
-    assert all(not late for *_, late in events), msg(op, "every progress callback before call_tool returned", events)
-    progress = [e[0] for e in events]
-    assert all(a < b for a, b in zip(progress, progress[1:])), msg(op, "strictly increasing progress", events)
+    await progress_before_result(functools.partial(sse_session, era_gateway.sse()), where, msg)
 
 
 @bounded
@@ -242,26 +165,4 @@ async def test_sampling_over_sse(gateway_legacy):
     """A server->client request (sampling/createMessage) travels on the stream; the SDK
     POSTs its answer to the message endpoint, and Tether hands it to the upstream."""
     where = "tether /sse -> legacy upstream"
-    seen: list[types.CreateMessageRequestParams] = []
-
-    async def sampling_callback(context, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
-        seen.append(params)
-        return types.CreateMessageResult(
-            role="assistant",
-            content=types.TextContent(type="text", text="a reply over sse"),
-            model="interop-test-model",
-            stop_reason="endTurn",
-        )
-
-    async with sse_session(gateway_legacy.sse(), sampling_callback=sampling_callback) as session:
-        result = await session.call_tool("demo__sample", {"prompt": "say something"})
-
-    op = f"tools/call demo__sample with sampling_callback via {where}"
-    assert len(seen) == 1, msg(op, "exactly one sampling/createMessage request to the client", [dump(p) for p in seen])
-    prompt_texts = [getattr(m.content, "text", None) for m in seen[0].messages]
-    assert any(t and "say something" in t for t in prompt_texts), msg(
-        op, "the prompt 'say something' in the sampling request", dump(seen[0])
-    )
-    assert not result.is_error and text_of(result) == "sampled: a reply over sse", msg(
-        op, "text 'sampled: a reply over sse'", dump(result)
-    )
+    await sampling_round_trip(functools.partial(sse_session, gateway_legacy.sse()), where, "a reply over sse", msg)

@@ -19,23 +19,21 @@ the peer, the operation and what came back.
 
 from __future__ import annotations
 
-from typing import Any
-
-import anyio
 import pytest
 
-from test_python_sdk import bounded, dump, legacy_session, text_of, wait_for_stats
-from test_python_sdk_sse import sse_session
-from test_python_upstream import bump, count_of
+from checks import (
+    bounded,
+    bump_and_read_back,
+    legacy_session,
+    python_upstream_basics,
+    reporter,
+    sse_session,
+    wait_for_stats,
+)
 
-PEER = "python-upstream-sse"
-CLIENT = "python-sdk"
+msg = reporter("python-upstream-sse", client="python-sdk")
 
 pytestmark = pytest.mark.anyio
-
-
-def msg(op: str, expected: str, got: Any) -> str:
-    return f"{PEER} (client {CLIENT}) {op}: expected {expected}, got {got!r}"
 
 
 @pytest.mark.parametrize("transport", ["sse", "auto"])
@@ -46,26 +44,14 @@ async def test_session_isolation_through_tether(launcher, transport):
     where = f"tether /mcp -> python upstream over HTTP+SSE (transport = {transport!r})"
 
     async with legacy_session(gateway.url) as a, legacy_session(gateway.url) as b:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(bump, a, "py__counter_increment", 5, where, "A", msg)
-            tg.start_soon(bump, b, "py__counter_increment", 3, where, "B", msg)
-
-        for label, session, want in (("A", a, 5), ("B", b, 3)):
-            r = await session.call_tool("py__counter_get", {})
-            assert not r.is_error and count_of(r) == want, msg(
-                f"tools/call py__counter_get (session {label}) via {where}", f"count {want}", dump(r)
-            )
-
+        await bump_and_read_back((("A", a, 5), ("B", b, 3)), "py__", where, msg)
         stats = upstream.stats()
+        op = f"two concurrent client sessions via {where} (upstream /stats)"
         assert stats["initializes"] == 2 and len(stats["sessions"]) == 2, msg(
-            f"two concurrent client sessions via {where} (upstream /stats)",
-            "exactly 2 upstream initializes and 2 upstream HTTP+SSE sessions using the counter",
-            stats,
+            op, "exactly 2 upstream initializes and 2 upstream HTTP+SSE sessions using the counter", stats
         )
         assert stats["sse_opened"] - stats["sse_closed"] == 2, msg(
-            f"two concurrent client sessions via {where} (upstream /stats)",
-            "exactly 2 upstream SSE streams open (one per client session)",
-            stats,
+            op, "exactly 2 upstream SSE streams open (one per client session)", stats
         )
 
     # Both SDK sessions closed (DELETE): Tether must end both upstream sessions, and for
@@ -80,33 +66,8 @@ async def test_session_isolation_through_tether(launcher, transport):
 async def test_basic_operations_through_tether(launcher):
     upstream = launcher.python_upstream(transport="sse")
     gateway = launcher.gateway({"py": {"url": upstream.url, "transport": "sse"}})
-    where = "tether /mcp -> python upstream over HTTP+SSE"
     async with legacy_session(gateway.url) as session:
-        names = sorted(t.name for t in (await session.list_tools()).tools)
-        for want in ("py__echo", "py__counter_increment", "py__counter_get", "py__slow_count"):
-            assert want in names, msg(f"tools/list via {where}", f"a tool named {want}", names)
-        echo = await session.call_tool("py__echo", {"text": "héllo sse upstream"})
-        assert not echo.is_error and text_of(echo) == "héllo sse upstream", msg(
-            f"tools/call py__echo via {where}", "text 'héllo sse upstream'", dump(echo)
-        )
-        res = await session.read_resource("py://hello")
-        got = [getattr(c, "text", None) for c in res.contents]
-        assert got == ["hello from the python sdk"], msg(
-            f"resources/read py://hello via {where}", "text 'hello from the python sdk'", dump(res)
-        )
-        prompt = await session.get_prompt("py__greet", {"name": "Ada"})
-        got = [getattr(m.content, "text", None) for m in prompt.messages]
-        assert got == ["Please greet Ada"], msg(f"prompts/get py__greet via {where}", "'Please greet Ada'", dump(prompt))
-
-        events: list[float] = []
-
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            events.append(progress)
-
-        r = await session.call_tool("py__slow_count", {"steps": 3}, progress_callback=on_progress)
-        op = f"tools/call py__slow_count(steps=3) with progress_callback via {where}"
-        assert not r.is_error and text_of(r) == "counted 3", msg(op, "text 'counted 3'", dump(r))
-        assert events == [1, 2, 3], msg(op, "progress 1, 2, 3 before the result", events)
+        await python_upstream_basics(session, "tether /mcp -> python upstream over HTTP+SSE", "héllo sse upstream", msg)
 
 
 @bounded
@@ -116,14 +77,7 @@ async def test_sse_client_to_sse_upstream(launcher):
     gateway = launcher.gateway({"py": {"url": upstream.url, "transport": "sse"}})
     where = "tether /sse -> python upstream over HTTP+SSE (client: python-sdk sse_client)"
     async with sse_session(gateway.sse()) as a, sse_session(gateway.sse()) as b:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(bump, a, "py__counter_increment", 4, where, "A", msg)
-            tg.start_soon(bump, b, "py__counter_increment", 2, where, "B", msg)
-        for label, session, want in (("A", a, 4), ("B", b, 2)):
-            r = await session.call_tool("py__counter_get", {})
-            assert not r.is_error and count_of(r) == want, msg(
-                f"tools/call py__counter_get (session {label}) via {where}", f"count {want}", dump(r)
-            )
+        await bump_and_read_back((("A", a, 4), ("B", b, 2)), "py__", where, msg)
     # The client streams closed: their sessions end, and so must the upstream streams.
     stats = await wait_for_stats(upstream, lambda s: s["sse_opened"] >= 2 and s["sse_closed"] >= s["sse_opened"])
     assert len(stats["sessions"]) == 2 and stats["sse_opened"] >= 2 and stats["sse_closed"] == stats["sse_opened"], msg(

@@ -15,94 +15,56 @@ names the peer, the operation and what came back.
 
 from __future__ import annotations
 
-from typing import Any
-
-import anyio
 import pytest
 
+from checks import (
+    bounded,
+    bump,
+    bump_and_read_back,
+    count_of,
+    counter_get,
+    dump,
+    legacy_session,
+    modern_client,
+    poll,
+    python_upstream_basics,
+    python_upstream_modern_calls,
+    reporter,
+)
 from conftest import PY_STDIO_COMMAND, PY_UPSTREAM
-from mcp import Client
-from test_python_sdk import MODERN_VERSION, REQUEST_TIMEOUT_S, bounded, dump, legacy_session, text_of
-from test_python_upstream import bump, count_of
 
-PEER = "python-upstream-stdio"
-CLIENT = "python-sdk"
+msg = reporter("python-upstream-stdio", client="python-sdk")
 
 pytestmark = pytest.mark.anyio
 
 
-def msg(op: str, expected: str, got: Any) -> str:
-    return f"{PEER} (client {CLIENT}) {op}: expected {expected}, got {got!r}"
-
-
-def counter_children(gateway) -> list[tuple[int, list[str]]]:
-    """Tether's child processes running counter_server.py."""
-    return [(pid, argv) for pid, argv in gateway.children() if str(PY_UPSTREAM) in argv]
-
-
-async def counter_get(session, tool: str, want: int, op: str) -> None:
-    r = await session.call_tool(tool, {})
-    assert not r.is_error and count_of(r) == want, msg(op, f"count {want}", dump(r))
+async def no_counter_children(gateway, what: str, expected: str = "none within 5s") -> None:
+    """Every counter_server.py child of the gateway is gone within 5 s."""
+    kids = await poll(lambda: gateway.children(PY_UPSTREAM), lambda k: not k)
+    assert kids == [], msg(f"child processes {what}", expected, kids)
 
 
 @pytest.mark.parametrize("endpoint", ["federated", "single"])
 @bounded
 async def test_session_isolation_through_tether(launcher, endpoint):
     gateway = launcher.gateway({"py": {"command": PY_STDIO_COMMAND}})
-    if endpoint == "federated":
-        url, prefix, where = gateway.url, "py__", "tether /mcp -> python upstream over stdio"
-    else:
-        url, prefix, where = gateway.single("py"), "", "tether /u/py/mcp -> python upstream over stdio"
+    url, prefix, path = gateway.endpoint("py", endpoint)
+    where = f"tether {path} -> python upstream over stdio"
 
     async with legacy_session(url) as a, legacy_session(url) as b:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(bump, a, f"{prefix}counter_increment", 5, where, "A", msg)
-            tg.start_soon(bump, b, f"{prefix}counter_increment", 3, where, "B", msg)
-        for label, session, want in (("A", a, 5), ("B", b, 3)):
-            op = f"tools/call {prefix}counter_get (session {label}) via {where}"
-            await counter_get(session, f"{prefix}counter_get", want, op)
-
-        kids = counter_children(gateway)
+        await bump_and_read_back((("A", a, 5), ("B", b, 3)), prefix, where, msg)
+        kids = gateway.children(PY_UPSTREAM)
         assert len(kids) == 2, msg(f"child processes of tether during two sessions via {where}", "two counter servers", kids)
 
     # Both SDK sessions ended (DELETE): each session's process ends with it.
-    with anyio.move_on_after(5):
-        while counter_children(gateway):
-            await anyio.sleep(0.05)
-    kids = counter_children(gateway)
-    assert kids == [], msg(f"child processes after both sessions ended via {where}", "none within 5s", kids)
+    await no_counter_children(gateway, f"after both sessions ended via {where}")
 
 
 @bounded
 async def test_basic_operations_through_tether(launcher):
     gateway = launcher.gateway({"py": {"command": PY_STDIO_COMMAND}})
-    where = "tether /mcp -> python upstream over stdio"
     async with legacy_session(gateway.url) as session:
-        names = sorted(t.name for t in (await session.list_tools()).tools)
-        for want in ("py__echo", "py__counter_increment", "py__counter_get", "py__slow_count"):
-            assert want in names, msg(f"tools/list via {where}", f"a tool named {want}", names)
-        echo = await session.call_tool("py__echo", {"text": "héllo stdio"})
-        assert not echo.is_error and text_of(echo) == "héllo stdio", msg(
-            f"tools/call py__echo via {where}", "text 'héllo stdio'", dump(echo)
-        )
-        res = await session.read_resource("py://hello")
-        got = [getattr(c, "text", None) for c in res.contents]
-        assert got == ["hello from the python sdk"], msg(
-            f"resources/read py://hello via {where}", "text 'hello from the python sdk'", dump(res)
-        )
-        prompt = await session.get_prompt("py__greet", {"name": "Ada"})
-        got = [getattr(m.content, "text", None) for m in prompt.messages]
-        assert got == ["Please greet Ada"], msg(f"prompts/get py__greet via {where}", "'Please greet Ada'", dump(prompt))
-
-        events: list[float] = []
-
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            events.append(progress)
-
-        r = await session.call_tool("py__slow_count", {"steps": 3}, progress_callback=on_progress)
-        op = f"tools/call py__slow_count(steps=3) with progress_callback via {where}"
-        assert not r.is_error and text_of(r) == "counted 3", msg(op, "text 'counted 3'", dump(r))
-        assert events == [1, 2, 3], msg(op, "progress 1, 2, 3 before the result", events)
+        await python_upstream_basics(session, "tether /mcp -> python upstream over stdio", "héllo stdio", msg)
 
 
 @bounded
@@ -115,8 +77,8 @@ async def test_shared_process_shares_the_counter(launcher):
         assert not r.is_error and count_of(r) == 3, msg(
             f"tools/call py__counter_increment (session B, after A's 2) via {where}", "count 3 (one shared process)", dump(r)
         )
-        await counter_get(a, "py__counter_get", 3, f"tools/call py__counter_get (session A) via {where}")
-        kids = counter_children(gateway)
+        await counter_get(a, "py__counter_get", 3, f"tools/call py__counter_get (session A) via {where}", msg)
+        kids = gateway.children(PY_UPSTREAM)
         assert len(kids) == 1, msg(f"child processes of tether during two sessions via {where}", "one counter server", kids)
 
 
@@ -126,24 +88,6 @@ async def test_modern_client_through_tether(launcher):
     server through a per-call upstream session, whose process ends with the call."""
     gateway = launcher.gateway({"py": {"command": PY_STDIO_COMMAND}})
     where = "tether /mcp -> python upstream over stdio (Client mode=auto, 2026-07-28)"
-    async with Client(gateway.url, read_timeout_seconds=REQUEST_TIMEOUT_S, cache=None) as client:
-        assert client.protocol_version == MODERN_VERSION, msg(
-            f"server/discover via {where}", f"negotiated {MODERN_VERSION}", client.protocol_version
-        )
-        echo = await client.call_tool("py__echo", {"text": "modern to stdio"})
-        assert not echo.is_error and text_of(echo) == "modern to stdio", msg(
-            f"tools/call py__echo via {where}", "text 'modern to stdio'", dump(echo)
-        )
-        events: list[float] = []
-
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            events.append(progress)
-
-        r = await client.call_tool("py__slow_count", {"steps": 2}, progress_callback=on_progress)
-        op = f"tools/call py__slow_count(steps=2) with progress_callback via {where}"
-        assert text_of(r) == "counted 2" and events == [1, 2], msg(op, "'counted 2' after progress 1, 2", [dump(r), events])
-    with anyio.move_on_after(5):
-        while counter_children(gateway):
-            await anyio.sleep(0.05)
-    kids = counter_children(gateway)
-    assert kids == [], msg(f"child processes after the calls via {where}", "none within 5s (per-call processes)", kids)
+    async with modern_client(gateway.url, where, msg) as client:
+        await python_upstream_modern_calls(client, where, "modern to stdio", msg)
+    await no_counter_children(gateway, f"after the calls via {where}", "none within 5s (per-call processes)")

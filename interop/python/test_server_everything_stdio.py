@@ -16,24 +16,15 @@ names the peer, the operation and what came back.
 
 from __future__ import annotations
 
-from typing import Any
-
-import anyio
 import pytest
 
+from checks import bounded, dump, everything_basics, expect_text, legacy_session, poll, reporter, text_of
 from conftest import EVERYTHING_JS, EVERYTHING_STDIO_COMMAND, listening_sockets
-from test_python_sdk import bounded, dump, legacy_session, text_of
-from test_server_everything import exercise_everything
 
-PEER = "server-everything-stdio"
-CLIENT = "python-sdk"
 SESSIONS_CREATED = 'tether_upstream_sessions_created_total{upstream="everything"}'
+msg = reporter("server-everything-stdio", client="python-sdk")
 
 pytestmark = pytest.mark.anyio
-
-
-def msg(op: str, expected: str, got: Any) -> str:
-    return f"{PEER} (client {CLIENT}) {op}: expected {expected}, got {got!r}"
 
 
 @pytest.fixture(autouse=True)
@@ -42,18 +33,13 @@ def _installed():
         pytest.fail(f"server-everything not installed at {EVERYTHING_JS} (run interop/run.sh, or set INTEROP_NODE_DIR)")
 
 
-def everything_children(gateway) -> list[tuple[int, list[str]]]:
-    """Tether's child processes running server-everything."""
-    return [(pid, argv) for pid, argv in gateway.children() if str(EVERYTHING_JS) in argv]
-
-
-async def wait_for_children(gateway, predicate, timeout_s: float = 5.0) -> list[tuple[int, list[str]]]:
-    kids = everything_children(gateway)
-    with anyio.move_on_after(timeout_s):
-        while not predicate(kids):
-            await anyio.sleep(0.05)
-            kids = everything_children(gateway)
-    return kids
+def check_children(gateway, n: int, during: str, what: str) -> None:
+    """Tether runs exactly n server-everything processes (during ...), none of them listening on a socket."""
+    kids = gateway.children(EVERYTHING_JS)
+    assert len(kids) == n, msg(f"child processes of tether during {during}", what, kids)
+    for pid, argv in kids:
+        socks = listening_sockets(pid=pid)
+        assert socks == [], msg(f"listening sockets of the stdio child {pid} {argv}", "none", socks)
 
 
 @bounded
@@ -61,12 +47,8 @@ async def test_basic_operations_through_tether(launcher):
     gateway = launcher.gateway({"everything": {"command": EVERYTHING_STDIO_COMMAND}})
     where = "tether /mcp -> server-everything over stdio"
     async with legacy_session(gateway.url) as session:
-        await exercise_everything(session, where, prefix="everything__")
-        kids = everything_children(gateway)
-        assert len(kids) == 1, msg(f"child processes of tether during one session via {where}", "one server-everything", kids)
-        for pid, argv in kids:
-            socks = listening_sockets(pid=pid)
-            assert socks == [], msg(f"listening sockets of the stdio child {pid} {argv}", "none", socks)
+        await everything_basics(session, where, "everything__", msg)
+        check_children(gateway, 1, f"one session via {where}", "one server-everything")
 
 
 @bounded
@@ -74,7 +56,7 @@ async def test_single_upstream_endpoint(launcher):
     gateway = launcher.gateway({"everything": {"command": EVERYTHING_STDIO_COMMAND}})
     where = "tether /u/everything/mcp -> server-everything over stdio"
     async with legacy_session(gateway.single("everything")) as session:
-        await exercise_everything(session, where, prefix="")
+        await everything_basics(session, where, "", msg)
 
 
 @bounded
@@ -84,19 +66,13 @@ async def test_one_process_per_client_session(launcher):
     async with legacy_session(gateway.url) as a, legacy_session(gateway.url) as b:
         for label, session in (("A", a), ("B", b)):
             r = await session.call_tool("everything__echo", {"message": f"from {label}"})
-            assert not r.is_error and text_of(r) == f"Echo: from {label}", msg(
-                f"tools/call everything__echo (session {label}) via {where}", f"text 'Echo: from {label}'", dump(r)
-            )
+            expect_text(r, f"Echo: from {label}", f"tools/call everything__echo (session {label}) via {where}", msg)
         created = gateway.metrics().get(SESSIONS_CREATED)
         assert created == 2, msg(f"two client sessions via {where} (tether /metrics)", f"{SESSIONS_CREATED} 2", created)
-        kids = everything_children(gateway)
-        assert len(kids) == 2, msg(f"child processes of tether during two sessions via {where}", "two server-everything", kids)
-        for pid, argv in kids:
-            socks = listening_sockets(pid=pid)
-            assert socks == [], msg(f"listening sockets of the stdio child {pid} {argv}", "none", socks)
+        check_children(gateway, 2, f"two sessions via {where}", "two server-everything")
 
     # Both SDK sessions ended (DELETE): their processes end with them.
-    kids = await wait_for_children(gateway, lambda k: not k)
+    kids = await poll(lambda: gateway.children(EVERYTHING_JS), lambda k: not k)
     assert kids == [], msg(f"child processes after both sessions ended via {where}", "none within 5s", kids)
 
 
@@ -110,5 +86,4 @@ async def test_shared_process_serves_every_session(launcher):
             assert not r.is_error and "42" in (text_of(r) or ""), msg(
                 f"tools/call everything__get-sum(40, 2) (session {label}) via {where}", "a text containing 42", dump(r)
             )
-        kids = everything_children(gateway)
-        assert len(kids) == 1, msg(f"child processes of tether during two sessions via {where}", "one server-everything", kids)
+        check_children(gateway, 1, f"two sessions via {where}", "one server-everything")

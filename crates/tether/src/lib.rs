@@ -2,8 +2,10 @@
 //! endpoint, speaks every MCP era on both sides, and gives every client
 //! session its own isolated upstream sessions.
 
+pub mod admin_cli;
 pub mod config;
 pub mod connect;
+pub mod control;
 pub mod demo;
 pub mod downstream;
 pub mod gateway;

@@ -65,6 +65,28 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 300)]
         timeout: u64,
     },
+    /// List the upstreams of a running Tether (admin API).
+    Upstreams {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the client sessions a running Tether holds (admin API).
+    Sessions {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// End one client session, or close one upstream's sessions (admin API).
+    Evict {
+        /// A session id, or `upstream:<name>` for all of one upstream's sessions.
+        target: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a running Tether read its config file again (admin API; like SIGHUP).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Validate a config file and print the effective configuration.
     CheckConfig {
         /// TOML config file.
@@ -86,6 +108,26 @@ fn raise_open_file_limit() {
         {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// How to reach a running Tether's admin API.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Base URL of the running Tether.
+    #[arg(long, env = "TETHER_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The admin token (admin.token in its configuration).
+    #[arg(long, env = "TETHER_ADMIN__TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+impl AdminArgs {
+    fn client(self) -> tether::admin_cli::Admin {
+        tether::admin_cli::Admin {
+            url: self.url,
+            token: self.token,
         }
     }
 }
@@ -121,11 +163,12 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve { config, listen } => {
                 raise_open_file_limit();
-                let mut config = Config::load(config_path(config).as_deref())?;
+                let path = config_path(config);
+                let mut config = Config::load(path.as_deref())?;
                 if let Some(listen) = listen {
                     config.server.listen = listen;
                 }
-                tether::serve::run(config).await
+                tether::serve::run(config, path).await
             }
             Command::DemoUpstream {
                 listen,
@@ -152,6 +195,13 @@ fn main() -> std::process::ExitCode {
                 headers,
                 timeout,
             } => tether::connect::run(url, headers, Duration::from_secs(timeout)).await,
+            Command::Upstreams { admin } => admin.client().upstreams().await,
+            Command::Sessions { admin } => admin.client().sessions().await,
+            Command::Evict { target, admin } => match target.strip_prefix("upstream:") {
+                Some(name) => admin.client().evict_upstream(name).await,
+                None => admin.client().evict_session(&target).await,
+            },
+            Command::Reload { admin } => admin.client().reload().await,
             Command::CheckConfig { config } => {
                 let config = Config::load(config_path(config).as_deref())?;
                 println!("{}", serde_json::to_string_pretty(&config)?);

@@ -106,6 +106,12 @@ pub struct UpstreamStats {
     pub sessions_live: AtomicI64,
     /// Requests that failed at the transport or HTTP level.
     pub errors: AtomicU64,
+    /// Idle upstream sessions probed before reuse.
+    pub sessions_validated: AtomicU64,
+    /// Idle upstream sessions replaced because their probe failed.
+    pub sessions_replaced: AtomicU64,
+    /// 1 while the last health check succeeded.
+    pub healthy: AtomicI64,
 }
 
 /// Process-wide metrics.
@@ -205,7 +211,7 @@ impl Metrics {
             &'static str,
             fn(&UpstreamStats) -> i64,
         );
-        let families: [Family; 3] = [
+        let families: [Family; 6] = [
             (
                 "tether_upstream_sessions",
                 "gauge",
@@ -223,6 +229,24 @@ impl Metrics {
                 "counter",
                 "Upstream requests that failed at transport or HTTP level.",
                 |s| s.errors.load(Relaxed) as i64,
+            ),
+            (
+                "tether_upstream_sessions_validated_total",
+                "counter",
+                "Idle upstream sessions probed before reuse.",
+                |s| s.sessions_validated.load(Relaxed) as i64,
+            ),
+            (
+                "tether_upstream_sessions_replaced_total",
+                "counter",
+                "Idle upstream sessions replaced because their probe failed.",
+                |s| s.sessions_replaced.load(Relaxed) as i64,
+            ),
+            (
+                "tether_upstream_healthy",
+                "gauge",
+                "1 while the upstream's last health check succeeded.",
+                |s| s.healthy.load(Relaxed),
             ),
         ];
         for (name, kind, help, get) in families {

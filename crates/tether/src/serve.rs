@@ -7,38 +7,40 @@ use std::future::IntoFuture;
 
 use tokio::net::TcpListener;
 
+use std::path::PathBuf;
+
 use crate::config::{Config, UpstreamConfig};
+use crate::control::Control;
 use crate::demo::{DemoEra, DemoServer};
 use crate::downstream::{self, App};
 use crate::gateway::{Gateway, Timeouts};
 use crate::metrics::Metrics;
 use crate::session::{RegistryLimits, SessionRegistry};
 use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::upstream::UpstreamSet;
 
-/// Runs the gateway until SIGINT/SIGTERM. With no upstreams configured, an
-/// in-process demo upstream is started on a loopback port and used.
-pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    if config.upstreams.is_empty() {
+/// Runs the gateway until SIGINT/SIGTERM; SIGHUP reloads the upstreams from
+/// `config_path`. With no upstreams configured (in the file or through the
+/// admin API), an in-process demo upstream is started on a loopback port and used.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = Arc::new(Metrics::default());
+    let close_timeout = Duration::from_secs(config.server.shutdown_timeout_secs.max(1));
+    let send_timeout = Duration::from_secs(config.server.send_timeout_secs.max(1));
+    let store = Arc::new(Store::open(&config.store.url).await?);
+    let mut file_upstreams = config.upstreams.clone();
+    if file_upstreams.is_empty() && store.definitions().await?.is_empty() {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(DemoServer::new(DemoEra::Dual).serve_http(listener));
         tracing::info!(%addr, "no upstreams configured: serving the built-in demo upstream as \"demo\"");
-        config
-            .upstreams
-            .push(UpstreamConfig::http("demo", &format!("http://{addr}/mcp")));
+        file_upstreams.push(UpstreamConfig::http("demo", &format!("http://{addr}/mcp")));
     }
-    let metrics = Arc::new(Metrics::default());
-    let upstreams = config
-        .upstreams
-        .iter()
-        .map(|u| Upstream::new(u.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let close_timeout = Duration::from_secs(config.server.shutdown_timeout_secs.max(1));
-    let send_timeout = Duration::from_secs(config.server.send_timeout_secs.max(1));
-    let store = Arc::new(Store::open(&config.store.url).await?);
+    let upstreams = Arc::new(UpstreamSet::default());
     let gateway = Gateway::new(
-        upstreams,
+        upstreams.clone(),
         config.federation.clone(),
         metrics.clone(),
         store.clone(),
@@ -57,14 +59,25 @@ pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     let sessions = Arc::new(SessionRegistry::new(
         store.clone(),
-        gateway.upstreams(),
+        upstreams.clone(),
         limits,
         metrics.clone(),
     ));
     sessions.spawn_reaper();
+    let control = Control::new(
+        upstreams,
+        sessions.clone(),
+        store.clone(),
+        config_path,
+        close_timeout,
+    );
+    control
+        .start(file_upstreams)
+        .await
+        .map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
-    let app = App::new(config, gateway, sessions.clone(), metrics);
+    let app = App::new(config, gateway, sessions.clone(), metrics, control.clone());
     // Scripts and tests read this line to find the port when listening on :0.
     println!("tether listening on http://{addr}/mcp");
     tracing::info!(%addr, "tether listening");
@@ -75,6 +88,7 @@ pub async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
             let _ = stopped.await;
         });
     let mut server = tokio::spawn(server.into_future());
+    tokio::spawn(reload_on_hangup(control));
     tokio::select! {
         result = &mut server => return result?.map_err(Into::into),
         _ = shutdown_signal() => {}
@@ -106,7 +120,8 @@ async fn shutdown(
     tracing::info!(
         "releasing client sessions (kept in a durable store, else ended with their upstream sessions)"
     );
-    let pools = app.gateway.upstreams().iter().map(|u| u.drain_pool());
+    let upstreams = app.gateway.upstreams();
+    let pools = upstreams.iter().map(|u| u.drain_pool());
     let _ = tokio::time::timeout(
         timeout,
         futures_util::future::join3(
@@ -116,6 +131,27 @@ async fn shutdown(
         ),
     )
     .await;
+}
+
+/// SIGHUP: read the config file again and apply its upstreams.
+async fn reload_on_hangup(control: Arc<Control>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            match control.reload().await {
+                Ok(change) => tracing::info!(?change, "reloaded the config file"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reload failed; the running upstreams are unchanged")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = control;
 }
 
 async fn shutdown_signal() {

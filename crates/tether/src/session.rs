@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Era;
 use crate::store::{SessionRecord, Store, now_ms};
 use crate::sync::lock;
-use crate::upstream::{ClientIdentity, SessionSet, Upstream, UpstreamSession};
+use crate::upstream::{ClientIdentity, SessionSet, UpstreamSession, UpstreamSet};
 
 /// The principal of every session until authentication exists.
 pub const ANONYMOUS: &str = "anonymous";
@@ -114,6 +114,8 @@ pub struct ClientSession {
     last_seen_ms: AtomicI64,
     /// Used since its last-seen time was last written to the store.
     dirty: AtomicBool,
+    /// Requests and messages the client sent in it (on this node).
+    uses: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -151,6 +153,7 @@ impl ClientSession {
             principal: Arc::from(ANONYMOUS),
             last_seen_ms: AtomicI64::new(now_ms()),
             dirty: AtomicBool::new(false),
+            uses: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         }
     }
@@ -233,6 +236,17 @@ impl ClientSession {
     pub fn touch(&self) {
         self.last_seen_ms.store(now_ms(), Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
+        self.uses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// When it began and was last used (ms since the Unix epoch), and how
+    /// many times the client used it on this node.
+    pub fn activity(&self) -> (i64, i64, u64) {
+        (
+            self.created_ms,
+            self.last_seen_ms.load(Ordering::Relaxed),
+            self.uses.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether the session has outlived an absolute lifetime (`None`: no limit).
@@ -430,7 +444,7 @@ pub enum Admission {
 pub struct SessionRegistry {
     sessions: DashMap<String, Arc<ClientSession>>,
     store: Arc<Store>,
-    upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+    upstreams: Arc<UpstreamSet>,
     max_sessions: usize,
     idle_ttl: Duration,
     close_timeout: Duration,
@@ -449,17 +463,14 @@ impl SessionRegistry {
     /// An empty registry over `store`; `upstreams` re-attach stored sessions.
     pub fn new(
         store: Arc<Store>,
-        upstreams: &[Arc<Upstream>],
+        upstreams: Arc<UpstreamSet>,
         limits: RegistryLimits,
         metrics: Arc<Metrics>,
     ) -> Self {
         SessionRegistry {
             sessions: DashMap::new(),
             store,
-            upstreams: upstreams
-                .iter()
-                .map(|u| (u.name.clone(), u.clone()))
-                .collect(),
+            upstreams,
             max_sessions: limits.max_sessions,
             idle_ttl: limits.idle_ttl,
             close_timeout: limits.close_timeout,
@@ -620,8 +631,7 @@ impl SessionRegistry {
         }
         for binding in &record.upstreams {
             if let Some(upstream) = self.upstreams.get(binding.upstream.as_str()) {
-                let reattached =
-                    UpstreamSession::reattach(upstream.clone(), binding, &session.identity);
+                let reattached = UpstreamSession::reattach(upstream, binding, &session.identity);
                 session.upstreams.seed(reattached);
             }
         }
@@ -764,6 +774,41 @@ impl SessionRegistry {
         }
     }
 
+    /// Takes every client session's upstream session with `upstream` (that
+    /// upstream object), for the caller to close.
+    pub fn take_upstream_sessions(
+        &self,
+        upstream: &Arc<crate::upstream::Upstream>,
+    ) -> Vec<Arc<UpstreamSession>> {
+        self.sessions
+            .iter()
+            .filter_map(|s| s.upstreams.take(upstream))
+            .collect()
+    }
+
+    /// Tells every client session that can hear it (a legacy session with an
+    /// open stream) that the lists of the upstreams `affects` names changed.
+    pub fn announce_list_changes(&self, affects: impl Fn(&Scope) -> bool) {
+        const CHANGES: [&[u8]; 3] = [
+            br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#,
+        ];
+        for session in self.sessions.iter().filter(|s| affects(&s.scope)) {
+            if let Some(tx) = session.outbound() {
+                for change in CHANGES {
+                    // A client too slow to take a notification misses it, never blocks this.
+                    let _ = tx.try_send(Bytes::from_static(change));
+                }
+            }
+        }
+    }
+
+    /// The sessions this node holds.
+    pub fn held(&self) -> Vec<Arc<ClientSession>> {
+        self.sessions.iter().map(|s| s.clone()).collect()
+    }
+
     /// Ends every session's GET stream (shutdown: they never finish on their own).
     pub fn close_streams(&self) {
         for s in self.sessions.iter() {
@@ -815,8 +860,8 @@ mod tests {
             max_per_principal: 10,
             absolute_ttl: None,
         };
-        let store = Arc::new(Store::Memory(Mutex::new(HashMap::new())));
-        SessionRegistry::new(store, &[], limits, Arc::new(Metrics::default()))
+        let store = Arc::new(Store::Memory(Default::default()));
+        SessionRegistry::new(store, Arc::default(), limits, Arc::new(Metrics::default()))
     }
 
     #[tokio::test]

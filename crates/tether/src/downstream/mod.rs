@@ -1,6 +1,7 @@
 //! The HTTP face of Tether: `/mcp`, `/u/<upstream>/mcp`, the HTTP+SSE
 //! `/sse` + `/message` (also under `/u/<upstream>/`), health and metrics.
 
+mod admin;
 mod describe;
 mod direct;
 mod edge;
@@ -39,6 +40,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// HTTP+SSE connections of this node.
     pub sse: SseHub,
+    /// The upstream lifecycle (admin API).
+    pub control: Arc<crate::control::Control>,
     edge: EdgePolicy,
     inflight: Arc<tokio::sync::Semaphore>,
 }
@@ -50,6 +53,7 @@ impl App {
         gateway: Gateway,
         sessions: Arc<SessionRegistry>,
         metrics: Arc<Metrics>,
+        control: Arc<crate::control::Control>,
     ) -> Arc<App> {
         let edge = EdgePolicy::new(&config.server);
         let inflight = Arc::new(tokio::sync::Semaphore::new(
@@ -61,6 +65,7 @@ impl App {
             sessions,
             metrics,
             sse: SseHub::default(),
+            control,
             edge,
             inflight,
         })
@@ -88,6 +93,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .nest("/admin", admin::router(app.clone()))
         .with_state(app)
 }
 

@@ -54,13 +54,14 @@ impl Gateway {
         ctx: &Arc<ClientSession>,
         kind: ListKind,
     ) -> Result<Vec<RawObject>, String> {
-        let lists = futures_util::future::join_all(
-            self.upstreams.iter().map(|u| self.list_all(ctx, u, kind)),
-        )
-        .await;
+        let upstreams = self.upstreams.snapshot();
+        // An unhealthy upstream is left out at once, not waited for.
+        let live: Vec<_> = upstreams.iter().filter(|u| u.is_healthy()).collect();
+        let lists =
+            futures_util::future::join_all(live.iter().map(|u| self.list_all(ctx, u, kind))).await;
         let mut ok = Vec::new();
         let mut failures = Vec::new();
-        for (upstream, result) in self.upstreams.iter().zip(lists) {
+        for (upstream, result) in live.iter().zip(lists) {
             match result {
                 Ok(items) => ok.push((upstream.name.clone(), items)),
                 Err(e) => {
@@ -69,7 +70,7 @@ impl Gateway {
                 }
             }
         }
-        if ok.is_empty() && !self.upstreams.is_empty() {
+        if ok.is_empty() && !upstreams.is_empty() {
             return Err(format!(
                 "no upstream could answer {}: {}",
                 kind.method(),

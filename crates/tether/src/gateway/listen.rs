@@ -19,7 +19,18 @@ impl Gateway {
         ctx: &Arc<ClientSession>,
         upstream: &Arc<Upstream>,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
-        let (session, opened) = ctx.upstreams.get(upstream, &ctx.identity).await?;
+        let (mut session, mut opened) = ctx.upstreams.get(upstream, &ctx.identity).await?;
+        if !opened && session.needs_validation() && !session.validate().await {
+            // Dead while idle (the upstream restarted, a proxy dropped it):
+            // replace it before the client's request rather than fail it.
+            tracing::debug!(upstream = %upstream.name, "idle upstream session failed its probe; replaced");
+            upstream
+                .stats
+                .sessions_replaced
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.upstreams.evict(&session);
+            (session, opened) = ctx.upstreams.get(upstream, &ctx.identity).await?;
+        }
         if opened
             && !ctx.is_ephemeral()
             && session.is_reattachable()

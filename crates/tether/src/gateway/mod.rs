@@ -15,7 +15,6 @@ mod subscribe;
 pub use bridge::add_cache_fields;
 pub(crate) use relay::header_name;
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{self, Era};
 use crate::session::{ClientSession, PendingRequest, Scope};
 use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamSet, Upstreams};
 use catalog::{ListKind, Routes};
 
 /// What the router produced for one client message.
@@ -45,8 +44,7 @@ pub enum Outcome {
 
 /// The federating router over all configured upstreams.
 pub struct Gateway {
-    upstreams: Vec<Arc<Upstream>>,
-    by_name: HashMap<Arc<str>, Arc<Upstream>>,
+    upstreams: Arc<UpstreamSet>,
     federation: FederationConfig,
     routes: RwLock<Routes>,
     /// Process metrics.
@@ -70,19 +68,14 @@ impl Gateway {
     /// Builds the router over `upstreams` (in config order); client sessions'
     /// upstream sessions are recorded in `store` as they open.
     pub fn new(
-        upstreams: Vec<Arc<Upstream>>,
+        upstreams: Arc<UpstreamSet>,
         federation: FederationConfig,
         metrics: Arc<Metrics>,
         store: Arc<Store>,
         timeouts: Timeouts,
     ) -> Self {
-        let by_name = upstreams
-            .iter()
-            .map(|u| (u.name.clone(), u.clone()))
-            .collect();
         Gateway {
             upstreams,
-            by_name,
             federation,
             routes: RwLock::default(),
             metrics,
@@ -103,14 +96,14 @@ impl Gateway {
         self.lot.close_all(self.close_timeout).await;
     }
 
-    /// All upstreams in config order.
-    pub fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
+    /// The upstreams now, in definition order.
+    pub fn upstreams(&self) -> Arc<Upstreams> {
+        self.upstreams.snapshot()
     }
 
     /// An upstream by name.
-    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.by_name.get(name)
+    pub fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.upstreams.get(name)
     }
 
     /// Handles a client request within `ctx`.
@@ -186,7 +179,7 @@ impl Gateway {
                 .await;
         }
         if let Scope::Single(name) = &ctx.scope {
-            let Some(upstream) = self.by_name.get(name).cloned() else {
+            let Some(upstream) = self.upstreams.get(name) else {
                 return error(
                     &msg,
                     code::INTERNAL_ERROR,
@@ -245,7 +238,7 @@ impl Gateway {
             return error(&msg, code::INVALID_PARAMS, "params.uri is required");
         };
         let upstream = match &ctx.scope {
-            Scope::Single(name) => self.by_name.get(name).cloned(),
+            Scope::Single(name) => self.upstreams.get(name),
             Scope::Federated => self.resolve_resource(ctx, &uri).await,
         };
         match upstream {
@@ -335,10 +328,10 @@ impl Gateway {
         exposed: &str,
     ) -> Option<(Arc<Upstream>, String)> {
         let sep = &self.federation.separator;
+        let upstreams = self.upstreams.snapshot();
         if self.federation.naming == Naming::Prefix {
-            let (up, name) =
-                catalog::split_prefixed(exposed, sep, |u| self.by_name.contains_key(u))?;
-            return Some((self.by_name.get(up)?.clone(), name.to_owned()));
+            let (up, name) = catalog::split_prefixed(exposed, sep, |u| upstreams.contains(u))?;
+            return Some((upstreams.get(up)?.clone(), name.to_owned()));
         }
         let cached = crate::sync::read(&self.routes).named(kind, exposed);
         let found = match cached {
@@ -349,17 +342,17 @@ impl Gateway {
             }
         };
         let (up, name) = found.or_else(|| {
-            let (up, name) =
-                catalog::split_prefixed(exposed, sep, |u| self.by_name.contains_key(u))?;
+            let (up, name) = catalog::split_prefixed(exposed, sep, |u| upstreams.contains(u))?;
             Some((up.into(), name.to_owned()))
         })?;
-        Some((self.by_name.get(&up)?.clone(), name))
+        Some((upstreams.get(&up)?.clone(), name))
     }
 
     /// Finds the upstream serving `uri`, listing resources and templates once if needed.
     async fn resolve_resource(&self, ctx: &Arc<ClientSession>, uri: &str) -> Option<Arc<Upstream>> {
-        if self.upstreams.len() == 1 {
-            return Some(self.upstreams[0].clone());
+        let upstreams = self.upstreams.snapshot();
+        if upstreams.len() == 1 {
+            return upstreams.iter().next().cloned();
         }
         let mut found = crate::sync::read(&self.routes).resource(uri);
         if found.is_none() {
@@ -367,7 +360,7 @@ impl Gateway {
             self.refresh(ctx, ListKind::Templates).await;
             found = crate::sync::read(&self.routes).resource(uri);
         }
-        self.by_name.get(&found?).cloned()
+        upstreams.get(&found?).cloned()
     }
 }
 

@@ -3,15 +3,19 @@
 
 mod backoff;
 mod client;
+mod health;
 mod link;
 mod registry;
 mod session;
+mod set;
 mod sse_client;
 mod stdio;
 
 pub use client::{EventStream, PostHeaders, Reply, UpstreamError, classify_reply, post, post_raw};
+pub use health::HealthChange;
 pub use registry::SessionSet;
 pub use session::{UpstreamSession, first_response};
+pub use set::{UpstreamSet, Upstreams};
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -96,12 +100,43 @@ const STDIO_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10)
 /// Sessionless requests for a `shared = true` upstream reuse at most this many idle sessions.
 const POOL_LIMIT: usize = 8;
 
+/// The TLS files an upstream's definition names, as read when it was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsMaterial {
+    /// CA certificates (PEM).
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate chain and key (PEM).
+    pub identity: Option<Vec<u8>>,
+}
+
+impl TlsMaterial {
+    /// Reads the files `config` names.
+    pub fn read(config: &UpstreamConfig) -> Result<TlsMaterial, String> {
+        let read = |path: &Option<std::path::PathBuf>| {
+            path.as_ref()
+                .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+                .transpose()
+        };
+        Ok(TlsMaterial {
+            ca: read(&config.tls_ca_file)?,
+            identity: read(&config.tls_client_identity_file)?,
+        })
+    }
+}
+
 /// One configured upstream MCP server.
 pub struct Upstream {
     /// The configured name.
     pub name: Arc<str>,
     /// The configuration it was built from.
     pub config: UpstreamConfig,
+    /// The TLS material it was built with (a reload rebuilds it when the files change).
+    pub tls: TlsMaterial,
+    /// The definition as operators see it: `config` with the cosmetic fields
+    /// kept current (they change without rebuilding the upstream).
+    definition: Mutex<UpstreamConfig>,
+    /// Replaced or removed: its background tasks stop.
+    retired: std::sync::atomic::AtomicBool,
     url: Option<reqwest::Url>,
     http: reqwest::Client,
     static_headers: HeaderMap,
@@ -153,13 +188,21 @@ impl Upstream {
             value.set_sensitive(true);
             static_headers.insert(name, value);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .connect_timeout(std::time::Duration::from_secs(10));
+        let tls = TlsMaterial::read(&config)?;
+        if let Some(ca) = &tls.ca {
+            for cert in reqwest::Certificate::from_pem_bundle(ca).map_err(|e| e.to_string())? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        if let Some(identity) = &tls.identity {
+            http = http.identity(reqwest::Identity::from_pem(identity).map_err(|e| e.to_string())?);
+        }
+        let http = http.build().map_err(|e| e.to_string())?;
         let eras = match (config.era, wiring) {
             // The 2024-11-05 transport predates the modern era.
             (_, Some(Wiring::Sse)) | (EraPreference::Legacy, _) => Some(Eras::LEGACY),
@@ -178,7 +221,13 @@ impl Upstream {
             pool: Mutex::new(Vec::new()),
             shared_process: tokio::sync::Mutex::new(None),
             backoff: Mutex::new(Default::default()),
-            stats: UpstreamStats::default(),
+            tls,
+            definition: Mutex::new(config.clone()),
+            retired: std::sync::atomic::AtomicBool::new(false),
+            stats: UpstreamStats {
+                healthy: 1.into(),
+                ..Default::default()
+            },
             config,
         }))
     }
@@ -234,6 +283,30 @@ impl Upstream {
         Ok(answer.map_or_else(client::Discovery::legacy, |a| {
             client::classify_discovery(&a)
         }))
+    }
+
+    /// The definition as operators see it (cosmetic fields current).
+    pub fn definition(&self) -> UpstreamConfig {
+        lock(&self.definition).clone()
+    }
+
+    /// Takes the cosmetic fields of `definition` (which connects like this one).
+    pub fn describe(&self, definition: &UpstreamConfig) {
+        *lock(&self.definition) = definition.clone();
+    }
+
+    /// Whether the last health check succeeded (or none has run yet).
+    pub fn is_healthy(&self) -> bool {
+        self.stats
+            .healthy
+            .load(std::sync::atomic::Ordering::Acquire)
+            == 1
+    }
+
+    /// Marks the upstream replaced or removed (its health checks stop).
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// How Tether talks to the upstream (Streamable HTTP until detection says otherwise).
@@ -297,13 +370,10 @@ impl Upstream {
         client: &ClientIdentity,
         preferred: Era,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        if self.holding_back()
+            && let Some(e) = lock(&self.backoff).1.clone()
         {
-            let (backoff, last) = &*lock(&self.backoff);
-            if backoff.holding(std::time::Instant::now())
-                && let Some(e) = last
-            {
-                return Err(e.clone());
-            }
+            return Err(e);
         }
         let result = match self.eras().await {
             Ok(eras) => self.open_in(eras, preferred, client).await,
@@ -311,6 +381,11 @@ impl Upstream {
         };
         self.note_attempt(&result);
         result
+    }
+
+    /// Whether attempts to reach the upstream are held back after failures.
+    fn holding_back(&self) -> bool {
+        lock(&self.backoff).0.holding(std::time::Instant::now())
     }
 
     /// Feeds the outcome of an attempt to reach the upstream into the backoff.

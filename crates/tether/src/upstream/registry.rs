@@ -102,6 +102,18 @@ impl SessionSet {
         tokio::spawn(async move { session.close().await });
     }
 
+    /// Takes out the session with `upstream` (that very upstream object, not
+    /// a newer one of the same name), for the caller to close.
+    pub fn take(&self, upstream: &Arc<Upstream>) -> Option<Arc<UpstreamSession>> {
+        let mut slots = lock(&self.slots);
+        let current = slots.get(&upstream.name)?.get()?.clone();
+        if !Arc::ptr_eq(&current.upstream, upstream) {
+            return None;
+        }
+        slots.remove(&upstream.name);
+        Some(current)
+    }
+
     /// The sessions opened so far.
     pub fn sessions(&self) -> Vec<Arc<UpstreamSession>> {
         lock(&self.slots)

@@ -2,7 +2,7 @@
 //! (modern), request sending, and exactly-once close.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -14,6 +14,7 @@ use super::link::Link;
 use super::{ClientIdentity, Upstream, Wiring, sse_client, stdio};
 use crate::jsonrpc::{self, Message, RawObject};
 use crate::protocol::{self, Era};
+use crate::store::now_ms;
 
 /// How a session's messages travel.
 enum Wire {
@@ -23,6 +24,9 @@ enum Wire {
     /// (or the one process of a shared stdio upstream).
     Link(Arc<Link>),
 }
+
+/// The longest an idle session's probe may take.
+const VALIDATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A session with one upstream, owned by exactly one client session (or one
 /// sessionless request, or the shared pool of a stateless-safe upstream).
@@ -42,6 +46,8 @@ pub struct UpstreamSession {
     client: ClientIdentity,
     closed: AtomicBool,
     next_id: AtomicU64,
+    /// When a request was last sent (ms since the Unix epoch).
+    last_used_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for UpstreamSession {
@@ -79,6 +85,7 @@ impl UpstreamSession {
             client: client.clone(),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            last_used_ms: AtomicI64::new(now_ms()),
         };
         session
             .upstream
@@ -130,6 +137,7 @@ impl UpstreamSession {
             client: client.clone(),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            last_used_ms: AtomicI64::new(now_ms()),
         };
         session
             .upstream
@@ -334,6 +342,37 @@ impl UpstreamSession {
         params.insert("_meta".into(), jsonrpc::to_raw(&meta));
     }
 
+    /// Whether the session has gone unused for longer than its upstream's
+    /// `idle_validation_secs` (a modern session holds no state: never).
+    pub fn needs_validation(&self) -> bool {
+        let limit = self.upstream.config.idle_validation_secs;
+        let idle = now_ms() - self.last_used_ms.load(Ordering::Relaxed);
+        self.era == Era::Legacy && limit > 0 && idle > (limit * 1000) as i64
+    }
+
+    /// Probes an idle session before it is used again: `ping`, or for an
+    /// upstream without it a cheap list call. True when the upstream answered.
+    pub async fn validate(self: &Arc<Self>) -> bool {
+        let wait = self.upstream.config.timeout().min(VALIDATION_WAIT);
+        let probe = |method: &'static str| async move {
+            let answer = tokio::time::timeout(wait, self.call(method, json!({}))).await;
+            match answer {
+                Ok(Ok(body)) => Some(jsonrpc::error_code(&body)),
+                _ => None,
+            }
+        };
+        self.upstream
+            .stats
+            .sessions_validated
+            .fetch_add(1, Ordering::Relaxed);
+        match probe("ping").await {
+            Some(Some(crate::jsonrpc::code::METHOD_NOT_FOUND)) => {
+                probe("tools/list").await.is_some()
+            }
+            answered => answered.is_some(),
+        }
+    }
+
     /// Sends a request; `name` is the tool/prompt name or resource URI for
     /// `Mcp-Name`; `extra` headers go to modern upstreams only.
     pub async fn request(
@@ -343,6 +382,7 @@ impl UpstreamSession {
         name: Option<&str>,
         extra: &[(http::HeaderName, HeaderValue)],
     ) -> Result<Reply, UpstreamError> {
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
         let result = match &self.wire {
             Wire::Link(link) => link.request(body, self.upstream.config.timeout()).await,
             Wire::Http(_) => {

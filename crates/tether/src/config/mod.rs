@@ -1,17 +1,26 @@
 //! Configuration: TOML file (optional) overlaid with `TETHER_*` environment
 //! variables, validated once at start-up.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+
+mod upstream;
+
+pub use upstream::{COSMETIC_FIELDS, EraPreference, Transport, UpstreamConfig};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections, the only keys `TETHER_*` variables may set.
-const SECTIONS: &[&str] = &["server", "session", "store", "federation", "upstreams"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "session",
+    "store",
+    "federation",
+    "upstreams",
+    "admin",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -27,6 +36,18 @@ pub struct Config {
     pub federation: FederationConfig,
     /// The upstream MCP servers.
     pub upstreams: Vec<UpstreamConfig>,
+    /// The admin API.
+    pub admin: AdminConfig,
+}
+
+/// The admin API (`/admin/…`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token the admin API requires; empty: the API is off.
+    /// Usually set through `TETHER_ADMIN__TOKEN`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 /// Listener, edge checks and downstream limits.
@@ -144,138 +165,6 @@ impl Default for FederationConfig {
             naming: Naming::Prefix,
             separator: "__".into(),
         }
-    }
-}
-
-/// How Tether reaches an upstream over HTTP (`command` upstreams use stdio).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    /// Detect the upstream's era and transport: Streamable HTTP, else the
-    /// 2024-11-05 HTTP+SSE transport when the URL answers POST with 404/405
-    /// and GET with an SSE stream announcing its `endpoint`.
-    #[default]
-    Auto,
-    /// Streamable HTTP (legacy sessions or modern stateless).
-    StreamableHttp,
-    /// The 2024-11-05 HTTP+SSE transport: `url` is the SSE endpoint.
-    Sse,
-}
-
-/// Which protocol era Tether speaks to an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EraPreference {
-    /// Probe with a modern request; fall back to `initialize` on a non-modern 4xx.
-    #[default]
-    Auto,
-    /// Always `initialize` + session.
-    Legacy,
-    /// Always stateless 2026-07-28.
-    Modern,
-}
-
-/// One upstream MCP server.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// Unique name; the prefix of its tools on `/mcp` and the `<upstream>` of `/u/<upstream>/mcp`.
-    pub name: String,
-    /// The upstream's MCP endpoint URL (HTTP upstreams).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub url: String,
-    /// The server program and its arguments (stdio upstreams; instead of `url`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    /// Environment variables set for the `command` (added to Tether's own).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Working directory of the `command` (default: Tether's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<std::path::PathBuf>,
-    /// Transport selection.
-    #[serde(default)]
-    pub transport: Transport,
-    /// Static headers sent with every request (e.g. `Authorization`).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Per-request timeout in seconds.
-    #[serde(default = "default_upstream_timeout")]
-    pub timeout_secs: u64,
-    /// Which era to speak; `auto` probes the way the 2026-07-28 spec describes.
-    #[serde(default)]
-    pub era: EraPreference,
-    /// The upstream keeps no per-session state, so sessionless requests may share a small
-    /// pool of its sessions instead of opening one per call; a `command` upstream then
-    /// runs one process for every client session instead of one each.
-    #[serde(default)]
-    pub shared: bool,
-    /// A shared `command` process unused this many seconds is stopped (started again
-    /// on next use); 0 keeps it running. Per-session processes end with their session.
-    #[serde(default = "default_process_idle")]
-    pub idle_timeout_secs: u64,
-}
-
-fn default_upstream_timeout() -> u64 {
-    60
-}
-
-fn default_process_idle() -> u64 {
-    300
-}
-
-impl UpstreamConfig {
-    /// An HTTP upstream with defaults for everything else.
-    pub fn http(name: &str, url: &str) -> Self {
-        UpstreamConfig {
-            name: name.into(),
-            url: url.into(),
-            command: Vec::new(),
-            env: BTreeMap::new(),
-            cwd: None,
-            transport: Transport::Auto,
-            headers: BTreeMap::new(),
-            timeout_secs: default_upstream_timeout(),
-            era: EraPreference::Auto,
-            shared: false,
-            idle_timeout_secs: default_process_idle(),
-        }
-    }
-
-    /// The per-request timeout.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout_secs.max(1))
-    }
-
-    /// Whether Tether runs the server as a child process (stdio).
-    pub fn is_stdio(&self) -> bool {
-        !self.command.is_empty()
-    }
-
-    fn validate_endpoint(&self) -> Result<(), ConfigError> {
-        let fail = |what: &str| Err(ConfigError(format!("upstream {:?}: {what}", self.name)));
-        match (self.url.is_empty(), self.command.is_empty()) {
-            (true, true) => return fail("set url (HTTP) or command (stdio)"),
-            (false, false) => return fail("set either url or command, not both"),
-            (true, false) => {
-                if self.command[0].is_empty() {
-                    return fail("command[0] must name a program");
-                }
-                if self.transport != Transport::Auto {
-                    return fail("transport applies to url upstreams only");
-                }
-                return Ok(());
-            }
-            (false, true) => {}
-        }
-        let url = match reqwest::Url::parse(&self.url) {
-            Ok(u) => u,
-            Err(e) => return fail(&format!("bad url: {e}")),
-        };
-        if !matches!(url.scheme(), "http" | "https") {
-            return fail("url must be http or https");
-        }
-        Ok(())
     }
 }
 

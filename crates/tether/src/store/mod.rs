@@ -14,6 +14,8 @@ use sqlx::Row;
 
 use crate::sync::lock;
 
+mod definitions;
+
 /// One upstream session bound to a client session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamBinding {
@@ -81,6 +83,11 @@ const MIGRATIONS: &[&str] = &[
         last_seen_ms BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS tether_sessions_last_seen ON tether_sessions (last_seen_ms)",
+    "CREATE TABLE IF NOT EXISTS tether_upstreams (
+        name TEXT PRIMARY KEY,
+        definition TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS tether_upstream_sessions (
         session_id TEXT NOT NULL,
         upstream TEXT NOT NULL,
@@ -91,10 +98,17 @@ const MIGRATIONS: &[&str] = &[
     )",
 ];
 
-/// Where session records live.
+/// Records kept by a [`Store::Memory`].
+#[derive(Default)]
+pub struct Memory {
+    sessions: Mutex<HashMap<String, SessionRecord>>,
+    definitions: Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+/// Where session records (and upstreams defined through the admin API) live.
 pub enum Store {
     /// This process only.
-    Memory(Mutex<HashMap<String, SessionRecord>>),
+    Memory(Memory),
     /// SQLite or Postgres.
     Sql(AnyPool),
 }
@@ -104,7 +118,7 @@ impl Store {
     /// missing, with its folder) or `postgres://…`; runs the migrations.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         if url == "memory" {
-            return Ok(Store::Memory(Mutex::new(HashMap::new())));
+            return Ok(Store::Memory(Memory::default()));
         }
         sqlx::any::install_default_drivers();
         let url = match url.strip_prefix("sqlite://") {
@@ -155,8 +169,8 @@ impl Store {
     /// Saves a new session.
     pub async fn insert(&self, r: &SessionRecord) -> Result<(), StoreError> {
         match self {
-            Store::Memory(map) => {
-                lock(map).insert(r.id.clone(), r.clone());
+            Store::Memory(mem) => {
+                lock(&mem.sessions).insert(r.id.clone(), r.clone());
                 Ok(())
             }
             Store::Sql(pool) => {
@@ -184,8 +198,8 @@ impl Store {
     /// Records (or replaces) the upstream session a client session holds.
     pub async fn bind(&self, session: &str, b: &UpstreamBinding) -> Result<(), StoreError> {
         match self {
-            Store::Memory(map) => {
-                if let Some(r) = lock(map).get_mut(session) {
+            Store::Memory(mem) => {
+                if let Some(r) = lock(&mem.sessions).get_mut(session) {
                     r.upstreams.retain(|u| u.upstream != b.upstream);
                     r.upstreams.push(b.clone());
                 }
@@ -215,7 +229,7 @@ impl Store {
     /// The stored session, if any.
     pub async fn load(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         match self {
-            Store::Memory(map) => Ok(lock(map).get(id).cloned()),
+            Store::Memory(mem) => Ok(lock(&mem.sessions).get(id).cloned()),
             Store::Sql(pool) => {
                 let row = sqlx::query(
                     "SELECT id, scope, principal, protocol_version, client_info, client_capabilities, log_level, created_ms, last_seen_ms
@@ -253,8 +267,8 @@ impl Store {
     pub async fn touch(&self, seen: &[(String, i64)]) -> Result<Vec<String>, StoreError> {
         let mut gone = Vec::new();
         match self {
-            Store::Memory(map) => {
-                let mut map = lock(map);
+            Store::Memory(mem) => {
+                let mut map = lock(&mem.sessions);
                 for (id, at) in seen {
                     match map.get_mut(id) {
                         Some(r) => r.last_seen_ms = r.last_seen_ms.max(*at),
@@ -283,8 +297,8 @@ impl Store {
     /// Stores the client's log level.
     pub async fn set_log_level(&self, id: &str, level: &str) -> Result<(), StoreError> {
         match self {
-            Store::Memory(map) => {
-                if let Some(r) = lock(map).get_mut(id) {
+            Store::Memory(mem) => {
+                if let Some(r) = lock(&mem.sessions).get_mut(id) {
                     r.log_level = Some(level.to_owned());
                 }
                 Ok(())
@@ -304,7 +318,7 @@ impl Store {
     /// Removes a session and its bindings; true if it existed.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(map) => Ok(lock(map).remove(id).is_some()),
+            Store::Memory(mem) => Ok(lock(&mem.sessions).remove(id).is_some()),
             Store::Sql(pool) => {
                 sqlx::query("DELETE FROM tether_upstream_sessions WHERE session_id = $1")
                     .bind(id)
@@ -324,7 +338,7 @@ impl Store {
     /// Ids of sessions last seen before `before_ms` (at most `limit`).
     pub async fn expired(&self, before_ms: i64, limit: i64) -> Result<Vec<String>, StoreError> {
         match self {
-            Store::Memory(map) => Ok(lock(map)
+            Store::Memory(mem) => Ok(lock(&mem.sessions)
                 .values()
                 .filter(|r| r.last_seen_ms < before_ms)
                 .take(limit.max(0) as usize)

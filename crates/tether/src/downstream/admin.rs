@@ -1,0 +1,284 @@
+//! The admin API: JSON over HTTP under `/admin`, for operators and the
+//! `tether upstreams` / `tether sessions` commands. Every request needs
+//! `Authorization: Bearer <admin.token>`; without a configured token the API
+//! is off.
+//!
+//! - `GET /admin/upstreams`, `POST /admin/upstreams` (a definition),
+//!   `GET|PUT|DELETE /admin/upstreams/{name}` (the config file's upstreams
+//!   are read-only here), `DELETE /admin/upstreams/{name}/sessions`
+//! - `GET /admin/sessions` (this node's), `DELETE /admin/sessions/{id}`
+//! - `POST /admin/reload` (the config file, like SIGHUP)
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::App;
+use crate::config::UpstreamConfig;
+use crate::control::{Change, Refusal};
+use crate::session::{ClientSession, Scope};
+use crate::store::now_ms;
+use crate::upstream::Upstream;
+
+/// What replaces a secret (header values, environment values) in answers.
+const REDACTED: &str = "<redacted>";
+
+/// The `/admin` routes.
+pub fn router(app: Arc<App>) -> Router<Arc<App>> {
+    Router::new()
+        .route("/upstreams", get(list_upstreams).post(create_upstream))
+        .route(
+            "/upstreams/{name}",
+            get(show_upstream)
+                .put(update_upstream)
+                .delete(delete_upstream),
+        )
+        .route(
+            "/upstreams/{name}/sessions",
+            delete(evict_upstream_sessions),
+        )
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{id}", delete(evict_session))
+        .route("/reload", post(reload))
+        .route_layer(axum::middleware::from_fn_with_state(app, authorize))
+}
+
+fn problem(status: StatusCode, text: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": text.into() }))).into_response()
+}
+
+/// The admin token, compared in constant time; the edge checks apply too.
+async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Err(rejection) = app.edge.check(req.headers()) {
+        return super::mcp::edge_response(rejection);
+    }
+    let expected = app.config.admin.token.as_bytes();
+    if expected.is_empty() {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "the admin API is off: set admin.token (TETHER_ADMIN__TOKEN)",
+        );
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same_secret(presented.as_bytes(), expected) {
+        let mut r = problem(
+            StatusCode::UNAUTHORIZED,
+            "a valid admin bearer token is required",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tether-admin\""),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+/// Compares two secrets without leaking through timing where they differ or
+/// how long they are: their digests are compared, every byte of them.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (
+        ring::digest::digest(&ring::digest::SHA256, a),
+        ring::digest::digest(&ring::digest::SHA256, b),
+    );
+    a.as_ref()
+        .iter()
+        .zip(b.as_ref())
+        .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+        == 0
+}
+
+/// A definition as shown: secrets redacted.
+fn redacted(mut def: UpstreamConfig) -> UpstreamConfig {
+    for value in def.headers.values_mut().chain(def.env.values_mut()) {
+        *value = REDACTED.into();
+    }
+    def
+}
+
+fn upstream_view(def: UpstreamConfig, source: Value, live: Option<&Arc<Upstream>>) -> Value {
+    let mut view = json!({
+        "definition": redacted(def),
+        "source": source,
+    });
+    if let Some(up) = live {
+        use std::sync::atomic::Ordering::Relaxed;
+        view["healthy"] = up.is_healthy().into();
+        view["transport"] = format!("{:?}", up.wiring()).into();
+        view["upstream_sessions"] = up.stats.sessions_live.load(Relaxed).into();
+        view["upstream_sessions_created"] = up.stats.sessions_created.load(Relaxed).into();
+    }
+    view
+}
+
+async fn list_upstreams(State(app): State<Arc<App>>) -> Response {
+    let live = app.gateway.upstreams();
+    let all: Vec<Value> = app
+        .control
+        .definitions()
+        .into_iter()
+        .map(|(def, source)| {
+            let up = live.get(&def.name);
+            upstream_view(def, json!(source), up)
+        })
+        .collect();
+    Json(json!({ "upstreams": all })).into_response()
+}
+
+async fn show_upstream(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let live = app.gateway.upstreams();
+    match app
+        .control
+        .definitions()
+        .into_iter()
+        .find(|(d, _)| d.name == name)
+    {
+        Some((def, source)) => {
+            Json(upstream_view(def, json!(source), live.get(&name))).into_response()
+        }
+        None => problem(StatusCode::NOT_FOUND, format!("no upstream named {name:?}")),
+    }
+}
+
+fn changed(result: Result<Change, Refusal>, ok: StatusCode) -> Response {
+    match result {
+        Ok(change) => (ok, Json(json!({ "change": change }))).into_response(),
+        Err(Refusal::NotFound) => problem(StatusCode::NOT_FOUND, "no such upstream"),
+        Err(e @ Refusal::Conflict(_)) => problem(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ Refusal::Invalid(_)) => problem(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ Refusal::Store(_)) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+type Body = Result<Json<UpstreamConfig>, axum::extract::rejection::JsonRejection>;
+
+fn bad_definition(e: axum::extract::rejection::JsonRejection) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        format!("bad upstream definition: {e}"),
+    )
+}
+
+async fn create_upstream(State(app): State<Arc<App>>, body: Body) -> Response {
+    match body {
+        Ok(Json(def)) => changed(app.control.create(def).await, StatusCode::CREATED),
+        Err(e) => bad_definition(e),
+    }
+}
+
+async fn update_upstream(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    match body {
+        Ok(Json(def)) => changed(app.control.update(&name, def).await, StatusCode::OK),
+        Err(e) => bad_definition(e),
+    }
+}
+
+async fn delete_upstream(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    changed(app.control.delete(&name).await, StatusCode::OK)
+}
+
+async fn evict_upstream_sessions(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Response {
+    match app.control.evict_sessions(&name).await {
+        Ok(n) => Json(json!({ "closed_sessions": n })).into_response(),
+        Err(_) => problem(StatusCode::NOT_FOUND, format!("no upstream named {name:?}")),
+    }
+}
+
+async fn reload(State(app): State<Arc<App>>) -> Response {
+    changed(app.control.reload().await, StatusCode::OK)
+}
+
+fn session_view(s: &ClientSession, now: i64) -> Value {
+    let (created, last_seen, uses) = s.activity();
+    let upstreams: Vec<Value> = s
+        .upstreams
+        .sessions()
+        .iter()
+        .map(|u| {
+            json!({
+                "upstream": &*u.upstream.name,
+                "era": u.era.as_str(),
+                "protocol_version": u.protocol_version,
+                "transport": format!("{:?}", u.upstream.wiring()),
+            })
+        })
+        .collect();
+    json!({
+        "id": s.id,
+        "principal": &*s.principal,
+        "endpoint": match &s.scope {
+            Scope::Federated => "federated".to_owned(),
+            Scope::Single(name) => name.to_string(),
+        },
+        "transport": if s.stream_bound { "sse" } else { "streamable-http" },
+        "protocol_version": s.protocol_version,
+        "created_ms": created,
+        "last_used_ms": last_seen,
+        "age_secs": (now - created).max(0) / 1000,
+        "idle_secs": (now - last_seen).max(0) / 1000,
+        "uses": uses,
+        "upstreams": upstreams,
+    })
+}
+
+async fn list_sessions(State(app): State<Arc<App>>) -> Response {
+    let now = now_ms();
+    let mut held = app.sessions.held();
+    held.sort_by_key(|s| s.activity().0);
+    let all: Vec<Value> = held.iter().map(|s| session_view(s, now)).collect();
+    Json(json!({ "sessions": all })).into_response()
+}
+
+async fn evict_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    if app.sessions.end(&id).await {
+        Json(json!({ "ended": id })).into_response()
+    } else {
+        problem(StatusCode::NOT_FOUND, "no such session")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3creT"));
+        assert!(!same_secret(b"s3cret", b"s3cret-and-more"));
+        assert!(!same_secret(b"", b"s3cret"));
+    }
+
+    #[test]
+    fn definitions_are_shown_without_secrets() {
+        let mut def = UpstreamConfig::http("a", "http://127.0.0.1:1/mcp");
+        def.headers
+            .insert("Authorization".into(), "Bearer x".into());
+        def.env.insert("TOKEN".into(), "y".into());
+        let shown = serde_json::to_string(&redacted(def)).unwrap();
+        assert!(
+            !shown.contains("Bearer x") && !shown.contains("\"y\""),
+            "{shown}"
+        );
+        assert!(shown.contains("Authorization"));
+    }
+}

@@ -39,6 +39,42 @@ impl Proc {
         self.child.wait().unwrap()
     }
 
+    /// Sends a signal (e.g. `HUP`) without waiting.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// The config file a gateway was started with (in its own directory).
+    pub fn config_file(&self) -> std::path::PathBuf {
+        self._dir
+            .as_ref()
+            .expect("started with a config")
+            .0
+            .join("tether.toml")
+    }
+
+    /// Calls the admin API with the token `admin`; the status and JSON body.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = crate::harness::http()
+            .request(method, format!("{}/admin{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// Sends SIGKILL and waits.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -114,6 +150,11 @@ impl Proc {
             .unwrap()
     }
 }
+
+/// The admin token of gateways configured with [`ADMIN`].
+pub const ADMIN_TOKEN: &str = "admin-secret-for-tests";
+/// Config text enabling the admin API with [`ADMIN_TOKEN`].
+pub const ADMIN: &str = "[admin]\ntoken = \"admin-secret-for-tests\"\n";
 
 /// A temporary directory removed on drop.
 pub struct TempDir(pub std::path::PathBuf);

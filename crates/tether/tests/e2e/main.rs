@@ -9,6 +9,7 @@ mod eras;
 mod federation;
 mod harness;
 mod isolation;
+mod lifecycle;
 mod protocol;
 mod sse_client;
 mod sse_demo;

@@ -102,15 +102,33 @@ impl Control {
     }
 
     /// Starts with the config file's definitions plus those stored by the
-    /// admin API (a stored one named like a file one is ignored, with a warning).
+    /// admin API (a stored one named like a file one is ignored, with a
+    /// warning), then follows the store for changes other nodes make.
     pub async fn start(self: &Arc<Self>, file: Vec<UpstreamConfig>) -> Result<Change, Refusal> {
-        let mut api = Vec::new();
-        for (name, json) in self
+        *lock(&self.file) = file;
+        let api = self.stored().await?;
+        *lock(&self.api) = api;
+        let change = {
+            let _one = self.changing.lock().await;
+            self.apply().await?
+        };
+        if self.store.is_durable() {
+            tokio::spawn(follow_store(Arc::downgrade(self)));
+        }
+        Ok(change)
+    }
+
+    /// The admin API's definitions in the store (those the config file
+    /// shadows, or that cannot be read, are left out with a warning).
+    async fn stored(&self) -> Result<Vec<UpstreamConfig>, Refusal> {
+        let stored = self
             .store
             .definitions()
             .await
-            .map_err(|e| Refusal::Store(e.to_string()))?
-        {
+            .map_err(|e| Refusal::Store(e.to_string()))?;
+        let file = lock(&self.file).clone();
+        let mut api = Vec::new();
+        for (name, json) in stored {
             match serde_json::from_str::<UpstreamConfig>(&json) {
                 Ok(def) if file.iter().any(|f| f.name == def.name) => {
                     tracing::warn!(upstream = %name, "stored upstream shadowed by the config file's; ignored");
@@ -121,10 +139,22 @@ impl Control {
                 }
             }
         }
-        *lock(&self.file) = file;
-        *lock(&self.api) = api;
+        Ok(api)
+    }
+
+    /// Applies what other nodes changed through their admin API.
+    async fn sync(&self) -> Result<(), Refusal> {
         let _one = self.changing.lock().await;
-        self.apply().await
+        let stored = self.stored().await?;
+        let same = {
+            let api = lock(&self.api);
+            api.len() == stored.len() && stored.iter().all(|d| api.contains(d))
+        };
+        if !same {
+            *lock(&self.api) = stored;
+            self.apply().await?;
+        }
+        Ok(())
     }
 
     /// Every definition with its source, in order (file first).
@@ -344,5 +374,20 @@ impl Control {
                 });
             }
         })
+    }
+}
+
+/// How often a node looks for upstream definitions other nodes changed.
+const STORE_SYNC: Duration = Duration::from_secs(5);
+
+async fn follow_store(control: std::sync::Weak<Control>) {
+    loop {
+        tokio::time::sleep(STORE_SYNC).await;
+        let Some(control) = control.upgrade() else {
+            return;
+        };
+        if let Err(e) = control.sync().await {
+            tracing::warn!(error = %e, "reading upstream definitions from the store failed");
+        }
     }
 }

@@ -388,3 +388,35 @@ async fn idle_validation_replaces_a_dead_upstream_session_without_a_client_error
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn upstreams_defined_on_one_node_reach_the_others() {
+    let dir = crate::harness::TempDir::new();
+    let shared = format!(
+        "{ADMIN}[store]\nurl = \"sqlite://{}/sessions.db\"\n",
+        dir.0.display()
+    );
+    let up = demo("legacy");
+    let (a, b) = (tether(&shared), tether(&shared));
+    let (status, _) = a
+        .admin(
+            "POST",
+            "/upstreams",
+            Some(definition("added", &up.mcp(), "")),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut seen = false;
+    for _ in 0..40 {
+        let (_, listed) = b.admin("GET", "/upstreams", None).await;
+        if listed.to_string().contains("\"added\"") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(seen, "node B never learned of the upstream node A defined");
+    let client = Legacy::connect(&b.mcp()).await;
+    let r = client.call("added__echo", json!({"text": "via B"})).await;
+    assert_eq!(text(&r), "via B");
+}

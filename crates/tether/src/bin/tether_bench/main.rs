@@ -6,6 +6,7 @@
 //! cargo build --release && target/release/tether-bench [--seconds 5] [--concurrency 1,64]
 //! ```
 
+mod evict;
 mod idle;
 mod transports;
 
@@ -62,6 +63,10 @@ struct Args {
     /// client sessions.
     #[arg(long, value_name = "N")]
     idle_sse: Option<usize>,
+    /// Instead of load: the time a connect-affecting upstream change takes
+    /// when it closes this many upstream sessions.
+    #[arg(long, value_name = "N")]
+    evict: Option<usize>,
 }
 
 /// The client that drives the load.
@@ -298,10 +303,12 @@ async fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
-    if args.transports || args.idle_sse.is_some() {
+    if args.transports || args.idle_sse.is_some() || args.evict.is_some() {
         drop(gateway);
         if let Some(n) = args.idle_sse {
             idle::report(&bin, &dir, &upstream.1, n).await;
+        } else if let Some(n) = args.evict {
+            evict::report(&bin, &dir, &upstream.1, n).await;
         } else {
             transports::report(&bin, &dir, &args).await;
         }

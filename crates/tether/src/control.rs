@@ -228,8 +228,13 @@ impl Control {
                 clash.name
             )));
         }
-        *lock(&self.file) = config.upstreams;
-        self.apply().await
+        let previous = std::mem::replace(&mut *lock(&self.file), config.upstreams);
+        let result = self.apply().await;
+        if result.is_err() {
+            // Nothing was applied: the running upstreams match the old file.
+            *lock(&self.file) = previous;
+        }
+        result
     }
 
     /// Closes every upstream session of `name` (the upstream stays).
@@ -250,13 +255,17 @@ impl Control {
         Ok(())
     }
 
-    /// Validates a definition as the config file's would be.
+    /// Validates a definition as the config file's would be, and builds it
+    /// once (its TLS files must be readable PEM).
     fn check(&self, def: &UpstreamConfig) -> Result<(), Refusal> {
         let mut config = Config::default();
         config.upstreams.push(def.clone());
         config
             .validate()
-            .map_err(|e| Refusal::Invalid(e.to_string()))
+            .map_err(|e| Refusal::Invalid(e.to_string()))?;
+        Upstream::new(def.clone())
+            .map(drop)
+            .map_err(|e| Refusal::Invalid(format!("upstream {:?}: {e}", def.name)))
     }
 
     async fn persist(&self, def: &UpstreamConfig) -> Result<(), Refusal> {

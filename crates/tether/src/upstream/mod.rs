@@ -195,7 +195,11 @@ impl Upstream {
             .connect_timeout(std::time::Duration::from_secs(10));
         let tls = TlsMaterial::read(&config)?;
         if let Some(ca) = &tls.ca {
-            for cert in reqwest::Certificate::from_pem_bundle(ca).map_err(|e| e.to_string())? {
+            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| e.to_string())?;
+            if certs.is_empty() {
+                return Err("tls_ca_file holds no PEM certificate".into());
+            }
+            for cert in certs {
                 http = http.add_root_certificate(cert);
             }
         }

@@ -420,3 +420,35 @@ async fn upstreams_defined_on_one_node_reach_the_others() {
     let r = client.call("added__echo", json!({"text": "via B"})).await;
     assert_eq!(text(&r), "via B");
 }
+
+#[tokio::test]
+async fn reload_rebuilds_an_upstream_whose_tls_files_changed() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures");
+    let dir = crate::harness::TempDir::new();
+    let ca = dir.0.join("ca.pem");
+    std::fs::copy(fixtures.join("ca-a.pem"), &ca).unwrap();
+    let up = demo("legacy");
+    let gw = tether(&format!(
+        "{ADMIN}[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\ntls_ca_file = \"{}\"\n",
+        up.mcp(),
+        ca.display()
+    ));
+    let client = Legacy::connect(&gw.mcp()).await;
+    client.call("demo__echo", json!({"text": "x"})).await;
+    // Same file, same contents: nothing to do.
+    let (_, unchanged) = gw.admin("POST", "/reload", None).await;
+    assert_eq!(unchanged["change"]["closed_sessions"], 0, "{unchanged}");
+    // Rotated contents under the same path: the upstream is rebuilt.
+    std::fs::copy(fixtures.join("ca-b.pem"), &ca).unwrap();
+    let (status, change) = gw.admin("POST", "/reload", None).await;
+    assert_eq!(status, 200, "{change}");
+    assert_eq!(names(&change, "replaced"), ["demo"]);
+    assert_eq!(change["change"]["closed_sessions"], 1);
+    wait_for_stat(&up, "deletes", 1).await;
+    client.call("demo__echo", json!({"text": "y"})).await;
+    // An unreadable file is refused, and the running upstream stays.
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let (status, refused) = gw.admin("POST", "/reload", None).await;
+    assert_eq!(status, 400, "{refused}");
+    client.call("demo__echo", json!({"text": "z"})).await;
+}

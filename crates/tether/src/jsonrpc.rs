@@ -24,6 +24,8 @@ pub mod code {
     pub const SERVER_ERROR: i64 = -32000;
     /// Resource not found (MCP).
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
+    /// The caller may not use this upstream, tool, prompt or resource (Tether's policy).
+    pub const FORBIDDEN: i64 = -32001;
 }
 
 /// A JSON object whose member values are kept as raw JSON text, in order.

@@ -3,6 +3,7 @@
 //! session its own isolated upstream sessions.
 
 pub mod admin_cli;
+pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod control;

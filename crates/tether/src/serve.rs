@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 
 use std::path::PathBuf;
 
-use crate::config::{Config, UpstreamConfig};
+use crate::auth::Auth;
+use crate::config::{AuthMode, Config, UpstreamConfig};
 use crate::control::Control;
 use crate::demo::{DemoEra, DemoServer};
 use crate::downstream::{self, App};
@@ -75,9 +76,18 @@ pub async fn run(
         .start(file_upstreams)
         .await
         .map_err(|e| e.to_string())?;
+    refuse_open_access(&config)?;
     let listener = TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
-    let app = App::new(config, gateway, sessions.clone(), metrics, control.clone());
+    let auth = Auth::new(&config.auth).await?;
+    let app = App::new(
+        config,
+        gateway,
+        sessions.clone(),
+        metrics,
+        control.clone(),
+        auth,
+    );
     // Scripts and tests read this line to find the port when listening on :0.
     println!("tether listening on http://{addr}/mcp");
     tracing::info!(%addr, "tether listening");
@@ -131,6 +141,22 @@ async fn shutdown(
         ),
     )
     .await;
+}
+
+/// Without authentication, only loopback listeners are served unless the
+/// operator explicitly allows it (and then loudly).
+fn refuse_open_access(config: &Config) -> Result<(), String> {
+    let listen = config.server.listen;
+    if config.auth.mode != AuthMode::None || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !config.auth.allow_unauthenticated {
+        return Err(format!(
+            "refusing to serve {listen} without authentication: set auth.mode = \"jwt\", or auth.allow_unauthenticated = true to accept anyone who can reach it"
+        ));
+    }
+    tracing::warn!(%listen, "SERVING WITHOUT AUTHENTICATION on a non-loopback address: anyone who can reach it can use every upstream");
+    Ok(())
 }
 
 /// SIGHUP: read the config file again and apply its upstreams.

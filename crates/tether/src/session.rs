@@ -14,13 +14,14 @@ use dashmap::DashMap;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::auth::{Access, Caller};
 use crate::metrics::Metrics;
 use crate::protocol::Era;
 use crate::store::{SessionRecord, Store, now_ms};
 use crate::sync::lock;
 use crate::upstream::{ClientIdentity, SessionSet, UpstreamSession, UpstreamSet};
 
-/// The principal of every session until authentication exists.
+/// The principal of every caller when authentication is off.
 pub const ANONYMOUS: &str = "anonymous";
 
 /// Resources one client session may subscribe to per upstream.
@@ -108,8 +109,10 @@ pub struct ClientSession {
     listening: Mutex<Vec<Weak<UpstreamSession>>>,
     /// When the session began (ms since the Unix epoch; kept across restores).
     created_ms: i64,
-    /// Who the session belongs to (one principal until authentication exists).
+    /// Who the session belongs to: only requests by this principal reach it.
     pub principal: Arc<str>,
+    /// What the principal may reach (from its latest request's token).
+    access: Mutex<Arc<Access>>,
     /// When it was last used (ms since the Unix epoch).
     last_seen_ms: AtomicI64,
     /// Used since its last-seen time was last written to the store.
@@ -151,6 +154,7 @@ impl ClientSession {
             listening: Mutex::new(Vec::new()),
             created_ms: now_ms(),
             principal: Arc::from(ANONYMOUS),
+            access: Mutex::new(Arc::new(Access::everything())),
             last_seen_ms: AtomicI64::new(now_ms()),
             dirty: AtomicBool::new(false),
             uses: AtomicU64::new(0),
@@ -158,22 +162,36 @@ impl ClientSession {
         }
     }
 
-    /// The context of one sessionless request (modern clients, stateless mode):
-    /// never registered, closed once its reply is complete.
+    /// The context of one sessionless request (modern clients, stateless mode)
+    /// by `caller`: never registered, closed once its reply is complete.
     pub fn sessionless(
         scope: Scope,
         era: Era,
         protocol_version: &str,
         identity: ClientIdentity,
+        caller: &Caller,
     ) -> Self {
-        ClientSession::new(
+        let mut ctx = ClientSession::new(
             String::new(),
             true,
             scope,
             era,
             protocol_version.to_owned(),
             identity,
-        )
+        );
+        ctx.principal = caller.principal.clone();
+        ctx.authorize(caller);
+        ctx
+    }
+
+    /// Takes what `caller` (the session's principal) may reach now.
+    pub fn authorize(&self, caller: &Caller) {
+        *lock(&self.access) = caller.access.clone();
+    }
+
+    /// What the session's principal may reach.
+    pub fn access(&self) -> Arc<Access> {
+        lock(&self.access).clone()
     }
 
     /// Replaces the per-request settings (modern requests).
@@ -519,8 +537,8 @@ impl SessionRegistry {
         Some(session)
     }
 
-    /// Adds a session and stores it: under a fresh id, or under the id of
-    /// the HTTP+SSE connection it is bound to (`stream`).
+    /// Adds a session of `caller` and stores it: under a fresh id, or under
+    /// the id of the HTTP+SSE connection it is bound to (`stream`).
     pub async fn create(
         &self,
         scope: Scope,
@@ -528,11 +546,14 @@ impl SessionRegistry {
         protocol_version: String,
         identity: ClientIdentity,
         stream: Option<&str>,
+        caller: &Caller,
     ) -> Result<Arc<ClientSession>, Admission> {
-        self.admit(&Arc::from(ANONYMOUS))?;
+        self.admit(&caller.principal)?;
         let id = stream.map_or_else(new_session_id, str::to_owned);
         let mut session = ClientSession::new(id, false, scope, era, protocol_version, identity);
         session.stream_bound = stream.is_some();
+        session.principal = caller.principal.clone();
+        session.authorize(caller);
         let session = Arc::new(session);
         session.touch();
         self.sessions.insert(session.id.clone(), session.clone());
@@ -542,18 +563,21 @@ impl SessionRegistry {
         Ok(session)
     }
 
-    /// The session with this id: held here, or restored from the store (after
-    /// a restart, or created on another node) with its upstream sessions
-    /// re-attached by their stored ids. Ids of invalid shape are never looked up.
-    pub async fn find(&self, id: &str) -> Option<Arc<ClientSession>> {
+    /// The session with this id, if `caller` owns it: held here, or restored
+    /// from the store (after a restart, or created on another node) with its
+    /// upstream sessions re-attached by their stored ids. Ids of invalid shape
+    /// are never looked up; another principal's session is not found, exactly
+    /// like an unknown one.
+    pub async fn find(&self, id: &str, caller: &Caller) -> Option<Arc<ClientSession>> {
         if !is_valid_session_id(id) {
             return None;
         }
         let held = self.sessions.get(id).map(|s| s.clone());
         if let Some(s) = held {
-            if s.stream_bound {
+            if s.stream_bound || s.principal != caller.principal {
                 return None;
             }
+            s.authorize(caller);
             if s.outlived(self.absolute_ttl) {
                 self.end(id).await;
                 return None;
@@ -567,7 +591,7 @@ impl SessionRegistry {
                 return None;
             }
         };
-        if record.scope.starts_with(STREAM_BOUND_MARK) {
+        if record.scope.starts_with(STREAM_BOUND_MARK) || *record.principal != *caller.principal {
             return None;
         }
         let now = now_ms();
@@ -591,6 +615,7 @@ impl SessionRegistry {
                 Some(held.get().clone())
             }
             dashmap::Entry::Vacant(slot) => {
+                session.authorize(caller);
                 session.touch();
                 slot.insert(session.clone());
                 tracing::debug!(session = %id, "restored client session from the store");
@@ -864,9 +889,40 @@ mod tests {
         SessionRegistry::new(store, Arc::default(), limits, Arc::new(Metrics::default()))
     }
 
+    fn caller(principal: &str) -> Caller {
+        Caller {
+            principal: Arc::from(principal),
+            access: Arc::new(Access::everything()),
+        }
+    }
+
+    #[tokio::test]
+    async fn another_principal_finds_nothing() {
+        let reg = registry();
+        let (alice, bob) = (caller("iss|alice"), caller("iss|bob"));
+        let s = reg
+            .create(
+                Scope::Federated,
+                Era::Legacy,
+                "2025-11-25".into(),
+                ClientIdentity::tether(),
+                None,
+                &alice,
+            )
+            .await
+            .unwrap();
+        assert!(reg.find(&s.id, &bob).await.is_none());
+        assert!(reg.find(&s.id, &alice).await.is_some());
+        // Nor from the store, as another node would look it up.
+        reg.unregister(&s.id);
+        assert!(reg.find(&s.id, &bob).await.is_none());
+        assert!(reg.find(&s.id, &alice).await.is_some());
+    }
+
     #[tokio::test]
     async fn sessions_bound_to_a_stream_are_never_served_elsewhere() {
         let reg = registry();
+        let me = caller(ANONYMOUS);
         let id = new_session_id();
         let held = reg
             .create(
@@ -875,16 +931,20 @@ mod tests {
                 "2024-11-05".into(),
                 ClientIdentity::tether(),
                 Some(&id),
+                &me,
             )
             .await
             .unwrap();
         assert_eq!(held.id, id);
         assert!(held.stream_bound);
         assert!(held.record().scope.starts_with(STREAM_BOUND_MARK));
-        assert!(reg.find(&id).await.is_none(), "not over Streamable HTTP");
+        assert!(
+            reg.find(&id, &me).await.is_none(),
+            "not over Streamable HTTP"
+        );
         // Not from the store either (as another node would see it).
         reg.unregister(&id);
-        assert!(reg.find(&id).await.is_none());
+        assert!(reg.find(&id, &me).await.is_none());
         let record = reg.store.load(&id).await.unwrap().unwrap();
         let restored = reg.restore(record).unwrap();
         assert!(

@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+mod auth;
 mod upstream;
 
+pub use auth::{AuthConfig, AuthMode, JwtConfig, Policy};
 pub use upstream::{COSMETIC_FIELDS, EraPreference, Transport, UpstreamConfig};
 
 use figment::Figment;
@@ -20,6 +22,7 @@ const SECTIONS: &[&str] = &[
     "federation",
     "upstreams",
     "admin",
+    "auth",
 ];
 
 /// The whole configuration.
@@ -38,6 +41,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// The admin API.
     pub admin: AdminConfig,
+    /// Authentication and authorization of clients.
+    pub auth: AuthConfig,
 }
 
 /// The admin API (`/admin/…`).

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::App;
 use super::reply::{self, ReplyStyle};
+use crate::auth::Caller;
 use crate::gateway::Outcome;
 use crate::jsonrpc::{self, ErrorObject, Message, RawObject, code};
 use crate::protocol::{self, Era};
@@ -52,6 +53,7 @@ pub async fn handshake(
     scope: Scope,
     msg: &Message,
     stream: Option<&str>,
+    caller: &Caller,
 ) -> Result<(Arc<ClientSession>, RawObject), Refusal> {
     if msg.id.is_none() {
         return Err(Refusal::BadParams("initialize must be a request"));
@@ -79,10 +81,11 @@ pub async fn handshake(
             Era::Legacy,
             version,
             identity,
+            caller,
         ))
     } else {
         app.sessions
-            .create(scope, Era::Legacy, version.into(), identity, stream)
+            .create(scope, Era::Legacy, version.into(), identity, stream, caller)
             .await
             .map_err(Refusal::Full)?
     };
@@ -101,9 +104,15 @@ pub async fn handshake(
 
 /// Answers `initialize` over Streamable HTTP: the session id travels in
 /// the `Mcp-Session-Id` header.
-pub async fn initialize(app: &Arc<App>, scope: Scope, msg: Message, style: ReplyStyle) -> Response {
+pub async fn initialize(
+    app: &Arc<App>,
+    scope: Scope,
+    msg: Message,
+    style: ReplyStyle,
+    caller: &Caller,
+) -> Response {
     let id = msg.id.clone();
-    let (ctx, result) = match handshake(app, scope, &msg, None).await {
+    let (ctx, result) = match handshake(app, scope, &msg, None, caller).await {
         Ok(done) => done,
         Err(refusal) => {
             let (status, retry_after) = match &refusal {

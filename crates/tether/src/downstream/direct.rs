@@ -57,7 +57,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(app: Arc<App>, mut io: S) 
         _ => return,
     };
     let resp = match parse(&head) {
-        Ok((path, headers)) => sse::open_path(&app, &path, &headers),
+        Ok((path, headers)) => sse::open_path(&app, &path, &headers).await,
         Err(text) => reply::error(StatusCode::BAD_REQUEST, code::INVALID_REQUEST, text),
     };
     drop(head);

@@ -13,7 +13,8 @@ use serde_json::json;
 
 use super::edge::EdgeRejection;
 use super::reply::{self, Accepts, ReplyStyle};
-use super::{App, describe, modern};
+use super::{App, describe, identity, modern};
+use crate::auth::Caller;
 use crate::gateway::Outcome;
 use crate::jsonrpc::{self, ErrorObject, Kind, Message, code};
 use crate::metrics;
@@ -55,6 +56,17 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
         );
         return resp;
     }
+    let caller = match identity::caller(&app, &parts.headers).await {
+        Ok(c) => c,
+        Err(resp) => {
+            app.metrics.record(
+                metrics::kind_slot(metrics::Kind::Rejected),
+                401,
+                start.elapsed(),
+            );
+            return *resp;
+        }
+    };
     let modern_sessionless = parts.headers.get(protocol::HEADER_SESSION_ID).is_none()
         && modern_version_header(&parts.headers);
     let (slot, resp) = match parts.method {
@@ -76,7 +88,7 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
                 );
                 return r;
             };
-            let (slot, resp) = post(&app, scope, &parts.headers, body).await;
+            let (slot, resp) = post(&app, scope, &parts.headers, body, &caller).await;
             (
                 slot,
                 resp.map(|body| Body::new(reply::Guarded::new(body, permit))),
@@ -95,11 +107,11 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
         }
         Method::GET => (
             metrics::kind_slot(metrics::Kind::Stream),
-            open_stream(&app, &scope, &parts.headers).await,
+            open_stream(&app, &scope, &parts.headers, &caller).await,
         ),
         Method::DELETE => (
             metrics::kind_slot(metrics::Kind::Delete),
-            delete(&app, &scope, &parts.headers).await,
+            delete(&app, &scope, &parts.headers, &caller).await,
         ),
         _ => {
             let mut r = reply::error(
@@ -157,7 +169,13 @@ pub fn stale_session() -> Response {
     reply::json(StatusCode::NOT_FOUND, err.to_response(None))
 }
 
-async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> (usize, Response) {
+async fn post(
+    app: &Arc<App>,
+    scope: Scope,
+    headers: &HeaderMap,
+    body: Body,
+    caller: &Caller,
+) -> (usize, Response) {
     let other = metrics::kind_slot(metrics::Kind::Rejected);
     if !super::edge::is_json(headers) {
         let r = reply::error(
@@ -205,18 +223,18 @@ async fn post(app: &Arc<App>, scope: Scope, headers: &HeaderMap, body: Body) -> 
     if msg.method.as_deref() == Some("initialize") && !modern_version_header(headers) {
         return (
             slot,
-            describe::initialize(app, scope, msg, style(Era::Legacy)).await,
+            describe::initialize(app, scope, msg, style(Era::Legacy), caller).await,
         );
     }
     if is_modern(headers, &msg, &raw) {
         return (
             slot,
-            modern_request(app, scope, headers, msg, raw, style(Era::Modern)).await,
+            modern_request(app, scope, headers, msg, raw, style(Era::Modern), caller).await,
         );
     }
     (
         slot,
-        legacy_request(app, scope, headers, msg, raw, kind, style(Era::Legacy)).await,
+        legacy_request(app, scope, headers, msg, raw, style(Era::Legacy), caller).await,
     )
 }
 
@@ -250,6 +268,7 @@ async fn modern_request(
     msg: Message,
     raw: Bytes,
     style: ReplyStyle,
+    caller: &Caller,
 ) -> Response {
     let kind = msg.kind().expect("validated");
     if kind == Kind::Response {
@@ -271,8 +290,14 @@ async fn modern_request(
         Err(r) => return reply::json(r.status, r.error.to_response(msg.id.as_deref())),
     };
     let ctx = Arc::new(
-        ClientSession::sessionless(scope, Era::Modern, protocol::MODERN_VERSION, identity)
-            .with_options(options),
+        ClientSession::sessionless(
+            scope,
+            Era::Modern,
+            protocol::MODERN_VERSION,
+            identity,
+            caller,
+        )
+        .with_options(options),
     );
     if msg.method.as_deref() == Some("server/discover") {
         return describe::discover(app, &ctx, &msg).await;
@@ -286,9 +311,10 @@ async fn legacy_request(
     headers: &HeaderMap,
     msg: Message,
     raw: Bytes,
-    kind: Kind,
     style: ReplyStyle,
+    caller: &Caller,
 ) -> Response {
+    let kind = msg.kind().expect("parse validated the kind");
     let version = headers
         .get(protocol::HEADER_PROTOCOL_VERSION)
         .map(|v| v.to_str().unwrap_or("?"));
@@ -309,9 +335,10 @@ async fn legacy_request(
             Era::Legacy,
             version,
             ClientIdentity::tether(),
+            caller,
         ))
     } else {
-        match find_session(app, &scope, headers).await {
+        match find_session(app, &scope, headers, caller).await {
             Ok(s) => s,
             Err(resp) => return *resp,
         }
@@ -331,11 +358,13 @@ async fn legacy_request(
     }
 }
 
-/// The session named by `Mcp-Session-Id`, or the response refusing the request.
+/// The caller's session named by `Mcp-Session-Id`, or the response refusing
+/// the request (another principal's session is as unknown as a made-up id).
 async fn find_session(
     app: &App,
     scope: &Scope,
     headers: &HeaderMap,
+    caller: &Caller,
 ) -> Result<Arc<ClientSession>, Box<Response>> {
     let Some(id) = headers.get(protocol::HEADER_SESSION_ID) else {
         return Err(Box::new(reply::error(
@@ -345,13 +374,18 @@ async fn find_session(
         )));
     };
     let id = id.to_str().unwrap_or("");
-    match app.sessions.find(id).await {
+    match app.sessions.find(id, caller).await {
         Some(s) if s.scope == *scope && !s.is_closed() => Ok(s),
         _ => Err(Box::new(stale_session())),
     }
 }
 
-async fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {
+async fn open_stream(
+    app: &Arc<App>,
+    scope: &Scope,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Response {
     if app.config.server.stateless {
         return reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -367,7 +401,7 @@ async fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Resp
             "Accept must include text/event-stream",
         );
     }
-    let session = match find_session(app, scope, headers).await {
+    let session = match find_session(app, scope, headers, caller).await {
         Ok(s) => s,
         Err(resp) => return *resp,
     };
@@ -395,7 +429,7 @@ async fn open_stream(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Resp
     )
 }
 
-async fn delete(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response {
+async fn delete(app: &Arc<App>, scope: &Scope, headers: &HeaderMap, caller: &Caller) -> Response {
     if app.config.server.stateless {
         return reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -403,7 +437,7 @@ async fn delete(app: &Arc<App>, scope: &Scope, headers: &HeaderMap) -> Response 
             "stateless mode has no sessions",
         );
     }
-    let session = match find_session(app, scope, headers).await {
+    let session = match find_session(app, scope, headers, caller).await {
         Ok(s) => s,
         Err(resp) => return *resp,
     };

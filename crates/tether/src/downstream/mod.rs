@@ -5,6 +5,7 @@ mod admin;
 mod describe;
 mod direct;
 mod edge;
+mod identity;
 mod listener;
 mod mcp;
 mod modern;
@@ -42,6 +43,8 @@ pub struct App {
     pub sse: SseHub,
     /// The upstream lifecycle (admin API).
     pub control: Arc<crate::control::Control>,
+    /// Who is calling.
+    pub auth: crate::auth::Auth,
     edge: EdgePolicy,
     inflight: Arc<tokio::sync::Semaphore>,
 }
@@ -54,6 +57,7 @@ impl App {
         sessions: Arc<SessionRegistry>,
         metrics: Arc<Metrics>,
         control: Arc<crate::control::Control>,
+        auth: crate::auth::Auth,
     ) -> Arc<App> {
         let edge = EdgePolicy::new(&config.server);
         let inflight = Arc::new(tokio::sync::Semaphore::new(
@@ -66,6 +70,7 @@ impl App {
             metrics,
             sse: SseHub::default(),
             control,
+            auth,
             edge,
             inflight,
         })
@@ -93,6 +98,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(identity::METADATA_PATH, get(identity::metadata))
+        .route(
+            &format!("{}/{{*resource}}", identity::METADATA_PATH),
+            get(identity::metadata),
+        )
         .nest("/admin", admin::router(app.clone()))
         .with_state(app)
 }

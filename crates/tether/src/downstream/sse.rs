@@ -19,7 +19,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::mcp::edge_response;
-use super::{App, describe, reply};
+use super::{App, describe, identity, reply};
+use crate::auth::Caller;
 use crate::gateway::Outcome;
 use crate::jsonrpc::{ErrorObject, Kind, Message, code};
 use crate::metrics;
@@ -64,6 +65,8 @@ impl SseHub {
 struct Conn {
     id: String,
     scope: Scope,
+    /// Who opened the stream: only their messages reach it.
+    caller: Caller,
     /// The stream's sender until `initialize`; then the session holds it.
     early: Mutex<Option<mpsc::Sender<Bytes>>>,
     session: Mutex<Option<Arc<ClientSession>>>,
@@ -183,12 +186,12 @@ async fn open(app: Arc<App>, scope: Scope, req: Request) -> Response {
     if req.method() != Method::GET {
         return only("GET");
     }
-    open_stream(&app, scope, req.headers())
+    open_stream(&app, scope, req.headers()).await
 }
 
 /// `GET` on an SSE path served outside the HTTP stack (see `direct`):
 /// `/sse` or `/u/<upstream>/sse`.
-pub(super) fn open_path(app: &Arc<App>, path: &str, headers: &HeaderMap) -> Response {
+pub(super) async fn open_path(app: &Arc<App>, path: &str, headers: &HeaderMap) -> Response {
     let scope = match path
         .strip_prefix("/u/")
         .and_then(|p| p.strip_suffix("/sse"))
@@ -199,13 +202,19 @@ pub(super) fn open_path(app: &Arc<App>, path: &str, headers: &HeaderMap) -> Resp
             None => return no_upstream(name),
         },
     };
-    open_stream(app, scope, headers)
+    open_stream(app, scope, headers).await
 }
 
-/// Opens a session's stream (after the edge checks and the session cap).
-fn open_stream(app: &Arc<App>, scope: Scope, headers: &HeaderMap) -> Response {
+/// Opens a session's stream (after the edge checks, authentication and the session cap).
+async fn open_stream(app: &Arc<App>, scope: Scope, headers: &HeaderMap) -> Response {
     let start = Instant::now();
-    let resp = new_stream(app, scope, headers);
+    let resp = match app.edge.check(headers) {
+        Err(rejection) => edge_response(rejection),
+        Ok(()) => match identity::caller(app, headers).await {
+            Ok(caller) => new_stream(app, scope, caller),
+            Err(refusal) => *refusal,
+        },
+    };
     app.metrics.record(
         metrics::kind_slot(metrics::Kind::Stream),
         resp.status().as_u16(),
@@ -214,10 +223,7 @@ fn open_stream(app: &Arc<App>, scope: Scope, headers: &HeaderMap) -> Response {
     resp
 }
 
-fn new_stream(app: &Arc<App>, scope: Scope, headers: &HeaderMap) -> Response {
-    if let Err(rejection) = app.edge.check(headers) {
-        return edge_response(rejection);
-    }
+fn new_stream(app: &Arc<App>, scope: Scope, caller: Caller) -> Response {
     // Streams not yet initialized count against the session cap too.
     if app.sse.len() >= app.config.session.max_sessions {
         return busy(
@@ -234,6 +240,7 @@ fn new_stream(app: &Arc<App>, scope: Scope, headers: &HeaderMap) -> Response {
     let conn = Arc::new(Conn {
         id: id.clone(),
         scope,
+        caller,
         early: Mutex::new(Some(tx)),
         session: Mutex::new(None),
         initializing: AtomicBool::new(false),
@@ -279,6 +286,10 @@ async fn take_message(app: &Arc<App>, scope: Scope, req: Request) -> (usize, Res
     if let Some(refusal) = check_post(app, &parts.headers) {
         return (rejected, refusal);
     }
+    let caller = match identity::caller(app, &parts.headers).await {
+        Ok(c) => c,
+        Err(refusal) => return (rejected, *refusal),
+    };
     let Ok(Query(target)) = Query::<Target>::try_from_uri(&parts.uri) else {
         return (rejected, bad_request("malformed query string"));
     };
@@ -296,7 +307,8 @@ async fn take_message(app: &Arc<App>, scope: Scope, req: Request) -> (usize, Res
         .conns
         .get(&id)
         .map(|c| c.clone())
-        .filter(|c| c.scope == scope)
+        // Another principal's stream is as unknown as a made-up id.
+        .filter(|c| c.scope == scope && c.caller.principal == caller.principal)
     else {
         let unknown = reply::error(
             StatusCode::NOT_FOUND,
@@ -328,7 +340,7 @@ async fn take_message(app: &Arc<App>, scope: Scope, req: Request) -> (usize, Res
         );
         return (rejected, r);
     };
-    tokio::spawn(handle(app.clone(), conn, msg, raw, permit));
+    tokio::spawn(handle(app.clone(), conn, caller, msg, raw, permit));
     (slot, accepted())
 }
 
@@ -360,6 +372,7 @@ fn accepted() -> Response {
 async fn handle(
     app: Arc<App>,
     conn: Arc<Conn>,
+    caller: Caller,
     msg: Message,
     raw: Bytes,
     _permit: OwnedSemaphorePermit,
@@ -367,8 +380,11 @@ async fn handle(
     let id = msg.id.clone();
     let kind = msg.kind().unwrap_or(Kind::Notification);
     let outcome = match (conn.session(), msg.method.as_deref()) {
-        (_, Some("initialize")) if kind == Kind::Request => initialize(&app, &conn, msg).await,
+        (_, Some("initialize")) if kind == Kind::Request => {
+            initialize(&app, &conn, msg, &caller).await
+        }
         (Some(ctx), _) => {
+            ctx.authorize(&caller);
             ctx.touch();
             match kind {
                 Kind::Request => app.gateway.request(&ctx, msg, raw).await,
@@ -393,7 +409,7 @@ async fn handle(
 
 /// `initialize` on an HTTP+SSE connection: the session takes the
 /// connection's id and its stream.
-async fn initialize(app: &App, conn: &Conn, msg: Message) -> Outcome {
+async fn initialize(app: &App, conn: &Conn, msg: Message, caller: &Caller) -> Outcome {
     let id = msg.id.clone();
     if conn.initializing.swap(true, Ordering::AcqRel) {
         return Outcome::Error(
@@ -401,7 +417,7 @@ async fn initialize(app: &App, conn: &Conn, msg: Message) -> Outcome {
             id,
         );
     }
-    match describe::handshake(app, conn.scope.clone(), &msg, Some(&conn.id)).await {
+    match describe::handshake(app, conn.scope.clone(), &msg, Some(&conn.id), caller).await {
         Ok((ctx, result)) => {
             let stream = lock(&conn.early).take();
             let Some(tx) = stream else {

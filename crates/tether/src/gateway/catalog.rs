@@ -107,8 +107,8 @@ impl Routes {
 
 /// The outcome of merging one list kind.
 pub struct Merged {
-    /// Items in upstream config order, names mapped.
-    pub items: Vec<RawObject>,
+    /// Items in upstream config order, names mapped, with the upstream each came from.
+    pub items: Vec<(Arc<str>, RawObject)>,
     /// Names exposed by more than one upstream (reported, never silently dropped).
     pub collisions: Vec<String>,
 }
@@ -194,7 +194,7 @@ pub fn merge(
                 }
             };
             if kept {
-                out.push(item);
+                out.push((upstream.clone(), item));
             }
         }
     }
@@ -233,7 +233,7 @@ mod tests {
     fn names(m: &Merged) -> Vec<String> {
         m.items
             .iter()
-            .map(|i| jsonrpc::str_member(i, "name").unwrap())
+            .map(|(_, i)| jsonrpc::str_member(i, "name").unwrap())
             .collect()
     }
 
@@ -251,7 +251,7 @@ mod tests {
             routes.named(ListKind::Tools, "b__echo"),
             Some(("b".into(), "echo".into()))
         );
-        assert_eq!(m.items[0].get("x-extra").unwrap().get(), "1.50");
+        assert_eq!(m.items[0].1.get("x-extra").unwrap().get(), "1.50");
     }
 
     #[test]

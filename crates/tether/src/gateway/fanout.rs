@@ -30,6 +30,60 @@ impl Gateway {
             Ok(items) => items,
             Err(why) => return error(msg, code::INTERNAL_ERROR, why),
         };
+        // What the caller may not reach is not listed.
+        let access = ctx.access();
+        let items: Vec<RawObject> = items
+            .into_iter()
+            .filter(|(upstream, item)| match kind {
+                ListKind::Tools => access.reaches_tool(
+                    upstream,
+                    &jsonrpc::str_member(item, "name").unwrap_or_default(),
+                ),
+                _ => access.reaches_upstream(upstream),
+            })
+            .map(|(_, item)| item)
+            .collect();
+        self.list_answer(ctx, kind, msg, items)
+    }
+
+    /// `tools/list` on `/u/<upstream>/mcp` for a caller who may use only some
+    /// of its tools: every page, filtered, as one answer.
+    pub(super) async fn single_tools_list(
+        &self,
+        ctx: &Arc<ClientSession>,
+        upstream: &Arc<Upstream>,
+        msg: &Message,
+    ) -> Outcome {
+        let items = match self.list_all(ctx, upstream, ListKind::Tools).await {
+            Ok(items) => items,
+            Err(e) => {
+                return error(
+                    msg,
+                    code::INTERNAL_ERROR,
+                    format!("upstream {}: {e}", upstream.name),
+                );
+            }
+        };
+        let access = ctx.access();
+        let items: Vec<RawObject> = items
+            .into_iter()
+            .filter(|item| {
+                access.reaches_tool(
+                    &upstream.name,
+                    &jsonrpc::str_member(item, "name").unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.list_answer(ctx, ListKind::Tools, msg, items)
+    }
+
+    fn list_answer(
+        &self,
+        ctx: &ClientSession,
+        kind: ListKind,
+        msg: &Message,
+        items: Vec<RawObject>,
+    ) -> Outcome {
         let mut result = RawObject::new();
         result.insert(kind.items_key().into(), jsonrpc::to_raw(&items));
         if ctx.era == Era::Modern {
@@ -53,7 +107,7 @@ impl Gateway {
         &self,
         ctx: &Arc<ClientSession>,
         kind: ListKind,
-    ) -> Result<Vec<RawObject>, String> {
+    ) -> Result<Vec<(Arc<str>, RawObject)>, String> {
         let upstreams = self.upstreams.snapshot();
         // An unhealthy upstream is left out at once, not waited for.
         let live: Vec<_> = upstreams.iter().filter(|u| u.is_healthy()).collect();

@@ -186,6 +186,23 @@ impl Gateway {
                     format!("upstream {name:?} is not configured"),
                 );
             };
+            let access = ctx.access();
+            if !access.reaches_upstream(name) {
+                return forbidden(&msg, &format!("upstream {name}"));
+            }
+            if access.restricts() && method == "tools/list" {
+                return self.single_tools_list(ctx, &upstream, &msg).await;
+            }
+            if access.restricts() && method == "tools/call" {
+                let tool = msg
+                    .params_object()
+                    .ok()
+                    .and_then(|p| jsonrpc::str_member(&p, "name"))
+                    .unwrap_or_default();
+                if !access.reaches_tool(name, &tool) {
+                    return forbidden(&msg, &format!("tool {tool}"));
+                }
+            }
             return self.forward(ctx, &upstream, msg, raw, None).await;
         }
         if let Some(kind) = ListKind::from_method(method) {
@@ -209,6 +226,9 @@ impl Gateway {
                     return error(&msg, code::INVALID_PARAMS, "params.uri is required");
                 };
                 match self.resolve_resource(ctx, &uri).await {
+                    Some(up) if !ctx.access().reaches_upstream(&up.name) => {
+                        forbidden(&msg, &format!("resource {uri}"))
+                    }
                     Some(up) => self.forward(ctx, &up, msg, raw, None).await,
                     None => resource_not_found(ctx, &msg, &uri),
                 }
@@ -242,6 +262,9 @@ impl Gateway {
             Scope::Federated => self.resolve_resource(ctx, &uri).await,
         };
         match upstream {
+            Some(up) if !ctx.access().reaches_upstream(&up.name) => {
+                forbidden(&msg, &format!("resource {uri}"))
+            }
             Some(up) => self.subscribe(ctx, &up, msg, raw, uri, on).await,
             None => resource_not_found(ctx, &msg, &uri),
         }
@@ -269,6 +292,14 @@ impl Gateway {
                 format!("Unknown {what}: {exposed}"),
             );
         };
+        let access = ctx.access();
+        let permitted = match kind {
+            ListKind::Tools => access.reaches_tool(&upstream.name, &exposed),
+            _ => access.reaches_upstream(&upstream.name),
+        };
+        if !permitted {
+            return forbidden(&msg, &exposed);
+        }
         params.insert("name".into(), jsonrpc::to_raw(&original));
         self.forward(ctx, &upstream, msg, Bytes::new(), Some(params))
             .await
@@ -299,6 +330,9 @@ impl Gateway {
                         format!("Unknown prompt: {name}"),
                     );
                 };
+                if !ctx.access().reaches_upstream(&upstream.name) {
+                    return forbidden(&msg, &format!("prompt {name}"));
+                }
                 reference.insert("name".into(), jsonrpc::to_raw(&original));
                 params.insert("ref".into(), jsonrpc::to_raw(&reference));
                 self.forward(ctx, &upstream, msg, Bytes::new(), Some(params))
@@ -307,6 +341,9 @@ impl Gateway {
             Some("ref/resource") => {
                 let uri = jsonrpc::str_member(&reference, "uri").unwrap_or_default();
                 match self.resolve_resource(ctx, &uri).await {
+                    Some(up) if !ctx.access().reaches_upstream(&up.name) => {
+                        forbidden(&msg, &format!("resource {uri}"))
+                    }
                     Some(up) => self.forward(ctx, &up, msg, raw, None).await,
                     None => resource_not_found(ctx, &msg, &uri),
                 }
@@ -362,6 +399,15 @@ impl Gateway {
         }
         upstreams.get(&found?).cloned()
     }
+}
+
+/// The answer when the caller's policy does not reach `what`.
+fn forbidden(msg: &Message, what: &str) -> Outcome {
+    error(
+        msg,
+        code::FORBIDDEN,
+        format!("Forbidden: {what} is not permitted for this principal"),
+    )
 }
 
 /// A successful response to the request `msg`.

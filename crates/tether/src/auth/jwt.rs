@@ -1,0 +1,253 @@
+//! JWT bearer token verification: an HS256 shared secret, an RSA or EC
+//! public key (PEM), or a JWKS document (a file, or a URL fetched and
+//! refreshed, and fetched again — at most every few seconds — when a token
+//! names a key id it does not know). `alg: none` and algorithms the key does
+//! not fit are refused.
+
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use crate::config::JwtConfig;
+use crate::sync::{read, write};
+
+/// The soonest an unknown key id makes Tether fetch the JWKS again.
+const REFETCH_FLOOR: Duration = Duration::from_secs(10);
+/// How long a JWKS fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where verification keys come from.
+enum Keys {
+    /// HS256 with a shared secret.
+    Shared(DecodingKey),
+    /// One public key and the algorithm it is for.
+    Public(DecodingKey, Algorithm),
+    /// A JWKS document.
+    Set {
+        source: String,
+        current: RwLock<(Option<Instant>, JwkSet)>,
+        refresh: Duration,
+        fetching: tokio::sync::Mutex<()>,
+    },
+}
+
+/// Verifies tokens against the configured keys and claims.
+pub struct Verifier {
+    keys: Keys,
+    issuer: String,
+    audience: String,
+    leeway: u64,
+    http: reqwest::Client,
+}
+
+/// Why a token was refused (the text goes to the client; no secrets in it).
+#[derive(Debug)]
+pub struct Invalid(pub String);
+
+impl Verifier {
+    /// Builds a verifier; fails on a missing secret or an unreadable key.
+    pub async fn new(config: &JwtConfig) -> Result<Verifier, String> {
+        let secret = if !config.hs256_secret_env.is_empty() {
+            std::env::var(&config.hs256_secret_env).map_err(|_| {
+                format!(
+                    "auth.jwt.hs256_secret_env: {} is not set",
+                    config.hs256_secret_env
+                )
+            })?
+        } else {
+            config.hs256_secret.clone()
+        };
+        let keys = if !secret.is_empty() {
+            Keys::Shared(DecodingKey::from_secret(secret.as_bytes()))
+        } else if !config.public_key_pem.is_empty() {
+            let pem = if config.public_key_pem.contains("-----BEGIN") {
+                config.public_key_pem.clone().into_bytes()
+            } else {
+                std::fs::read(&config.public_key_pem).map_err(|e| {
+                    format!("auth.jwt.public_key_pem {}: {e}", config.public_key_pem)
+                })?
+            };
+            if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                Keys::Public(key, Algorithm::RS256)
+            } else {
+                let key = DecodingKey::from_ec_pem(&pem).map_err(|e| {
+                    format!("auth.jwt.public_key_pem: not an RSA or EC public key: {e}")
+                })?;
+                Keys::Public(key, Algorithm::ES256)
+            }
+        } else if !config.jwks_url.is_empty() {
+            Keys::Set {
+                source: config.jwks_url.clone(),
+                current: RwLock::new((None, JwkSet { keys: Vec::new() })),
+                refresh: Duration::from_secs(config.jwks_refresh_secs.max(10)),
+                fetching: tokio::sync::Mutex::new(()),
+            }
+        } else {
+            return Err(
+                "auth.mode = \"jwt\" needs auth.jwt.hs256_secret(_env), public_key_pem or jwks_url"
+                    .into(),
+            );
+        };
+        let verifier = Verifier {
+            keys,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway_secs,
+            http: reqwest::Client::builder()
+                .timeout(FETCH_TIMEOUT)
+                .build()
+                .map_err(|e| e.to_string())?,
+        };
+        if let Keys::Set { .. } = verifier.keys {
+            verifier.fetch_jwks().await?;
+        }
+        Ok(verifier)
+    }
+
+    /// The verified claims of `token`.
+    pub async fn verify(&self, token: &str) -> Result<Value, Invalid> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| Invalid("malformed token".into()))?;
+        let (key, alg) = match &self.keys {
+            Keys::Shared(key) => (key.clone(), Algorithm::HS256),
+            Keys::Public(key, alg) => (key.clone(), *alg),
+            Keys::Set { .. } => self.key_from_set(header.kid.as_deref(), header.alg).await?,
+        };
+        if header.alg != alg {
+            return Err(Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        if self.issuer.is_empty() {
+            validation.iss = None;
+        } else {
+            validation.set_issuer(&[&self.issuer]);
+        }
+        if self.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[&self.audience]);
+        }
+        jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| Invalid(describe(&e)))
+    }
+
+    /// The JWKS key for `kid` (or the only key when the token names none),
+    /// fetching the set again when the id is unknown and the set is not fresh.
+    async fn key_from_set(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<(DecodingKey, Algorithm), Invalid> {
+        if let Some(found) = self.find_key(kid, alg) {
+            return Ok(found);
+        }
+        let stale = match &self.keys {
+            Keys::Set { current, .. } => {
+                read(current).0.is_none_or(|t| t.elapsed() > REFETCH_FLOOR)
+            }
+            _ => false,
+        };
+        if stale
+            && self.fetch_jwks().await.is_ok()
+            && let Some(found) = self.find_key(kid, alg)
+        {
+            return Ok(found);
+        }
+        Err(Invalid("no key for this token".into()))
+    }
+
+    fn find_key(&self, kid: Option<&str>, alg: Algorithm) -> Option<(DecodingKey, Algorithm)> {
+        let Keys::Set { current, .. } = &self.keys else {
+            return None;
+        };
+        let set = read(current);
+        let jwk = match kid {
+            Some(kid) => set.1.find(kid)?,
+            None if set.1.keys.len() == 1 => &set.1.keys[0],
+            None => return None,
+        };
+        let key = DecodingKey::from_jwk(jwk).ok()?;
+        // The key's own algorithm (when it names one) must be the token's.
+        let fits = match jwk.common.key_algorithm {
+            Some(ka) => format!("{ka:?}") == format!("{alg:?}"),
+            None => matches!(alg, Algorithm::RS256 | Algorithm::ES256),
+        };
+        fits.then_some((key, alg))
+    }
+
+    /// Loads the JWKS document (one fetch at a time).
+    async fn fetch_jwks(&self) -> Result<(), String> {
+        let Keys::Set {
+            source,
+            current,
+            fetching,
+            ..
+        } = &self.keys
+        else {
+            return Ok(());
+        };
+        let _one = fetching.lock().await;
+        let text = if source.starts_with("http://") || source.starts_with("https://") {
+            let resp = self
+                .http
+                .get(source)
+                .send()
+                .await
+                .map_err(|e| format!("fetching the JWKS failed: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("fetching the JWKS failed: HTTP {}", resp.status()));
+            }
+            resp.text().await.map_err(|e| e.to_string())?
+        } else {
+            let path = source.strip_prefix("file://").unwrap_or(source);
+            std::fs::read_to_string(path).map_err(|e| format!("reading the JWKS {path}: {e}"))?
+        };
+        let set: JwkSet =
+            serde_json::from_str(&text).map_err(|e| format!("the JWKS is not valid: {e}"))?;
+        *write(current) = (Some(Instant::now()), set);
+        Ok(())
+    }
+
+    /// Refreshes a JWKS URL in the background at its interval while `self` lives.
+    pub fn spawn_refresh(self: &std::sync::Arc<Self>) {
+        let Keys::Set { refresh, .. } = &self.keys else {
+            return;
+        };
+        let (every, weak) = (*refresh, std::sync::Arc::downgrade(self));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(verifier) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = verifier.fetch_jwks().await {
+                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the keys already known");
+                }
+            }
+        });
+    }
+}
+
+/// A short reason a token was refused.
+fn describe(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet".into(),
+        ErrorKind::InvalidAudience => "the token is for another audience".into(),
+        ErrorKind::InvalidIssuer => "the token is from another issuer".into(),
+        ErrorKind::InvalidSignature => "the token's signature is invalid".into(),
+        ErrorKind::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
+        _ => "the token is invalid".into(),
+    }
+}

@@ -1,0 +1,110 @@
+//! Who is calling: every request's principal (with `auth.mode = "jwt"`, the
+//! verified token's issuer and subject; otherwise `anonymous`) and what the
+//! policies let it reach.
+
+mod jwt;
+mod policy;
+
+pub use policy::Access;
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::config::{AuthConfig, AuthMode, Policy};
+use crate::session::ANONYMOUS;
+
+/// The caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `issuer|subject` of the token, or `anonymous`.
+    pub principal: Arc<str>,
+    /// What it may reach.
+    pub access: Arc<Access>,
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug)]
+pub enum Denial {
+    /// No bearer token.
+    Missing,
+    /// A token that does not verify (the reason is safe to show).
+    Invalid(String),
+}
+
+/// The configured authentication.
+pub struct Auth {
+    verifier: Option<Arc<jwt::Verifier>>,
+    policies: Vec<Policy>,
+    anonymous: Caller,
+    /// The `[auth]` section (for the protected-resource metadata).
+    pub config: AuthConfig,
+}
+
+impl Auth {
+    /// Builds the authenticator (fetching a JWKS URL once).
+    pub async fn new(config: &AuthConfig) -> Result<Auth, String> {
+        let verifier = match config.mode {
+            AuthMode::None => None,
+            AuthMode::Jwt => {
+                let v = Arc::new(jwt::Verifier::new(&config.jwt).await?);
+                v.spawn_refresh();
+                Some(v)
+            }
+        };
+        Ok(Auth {
+            verifier,
+            policies: config.policies.clone(),
+            anonymous: Caller {
+                principal: Arc::from(ANONYMOUS),
+                access: Arc::new(Access::everything()),
+            },
+            config: config.clone(),
+        })
+    }
+
+    /// No authentication (tests and tools).
+    pub fn none() -> Auth {
+        Auth {
+            verifier: None,
+            policies: Vec::new(),
+            anonymous: Caller {
+                principal: Arc::from(ANONYMOUS),
+                access: Arc::new(Access::everything()),
+            },
+            config: AuthConfig::default(),
+        }
+    }
+
+    /// Whether requests must carry a token.
+    pub fn required(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// The caller of a request with these headers.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Denial> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(self.anonymous.clone());
+        };
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(Denial::Missing)?;
+        let claims = verifier
+            .verify(token)
+            .await
+            .map_err(|jwt::Invalid(why)| Denial::Invalid(why))?;
+        let issuer = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
+        let subject = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
+        Ok(Caller {
+            principal: Arc::from(format!("{issuer}|{subject}")),
+            access: Arc::new(Access::from_policies(&self.policies, &claims)),
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! Authorization: which upstreams and tools a principal reaches, from the
+//! `[[auth.policies]]` that match its token's scopes and claims.
+
+use serde_json::Value;
+
+use crate::config::Policy;
+
+/// What one principal may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// Every upstream and tool (no policies configured, or a policy granting `*`
+    /// without tool patterns).
+    everything: bool,
+    /// Upstreams reachable (`*` for all).
+    upstreams: Vec<String>,
+    /// Tool name patterns reachable (empty: every tool of reachable upstreams).
+    tools: Vec<String>,
+}
+
+impl Access {
+    /// Reaches everything (authentication off, or no policies).
+    pub fn everything() -> Self {
+        Access {
+            everything: true,
+            upstreams: Vec::new(),
+            tools: Vec::new(),
+        }
+    }
+
+    /// The union of the `policies` matching a token's `claims`.
+    pub fn from_policies(policies: &[Policy], claims: &Value) -> Self {
+        if policies.is_empty() {
+            return Self::everything();
+        }
+        let mut access = Access {
+            everything: false,
+            upstreams: Vec::new(),
+            tools: Vec::new(),
+        };
+        let mut any_tool = false;
+        for p in policies.iter().filter(|p| matches(p, claims)) {
+            access.upstreams.extend(p.upstreams.iter().cloned());
+            if p.tools.is_empty() {
+                any_tool = true;
+            }
+            access.tools.extend(p.tools.iter().cloned());
+        }
+        if any_tool {
+            // One matching policy grants every tool of its upstreams: tool
+            // patterns of others cannot narrow that.
+            access.tools = vec!["*".into()];
+        }
+        access
+    }
+
+    /// Whether the upstream named `upstream` is reachable at all.
+    pub fn reaches_upstream(&self, upstream: &str) -> bool {
+        self.everything || self.upstreams.iter().any(|u| u == "*" || u == upstream)
+    }
+
+    /// Whether the tool exposed as `exposed` (from `upstream`) may be listed and called.
+    pub fn reaches_tool(&self, upstream: &str, exposed: &str) -> bool {
+        self.everything
+            || (self.reaches_upstream(upstream)
+                && (self.tools.is_empty() || self.tools.iter().any(|p| glob(p, exposed))))
+    }
+
+    /// Whether tool lists need filtering (some tool or upstream is out of reach).
+    pub fn restricts(&self) -> bool {
+        !self.everything
+    }
+}
+
+fn matches(policy: &Policy, claims: &Value) -> bool {
+    if policy.everyone {
+        return true;
+    }
+    let scope_ok = policy.scope.is_empty() || scopes(claims).any(|s| s == policy.scope);
+    let claim_ok = policy.claim.is_empty()
+        || match claims.get(&policy.claim) {
+            Some(Value::String(s)) => *s == policy.value,
+            Some(Value::Array(items)) => items.iter().any(|v| v.as_str() == Some(&policy.value)),
+            Some(Value::Bool(b)) => b.to_string() == policy.value,
+            _ => false,
+        };
+    let names_something = !policy.scope.is_empty() || !policy.claim.is_empty();
+    names_something && scope_ok && claim_ok
+}
+
+/// The token's scopes: `scope` (space-separated) and `scp` (string or array).
+fn scopes(claims: &Value) -> impl Iterator<Item = &str> {
+    let spaced = ["scope", "scp"]
+        .into_iter()
+        .filter_map(|k| claims.get(k)?.as_str())
+        .flat_map(str::split_whitespace);
+    let listed = claims
+        .get("scp")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str);
+    spaced.chain(listed)
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return pattern == name;
+    };
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(scope: &str, claim: &str, value: &str, upstreams: &[&str], tools: &[&str]) -> Policy {
+        Policy {
+            scope: scope.into(),
+            claim: claim.into(),
+            value: value.into(),
+            everyone: false,
+            upstreams: upstreams.iter().map(|s| s.to_string()).collect(),
+            tools: tools.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", "anything"));
+        assert!(glob("github__*", "github__issues"));
+        assert!(!glob("github__*", "files__read"));
+        assert!(glob("*__read_*", "files__read_file"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("exact", "exactly"));
+        assert!(!glob("a*a", "a"));
+        assert!(glob("a*a", "aa"));
+    }
+
+    #[test]
+    fn policies_grant_by_scope_and_claim() {
+        let policies = [
+            policy("mcp:read", "", "", &["files"], &["files__read_*"]),
+            policy("", "groups", "admins", &["*"], &[]),
+        ];
+        let reader = Access::from_policies(&policies, &json!({"scope": "openid mcp:read"}));
+        assert!(reader.reaches_tool("files", "files__read_file"));
+        assert!(!reader.reaches_tool("files", "files__write_file"));
+        assert!(!reader.reaches_upstream("github"));
+        let admin = Access::from_policies(&policies, &json!({"groups": ["staff", "admins"]}));
+        assert!(admin.reaches_tool("github", "github__anything"));
+        let nobody = Access::from_policies(&policies, &json!({"scope": "other"}));
+        assert!(!nobody.reaches_upstream("files"));
+        assert!(Access::from_policies(&[], &json!({})).reaches_tool("x", "x__y"));
+        let scp_array = Access::from_policies(&policies, &json!({"scp": ["mcp:read"]}));
+        assert!(scp_array.reaches_upstream("files"));
+    }
+}

@@ -88,6 +88,7 @@ async fn two_nodes_sharing_postgres_serve_one_session_in_turn() {
         session: on_a.session.clone(),
         version: on_a.version.clone(),
         next: Default::default(),
+        bearer: None,
     };
     for i in 1..=6 {
         let node = if i % 2 == 1 { &on_a } else { &on_b };

@@ -369,14 +369,25 @@ pub struct Legacy {
     pub session: Option<String>,
     pub version: String,
     pub next: AtomicU64,
+    /// Bearer token sent with every request, if any.
+    pub bearer: Option<String>,
 }
 
 impl Legacy {
     /// Initializes a session at `url` with the given client capabilities.
     pub async fn connect_with(url: &str, capabilities: Value) -> Legacy {
+        Self::connect_as(url, capabilities, None).await
+    }
+
+    /// Initializes a session at `url`, authenticating with `bearer`.
+    pub async fn connect_as(url: &str, capabilities: Value, bearer: Option<&str>) -> Legacy {
+        let auth: Vec<(&str, String)> = bearer
+            .map(|t| ("authorization", format!("Bearer {t}")))
+            .into_iter()
+            .collect();
         let reply = post(
             url,
-            &[],
+            &auth,
             &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
                 "protocolVersion": "2025-11-25",
                 "capabilities": capabilities,
@@ -398,6 +409,7 @@ impl Legacy {
             session,
             version,
             next: AtomicU64::new(1),
+            bearer: bearer.map(str::to_owned),
         };
         let r = client
             .send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
@@ -413,6 +425,9 @@ impl Legacy {
 
     fn headers(&self) -> Vec<(&'static str, String)> {
         let mut h = vec![("mcp-protocol-version", self.version.clone())];
+        if let Some(t) = &self.bearer {
+            h.push(("authorization", format!("Bearer {t}")));
+        }
         if let Some(s) = &self.session {
             h.push(("mcp-session-id", s.clone()));
         }

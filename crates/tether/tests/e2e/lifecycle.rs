@@ -253,6 +253,7 @@ async fn shutdown_is_bounded_when_an_upstream_never_answers() {
                 session,
                 version: "2025-11-25".into(),
                 next: 100.into(),
+                bearer: None,
             };
             c.request(
                 "tools/call",

@@ -11,6 +11,7 @@ mod harness;
 mod isolation;
 mod lifecycle;
 mod protocol;
+mod security;
 mod sse_client;
 mod sse_demo;
 mod sse_gateway;

@@ -13,6 +13,8 @@ use crate::harness::{Proc, http, text};
 pub struct SseSession {
     /// Scheme and authority the endpoint is relative to.
     pub base: String,
+    /// Bearer token sent with every request, if any.
+    bearer: Option<String>,
     stream: reqwest::Response,
     decoder: Decoder,
     ready: VecDeque<Event>,
@@ -29,8 +31,16 @@ impl SseSession {
 
     /// Opens `GET <base><path>` and reads the `endpoint` event, which must come first.
     pub async fn open_at(base: &str, path: &str) -> SseSession {
-        let stream = http()
-            .get(format!("{base}{path}"))
+        Self::open_as(base, path, None).await
+    }
+
+    /// [`SseSession::open_at`], authenticating with `bearer`.
+    pub async fn open_as(base: &str, path: &str, bearer: Option<&str>) -> SseSession {
+        let mut get = http().get(format!("{base}{path}"));
+        if let Some(t) = bearer {
+            get = get.bearer_auth(t);
+        }
+        let stream = get
             .header("accept", "text/event-stream")
             .send()
             .await
@@ -44,6 +54,7 @@ impl SseSession {
         );
         let mut s = SseSession {
             base: base.to_owned(),
+            bearer: bearer.map(str::to_owned),
             stream,
             decoder: Decoder::new(1 << 20),
             ready: VecDeque::new(),
@@ -81,7 +92,12 @@ impl SseSession {
 
     /// POSTs a raw body to the session's endpoint; the HTTP status.
     pub async fn post_raw(&self, body: String) -> u16 {
-        post(&format!("{}{}", self.base, self.endpoint), body).await
+        post_as(
+            &format!("{}{}", self.base, self.endpoint),
+            body,
+            self.bearer.as_deref(),
+        )
+        .await
     }
 
     /// POSTs a message, which must be accepted.
@@ -162,9 +178,16 @@ impl SseSession {
 
 /// POSTs a JSON body; the HTTP status.
 pub async fn post(url: &str, body: String) -> u16 {
-    http()
-        .post(url)
-        .header("content-type", "application/json")
+    post_as(url, body, None).await
+}
+
+/// POSTs a JSON body with a bearer token; the HTTP status.
+pub async fn post_as(url: &str, body: String, bearer: Option<&str>) -> u16 {
+    let mut req = http().post(url);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    req.header("content-type", "application/json")
         .body(body)
         .send()
         .await

@@ -1,0 +1,318 @@
+//! Security: JWT authentication, sessions bound to their principal,
+//! per-principal policies, and refusing open access off loopback.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::harness::{Legacy, binary, demo, http, post, tether_env, text};
+use crate::sse_client::SseSession;
+
+const SECRET: &str = "hs256-test-secret-never-logged";
+const ISSUER: &str = "https://issuer.test";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HS256 token for `sub` with extra claims, valid for an hour unless overridden.
+fn token(sub: &str, extra: Value) -> String {
+    let mut claims = json!({"iss": ISSUER, "sub": sub, "aud": "tether", "exp": now() + 3600});
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn jwt_config(upstreams: &[(&str, String)], extra: &str) -> String {
+    let mut s = format!(
+        "[auth]\nmode = \"jwt\"\nauthorization_servers = [\"{ISSUER}\"]\n[auth.jwt]\nhs256_secret_env = \"TEST_JWT_SECRET\"\nissuer = \"{ISSUER}\"\naudience = \"tether\"\n{extra}\n"
+    );
+    for (name, url) in upstreams {
+        s.push_str(&format!(
+            "[[upstreams]]\nname = \"{name}\"\nurl = \"{url}\"\n"
+        ));
+    }
+    s
+}
+
+fn init_body() -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "tests", "version": "1"}}})
+}
+
+async fn init_with(url: &str, bearer: Option<&str>) -> crate::harness::Reply {
+    let headers: Vec<(&str, String)> = bearer
+        .map(|t| ("authorization", format!("Bearer {t}")))
+        .into_iter()
+        .collect();
+    post(url, &headers, &init_body()).await
+}
+
+#[tokio::test]
+async fn tokens_are_verified_and_refusals_point_to_the_metadata() {
+    let up = demo("legacy");
+    let gw = tether_env(
+        &jwt_config(&[("demo", up.mcp())], ""),
+        &[("TEST_JWT_SECRET", SECRET), ("TETHER_LOG", "debug")],
+    );
+    let missing = init_with(&gw.mcp(), None).await;
+    assert_eq!(missing.status, 401);
+    let challenge = missing.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.starts_with("Bearer resource_metadata=\"http://"),
+        "{challenge}"
+    );
+    assert!(challenge.contains("/.well-known/oauth-protected-resource"));
+    let doc: Value = serde_json::from_str(
+        &http()
+            .get(format!("{}/.well-known/oauth-protected-resource", gw.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["authorization_servers"][0], ISSUER);
+    assert!(doc["resource"].as_str().unwrap().ends_with("/mcp"));
+
+    let forged = {
+        let claims = json!({"iss": ISSUER, "sub": "mallory", "aud": "tether", "exp": now() + 3600});
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"another secret"),
+        )
+        .unwrap()
+    };
+    let refused = [
+        ("expired", token("alice", json!({"exp": now() - 3600}))),
+        ("badly signed", forged),
+        (
+            "wrong audience",
+            token("alice", json!({"aud": "someone-else"})),
+        ),
+        (
+            "wrong issuer",
+            token("alice", json!({"iss": "https://evil.test"})),
+        ),
+        ("no subject", {
+            let claims = json!({"iss": ISSUER, "aud": "tether", "exp": now() + 3600});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap()
+        }),
+        ("garbage", "not.a.token".to_owned()),
+    ];
+    for (why, bad) in &refused {
+        let r = init_with(&gw.mcp(), Some(bad)).await;
+        assert_eq!(r.status, 401, "{why}");
+        let h = r.headers["www-authenticate"].to_str().unwrap();
+        assert!(h.contains("error=\"invalid_token\""), "{why}: {h}");
+    }
+    let alice = token("alice", json!({}));
+    let ok = init_with(&gw.mcp(), Some(&alice)).await;
+    assert_eq!(ok.status, 200, "{:?}", ok.messages);
+    // Neither the secret nor tokens reach the log.
+    let log = gw.log();
+    assert!(!log.contains(SECRET), "the secret was logged");
+    assert!(!log.contains(&alice), "a token was logged");
+}
+
+#[tokio::test]
+async fn another_principal_cannot_use_a_session_it_did_not_make() {
+    let up = demo("legacy");
+    let gw = tether_env(
+        &jwt_config(&[("demo", up.mcp())], ""),
+        &[("TEST_JWT_SECRET", SECRET)],
+    );
+    let (alice_token, bob_token) = (token("alice", json!({})), token("bob", json!({})));
+    let alice = Legacy::connect_as(&gw.mcp(), json!({}), Some(&alice_token)).await;
+    alice.call("demo__counter_increment", json!({})).await;
+    let hijack = Legacy {
+        url: alice.url.clone(),
+        session: alice.session.clone(),
+        version: alice.version.clone(),
+        next: 50.into(),
+        bearer: Some(bob_token.clone()),
+    };
+    let stolen = hijack
+        .request(
+            "tools/call",
+            json!({"name": "demo__counter_get", "arguments": {}}),
+        )
+        .await;
+    let unknown = Legacy {
+        session: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
+        ..hijack
+    };
+    let made_up = unknown
+        .request(
+            "tools/call",
+            json!({"name": "demo__counter_get", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(stolen.status, 404);
+    assert_eq!(
+        stolen.messages.last().unwrap().1,
+        made_up.messages.last().unwrap().1,
+        "the same answer as for an unknown id"
+    );
+    // Alice's session is intact.
+    let r = alice.call("demo__counter_increment", json!({})).await;
+    assert_eq!(text(&r), "2");
+
+    // HTTP+SSE sessions are bound the same way.
+    let mut sse = SseSession::open_as(&gw.base, "/sse", Some(&alice_token)).await;
+    sse.initialize(json!({})).await;
+    let url = format!("{}{}", gw.base, sse.endpoint);
+    let bob_post = http()
+        .post(&url)
+        .bearer_auth(&bob_token)
+        .header("content-type", "application/json")
+        .body(json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bob_post.status(), 404);
+    assert_eq!(sse.count("demo__counter_increment").await, 1);
+}
+
+#[tokio::test]
+async fn policies_hide_what_a_principal_may_not_use_and_deny_calls_to_it() {
+    let (a, b) = (demo("legacy"), demo("legacy"));
+    let policies = "[[auth.policies]]\nscope = \"mcp:read\"\nupstreams = [\"a\"]\ntools = [\"a__echo\"]\n\
+                    [[auth.policies]]\nclaim = \"groups\"\nvalue = \"admins\"\nupstreams = [\"*\"]\n";
+    let gw = tether_env(
+        &jwt_config(&[("a", a.mcp()), ("b", b.mcp())], policies),
+        &[("TEST_JWT_SECRET", SECRET)],
+    );
+    let reader_token = token("reader", json!({"scope": "openid mcp:read"}));
+    let reader = Legacy::connect_as(&gw.mcp(), json!({}), Some(&reader_token)).await;
+    let tools = reader.result("tools/list", json!({})).await;
+    let names: Vec<&str> = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a__echo"]);
+    assert_eq!(
+        text(&reader.call("a__echo", json!({"text": "hi"})).await),
+        "hi"
+    );
+    for denied in ["a__counter_increment", "b__echo"] {
+        let r = reader
+            .request(
+                "tools/call",
+                json!({"name": denied, "arguments": {"text": "x"}}),
+            )
+            .await;
+        assert_eq!(
+            r.last()["error"]["code"],
+            -32001,
+            "{denied}: {:?}",
+            r.messages
+        );
+    }
+    // On one upstream's endpoint the same policy applies to unprefixed names.
+    let single = Legacy::connect_as(
+        &format!("{}/u/b/mcp", gw.base),
+        json!({}),
+        Some(&reader_token),
+    )
+    .await;
+    let r = single.request("tools/list", json!({})).await;
+    assert_eq!(r.last()["error"]["code"], -32001);
+    let admin_token = token("root", json!({"groups": ["staff", "admins"]}));
+    let admin = Legacy::connect_as(&gw.mcp(), json!({}), Some(&admin_token)).await;
+    let all = admin.result("tools/list", json!({})).await;
+    assert!(all["tools"].as_array().unwrap().len() > 4);
+    admin.call("b__counter_increment", json!({})).await;
+    // Someone no policy matches reaches nothing.
+    let nobody = Legacy::connect_as(&gw.mcp(), json!({}), Some(&token("x", json!({})))).await;
+    let none = nobody.result("tools/list", json!({})).await;
+    assert!(none["tools"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn rs256_tokens_verify_against_a_jwks() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures");
+    let up = demo("legacy");
+    let gw = tether_env(
+        &format!(
+            "[auth]\nmode = \"jwt\"\n[auth.jwt]\njwks_url = \"{}\"\nissuer = \"{ISSUER}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+            fixtures.join("jwks.json").display(),
+            up.mcp()
+        ),
+        &[],
+    );
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(fixtures.join("rsa-private.pem")).unwrap())
+        .unwrap();
+    let sign = |kid: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let claims = json!({"iss": ISSUER, "sub": "carol", "exp": now() + 600});
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    assert_eq!(
+        init_with(&gw.mcp(), Some(&sign("test-rsa"))).await.status,
+        200
+    );
+    assert_eq!(
+        init_with(&gw.mcp(), Some(&sign("unknown-kid")))
+            .await
+            .status,
+        401
+    );
+    // An HS256 token "signed" with the public key must not pass as RS256.
+    let public = std::fs::read(fixtures.join("rsa-public.pem")).unwrap();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("test-rsa".into());
+    let confused = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": ISSUER, "sub": "mallory", "exp": now() + 600}),
+        &EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    assert_eq!(init_with(&gw.mcp(), Some(&confused)).await.status, 401);
+}
+
+#[test]
+fn open_access_off_loopback_is_refused() {
+    let dir = crate::harness::TempDir::new();
+    let config = dir.0.join("tether.toml");
+    let store = format!("[store]\nurl = \"sqlite://{}/s.db\"\n", dir.0.display());
+    std::fs::write(&config, &store).unwrap();
+    let out = std::process::Command::new(binary())
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without authentication"), "{err}");
+}

@@ -92,6 +92,38 @@ impl EnvelopeError {
     }
 }
 
+/// Deepest nesting of arrays and objects accepted in a message.
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether `json` nests arrays and objects deeper than `max` (a scan that
+/// skips strings; it does not validate the JSON).
+pub fn nests_deeper_than(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 impl Message {
     /// Parses and validates a single JSON-RPC 2.0 message.
     pub fn parse(body: &[u8]) -> Result<Message, EnvelopeError> {
@@ -99,6 +131,11 @@ impl Message {
         if first == Some(&b'[') {
             return Err(EnvelopeError::Invalid(
                 "JSON-RPC batches are not supported by this protocol version",
+            ));
+        }
+        if nests_deeper_than(body, MAX_DEPTH) {
+            return Err(EnvelopeError::Invalid(
+                "the message nests arrays and objects more than 64 levels deep",
             ));
         }
         let msg: Message = serde_json::from_slice(body).map_err(|e| {
@@ -239,6 +276,20 @@ impl ErrorObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(!nests_deeper_than(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(nests_deeper_than(br#"{"a":[1,{"b":[]}]}"#, 3));
+        assert!(!nests_deeper_than(br#"{"a":"[[[[[[\"[[[["}"#, 1));
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(
+            Message::parse(
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{deep}}}"#).as_bytes()
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn classifies_messages() {

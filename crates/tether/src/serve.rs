@@ -57,6 +57,7 @@ pub async fn run(
         max_per_principal: config.session.max_sessions_per_principal,
         absolute_ttl: (config.session.absolute_ttl_secs > 0)
             .then(|| Duration::from_secs(config.session.absolute_ttl_secs)),
+        max_inflight: config.server.max_inflight_per_session,
     };
     let sessions = Arc::new(SessionRegistry::new(
         store.clone(),

@@ -24,6 +24,9 @@ use crate::upstream::{ClientIdentity, SessionSet, UpstreamSession, UpstreamSet};
 /// The principal of every caller when authentication is off.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// Requests a client session may have in flight unless the registry says otherwise.
+const DEFAULT_INFLIGHT: usize = 64;
+
 /// Resources one client session may subscribe to per upstream.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
 
@@ -119,6 +122,8 @@ pub struct ClientSession {
     dirty: AtomicBool,
     /// Requests and messages the client sent in it (on this node).
     uses: AtomicU64,
+    /// Requests it may have in flight at once.
+    pub inflight: Arc<tokio::sync::Semaphore>,
     closed: AtomicBool,
 }
 
@@ -158,6 +163,7 @@ impl ClientSession {
             last_seen_ms: AtomicI64::new(now_ms()),
             dirty: AtomicBool::new(false),
             uses: AtomicU64::new(0),
+            inflight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_INFLIGHT)),
             closed: AtomicBool::new(false),
         }
     }
@@ -468,6 +474,7 @@ pub struct SessionRegistry {
     close_timeout: Duration,
     max_per_principal: usize,
     absolute_ttl: Option<Duration>,
+    max_inflight: usize,
     per_principal: DashMap<Arc<str>, usize>,
     metrics: Arc<Metrics>,
 }
@@ -494,6 +501,7 @@ impl SessionRegistry {
             close_timeout: limits.close_timeout,
             max_per_principal: limits.max_per_principal,
             absolute_ttl: limits.absolute_ttl,
+            max_inflight: limits.max_inflight,
             per_principal: DashMap::new(),
             metrics,
         }
@@ -553,6 +561,7 @@ impl SessionRegistry {
         let mut session = ClientSession::new(id, false, scope, era, protocol_version, identity);
         session.stream_bound = stream.is_some();
         session.principal = caller.principal.clone();
+        session.inflight = Arc::new(tokio::sync::Semaphore::new(self.max_inflight));
         session.authorize(caller);
         let session = Arc::new(session);
         session.touch();
@@ -649,6 +658,7 @@ impl SessionRegistry {
         );
         session.created_ms = created_ms;
         session.principal = principal;
+        session.inflight = Arc::new(tokio::sync::Semaphore::new(self.max_inflight));
         session.stream_bound = stream_bound;
         let session = Arc::new(session);
         if let Some(level) = record.log_level {
@@ -855,6 +865,8 @@ pub struct RegistryLimits {
     pub max_per_principal: usize,
     /// Lifetime of a session however busy (`None`: no limit).
     pub absolute_ttl: Option<Duration>,
+    /// Requests one session may have in flight.
+    pub max_inflight: usize,
 }
 
 /// A new session id: 256 bits from the OS CSPRNG, URL-safe Base64 (43 chars).
@@ -884,6 +896,7 @@ mod tests {
             close_timeout: Duration::from_secs(1),
             max_per_principal: 10,
             absolute_ttl: None,
+            max_inflight: 8,
         };
         let store = Arc::new(Store::Memory(Default::default()));
         SessionRegistry::new(store, Arc::default(), limits, Arc::new(Metrics::default()))

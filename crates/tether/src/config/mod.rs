@@ -77,6 +77,16 @@ pub struct ServerConfig {
     pub send_timeout_secs: u64,
     /// POSTs being served at once (SSE responses count until they end); more answer 503.
     pub max_inflight_requests: usize,
+    /// Requests one client session may have in flight; more answer 429.
+    pub max_inflight_per_session: usize,
+    /// Largest total size of a request's headers in bytes; more answer 431.
+    pub max_header_bytes: usize,
+    /// Seconds a client may take to send a request body; slower answers 408.
+    pub body_timeout_secs: u64,
+    /// Requests per second one principal may make (a token bucket); 0: no limit.
+    pub rate_limit_per_principal: u32,
+    /// How many requests above the rate a principal may burst; 0: the rate itself.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +101,11 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 10,
             send_timeout_secs: 30,
             max_inflight_requests: 4096,
+            max_inflight_per_session: 64,
+            max_header_bytes: 16 * 1024,
+            body_timeout_secs: 30,
+            rate_limit_per_principal: 0,
+            rate_limit_burst: 0,
         }
     }
 }
@@ -298,6 +313,24 @@ impl Config {
                 self.server.send_timeout_secs,
                 1,
                 hour,
+            ),
+            (
+                "server.body_timeout_secs",
+                self.server.body_timeout_secs,
+                1,
+                hour,
+            ),
+            (
+                "server.max_header_bytes",
+                self.server.max_header_bytes as u64,
+                1024,
+                1024 * 1024,
+            ),
+            (
+                "server.max_inflight_per_session",
+                self.server.max_inflight_per_session as u64,
+                1,
+                100_000,
             ),
             (
                 "session.idle_ttl_secs",

@@ -1,5 +1,6 @@
 //! Edge checks applied before any MCP processing: Host and Origin allowlists
-//! (DNS-rebinding protection) and the request body limit.
+//! (DNS-rebinding protection), the header and body size limits, and the time
+//! a client may take to send its body.
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -13,6 +14,8 @@ pub struct EdgePolicy {
     hosts: Vec<String>,
     origins: Vec<String>,
     max_body: usize,
+    max_headers: usize,
+    body_timeout: std::time::Duration,
 }
 
 /// Why the edge refused a request.
@@ -26,6 +29,10 @@ pub enum EdgeRejection {
     TooLarge,
     /// The body could not be read.
     BadBody,
+    /// Headers larger than the limit (431).
+    HeadersTooLarge,
+    /// The body did not arrive in time (408).
+    SlowBody,
 }
 
 /// Whether the request's `Content-Type` is JSON.
@@ -52,11 +59,20 @@ impl EdgePolicy {
             hosts: norm(&server.allowed_hosts),
             origins: norm(&server.allowed_origins),
             max_body: server.max_body_bytes,
+            max_headers: server.max_header_bytes,
+            body_timeout: std::time::Duration::from_secs(server.body_timeout_secs.max(1)),
         }
     }
 
-    /// Checks Host and (when present) Origin.
+    /// Checks the header size, Host and (when present) Origin.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), EdgeRejection> {
+        let size: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if size > self.max_headers {
+            return Err(EdgeRejection::HeadersTooLarge);
+        }
         if let Some(host) = headers.get(http::header::HOST) {
             let host = host.to_str().map_err(|_| EdgeRejection::Host)?;
             if !allowed(&self.hosts, host_part(host)) {
@@ -76,7 +92,7 @@ impl EdgePolicy {
         Ok(())
     }
 
-    /// Reads the body, refusing anything over the limit.
+    /// Reads the body, refusing anything over the limit or slower than the body timeout.
     pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, EdgeRejection> {
         let declared = headers
             .get(http::header::CONTENT_LENGTH)
@@ -85,8 +101,10 @@ impl EdgePolicy {
         if declared.is_some_and(|n| n > self.max_body as u64) {
             return Err(EdgeRejection::TooLarge);
         }
-        axum::body::to_bytes(body, self.max_body)
-            .await
+        let read =
+            tokio::time::timeout(self.body_timeout, axum::body::to_bytes(body, self.max_body));
+        read.await
+            .map_err(|_| EdgeRejection::SlowBody)?
             .map_err(|e| {
                 let too_large = std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());

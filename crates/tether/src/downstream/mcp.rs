@@ -67,6 +67,14 @@ async fn endpoint(app: Arc<App>, scope: Scope, req: Request) -> Response {
             return *resp;
         }
     };
+    if let Some(resp) = app.rate_limited(&caller) {
+        app.metrics.record(
+            metrics::kind_slot(metrics::Kind::Rejected),
+            429,
+            start.elapsed(),
+        );
+        return resp;
+    }
     let modern_sessionless = parts.headers.get(protocol::HEADER_SESSION_ID).is_none()
         && modern_version_header(&parts.headers);
     let (slot, resp) = match parts.method {
@@ -151,6 +159,16 @@ pub(super) fn edge_response(rejection: EdgeRejection) -> Response {
             StatusCode::BAD_REQUEST,
             code::PARSE_ERROR,
             "could not read request body",
+        ),
+        EdgeRejection::HeadersTooLarge => reply::error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            code::INVALID_REQUEST,
+            "request headers too large",
+        ),
+        EdgeRejection::SlowBody => reply::error(
+            StatusCode::REQUEST_TIMEOUT,
+            code::INVALID_REQUEST,
+            "the request body did not arrive in time",
         ),
     }
 }
@@ -344,18 +362,30 @@ async fn legacy_request(
         }
     };
     ctx.touch();
+    // Bounded work per session: the permit lives as long as the response body.
+    let Ok(permit) = ctx.inflight.clone().try_acquire_owned() else {
+        let mut r = reply::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            code::INTERNAL_ERROR,
+            "too many requests in flight on this session; retry later",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     let outcome = match kind {
         Kind::Request => app.gateway.request(&ctx, msg, raw).await,
         _ => app.gateway.client_message(&ctx, msg, raw).await,
     };
-    match outcome {
+    let resp = match outcome {
         // A session's streams are resumable: events carry ids and are kept.
         Outcome::Stream(rx) if !ctx.is_ephemeral() && style.accepts.sse => {
             let (_, events) = ctx.streams.record(rx, app.send_timeout());
             reply::framed_stream(events, None, app.keepalive())
         }
         outcome => reply::render(outcome, style).await,
-    }
+    };
+    resp.map(|body| Body::new(reply::Guarded::new(body, permit)))
 }
 
 /// The caller's session named by `Mcp-Session-Id`, or the response refusing

@@ -9,6 +9,7 @@ mod identity;
 mod listener;
 mod mcp;
 mod modern;
+mod ratelimit;
 mod reply;
 mod sse;
 
@@ -45,6 +46,8 @@ pub struct App {
     pub control: Arc<crate::control::Control>,
     /// Who is calling.
     pub auth: crate::auth::Auth,
+    /// Requests per principal.
+    limiter: ratelimit::RateLimiter,
     edge: EdgePolicy,
     inflight: Arc<tokio::sync::Semaphore>,
 }
@@ -60,6 +63,10 @@ impl App {
         auth: crate::auth::Auth,
     ) -> Arc<App> {
         let edge = EdgePolicy::new(&config.server);
+        let limiter = ratelimit::RateLimiter::new(
+            config.server.rate_limit_per_principal,
+            config.server.rate_limit_burst,
+        );
         let inflight = Arc::new(tokio::sync::Semaphore::new(
             config.server.max_inflight_requests,
         ));
@@ -71,6 +78,7 @@ impl App {
             sse: SseHub::default(),
             control,
             auth,
+            limiter,
             edge,
             inflight,
         })
@@ -78,6 +86,21 @@ impl App {
 
     fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.config.server.send_timeout_secs.max(1))
+    }
+
+    /// 429 with `Retry-After` when `caller` has used up its request rate.
+    fn rate_limited(&self, caller: &crate::auth::Caller) -> Option<axum::response::Response> {
+        let wait = self.limiter.take(&caller.principal).err()?;
+        let mut r = reply::error(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            crate::jsonrpc::code::INTERNAL_ERROR,
+            "too many requests from this principal; retry later",
+        );
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
+        Some(r)
     }
 
     fn keepalive(&self) -> Option<Duration> {

@@ -290,6 +290,9 @@ async fn take_message(app: &Arc<App>, scope: Scope, req: Request) -> (usize, Res
         Ok(c) => c,
         Err(refusal) => return (rejected, *refusal),
     };
+    if let Some(limited) = app.rate_limited(&caller) {
+        return (rejected, limited);
+    }
     let Ok(Query(target)) = Query::<Target>::try_from_uri(&parts.uri) else {
         return (rejected, bad_request("malformed query string"));
     };

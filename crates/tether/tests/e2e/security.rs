@@ -316,3 +316,148 @@ fn open_access_off_loopback_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without authentication"), "{err}");
 }
+
+#[tokio::test]
+async fn hostile_input_gets_clear_answers_and_others_keep_being_served() {
+    use std::io::{Read, Write};
+    let up = demo("legacy");
+    let gw = tether_env(
+        &format!(
+            "[server]\nmax_body_bytes = 65536\nbody_timeout_secs = 1\nmax_inflight_per_session = 2\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+            up.mcp()
+        ),
+        &[],
+    );
+    let c = Legacy::connect(&gw.mcp()).await;
+    let raw_post = |body: String| {
+        let req = http()
+            .post(gw.mcp())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", c.session.clone().unwrap())
+            .body(body);
+        req.send()
+    };
+    // Nesting far past any sane depth.
+    let deep = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{}1{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let r = raw_post(deep).await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Batches (removed from the protocol in 2025-06-18).
+    let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]).to_string();
+    let r = raw_post(batch).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("batches"));
+    // Too large a body, too large headers.
+    let r = raw_post("x".repeat(70_000)).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r = http()
+        .post(gw.mcp())
+        .header("x-filler", "y".repeat(20_000))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    // A client that stops sending its body.
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        tcp,
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\""
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let mut buf = [0u8; 1024];
+    while !answer.contains("\r\n\r\n") {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0);
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Requests in flight per session are capped.
+    let slow = json!({"name": "demo__progress", "arguments": {"steps": 2, "delay_ms": 400}});
+    let calls = (0..4).map(|_| c.request("tools/call", slow.clone()));
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    // And the session, like everyone else, is still served.
+    assert_eq!(
+        text(&c.call("demo__echo", json!({"text": "fine"})).await),
+        "fine"
+    );
+    let other = Legacy::connect(&gw.mcp()).await;
+    assert_eq!(
+        text(&other.call("demo__echo", json!({"text": "too"})).await),
+        "too"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_from_one_principal_does_not_stop_another() {
+    let up = demo("legacy");
+    let gw = tether_env(
+        &format!(
+            "[server]\nrate_limit_per_principal = 20\nrate_limit_burst = 20\n{}",
+            jwt_config(&[("demo", up.mcp())], "")
+        ),
+        &[("TEST_JWT_SECRET", SECRET)],
+    );
+    let (flooder, calm) = (token("flooder", json!({})), token("calm", json!({})));
+    let f = Legacy::connect_as(&gw.mcp(), json!({}), Some(&flooder)).await;
+    let c = Legacy::connect_as(&gw.mcp(), json!({}), Some(&calm)).await;
+    let flood = async {
+        let mut limited = 0;
+        let mut retry_after = None;
+        for _ in 0..200 {
+            let r = f
+                .request(
+                    "tools/call",
+                    json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+                )
+                .await;
+            if r.status == 429 {
+                limited += 1;
+                retry_after = r
+                    .headers
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+            }
+        }
+        (limited, retry_after)
+    };
+    let steady = async {
+        let mut ok = 0;
+        for i in 0..10 {
+            let r = c
+                .request(
+                    "tools/call",
+                    json!({"name": "demo__echo", "arguments": {"text": format!("c{i}")}}),
+                )
+                .await;
+            if r.status == 200 && r.last().get("result").is_some() {
+                ok += 1;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        ok
+    };
+    let ((limited, retry_after), ok) = tokio::join!(flood, steady);
+    assert!(
+        limited > 100,
+        "only {limited} of 200 flood requests were limited"
+    );
+    assert!(retry_after.is_some(), "429 without Retry-After");
+    assert_eq!(ok, 10, "the other principal's calls were disturbed");
+}

@@ -114,8 +114,8 @@ pub struct ClientSession {
     created_ms: i64,
     /// Who the session belongs to: only requests by this principal reach it.
     pub principal: Arc<str>,
-    /// What the principal may reach (from its latest request's token).
-    access: Mutex<Arc<Access>>,
+    /// What the principal may reach, and its credentials (from its latest request).
+    access: Mutex<(Arc<Access>, Option<http::HeaderValue>)>,
     /// When it was last used (ms since the Unix epoch).
     last_seen_ms: AtomicI64,
     /// Used since its last-seen time was last written to the store.
@@ -159,7 +159,7 @@ impl ClientSession {
             listening: Mutex::new(Vec::new()),
             created_ms: now_ms(),
             principal: Arc::from(ANONYMOUS),
-            access: Mutex::new(Arc::new(Access::everything())),
+            access: Mutex::new((Arc::new(Access::everything()), None)),
             last_seen_ms: AtomicI64::new(now_ms()),
             dirty: AtomicBool::new(false),
             uses: AtomicU64::new(0),
@@ -190,14 +190,19 @@ impl ClientSession {
         ctx
     }
 
-    /// Takes what `caller` (the session's principal) may reach now.
+    /// Takes what `caller` (the session's principal) may reach now, and its credentials.
     pub fn authorize(&self, caller: &Caller) {
-        *lock(&self.access) = caller.access.clone();
+        *lock(&self.access) = (caller.access.clone(), caller.credentials.clone());
     }
 
     /// What the session's principal may reach.
     pub fn access(&self) -> Arc<Access> {
-        lock(&self.access).clone()
+        lock(&self.access).0.clone()
+    }
+
+    /// The `Authorization` header of the principal's latest request.
+    pub fn credentials(&self) -> Option<http::HeaderValue> {
+        lock(&self.access).1.clone()
     }
 
     /// Replaces the per-request settings (modern requests).
@@ -645,6 +650,7 @@ impl SessionRegistry {
             info: raw(&record.client_info).unwrap_or_else(|| ClientIdentity::tether().info),
             capabilities: raw(&record.client_capabilities)
                 .unwrap_or_else(|| ClientIdentity::tether().capabilities),
+            credentials: None,
         };
         let created_ms = record.created_ms;
         let principal: Arc<str> = Arc::from(record.principal.as_str());
@@ -906,6 +912,7 @@ mod tests {
         Caller {
             principal: Arc::from(principal),
             access: Arc::new(Access::everything()),
+            credentials: None,
         }
     }
 

@@ -21,6 +21,8 @@ pub struct Caller {
     pub principal: Arc<str>,
     /// What it may reach.
     pub access: Arc<Access>,
+    /// Its `Authorization` header, for upstreams configured to receive it.
+    pub credentials: Option<http::HeaderValue>,
 }
 
 /// Why a request was not authenticated.
@@ -58,6 +60,7 @@ impl Auth {
             anonymous: Caller {
                 principal: Arc::from(ANONYMOUS),
                 access: Arc::new(Access::everything()),
+                credentials: None,
             },
             config: config.clone(),
         })
@@ -71,6 +74,7 @@ impl Auth {
             anonymous: Caller {
                 principal: Arc::from(ANONYMOUS),
                 access: Arc::new(Access::everything()),
+                credentials: None,
             },
             config: AuthConfig::default(),
         }
@@ -83,8 +87,16 @@ impl Auth {
 
     /// The caller of a request with these headers.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Denial> {
+        let credentials = headers.get(http::header::AUTHORIZATION).map(|v| {
+            let mut v = v.clone();
+            v.set_sensitive(true);
+            v
+        });
         let Some(verifier) = &self.verifier else {
-            return Ok(self.anonymous.clone());
+            return Ok(Caller {
+                credentials,
+                ..self.anonymous.clone()
+            });
         };
         let token = headers
             .get(http::header::AUTHORIZATION)
@@ -105,6 +117,7 @@ impl Auth {
         Ok(Caller {
             principal: Arc::from(format!("{issuer}|{subject}")),
             access: Arc::new(Access::from_policies(&self.policies, &claims)),
+            credentials,
         })
     }
 }

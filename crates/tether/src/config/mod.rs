@@ -272,6 +272,7 @@ impl Config {
                 )));
             }
             up.validate_endpoint()?;
+            up.validate_headers()?;
             for (k, v) in &up.headers {
                 http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
                     ConfigError(format!("upstream {:?}: bad header {k:?}", up.name))
@@ -422,6 +423,9 @@ mod tests {
             "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\ncommand = [\"srv\"]",
             "[[upstreams]]\nname = \"a\"\ncommand = []",
             "[[upstreams]]\nname = \"a\"\ncommand = [\"srv\"]\ntransport = \"sse\"",
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nheaders = { Mcp-Session-Id = \"x\" }",
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nheaders = { Connection = \"close\" }",
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nheaders_env = { Mcp-Param-X = \"V\" }",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }

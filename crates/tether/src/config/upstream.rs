@@ -61,6 +61,14 @@ pub struct UpstreamConfig {
     /// Static headers sent with every request (e.g. `Authorization`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Headers whose values come from environment variables (header name →
+    /// variable name), so secrets stay out of the config file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers_env: BTreeMap<String, String>,
+    /// Forward the client's own `Authorization` header to this upstream
+    /// (and never pool its sessions across clients).
+    #[serde(default)]
+    pub forward_client_token: bool,
     /// Per-request timeout in seconds.
     #[serde(default = "default_upstream_timeout")]
     pub timeout_secs: u64,
@@ -131,6 +139,8 @@ impl UpstreamConfig {
             cwd: None,
             transport: Transport::Auto,
             headers: BTreeMap::new(),
+            headers_env: BTreeMap::new(),
+            forward_client_token: false,
             timeout_secs: default_upstream_timeout(),
             era: EraPreference::Auto,
             shared: false,
@@ -168,9 +178,53 @@ impl UpstreamConfig {
         Duration::from_secs(self.timeout_secs.max(1))
     }
 
+    /// The static headers: `headers` plus the values `headers_env` names.
+    pub fn resolved_headers(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut all = self.headers.clone();
+        for (header, var) in &self.headers_env {
+            let value = std::env::var(var)
+                .map_err(|_| format!("headers_env: {var} (for {header}) is not set"))?;
+            all.insert(header.clone(), value);
+        }
+        Ok(all)
+    }
+
     /// Whether Tether runs the server as a child process (stdio).
     pub fn is_stdio(&self) -> bool {
         !self.command.is_empty()
+    }
+
+    /// Static headers must not be ones Tether sets itself or that belong to
+    /// one connection hop.
+    pub(super) fn validate_headers(&self) -> Result<(), ConfigError> {
+        const RESERVED: &[&str] = &[
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "te",
+            "trailer",
+            "upgrade",
+            "host",
+            "content-length",
+            "content-type",
+            "accept",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "mcp-method",
+            "mcp-name",
+            "last-event-id",
+        ];
+        for name in self.headers.keys().chain(self.headers_env.keys()) {
+            let lower = name.to_ascii_lowercase();
+            if RESERVED.contains(&lower.as_str()) || lower.starts_with("mcp-param-") {
+                return Err(ConfigError(format!(
+                    "upstream {:?}: header {name:?} is set by Tether (or is hop-by-hop) and cannot be configured",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn validate_endpoint(&self) -> Result<(), ConfigError> {
@@ -214,6 +268,8 @@ mod tests {
             cwd: Some("/srv".into()),
             transport: Transport::Sse,
             headers: BTreeMap::from([("Authorization".into(), "Bearer x".into())]),
+            headers_env: BTreeMap::from([("X-Key".into(), "KEY_VAR".into())]),
+            forward_client_token: true,
             timeout_secs: 5,
             era: EraPreference::Legacy,
             shared: true,
@@ -238,6 +294,8 @@ mod tests {
         "cwd",
         "transport",
         "headers",
+        "headers_env",
+        "forward_client_token",
         "timeout_secs",
         "era",
         "shared",

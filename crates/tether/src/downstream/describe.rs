@@ -74,6 +74,7 @@ pub async fn handshake(
             .get("capabilities")
             .cloned()
             .unwrap_or(tether.capabilities),
+        credentials: None,
     };
     let ctx = if app.config.server.stateless && stream.is_none() {
         Arc::new(ClientSession::sessionless(
@@ -260,7 +261,7 @@ pub async fn discover(app: &Arc<App>, ctx: &Arc<ClientSession>, msg: &Message) -
     let listen_passes_through = match &ctx.scope {
         Scope::Single(name) => match app.gateway.upstream(name) {
             Some(up) => up
-                .eras()
+                .eras(None)
                 .await
                 .is_ok_and(|e| e.pick(Era::Modern) == Era::Modern),
             None => false,

@@ -142,7 +142,11 @@ pub fn validate(
         .get(protocol::META_CLIENT_CAPABILITIES)
         .cloned()
         .unwrap_or_else(|| jsonrpc::to_raw(&json!({})));
-    let identity = ClientIdentity { info, capabilities };
+    let identity = ClientIdentity {
+        info,
+        capabilities,
+        credentials: None,
+    };
     Ok((identity, options))
 }
 

@@ -9,7 +9,7 @@ use super::relay::relay_server_request;
 use crate::jsonrpc::{Kind, Message};
 use crate::protocol::Era;
 use crate::session::ClientSession;
-use crate::upstream::{Upstream, UpstreamError, UpstreamSession};
+use crate::upstream::{ClientIdentity, Upstream, UpstreamError, UpstreamSession};
 
 impl Gateway {
     /// The client's session with `upstream` (opened on first use); when the
@@ -19,7 +19,19 @@ impl Gateway {
         ctx: &Arc<ClientSession>,
         upstream: &Arc<Upstream>,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
-        let (mut session, mut opened) = ctx.upstreams.get(upstream, &ctx.identity).await?;
+        // An upstream that takes the client's own token gets it from the
+        // first request (initialize) on.
+        let forwarding;
+        let identity = if upstream.config.forward_client_token {
+            forwarding = ClientIdentity {
+                credentials: ctx.credentials(),
+                ..ctx.identity.clone()
+            };
+            &forwarding
+        } else {
+            &ctx.identity
+        };
+        let (mut session, mut opened) = ctx.upstreams.get(upstream, identity).await?;
         if !opened && session.needs_validation() && !session.validate().await {
             // Dead while idle (the upstream restarted, a proxy dropped it):
             // replace it before the client's request rather than fail it.
@@ -29,8 +41,9 @@ impl Gateway {
                 .sessions_replaced
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ctx.upstreams.evict(&session);
-            (session, opened) = ctx.upstreams.get(upstream, &ctx.identity).await?;
+            (session, opened) = ctx.upstreams.get(upstream, identity).await?;
         }
+        session.forward_credentials(ctx.credentials());
         if opened
             && !ctx.is_ephemeral()
             && session.is_reattachable()

@@ -138,6 +138,8 @@ pub struct PostHeaders<'a> {
     pub name: Option<&'a str>,
     /// Further headers passed through unchanged (modern `Mcp-Param-*`).
     pub extra: &'a [(http::HeaderName, HeaderValue)],
+    /// The client's `Authorization`, for upstreams configured to receive it.
+    pub credentials: Option<HeaderValue>,
 }
 
 /// POSTs one JSON-RPC message to the upstream and classifies the reply.
@@ -178,6 +180,9 @@ pub async fn post_raw(
     }
     for (name, value) in headers.extra {
         req = req.header(name, value);
+    }
+    if let Some(credentials) = headers.credentials {
+        req = req.header(http::header::AUTHORIZATION, credentials);
     }
     send_with_timeout(upstream, req.body(body)).await
 }
@@ -437,10 +442,14 @@ pub(super) fn discover_request() -> Bytes {
 /// answer (result or modern error code) means modern, any other 4xx means
 /// legacy — or, with `transport = "auto"`, a 404/405 from a URL that opens an
 /// HTTP+SSE stream means the 2024-11-05 transport.
-pub async fn detect_era(upstream: &Upstream) -> Result<Discovery, UpstreamError> {
+pub async fn detect_era(
+    upstream: &Upstream,
+    credentials: Option<&HeaderValue>,
+) -> Result<Discovery, UpstreamError> {
     let headers = PostHeaders {
         protocol_version: Some(protocol::MODERN_VERSION),
         method: Some("server/discover"),
+        credentials: credentials.cloned(),
         ..Default::default()
     };
     let reply = post(upstream, discover_request(), headers, None).await;

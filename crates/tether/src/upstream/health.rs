@@ -24,7 +24,7 @@ impl Upstream {
             match self.wiring() {
                 Wiring::Stdio => !self.holding_back(),
                 Wiring::Sse => sse_client::probe(self).await,
-                Wiring::StreamableHttp => match client::detect_era(self).await {
+                Wiring::StreamableHttp => match client::detect_era(self, None).await {
                     Ok(_) => true,
                     Err(UpstreamError::Status { status, .. }) => status < 500,
                     Err(_) => false,

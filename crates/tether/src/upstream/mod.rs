@@ -35,6 +35,8 @@ pub struct ClientIdentity {
     pub info: Box<RawValue>,
     /// The client's capabilities object, as offered to upstreams.
     pub capabilities: Box<RawValue>,
+    /// The client's `Authorization`, for upstreams with `forward_client_token`.
+    pub credentials: Option<HeaderValue>,
 }
 
 impl ClientIdentity {
@@ -46,6 +48,7 @@ impl ClientIdentity {
                 "version": env!("CARGO_PKG_VERSION"),
             })),
             capabilities: crate::jsonrpc::to_raw(&serde_json::json!({})),
+            credentials: None,
         }
     }
 }
@@ -182,7 +185,7 @@ impl Upstream {
             }
         };
         let mut static_headers = HeaderMap::new();
-        for (k, v) in &config.headers {
+        for (k, v) in &config.resolved_headers()? {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
             let mut value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
             value.set_sensitive(true);
@@ -237,8 +240,9 @@ impl Upstream {
     }
 
     /// The eras the upstream answers, probing it once (concurrent callers
-    /// share one probe).
-    pub async fn eras(&self) -> Result<Eras, UpstreamError> {
+    /// share one probe; `credentials` go with the probe to an upstream that
+    /// takes the client's token).
+    pub async fn eras(&self, credentials: Option<&HeaderValue>) -> Result<Eras, UpstreamError> {
         if let Some(eras) = *lock(&self.eras) {
             return Ok(eras);
         }
@@ -246,7 +250,7 @@ impl Upstream {
         if let Some(eras) = *lock(&self.eras) {
             return Ok(eras);
         }
-        let found = self.detect().await?;
+        let found = self.detect(credentials).await?;
         let eras = found.eras;
         tracing::info!(upstream = %self.name, legacy = eras.legacy, modern = eras.modern, transport = ?self.wiring(), "detected upstream protocol eras");
         *lock(&self.discovered) = found.result.map(Arc::from);
@@ -256,11 +260,14 @@ impl Upstream {
 
     /// Probes the upstream with `server/discover` over its transport (and,
     /// for `transport = "auto"`, settles the transport).
-    async fn detect(&self) -> Result<client::Discovery, UpstreamError> {
+    async fn detect(
+        &self,
+        credentials: Option<&HeaderValue>,
+    ) -> Result<client::Discovery, UpstreamError> {
         if self.wiring() == Wiring::Stdio {
             return self.detect_stdio().await;
         }
-        let found = client::detect_era(self).await?;
+        let found = client::detect_era(self, credentials).await?;
         let mut wiring = lock(&self.wiring);
         if wiring.is_none() || found.sse {
             *wiring = Some(if found.sse {
@@ -328,15 +335,18 @@ impl Upstream {
     /// Whether sessionless requests borrow pooled sessions (a shared HTTP
     /// upstream; a shared stdio upstream has its one process instead).
     pub fn pools_sessions(&self) -> bool {
-        self.config.shared && !self.config.is_stdio()
+        self.config.shared && !self.config.is_stdio() && !self.config.forward_client_token
     }
 
     /// The modern upstream's `server/discover` result, fetched once and cached.
-    pub async fn discover_result(&self) -> Result<Arc<RawValue>, UpstreamError> {
+    pub async fn discover_result(
+        &self,
+        credentials: Option<&HeaderValue>,
+    ) -> Result<Arc<RawValue>, UpstreamError> {
         if let Some(r) = lock(&self.discovered).clone() {
             return Ok(r);
         }
-        let found = self.detect().await?;
+        let found = self.detect(credentials).await?;
         let result: Arc<RawValue> = found.result.map(Arc::from).ok_or_else(|| {
             UpstreamError::Protocol("upstream did not answer server/discover".into())
         })?;
@@ -379,7 +389,7 @@ impl Upstream {
         {
             return Err(e);
         }
-        let result = match self.eras().await {
+        let result = match self.eras(client.credentials.as_ref()).await {
             Ok(eras) => self.open_in(eras, preferred, client).await,
             Err(e) => Err(e),
         };

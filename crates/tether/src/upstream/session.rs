@@ -48,6 +48,8 @@ pub struct UpstreamSession {
     next_id: AtomicU64,
     /// When a request was last sent (ms since the Unix epoch).
     last_used_ms: AtomicI64,
+    /// The owning client's `Authorization` (upstreams with `forward_client_token`).
+    credentials: std::sync::Mutex<Option<HeaderValue>>,
 }
 
 impl std::fmt::Debug for UpstreamSession {
@@ -86,6 +88,7 @@ impl UpstreamSession {
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             last_used_ms: AtomicI64::new(now_ms()),
+            credentials: std::sync::Mutex::new(client.credentials.clone()),
         };
         session
             .upstream
@@ -138,6 +141,7 @@ impl UpstreamSession {
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             last_used_ms: AtomicI64::new(now_ms()),
+            credentials: std::sync::Mutex::new(client.credentials.clone()),
         };
         session
             .upstream
@@ -192,8 +196,11 @@ impl UpstreamSession {
                     .await?
             }
             Wire::Http(_) => {
-                let resp =
-                    client::post_raw(&upstream, Bytes::from(body), PostHeaders::default()).await?;
+                let headers = PostHeaders {
+                    credentials: self.credentials(),
+                    ..Default::default()
+                };
+                let resp = client::post_raw(&upstream, Bytes::from(body), headers).await?;
                 let id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
                 self.wire = Wire::Http(id);
                 client::classify_reply(&upstream, resp, false, None).await?
@@ -234,7 +241,11 @@ impl UpstreamSession {
     pub async fn server_description(&self) -> Result<Arc<RawValue>, UpstreamError> {
         match &self.init_result {
             Some(r) => Ok(Arc::from(r.clone())),
-            None => self.upstream.discover_result().await,
+            None => {
+                self.upstream
+                    .discover_result(self.credentials().as_ref())
+                    .await
+            }
         }
     }
 
@@ -276,6 +287,7 @@ impl UpstreamSession {
             Era::Legacy => PostHeaders {
                 session_id: self.http_session_id(),
                 protocol_version: Some(&self.protocol_version),
+                credentials: self.credentials(),
                 ..Default::default()
             },
             Era::Modern => PostHeaders {
@@ -284,6 +296,7 @@ impl UpstreamSession {
                 method,
                 name,
                 extra,
+                credentials: self.credentials(),
             },
         }
     }
@@ -340,6 +353,18 @@ impl UpstreamSession {
                 .or_insert_with(|| jsonrpc::to_raw(level));
         }
         params.insert("_meta".into(), jsonrpc::to_raw(&meta));
+    }
+
+    /// Sends the client's `Authorization` with this session's requests from
+    /// now on (only for upstreams configured to receive it).
+    pub fn forward_credentials(&self, credentials: Option<HeaderValue>) {
+        if self.upstream.config.forward_client_token {
+            *crate::sync::lock(&self.credentials) = credentials;
+        }
+    }
+
+    fn credentials(&self) -> Option<HeaderValue> {
+        crate::sync::lock(&self.credentials).clone()
     }
 
     /// Whether the session has gone unused for longer than its upstream's
@@ -462,6 +487,9 @@ impl UpstreamSession {
         if let Some(id) = self.http_session_id() {
             req = req.header(protocol::HEADER_SESSION_ID, id.clone());
         }
+        if let Some(credentials) = self.credentials() {
+            req = req.header(http::header::AUTHORIZATION, credentials);
+        }
         if let Some(last) = last_event_id {
             req = req.header(protocol::HEADER_LAST_EVENT_ID, last);
         }
@@ -505,13 +533,16 @@ impl UpstreamSession {
         };
         let upstream = &self.upstream;
         let Ok(url) = upstream.url() else { return };
-        let req = upstream
+        let mut req = upstream
             .http
             .delete(url.clone())
             .headers(upstream.static_headers.clone())
             .header(protocol::HEADER_SESSION_ID, id.clone())
-            .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version)
-            .send();
+            .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version);
+        if let Some(credentials) = self.credentials() {
+            req = req.header(http::header::AUTHORIZATION, credentials);
+        }
+        let req = req.send();
         // Bounded by the upstream's request timeout; callers closing many
         // sessions bound the whole batch by the shutdown timeout as well.
         match tokio::time::timeout(upstream.config.timeout(), req).await {

@@ -461,3 +461,45 @@ async fn a_flood_from_one_principal_does_not_stop_another() {
     assert!(retry_after.is_some(), "429 without Retry-After");
     assert_eq!(ok, 10, "the other principal's calls were disturbed");
 }
+
+#[tokio::test]
+async fn upstream_credentials_come_from_the_environment_or_the_client() {
+    let guarded = crate::harness::spawn_demo(&["--era", "legacy", "--bearer", "upstream-secret"]);
+    let gw = tether_env(
+        &format!(
+            "[[upstreams]]\nname = \"envd\"\nurl = \"{0}\"\nheaders_env = {{ Authorization = \"UPSTREAM_AUTH\" }}\n\
+             [[upstreams]]\nname = \"passed\"\nurl = \"{0}\"\nera = \"legacy\"\nforward_client_token = true\n",
+            guarded.mcp()
+        ),
+        &[
+            ("UPSTREAM_AUTH", "Bearer upstream-secret"),
+            ("TETHER_LOG", "debug"),
+        ],
+    );
+    let plain = Legacy::connect(&gw.mcp()).await;
+    assert_eq!(
+        text(&plain.call("envd__echo", json!({"text": "env"})).await),
+        "env"
+    );
+    // Without a token of its own, the client gets nothing through the forwarding upstream.
+    let refused = plain
+        .request(
+            "tools/call",
+            json!({"name": "passed__echo", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert!(
+        refused.last().get("error").is_some(),
+        "{:?}",
+        refused.messages
+    );
+    let holder = Legacy::connect_as(&gw.mcp(), json!({}), Some("upstream-secret")).await;
+    assert_eq!(
+        text(&holder.call("passed__echo", json!({"text": "mine"})).await),
+        "mine"
+    );
+    assert!(
+        !gw.log().contains("upstream-secret"),
+        "a credential was logged"
+    );
+}

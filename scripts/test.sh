@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Tether test: formatting and lints, unit and end-to-end tests
-# (real tether processes on loopback), and the interop tests with the
-# official Python MCP SDK. Prints a final "N passed, N failed" line.
+# (real tether processes on loopback), the interop tests with real peers,
+# and a bounded fuzzing run. Prints a final "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +50,15 @@ if [[ -x interop/run.sh ]]; then
   if [[ -z "${p:-}" ]]; then echo "<== interop: no summary"; failed=$((failed + 1)); else
     passed=$((passed + p)); failed=$((failed + f)); fi
 fi
+
+# Fuzzing the input parsers for a bounded time (FUZZ_SECONDS per target).
+echo "==> fuzz"
+scripts/fuzz.sh 2>&1 | tee "$log"
+out=$(cat "$log")
+p=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/^([0-9]+) passed.*/\1/p')
+f=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/.* ([0-9]+) failed.*/\1/p')
+if [[ -z "${p:-}" ]]; then echo "<== fuzz: no summary"; failed=$((failed + 1)); else
+  passed=$((passed + p)); failed=$((failed + f)); fi
 
 echo
 echo "$passed passed, $failed failed"

@@ -204,7 +204,7 @@ fn main() -> std::process::ExitCode {
             Command::Reload { admin } => admin.client().reload().await,
             Command::CheckConfig { config } => {
                 let config = Config::load(config_path(config).as_deref())?;
-                println!("{}", serde_json::to_string_pretty(&config)?);
+                println!("{}", serde_json::to_string_pretty(&config.redacted())?);
                 Ok(())
             }
         }

@@ -229,6 +229,23 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration with every secret replaced (for printing).
+    pub fn redacted(&self) -> Config {
+        const HIDDEN: &str = "<redacted>";
+        let mut c = self.clone();
+        for up in &mut c.upstreams {
+            for v in up.headers.values_mut().chain(up.env.values_mut()) {
+                *v = HIDDEN.into();
+            }
+        }
+        for secret in [&mut c.admin.token, &mut c.auth.jwt.hs256_secret] {
+            if !secret.is_empty() {
+                *secret = HIDDEN.into();
+            }
+        }
+        c
+    }
+
     /// Parses a TOML document (no environment overlay); used by tests and `check-config`.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
@@ -382,6 +399,18 @@ mod tests {
         assert_eq!(c.federation.naming, Naming::OnCollision);
         assert_eq!(c.upstreams[0].timeout_secs, 60);
         assert_eq!(c.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn printing_hides_secrets() {
+        let c = Config::from_toml(
+            "[admin]\ntoken = \"t0ken\"\n[auth.jwt]\nhs256_secret = \"s3cret\"\n[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nheaders = { Authorization = \"Bearer k3y\" }\n",
+        )
+        .unwrap();
+        let shown = serde_json::to_string(&c.redacted()).unwrap();
+        for secret in ["t0ken", "s3cret", "k3y"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 
     #[test]

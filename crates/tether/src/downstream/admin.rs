@@ -248,6 +248,27 @@ async fn list_sessions(State(app): State<Arc<App>>) -> Response {
     Json(json!({ "sessions": all })).into_response()
 }
 
+/// `GET /sessions`: the caller's own client sessions on this node (what the
+/// admin API shows for all of them).
+pub async fn own_sessions(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Response {
+    if let Err(rejection) = app.edge.check(&headers) {
+        return super::mcp::edge_response(rejection);
+    }
+    let caller = match super::identity::caller(&app, &headers).await {
+        Ok(c) => c,
+        Err(refusal) => return *refusal,
+    };
+    let now = now_ms();
+    let mine: Vec<Value> = app
+        .sessions
+        .held()
+        .iter()
+        .filter(|s| s.principal == caller.principal)
+        .map(|s| session_view(s, now))
+        .collect();
+    Json(json!({ "sessions": mine })).into_response()
+}
+
 async fn evict_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     if app.sessions.end(&id).await {
         Json(json!({ "ended": id })).into_response()

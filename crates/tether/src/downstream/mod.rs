@@ -127,6 +127,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(identity::metadata),
         )
         .nest("/admin", admin::router(app.clone()))
+        .route("/sessions", get(admin::own_sessions))
         .with_state(app)
 }
 

@@ -179,6 +179,24 @@ async fn another_principal_cannot_use_a_session_it_did_not_make() {
     // Alice's session is intact.
     let r = alice.call("demo__counter_increment", json!({})).await;
     assert_eq!(text(&r), "2");
+    // Each principal sees only its own sessions.
+    let listed = |bearer: String| {
+        let url = format!("{}/sessions", gw.base);
+        async move {
+            http()
+                .get(url)
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let alice_id = alice.session.clone().unwrap();
+    assert!(listed(alice_token.clone()).await.contains(&alice_id));
+    assert!(!listed(bob_token.clone()).await.contains(&alice_id));
 
     // HTTP+SSE sessions are bound the same way.
     let mut sse = SseSession::open_as(&gw.base, "/sse", Some(&alice_token)).await;

@@ -34,9 +34,17 @@ pub enum Denial {
     Invalid(String),
 }
 
+/// Verified tokens remembered at most (the memory is cleared when full).
+const MAX_REMEMBERED: usize = 10_000;
+
 /// The configured authentication.
 pub struct Auth {
     verifier: Option<Arc<jwt::Verifier>>,
+    /// Tokens already verified, with their expiry (s since the epoch), so a
+    /// client's repeated requests skip the signature check (RS256/ES256 cost
+    /// tens of microseconds each).
+    verified: dashmap::DashMap<Box<str>, (u64, Caller)>,
+    leeway: u64,
     policies: Vec<Policy>,
     anonymous: Caller,
     /// The `[auth]` section (for the protected-resource metadata).
@@ -56,6 +64,8 @@ impl Auth {
         };
         Ok(Auth {
             verifier,
+            verified: dashmap::DashMap::new(),
+            leeway: config.jwt.leeway_secs,
             policies: config.policies.clone(),
             anonymous: Caller {
                 principal: Arc::from(ANONYMOUS),
@@ -64,25 +74,6 @@ impl Auth {
             },
             config: config.clone(),
         })
-    }
-
-    /// No authentication (tests and tools).
-    pub fn none() -> Auth {
-        Auth {
-            verifier: None,
-            policies: Vec::new(),
-            anonymous: Caller {
-                principal: Arc::from(ANONYMOUS),
-                access: Arc::new(Access::everything()),
-                credentials: None,
-            },
-            config: AuthConfig::default(),
-        }
-    }
-
-    /// Whether requests must carry a token.
-    pub fn required(&self) -> bool {
-        self.verifier.is_some()
     }
 
     /// The caller of a request with these headers.
@@ -108,16 +99,34 @@ impl Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(Denial::Missing)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(known) = self.verified.get(token)
+            && now <= known.0.saturating_add(self.leeway)
+        {
+            return Ok(Caller {
+                credentials,
+                ..known.1.clone()
+            });
+        }
         let claims = verifier
             .verify(token)
             .await
             .map_err(|jwt::Invalid(why)| Denial::Invalid(why))?;
         let issuer = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
         let subject = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
-        Ok(Caller {
+        let caller = Caller {
             principal: Arc::from(format!("{issuer}|{subject}")),
             access: Arc::new(Access::from_policies(&self.policies, &claims)),
             credentials,
-        })
+        };
+        let expires = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
+        if self.verified.len() >= MAX_REMEMBERED {
+            self.verified.clear();
+        }
+        self.verified
+            .insert(token.into(), (expires, caller.clone()));
+        Ok(caller)
     }
 }

@@ -63,7 +63,7 @@ async fn init_with(url: &str, bearer: Option<&str>) -> crate::harness::Reply {
 async fn tokens_are_verified_and_refusals_point_to_the_metadata() {
     let up = demo("legacy");
     let gw = tether_env(
-        &jwt_config(&[("demo", up.mcp())], ""),
+        &jwt_config(&[("demo", up.mcp())], "leeway_secs = 0"),
         &[("TEST_JWT_SECRET", SECRET), ("TETHER_LOG", "debug")],
     );
     let missing = init_with(&gw.mcp(), None).await;
@@ -131,6 +131,12 @@ async fn tokens_are_verified_and_refusals_point_to_the_metadata() {
     let alice = token("alice", json!({}));
     let ok = init_with(&gw.mcp(), Some(&alice)).await;
     assert_eq!(ok.status, 200, "{:?}", ok.messages);
+    // A token verified once stops working when it expires.
+    let brief = token("brief", json!({"exp": now() + 2}));
+    assert_eq!(init_with(&gw.mcp(), Some(&brief)).await.status, 200);
+    assert_eq!(init_with(&gw.mcp(), Some(&brief)).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(init_with(&gw.mcp(), Some(&brief)).await.status, 401);
     // Neither the secret nor tokens reach the log.
     let log = gw.log();
     assert!(!log.contains(SECRET), "the secret was logged");

@@ -67,6 +67,9 @@ struct Args {
     /// when it closes this many upstream sessions.
     #[arg(long, value_name = "N")]
     evict: Option<usize>,
+    /// The gateway verifies a JWT (HS256) on every request; the client sends one.
+    #[arg(long)]
+    auth: bool,
 }
 
 /// The client that drives the load.
@@ -104,6 +107,25 @@ fn spawn(bin: &std::path::Path, args: &[&str]) -> Proc {
     Proc(child, url)
 }
 
+/// The gateway's JWT settings with `--auth`.
+const AUTH_CONFIG: &str =
+    "[auth]\nmode = \"jwt\"\n[auth.jwt]\nhs256_secret = \"bench-secret\"\nissuer = \"bench\"\n";
+
+/// An HS256 token the `--auth` gateway accepts, valid for a day.
+fn bench_token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 86_400;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"iss": "bench", "sub": "load", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"bench-secret"),
+    )
+    .expect("token")
+}
+
 /// Starts `tether serve` on a free port with `config` (written to `dir/file`).
 fn serve_with(bin: &std::path::Path, dir: &std::path::Path, file: &str, config: &str) -> Proc {
     let path = dir.join(file);
@@ -124,6 +146,8 @@ struct Session {
     url: String,
     id: Option<String>,
     version: String,
+    /// A bearer token sent with every request (`--auth`).
+    bearer: Option<String>,
 }
 
 async fn post(http: &reqwest::Client, s: &Session, body: &Value) -> (Option<String>, Value) {
@@ -135,6 +159,9 @@ async fn post(http: &reqwest::Client, s: &Session, body: &Value) -> (Option<Stri
         .body(body.to_string());
     if let Some(id) = &s.id {
         req = req.header("mcp-session-id", id);
+    }
+    if let Some(token) = &s.bearer {
+        req = req.bearer_auth(token);
     }
     let resp = req.send().await.expect("request");
     let sid = resp
@@ -150,10 +177,15 @@ async fn post(http: &reqwest::Client, s: &Session, body: &Value) -> (Option<Stri
 }
 
 async fn open(http: &reqwest::Client, url: &str) -> Session {
+    open_as(http, url, None).await
+}
+
+async fn open_as(http: &reqwest::Client, url: &str, bearer: Option<&str>) -> Session {
     let mut s = Session {
         url: url.into(),
         id: None,
         version: "2025-11-25".into(),
+        bearer: bearer.map(str::to_owned),
     };
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "tether-bench", "version": "1"}}});
@@ -175,9 +207,10 @@ async fn load(
     url: &str,
     tool: &str,
     concurrency: usize,
-    warmup: Duration,
-    measure: Duration,
+    window: (Duration, Duration),
+    bearer: Option<&str>,
 ) -> (Vec<u32>, u64) {
+    let (warmup, measure) = window;
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(concurrency)
@@ -185,7 +218,7 @@ async fn load(
         .expect("client");
     let mut sessions = Vec::new();
     for _ in 0..concurrency {
-        sessions.push(open(&http, url).await);
+        sessions.push(open_as(&http, url, bearer).await);
     }
     let start = Instant::now() + warmup;
     let end = start + measure;
@@ -291,10 +324,13 @@ async fn main() {
         &dir,
         "tether.toml",
         &format!(
-            "[session]\nmax_sessions = 100000\n[store]\nurl = \"{}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
-            args.store, upstream.1
+            "{}[session]\nmax_sessions = 100000\n[store]\nurl = \"{}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+            if args.auth { AUTH_CONFIG } else { "" },
+            args.store,
+            upstream.1
         ),
     );
+    let bearer = args.auth.then(bench_token);
     if args.sessions {
         drop(gateway);
         for store in &args.session_stores {
@@ -347,9 +383,11 @@ async fn main() {
         let mut ratio = Vec::new();
         for _ in 0..args.rounds.max(1) {
             let (u0, g0) = (cpu(&upstream), cpu(&gateway));
-            let (direct, direct_calls) = load(&upstream.1, "echo", c, warmup, measure).await;
+            let window = (warmup, measure);
+            let (direct, direct_calls) = load(&upstream.1, "echo", c, window, None).await;
             let (u1, g1) = (cpu(&upstream), cpu(&gateway));
-            let (through, through_calls) = load(&gateway.1, "demo__echo", c, warmup, measure).await;
+            let (through, through_calls) =
+                load(&gateway.1, "demo__echo", c, window, bearer.as_deref()).await;
             let (u2, g2) = (cpu(&upstream), cpu(&gateway));
             let d = stats(&direct, measure.as_secs_f64());
             let t = stats(&through, measure.as_secs_f64());
@@ -502,6 +540,7 @@ async fn sessions_report(
                 url: b.1.clone(),
                 id: s.id.clone(),
                 version: s.version.clone(),
+                bearer: None,
             };
             let t0 = Instant::now();
             let (_, r) = post(&http, &on_b, &echo(2)).await;

@@ -125,17 +125,7 @@ impl Proc {
 
     /// The demo upstream's `/stats` counters.
     pub async fn stats(&self) -> Value {
-        serde_json::from_str(
-            &crate::harness::http()
-                .get(format!("{}/stats", self.base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-        .unwrap()
+        get_json(&format!("{}/stats", self.base)).await
     }
 
     /// Tether's `/metrics` text.
@@ -149,6 +139,12 @@ impl Proc {
             .await
             .unwrap()
     }
+}
+
+/// GETs a JSON document.
+pub async fn get_json(url: &str) -> Value {
+    let text = http().get(url).send().await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 /// The admin token of gateways configured with [`ADMIN`].

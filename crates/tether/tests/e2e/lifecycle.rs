@@ -6,12 +6,19 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN, ADMIN_TOKEN, Legacy, binary, config, demo, demo_at, http, metric, tether, tether_env,
-    text, wait_for_stat,
+    ADMIN, ADMIN_TOKEN, Legacy, Proc, binary, config, demo, demo_at, http, metric, tether,
+    tether_env, text, wait_for_stat,
 };
 
 fn definition(name: &str, url: &str, description: &str) -> Value {
     json!({"name": name, "url": url, "description": description})
+}
+
+/// An admin request that must succeed with `status`; its answer.
+async fn admin_ok(gw: &Proc, method: &str, path: &str, body: Option<Value>, status: u16) -> Value {
+    let (got, answer) = gw.admin(method, path, body).await;
+    assert_eq!(got, status, "{method} {path}: {answer}");
+    answer
 }
 
 fn names(change: &Value, key: &str) -> Vec<String> {
@@ -28,14 +35,14 @@ async fn url_changes_move_sessions_and_description_changes_keep_them() {
     let fixed = demo("legacy");
     let (b, c) = (demo("legacy"), demo("legacy"));
     let gw = tether(&config(&[("fixed", &fixed.mcp())], ADMIN));
-    let (status, created) = gw
-        .admin(
-            "POST",
-            "/upstreams",
-            Some(definition("moving", &b.mcp(), "first")),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let created = admin_ok(
+        &gw,
+        "POST",
+        "/upstreams",
+        Some(definition("moving", &b.mcp(), "first")),
+        201,
+    )
+    .await;
     assert_eq!(names(&created, "added"), ["moving"]);
     let client = Legacy::connect(&gw.mcp()).await;
     let count = |r: Value| r["structuredContent"]["count"].as_u64().unwrap();
@@ -49,14 +56,14 @@ async fn url_changes_move_sessions_and_description_changes_keep_them() {
     );
 
     // Cosmetic: the same upstream session carries on.
-    let (status, change) = gw
-        .admin(
-            "PUT",
-            "/upstreams/moving",
-            Some(definition("moving", &b.mcp(), "renamed")),
-        )
-        .await;
-    assert_eq!(status, 200, "{change}");
+    let change = admin_ok(
+        &gw,
+        "PUT",
+        "/upstreams/moving",
+        Some(definition("moving", &b.mcp(), "renamed")),
+        200,
+    )
+    .await;
     assert_eq!(names(&change, "described"), ["moving"]);
     assert_eq!(change["change"]["closed_sessions"], 0);
     assert_eq!(
@@ -66,14 +73,14 @@ async fn url_changes_move_sessions_and_description_changes_keep_them() {
     assert_eq!(b.stats().await["initializes"], 1);
 
     // Connect-affecting: the old upstream session is closed, the next call goes to the new URL.
-    let (status, change) = gw
-        .admin(
-            "PUT",
-            "/upstreams/moving",
-            Some(definition("moving", &c.mcp(), "renamed")),
-        )
-        .await;
-    assert_eq!(status, 200, "{change}");
+    let change = admin_ok(
+        &gw,
+        "PUT",
+        "/upstreams/moving",
+        Some(definition("moving", &c.mcp(), "renamed")),
+        200,
+    )
+    .await;
     assert_eq!(names(&change, "replaced"), ["moving"]);
     assert_eq!(change["change"]["closed_sessions"], 1);
     wait_for_stat(&b, "deletes", 1).await;
@@ -88,16 +95,15 @@ async fn url_changes_move_sessions_and_description_changes_keep_them() {
     assert_eq!(fixed.stats().await["initializes"], 1);
 
     // The config file's upstreams are read-only here; deleting closes sessions.
-    let (status, _) = gw
-        .admin(
-            "PUT",
-            "/upstreams/fixed",
-            Some(definition("fixed", &c.mcp(), "")),
-        )
-        .await;
-    assert_eq!(status, 409);
-    let (status, change) = gw.admin("DELETE", "/upstreams/moving", None).await;
-    assert_eq!(status, 200);
+    let _ = admin_ok(
+        &gw,
+        "PUT",
+        "/upstreams/fixed",
+        Some(definition("fixed", &c.mcp(), "")),
+        409,
+    )
+    .await;
+    let change = admin_ok(&gw, "DELETE", "/upstreams/moving", None, 200).await;
     assert_eq!(names(&change, "removed"), ["moving"]);
     wait_for_stat(&c, "deletes", 1).await;
     let gone = client
@@ -130,15 +136,13 @@ async fn the_admin_api_needs_its_token_and_hides_secrets() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    let (status, listed) = gw.admin("GET", "/upstreams", None).await;
-    assert_eq!(status, 200);
+    let listed = admin_ok(&gw, "GET", "/upstreams", None, 200).await;
     let text = listed.to_string();
     assert!(!text.contains("upstream-secret"), "{text}");
     assert_eq!(listed["upstreams"][0]["source"], "config");
     // Without a token configured, the API is off.
     let off = tether(&config(&[("demo", &up.mcp())], ""));
-    let (status, _) = off.admin("GET", "/upstreams", None).await;
-    assert_eq!(status, 403);
+    let _ = admin_ok(&off, "GET", "/upstreams", None, 403).await;
 }
 
 #[tokio::test]
@@ -216,8 +220,7 @@ async fn reload_applies_the_config_file() {
     client.call("two__echo", json!({"text": "hi"})).await;
     // POST /admin/reload: "two" removed again.
     std::fs::write(&path, text).unwrap();
-    let (status, change) = gw.admin("POST", "/reload", None).await;
-    assert_eq!(status, 200, "{change}");
+    let change = admin_ok(&gw, "POST", "/reload", None, 200).await;
     assert_eq!(names(&change, "removed"), ["two"]);
     assert_eq!(change["change"]["closed_sessions"], 1);
 }
@@ -399,14 +402,14 @@ async fn upstreams_defined_on_one_node_reach_the_others() {
     );
     let up = demo("legacy");
     let (a, b) = (tether(&shared), tether(&shared));
-    let (status, _) = a
-        .admin(
-            "POST",
-            "/upstreams",
-            Some(definition("added", &up.mcp(), "")),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let _ = admin_ok(
+        &a,
+        "POST",
+        "/upstreams",
+        Some(definition("added", &up.mcp(), "")),
+        201,
+    )
+    .await;
     let mut seen = false;
     for _ in 0..40 {
         let (_, listed) = b.admin("GET", "/upstreams", None).await;
@@ -441,15 +444,13 @@ async fn reload_rebuilds_an_upstream_whose_tls_files_changed() {
     assert_eq!(unchanged["change"]["closed_sessions"], 0, "{unchanged}");
     // Rotated contents under the same path: the upstream is rebuilt.
     std::fs::copy(fixtures.join("ca-b.pem"), &ca).unwrap();
-    let (status, change) = gw.admin("POST", "/reload", None).await;
-    assert_eq!(status, 200, "{change}");
+    let change = admin_ok(&gw, "POST", "/reload", None, 200).await;
     assert_eq!(names(&change, "replaced"), ["demo"]);
     assert_eq!(change["change"]["closed_sessions"], 1);
     wait_for_stat(&up, "deletes", 1).await;
     client.call("demo__echo", json!({"text": "y"})).await;
     // An unreadable file is refused, and the running upstream stays.
     std::fs::write(&ca, "not a certificate").unwrap();
-    let (status, refused) = gw.admin("POST", "/reload", None).await;
-    assert_eq!(status, 400, "{refused}");
+    admin_ok(&gw, "POST", "/reload", None, 400).await;
     client.call("demo__echo", json!({"text": "z"})).await;
 }

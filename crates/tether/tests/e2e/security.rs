@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::harness::{Legacy, binary, demo, http, post, tether_env, text};
+use crate::harness::{Legacy, binary, demo, get_json, http, post, tether_env, text};
 use crate::sse_client::SseSession;
 
 const SECRET: &str = "hs256-test-secret-never-logged";
@@ -77,17 +77,7 @@ async fn tokens_are_verified_and_refusals_point_to_the_metadata() {
         "{challenge}"
     );
     assert!(challenge.contains("/.well-known/oauth-protected-resource"));
-    let doc: Value = serde_json::from_str(
-        &http()
-            .get(format!("{}/.well-known/oauth-protected-resource", gw.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let doc = get_json(&format!("{}/.well-known/oauth-protected-resource", gw.base)).await;
     assert_eq!(doc["authorization_servers"][0], ISSUER);
     assert!(doc["resource"].as_str().unwrap().ends_with("/mcp"));
 

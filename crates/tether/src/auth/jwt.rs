@@ -102,7 +102,7 @@ impl Verifier {
                 .map_err(|e| e.to_string())?,
         };
         if let Keys::Set { .. } = verifier.keys {
-            verifier.fetch_jwks().await?;
+            verifier.fetch_jwks(None).await?;
         }
         Ok(verifier)
     }
@@ -125,17 +125,21 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not just not wrong.
+        let mut required = vec!["exp", "sub"];
         if self.issuer.is_empty() {
             validation.iss = None;
         } else {
             validation.set_issuer(&[&self.issuer]);
+            required.push("iss");
         }
         if self.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&[&self.audience]);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map(|data| data.claims)
             .map_err(|e| Invalid(describe(&e)))
@@ -158,7 +162,7 @@ impl Verifier {
             _ => false,
         };
         if stale
-            && self.fetch_jwks().await.is_ok()
+            && self.fetch_jwks(Some(REFETCH_FLOOR)).await.is_ok()
             && let Some(found) = self.find_key(kid, alg)
         {
             return Ok(found);
@@ -185,8 +189,10 @@ impl Verifier {
         fits.then_some((key, alg))
     }
 
-    /// Loads the JWKS document (one fetch at a time).
-    async fn fetch_jwks(&self) -> Result<(), String> {
+    /// Loads the JWKS document (one fetch at a time); with `unless_younger`,
+    /// not when another caller fetched it that recently (a burst of tokens
+    /// with unknown key ids fetches once).
+    async fn fetch_jwks(&self, unless_younger: Option<Duration>) -> Result<(), String> {
         let Keys::Set {
             source,
             current,
@@ -197,6 +203,12 @@ impl Verifier {
             return Ok(());
         };
         let _one = fetching.lock().await;
+        let fresh = read(current)
+            .0
+            .is_some_and(|t| unless_younger.is_some_and(|floor| t.elapsed() < floor));
+        if fresh {
+            return Ok(());
+        }
         let text = if source.starts_with("http://") || source.starts_with("https://") {
             let resp = self
                 .http
@@ -230,7 +242,7 @@ impl Verifier {
                 let Some(verifier) = weak.upgrade() else {
                     return;
                 };
-                if let Err(e) = verifier.fetch_jwks().await {
+                if let Err(e) = verifier.fetch_jwks(None).await {
                     tracing::warn!(error = %e, "JWKS refresh failed; keeping the keys already known");
                 }
             }

@@ -5,16 +5,29 @@ use serde_json::Value;
 
 use crate::config::Policy;
 
-/// What one principal may reach.
+/// What one principal may reach: the grants of the policies matching its
+/// token, each an (upstreams, tool patterns) pair that is never mixed with
+/// another's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
-    /// Every upstream and tool (no policies configured, or a policy granting `*`
-    /// without tool patterns).
+    /// Every upstream and tool (no policies configured).
     everything: bool,
+    grants: Vec<Grant>,
+}
+
+/// One matching policy's grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grant {
     /// Upstreams reachable (`*` for all).
     upstreams: Vec<String>,
-    /// Tool name patterns reachable (empty: every tool of reachable upstreams).
+    /// Tool name patterns reachable on them (empty: every tool).
     tools: Vec<String>,
+}
+
+impl Grant {
+    fn covers(&self, upstream: &str) -> bool {
+        self.upstreams.iter().any(|u| u == "*" || u == upstream)
+    }
 }
 
 impl Access {
@@ -22,50 +35,44 @@ impl Access {
     pub fn everything() -> Self {
         Access {
             everything: true,
-            upstreams: Vec::new(),
-            tools: Vec::new(),
+            grants: Vec::new(),
         }
     }
 
-    /// The union of the `policies` matching a token's `claims`.
+    /// The grants of the `policies` matching a token's `claims`.
     pub fn from_policies(policies: &[Policy], claims: &Value) -> Self {
         if policies.is_empty() {
             return Self::everything();
         }
-        let mut access = Access {
+        Access {
             everything: false,
-            upstreams: Vec::new(),
-            tools: Vec::new(),
-        };
-        let mut any_tool = false;
-        for p in policies.iter().filter(|p| matches(p, claims)) {
-            access.upstreams.extend(p.upstreams.iter().cloned());
-            if p.tools.is_empty() {
-                any_tool = true;
-            }
-            access.tools.extend(p.tools.iter().cloned());
+            grants: policies
+                .iter()
+                .filter(|p| matches(p, claims))
+                .map(|p| Grant {
+                    upstreams: p.upstreams.clone(),
+                    tools: p.tools.clone(),
+                })
+                .collect(),
         }
-        if any_tool {
-            // One matching policy grants every tool of its upstreams: tool
-            // patterns of others cannot narrow that.
-            access.tools = vec!["*".into()];
-        }
-        access
     }
 
     /// Whether the upstream named `upstream` is reachable at all.
     pub fn reaches_upstream(&self, upstream: &str) -> bool {
-        self.everything || self.upstreams.iter().any(|u| u == "*" || u == upstream)
+        self.everything || self.grants.iter().any(|g| g.covers(upstream))
     }
 
-    /// Whether the tool exposed as `exposed` (from `upstream`) may be listed and called.
+    /// Whether the tool exposed as `exposed` (from `upstream`) may be listed
+    /// and called: one grant must cover both the upstream and the tool.
     pub fn reaches_tool(&self, upstream: &str, exposed: &str) -> bool {
         self.everything
-            || (self.reaches_upstream(upstream)
-                && (self.tools.is_empty() || self.tools.iter().any(|p| glob(p, exposed))))
+            || self.grants.iter().any(|g| {
+                g.covers(upstream)
+                    && (g.tools.is_empty() || g.tools.iter().any(|p| glob(p, exposed)))
+            })
     }
 
-    /// Whether tool lists need filtering (some tool or upstream is out of reach).
+    /// Whether anything is out of reach (lists then need filtering).
     pub fn restricts(&self) -> bool {
         !self.everything
     }
@@ -160,6 +167,17 @@ mod tests {
         assert!(!reader.reaches_upstream("github"));
         let admin = Access::from_policies(&policies, &json!({"groups": ["staff", "admins"]}));
         assert!(admin.reaches_tool("github", "github__anything"));
+        // Grants do not mix: one policy's "every tool" does not open another's upstream.
+        let both = Access::from_policies(
+            &[
+                policy("files", "", "", &["files"], &[]),
+                policy("gh", "", "", &["github"], &["github__get_*"]),
+            ],
+            &json!({"scope": "files gh"}),
+        );
+        assert!(both.reaches_tool("files", "files__write"));
+        assert!(both.reaches_tool("github", "github__get_issue"));
+        assert!(!both.reaches_tool("github", "github__delete_repo"));
         let nobody = Access::from_policies(&policies, &json!({"scope": "other"}));
         assert!(!nobody.reaches_upstream("files"));
         assert!(Access::from_policies(&[], &json!({})).reaches_tool("x", "x__y"));

@@ -26,6 +26,8 @@ pub enum Refusal {
     Full(Admission),
     /// The upstream behind `/u/<upstream>/…` could not describe itself.
     Upstream(ErrorObject),
+    /// The caller's policy does not reach the endpoint's upstream.
+    Forbidden(String),
 }
 
 impl Refusal {
@@ -41,6 +43,10 @@ impl Refusal {
                 ErrorObject::new(code::INTERNAL_ERROR, "too many sessions; retry later")
             }
             Refusal::Upstream(e) => e.clone(),
+            Refusal::Forbidden(what) => ErrorObject::new(
+                code::FORBIDDEN,
+                format!("Forbidden: {what} is not permitted for this principal"),
+            ),
         }
     }
 }
@@ -66,6 +72,11 @@ pub async fn handshake(
             "initialize params.protocolVersion is required",
         ));
     };
+    if let Scope::Single(name) = &scope
+        && !caller.access.reaches_upstream(name)
+    {
+        return Err(Refusal::Forbidden(format!("upstream {name}")));
+    }
     let version = protocol::negotiate_legacy(&requested);
     let tether = ClientIdentity::tether();
     let identity = ClientIdentity {
@@ -118,6 +129,7 @@ pub async fn initialize(
         Err(refusal) => {
             let (status, retry_after) = match &refusal {
                 Refusal::BadParams(_) => (StatusCode::BAD_REQUEST, None),
+                Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, None),
                 Refusal::Full(Admission::PrincipalFull) => {
                     (StatusCode::TOO_MANY_REQUESTS, Some("30"))
                 }

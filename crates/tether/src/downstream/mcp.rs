@@ -318,6 +318,15 @@ async fn modern_request(
         .with_options(options),
     );
     if msg.method.as_deref() == Some("server/discover") {
+        if let Scope::Single(name) = &ctx.scope
+            && !ctx.access().reaches_upstream(name)
+        {
+            let denied = ErrorObject::new(
+                code::FORBIDDEN,
+                format!("Forbidden: upstream {name} is not permitted for this principal"),
+            );
+            return reply::json(StatusCode::OK, denied.to_response(msg.id.as_deref()));
+        }
         return describe::discover(app, &ctx, &msg).await;
     }
     reply::render(app.gateway.request(&ctx, msg, raw).await, style).await

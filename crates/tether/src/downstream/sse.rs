@@ -211,7 +211,10 @@ async fn open_stream(app: &Arc<App>, scope: Scope, headers: &HeaderMap) -> Respo
     let resp = match app.edge.check(headers) {
         Err(rejection) => edge_response(rejection),
         Ok(()) => match identity::caller(app, headers).await {
-            Ok(caller) => new_stream(app, scope, caller),
+            Ok(caller) => match app.rate_limited(&caller) {
+                Some(limited) => limited,
+                None => new_stream(app, scope, caller),
+            },
             Err(refusal) => *refusal,
         },
     };

@@ -109,8 +109,13 @@ impl Gateway {
         kind: ListKind,
     ) -> Result<Vec<(Arc<str>, RawObject)>, String> {
         let upstreams = self.upstreams.snapshot();
-        // An unhealthy upstream is left out at once, not waited for.
-        let live: Vec<_> = upstreams.iter().filter(|u| u.is_healthy()).collect();
+        // An unhealthy upstream is left out at once, not waited for; one the
+        // caller may not reach is not even contacted on its behalf.
+        let access = ctx.access();
+        let live: Vec<_> = upstreams
+            .iter()
+            .filter(|u| u.is_healthy() && access.reaches_upstream(&u.name))
+            .collect();
         let lists =
             futures_util::future::join_all(live.iter().map(|u| self.list_all(ctx, u, kind))).await;
         let mut ok = Vec::new();
@@ -124,7 +129,7 @@ impl Gateway {
                 }
             }
         }
-        if ok.is_empty() && !upstreams.is_empty() {
+        if ok.is_empty() && !failures.is_empty() {
             return Err(format!(
                 "no upstream could answer {}: {}",
                 kind.method(),

@@ -194,14 +194,15 @@ impl Gateway {
                 return self.single_tools_list(ctx, &upstream, &msg).await;
             }
             if access.restricts() && method == "tools/call" {
-                let tool = msg
-                    .params_object()
-                    .ok()
-                    .and_then(|p| jsonrpc::str_member(&p, "name"))
-                    .unwrap_or_default();
+                let Ok(params) = msg.params_object() else {
+                    return error(&msg, code::INVALID_PARAMS, "params must be an object");
+                };
+                let tool = jsonrpc::str_member(&params, "name").unwrap_or_default();
                 if !access.reaches_tool(name, &tool) {
                     return forbidden(&msg, &format!("tool {tool}"));
                 }
+                // The checked name is the one sent (raw bytes could repeat the key).
+                return self.forward(ctx, &upstream, msg, raw, Some(params)).await;
             }
             return self.forward(ctx, &upstream, msg, raw, None).await;
         }

@@ -185,10 +185,14 @@ impl Link {
     }
 
     /// A cancellation names the request by the client's id: use the link's.
-    /// `None` when it cannot be told which request is meant (drop it).
+    /// `None` when it cannot be told which request is meant (drop it) — on a
+    /// shared link never, as another client may use the same id.
     fn renumber_cancel(&self, body: &Bytes) -> Option<Bytes> {
         if !jsonrpc::contains(body, b"notifications/cancelled") {
             return Some(body.clone());
+        }
+        if self.shared {
+            return None;
         }
         let Ok(mut msg) = Message::parse(body) else {
             return Some(body.clone());

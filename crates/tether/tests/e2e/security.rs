@@ -111,6 +111,15 @@ async fn tokens_are_verified_and_refusals_point_to_the_metadata() {
             .unwrap()
         }),
         ("garbage", "not.a.token".to_owned()),
+        ("no audience", {
+            let claims = json!({"iss": ISSUER, "sub": "alice", "exp": now() + 3600});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap()
+        }),
     ];
     for (why, bad) in &refused {
         let r = init_with(&gw.mcp(), Some(bad)).await;
@@ -247,15 +256,10 @@ async fn policies_hide_what_a_principal_may_not_use_and_deny_calls_to_it() {
             r.messages
         );
     }
-    // On one upstream's endpoint the same policy applies to unprefixed names.
-    let single = Legacy::connect_as(
-        &format!("{}/u/b/mcp", gw.base),
-        json!({}),
-        Some(&reader_token),
-    )
-    .await;
-    let r = single.request("tools/list", json!({})).await;
-    assert_eq!(r.last()["error"]["code"], -32001);
+    // An upstream's own endpoint is closed to a principal its policy keeps out.
+    let single = init_with(&format!("{}/u/b/mcp", gw.base), Some(&reader_token)).await;
+    assert_eq!(single.status, 403);
+    assert_eq!(single.last()["error"]["code"], -32001);
     let admin_token = token("root", json!({"groups": ["staff", "admins"]}));
     let admin = Legacy::connect_as(&gw.mcp(), json!({}), Some(&admin_token)).await;
     let all = admin.result("tools/list", json!({})).await;

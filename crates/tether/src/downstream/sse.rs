@@ -40,6 +40,8 @@ const RETRY_MS: u64 = 3000;
 #[derive(Default)]
 pub struct SseHub {
     conns: DashMap<String, Arc<Conn>>,
+    /// Open streams per principal (initialized or not).
+    per_principal: DashMap<Arc<str>, usize>,
 }
 
 impl SseHub {
@@ -115,6 +117,12 @@ async fn finish(app: &App, id: &str) {
     let Some((_, conn)) = app.sse.conns.remove(id) else {
         return;
     };
+    app.sse
+        .per_principal
+        .remove_if_mut(&conn.caller.principal, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     conn.cut();
     if conn.session().is_some() {
         app.sessions.end(id).await;
@@ -227,12 +235,26 @@ async fn open_stream(app: &Arc<App>, scope: Scope, headers: &HeaderMap) -> Respo
 }
 
 fn new_stream(app: &Arc<App>, scope: Scope, caller: Caller) -> Response {
-    // Streams not yet initialized count against the session cap too.
+    // Streams not yet initialized count against the session caps too.
     if app.sse.len() >= app.config.session.max_sessions {
         return busy(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many sessions; retry later",
         );
+    }
+    {
+        let mut held = app
+            .sse
+            .per_principal
+            .entry(caller.principal.clone())
+            .or_default();
+        if *held >= app.config.session.max_sessions_per_principal {
+            return busy(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many sessions for this principal; end one or retry later",
+            );
+        }
+        *held += 1;
     }
     let id = new_session_id();
     let endpoint = match &scope {

@@ -160,7 +160,7 @@ impl Gateway {
         if ctx.era == Era::Modern
             && let Some(state) = park::request_state(&raw, &msg)
         {
-            return match self.lot.resume(&state, &msg).await {
+            return match self.lot.resume(&state, &msg, ctx).await {
                 park::Resume::Continue(parked) => self.resume_parked(*parked, &msg),
                 park::Resume::Again(ask) => {
                     let id = msg.id.as_deref().expect("requests have ids");

@@ -226,7 +226,7 @@ impl ParkingLot {
 
     /// Takes the call a retry's `requestState` names and hands the upstream
     /// the client's answer.
-    pub async fn resume(&self, state: &str, retry: &Message) -> Resume {
+    pub async fn resume(&self, state: &str, retry: &Message, by: &ClientSession) -> Resume {
         let params = retry.params_object().unwrap_or_default();
         let entry = {
             let mut entries = lock(&self.entries);
@@ -234,7 +234,9 @@ impl ParkingLot {
                 return Resume::Unknown;
             };
             let call = call_of(retry.method.as_deref().unwrap_or_default(), &params);
-            if call != entry.call {
+            let owner = &entry.parked.ctx;
+            // Only the principal that made the call, on the same endpoint, resumes it.
+            if call != entry.call || owner.principal != by.principal || owner.scope != by.scope {
                 // Not the call this state belongs to: leave it for the real retry.
                 entries.insert(state.to_owned(), entry);
                 return Resume::Unknown;

@@ -274,3 +274,36 @@ async fn a_stream_asked_for_later_on_a_kept_alive_connection_works_too() {
     );
     read_until(&mut tcp, "\"protocolVersion\"");
 }
+
+#[tokio::test]
+async fn streams_count_against_the_per_principal_cap() {
+    let up = demo("legacy");
+    let gw = tether(&config(
+        &[("demo", &up.mcp())],
+        "[session]\nmax_sessions_per_principal = 2",
+    ));
+    let first = SseSession::open(&gw).await;
+    let _second = SseSession::open(&gw).await;
+    let third = crate::harness::http()
+        .get(format!("{}/sse", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..40 {
+        let r = crate::harness::http()
+            .get(format!("{}/sse", gw.base))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            reopened = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reopened.is_some(), "a closed stream frees its place");
+}

@@ -40,25 +40,23 @@ fi
 passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 if [[ -z "${p:-}" ]]; then echo "<== cargo tests: no summary (build failure?)"; failed=$((failed + 1)); fi
 
-# Interop with real SDK clients (Python `mcp` from PyPI) against the built binary.
-if [[ -x interop/run.sh ]]; then
-  echo "==> interop"
-  interop/run.sh 2>&1 | tee "$log"
-  out=$(cat "$log")
-  p=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/^([0-9]+) passed.*/\1/p')
-  f=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/.* ([0-9]+) failed.*/\1/p')
-  if [[ -z "${p:-}" ]]; then echo "<== interop: no summary"; failed=$((failed + 1)); else
+# Runs a suite that ends with its own "N passed, N failed" line and adds it up.
+tally() {
+  local name=$1; shift
+  echo "==> $name"
+  "$@" 2>&1 | tee "$log"
+  local line p f
+  line=$(grep -E "^[0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
+  p=$(sed -nE 's/^([0-9]+) passed.*/\1/p' <<<"$line")
+  f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
+  if [[ -z "$p" ]]; then echo "<== $name: no summary"; failed=$((failed + 1)); else
     passed=$((passed + p)); failed=$((failed + f)); fi
-fi
+}
 
+# Interop with real SDK clients and servers against the built binary.
+[[ -x interop/run.sh ]] && tally interop interop/run.sh
 # Fuzzing the input parsers for a bounded time (FUZZ_SECONDS per target).
-echo "==> fuzz"
-scripts/fuzz.sh 2>&1 | tee "$log"
-out=$(cat "$log")
-p=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/^([0-9]+) passed.*/\1/p')
-f=$(grep -E "^[0-9]+ passed, [0-9]+ failed" <<<"$out" | tail -1 | sed -nE 's/.* ([0-9]+) failed.*/\1/p')
-if [[ -z "${p:-}" ]]; then echo "<== fuzz: no summary"; failed=$((failed + 1)); else
-  passed=$((passed + p)); failed=$((failed + f)); fi
+tally fuzz scripts/fuzz.sh
 
 echo
 echo "$passed passed, $failed failed"

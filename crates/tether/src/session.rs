@@ -24,9 +24,6 @@ use crate::upstream::{ClientIdentity, SessionSet, UpstreamSession, UpstreamSet};
 /// The principal of every caller when authentication is off.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// Requests a client session may have in flight unless the registry says otherwise.
-const DEFAULT_INFLIGHT: usize = 64;
-
 /// Resources one client session may subscribe to per upstream.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
 
@@ -122,8 +119,9 @@ pub struct ClientSession {
     dirty: AtomicBool,
     /// Requests and messages the client sent in it (on this node).
     uses: AtomicU64,
-    /// Requests it may have in flight at once.
-    pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Requests it may have in flight at once (registered sessions only; a
+    /// sessionless context serves one request).
+    pub inflight: Option<Arc<tokio::sync::Semaphore>>,
     closed: AtomicBool,
 }
 
@@ -163,7 +161,7 @@ impl ClientSession {
             last_seen_ms: AtomicI64::new(now_ms()),
             dirty: AtomicBool::new(false),
             uses: AtomicU64::new(0),
-            inflight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_INFLIGHT)),
+            inflight: None,
             closed: AtomicBool::new(false),
         }
     }
@@ -566,7 +564,7 @@ impl SessionRegistry {
         let mut session = ClientSession::new(id, false, scope, era, protocol_version, identity);
         session.stream_bound = stream.is_some();
         session.principal = caller.principal.clone();
-        session.inflight = Arc::new(tokio::sync::Semaphore::new(self.max_inflight));
+        session.inflight = Some(Arc::new(tokio::sync::Semaphore::new(self.max_inflight)));
         session.authorize(caller);
         let session = Arc::new(session);
         session.touch();
@@ -664,7 +662,7 @@ impl SessionRegistry {
         );
         session.created_ms = created_ms;
         session.principal = principal;
-        session.inflight = Arc::new(tokio::sync::Semaphore::new(self.max_inflight));
+        session.inflight = Some(Arc::new(tokio::sync::Semaphore::new(self.max_inflight)));
         session.stream_bound = stream_bound;
         let session = Arc::new(session);
         if let Some(level) = record.log_level {

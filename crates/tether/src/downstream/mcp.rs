@@ -372,15 +372,18 @@ async fn legacy_request(
     };
     ctx.touch();
     // Bounded work per session: the permit lives as long as the response body.
-    let Ok(permit) = ctx.inflight.clone().try_acquire_owned() else {
-        let mut r = reply::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            code::INTERNAL_ERROR,
-            "too many requests in flight on this session; retry later",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+    let permit = match ctx.inflight.clone().map(|l| l.try_acquire_owned()) {
+        Some(Err(_)) => {
+            let mut r = reply::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                code::INTERNAL_ERROR,
+                "too many requests in flight on this session; retry later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        held => held.and_then(Result::ok),
     };
     let outcome = match kind {
         Kind::Request => app.gateway.request(&ctx, msg, raw).await,

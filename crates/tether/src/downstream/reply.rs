@@ -188,10 +188,9 @@ pub fn event_stream(
     retry: Option<Duration>,
     keepalive: Option<Duration>,
 ) -> Response {
-    let preamble = retry.map(|r| sse::retry_hint(r.as_millis() as u64));
     sse_response(
         rx,
-        preamble.into_iter().collect(),
+        retry_preamble(retry),
         keepalive,
         |m| sse::message_event(&m),
         (),
@@ -205,14 +204,15 @@ pub fn framed_stream(
     retry: Option<Duration>,
     keepalive: Option<Duration>,
 ) -> Response {
-    let preamble = retry.map(|r| sse::retry_hint(r.as_millis() as u64));
-    sse_response(
-        rx,
-        preamble.into_iter().collect(),
-        keepalive,
-        |frame| frame,
-        (),
-    )
+    sse_response(rx, retry_preamble(retry), keepalive, |frame| frame, ())
+}
+
+/// The `retry:` hint to send first, if any.
+fn retry_preamble(retry: Option<Duration>) -> Vec<Bytes> {
+    retry
+        .map(|r| sse::retry_hint(r.as_millis() as u64))
+        .into_iter()
+        .collect()
 }
 
 /// An SSE response: the `preamble` frames, then each message of `rx` framed

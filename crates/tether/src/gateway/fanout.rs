@@ -43,7 +43,7 @@ impl Gateway {
             })
             .map(|(_, item)| item)
             .collect();
-        self.list_answer(ctx, kind, msg, items)
+        Self::list_answer(ctx, kind, msg, items)
     }
 
     /// `tools/list` on `/u/<upstream>/mcp` for a caller who may use only some
@@ -74,11 +74,10 @@ impl Gateway {
                 )
             })
             .collect();
-        self.list_answer(ctx, ListKind::Tools, msg, items)
+        Self::list_answer(ctx, ListKind::Tools, msg, items)
     }
 
     fn list_answer(
-        &self,
         ctx: &ClientSession,
         kind: ListKind,
         msg: &Message,

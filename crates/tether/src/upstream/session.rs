@@ -77,24 +77,13 @@ impl UpstreamSession {
                 stdio::spawn(&upstream.name, &upstream.config, upstream.config.shared).await?,
             ),
         };
-        let mut session = UpstreamSession {
+        let mut session = UpstreamSession::build(
             upstream,
             era,
             wire,
-            shared: AtomicBool::new(false),
-            protocol_version: protocol::MODERN_VERSION.to_owned(),
-            init_result: None,
-            client: client.clone(),
-            closed: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
-            last_used_ms: AtomicI64::new(now_ms()),
-            credentials: std::sync::Mutex::new(client.credentials.clone()),
-        };
-        session
-            .upstream
-            .stats
-            .sessions_live
-            .fetch_add(1, Ordering::Relaxed);
+            protocol::MODERN_VERSION.to_owned(),
+            client,
+        );
         if era == Era::Legacy
             && let Err(e) = session.initialize().await
         {
@@ -125,30 +114,42 @@ impl UpstreamSession {
         } else {
             Era::Legacy
         };
-        let session = UpstreamSession {
+        let id = binding
+            .session_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok());
+        Arc::new(UpstreamSession::build(
             upstream,
             era,
-            wire: Wire::Http(
-                binding
-                    .session_id
-                    .as_deref()
-                    .and_then(|id| HeaderValue::from_str(id).ok()),
-            ),
+            Wire::Http(id),
+            binding.protocol_version.clone(),
+            client,
+        ))
+    }
+
+    /// A session object (not yet open); counted in the live-sessions gauge
+    /// until dropped (see the `Drop` impl).
+    fn build(
+        upstream: Arc<Upstream>,
+        era: Era,
+        wire: Wire,
+        protocol_version: String,
+        client: &ClientIdentity,
+    ) -> Self {
+        upstream.stats.sessions_live.fetch_add(1, Ordering::Relaxed);
+        UpstreamSession {
+            upstream,
+            era,
+            wire,
             shared: AtomicBool::new(false),
-            protocol_version: binding.protocol_version.clone(),
+            protocol_version,
             init_result: None,
             client: client.clone(),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             last_used_ms: AtomicI64::new(now_ms()),
             credentials: std::sync::Mutex::new(client.credentials.clone()),
-        };
-        session
-            .upstream
-            .stats
-            .sessions_live
-            .fetch_add(1, Ordering::Relaxed);
-        Arc::new(session)
+        }
     }
 
     /// What a store keeps to re-attach this session later.

@@ -54,13 +54,6 @@ pub struct UpstreamSet {
 }
 
 impl UpstreamSet {
-    /// A set holding `list`.
-    pub fn new(list: Vec<Arc<Upstream>>) -> Self {
-        UpstreamSet {
-            current: RwLock::new(Arc::new(Upstreams::new(list))),
-        }
-    }
-
     /// The current version.
     pub fn snapshot(&self) -> Arc<Upstreams> {
         read(&self.current).clone()

@@ -101,18 +101,23 @@ async fn session_ids_and_bodies_are_checked_before_anything_else() {
 fn stalled_stream(gw: &Proc) -> (std::net::TcpStream, String) {
     let addr = gw.base.trim_start_matches("http://");
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    let endpoint = ask_for_stream(&mut tcp, addr);
+    (tcp, endpoint)
+}
+
+/// Sends `GET /sse` on a raw connection and reads up to its endpoint event;
+/// the endpoint.
+fn ask_for_stream(tcp: &mut std::net::TcpStream, addr: &str) -> String {
     write!(
         tcp,
         "GET /sse HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
     )
     .unwrap();
-    let endpoint = read_until(&mut tcp, "data: /message");
-    let endpoint = endpoint
-        .lines()
+    let seen = read_until(tcp, "data: /message");
+    seen.lines()
         .find_map(|l| l.strip_prefix("data: "))
         .unwrap()
-        .to_owned();
-    (tcp, endpoint)
+        .to_owned()
 }
 
 /// Reads from a raw stream until what arrived contains `needle`; the line
@@ -254,17 +259,7 @@ async fn a_stream_asked_for_later_on_a_kept_alive_connection_works_too() {
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(tcp, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
     read_until(&mut tcp, "ok\n");
-    write!(
-        tcp,
-        "GET /sse HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
-    )
-    .unwrap();
-    let endpoint = read_until(&mut tcp, "data: /message");
-    let endpoint = endpoint
-        .lines()
-        .next()
-        .unwrap()
-        .trim_start_matches("data: ");
+    let endpoint = ask_for_stream(&mut tcp, &addr);
     let init = json!({"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {
         "protocolVersion": "2024-11-05", "capabilities": {},
         "clientInfo": {"name": "kept-alive", "version": "1"}}});

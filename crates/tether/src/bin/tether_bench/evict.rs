@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::{open, post, serve_with};
+use super::{open, post, serve_with, session_capacity};
 
 const TOKEN: &str = "bench-admin-token";
 
@@ -17,9 +17,8 @@ pub async fn report(bin: &std::path::Path, dir: &std::path::Path, upstream: &str
         dir,
         "evict.toml",
         &format!(
-            "[admin]\ntoken = \"{TOKEN}\"\n[session]\nmax_sessions = {}\nmax_sessions_per_principal = {}\n[store]\nurl = \"memory\"\n",
-            n + 100,
-            n + 100
+            "[admin]\ntoken = \"{TOKEN}\"\n{}[store]\nurl = \"memory\"\n",
+            session_capacity(n)
         ),
     );
     let base = gateway.1.trim_end_matches("/mcp").to_owned();

@@ -6,7 +6,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::{rss_kib, serve_with};
+use super::{rss_kib, serve_with, session_capacity};
 
 /// Opens `n` initialized SSE sessions on a fresh gateway and prints its RSS.
 pub async fn report(bin: &std::path::Path, dir: &std::path::Path, upstream: &str, n: usize) {
@@ -15,9 +15,8 @@ pub async fn report(bin: &std::path::Path, dir: &std::path::Path, upstream: &str
         dir,
         "idle-sse.toml",
         &format!(
-            "[session]\nmax_sessions = {}\nmax_sessions_per_principal = {}\n[store]\nurl = \"memory\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{upstream}\"\n",
-            n + 100,
-            n + 100
+            "{}[store]\nurl = \"memory\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{upstream}\"\n",
+            session_capacity(n)
         ),
     );
     let base = gateway.1.trim_end_matches("/mcp").to_owned();

@@ -126,6 +126,12 @@ fn bench_token() -> String {
     .expect("token")
 }
 
+/// Config lines letting one principal hold `n` sessions (and a few more).
+fn session_capacity(n: usize) -> String {
+    let cap = n + 100;
+    format!("[session]\nmax_sessions = {cap}\nmax_sessions_per_principal = {cap}\n")
+}
+
 /// Starts `tether serve` on a free port with `config` (written to `dir/file`).
 fn serve_with(bin: &std::path::Path, dir: &std::path::Path, file: &str, config: &str) -> Proc {
     let path = dir.join(file);

@@ -22,17 +22,17 @@ step() {
 }
 
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Rust unit + end-to-end tests. Count individual tests from nextest's summary.
 echo "==> cargo nextest"
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast 2>&1 | tee "$log"
+  cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$log"
   out=$(cat "$log")
   summary=$(grep -E "Summary .* tests run:" <<<"$out" | tail -1)
   p=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary"); f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
 else
-  cargo test --locked --no-fail-fast 2>&1 | tee "$log"
+  cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
   out=$(cat "$log")
   p=$(grep -E "^test result:" <<<"$out" | sed -nE 's/.* ([0-9]+) passed.*/\1/p' | awk '{s+=$1} END {print s+0}')
   f=$(grep -E "^test result:" <<<"$out" | sed -nE 's/.* ([0-9]+) failed.*/\1/p' | awk '{s+=$1} END {print s+0}')

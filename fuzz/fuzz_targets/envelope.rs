@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::jsonrpc::{MAX_DEPTH, Message, nests_deeper_than};
+use tether_wire::jsonrpc::{MAX_DEPTH, Message, nests_deeper_than};
 
 fuzz_target!(|data: &[u8]| {
     let _ = nests_deeper_than(data, MAX_DEPTH);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::protocol::{decode_header_value, encode_header_value};
+use tether_wire::protocol::{decode_header_value, encode_header_value};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_header_value(data);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::sse::Decoder;
+use tether_wire::sse::Decoder;
 
 const LIMIT: usize = 4096;
 

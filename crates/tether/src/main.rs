@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod admin_cli;
+mod connect;
+
 use clap::{Parser, Subcommand};
-use tether::config::Config;
-use tether::demo::{DemoEra, DemoProfile, DemoServer};
+use tether_demo::{DemoEra, DemoProfile, DemoServer};
+use tether_gateway::config::{Config, UpstreamConfig};
 
 /// glibc malloc spends a fifth of the relay's CPU time under load; mimalloc
 /// is markedly cheaper for the many small, short-lived allocations of a proxy.
@@ -59,7 +62,7 @@ enum Command {
         /// The remote MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
         url: String,
         /// An extra HTTP header for every request to the remote (repeatable).
-        #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = tether::connect::parse_header)]
+        #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = connect::parse_header)]
         headers: Vec<(String, String)>,
         /// Seconds to wait for a reply, or for the next message of a streamed one.
         #[arg(long, value_name = "SECS", default_value_t = 300)]
@@ -124,8 +127,8 @@ struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn client(self) -> tether::admin_cli::Admin {
-        tether::admin_cli::Admin {
+    fn client(self) -> admin_cli::Admin {
+        admin_cli::Admin {
             url: self.url,
             token: self.token,
         }
@@ -139,6 +142,16 @@ fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
     })
 }
 
+/// With no upstream configured, `tether serve` serves the built-in demo
+/// upstream, started in-process on a loopback port, as `demo`.
+async fn start_demo_upstream() -> std::io::Result<UpstreamConfig> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(DemoServer::new(DemoEra::Dual).serve_http(listener));
+    tracing::info!(%addr, "no upstreams configured: serving the built-in demo upstream as \"demo\"");
+    Ok(UpstreamConfig::http("demo", &format!("http://{addr}/mcp")))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -150,7 +163,7 @@ fn main() -> std::process::ExitCode {
         // Colour codes only for a terminal, never in files or log collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    tether::install_crypto_provider();
+    tether_gateway::install_crypto_provider();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("TETHER_WORKER_THREADS")
         .ok()
@@ -168,7 +181,7 @@ fn main() -> std::process::ExitCode {
                 if let Some(listen) = listen {
                     config.server.listen = listen;
                 }
-                tether::serve::run(config, path).await
+                tether_gateway::serve::run(config, path, start_demo_upstream).await
             }
             Command::DemoUpstream {
                 listen,
@@ -194,7 +207,7 @@ fn main() -> std::process::ExitCode {
                 url,
                 headers,
                 timeout,
-            } => tether::connect::run(url, headers, Duration::from_secs(timeout)).await,
+            } => connect::run(url, headers, Duration::from_secs(timeout)).await,
             Command::Upstreams { admin } => admin.client().upstreams().await,
             Command::Sessions { admin } => admin.client().sessions().await,
             Command::Evict { target, admin } => match target.strip_prefix("upstream:") {

@@ -20,12 +20,12 @@ use tokio::io::BufReader;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::config::UpstreamConfig;
-use crate::jsonrpc::{ErrorObject, Kind, Message, code};
-use crate::lines::{self, Line};
-use crate::upstream::Upstream;
 use out::Output;
 use remote::{Remote, Route};
+use tether_gateway::config::UpstreamConfig;
+use tether_gateway::upstream::Upstream;
+use tether_wire::jsonrpc::{ErrorObject, Kind, Message, code};
+use tether_wire::lines::{self, Line};
 
 /// Longest accepted stdin line (one JSON-RPC message).
 const MAX_LINE: usize = 16 * 1024 * 1024;

@@ -6,8 +6,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::jsonrpc::{ErrorObject, Message, code};
-use crate::upstream::UpstreamError;
+use tether_gateway::upstream::UpstreamError;
+use tether_wire::jsonrpc::{ErrorObject, Message, code};
 
 /// The client's side of the single stdout writer.
 pub(super) struct Output {
@@ -89,7 +89,7 @@ pub(super) fn failure(id: &RawValue, method: &str, e: &UpstreamError) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jsonrpc::to_raw;
+    use tether_wire::jsonrpc::to_raw;
 
     async fn relayed(body: &[u8], request: Option<&RawValue>) -> (bool, Option<String>) {
         let (tx, mut rx) = mpsc::channel(1);

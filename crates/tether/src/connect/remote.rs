@@ -15,13 +15,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::out::{Output, failure};
-use crate::jsonrpc::{self, Message, RawObject};
-use crate::protocol::{self, Era};
-use crate::store::UpstreamBinding;
-use crate::sync::lock;
-use crate::upstream::{
+use tether_gateway::store::UpstreamBinding;
+use tether_gateway::sync::lock;
+use tether_gateway::upstream::{
     self, ClientIdentity, PostHeaders, Reply, Upstream, UpstreamError, UpstreamSession,
 };
+use tether_wire::jsonrpc::{self, Message, RawObject};
+use tether_wire::protocol::{self, Era};
 
 /// How long a message keeps being retried while the remote refuses connections.
 const RECONNECT_FOR: Duration = Duration::from_secs(10);
@@ -61,7 +61,7 @@ impl Route {
                 name: msg
                     .method
                     .as_deref()
-                    .and_then(|m| crate::gateway::header_name(m, msg, Some(&params))),
+                    .and_then(|m| tether_gateway::gateway::header_name(m, msg, Some(&params))),
             },
             None => Route::Session,
         }

@@ -539,7 +539,7 @@ pub fn http() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            tether::install_crypto_provider();
+            tether_gateway::install_crypto_provider();
             reqwest::Client::new()
         })
         .clone()

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tether::sse::{Decoder, Event};
+use tether_wire::sse::{Decoder, Event};
 
 use crate::harness::{Proc, http, text};
 

@@ -1,0 +1,580 @@
+//! `tether-bench`: measures `tools/call echo` latency and throughput directly
+//! against the demo upstream and through Tether, in the same run, and prints
+//! the ratios. A benchmark, not a test: it never fails on numbers.
+//!
+//! ```text
+//! cargo build --release --workspace && target/release/tether-bench [--seconds 5] [--concurrency 1,64]
+//! ```
+
+mod evict;
+mod idle;
+mod transports;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Benchmark tools/call latency and throughput: direct vs through Tether")]
+struct Args {
+    /// The tether binary (default: next to this one).
+    #[arg(long)]
+    tether: Option<std::path::PathBuf>,
+    /// Measured seconds per case (after a short warm-up).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Comma-separated numbers of concurrent client sessions.
+    #[arg(long, default_value = "1,64", value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Alternating direct/through rounds per concurrency level; the summary
+    /// line gives the medians (a shared VM is noisy from one minute to the next).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Which client drives the load: this tool's own HTTP client, or the
+    /// official Python MCP SDK (a realistic client; also times first calls).
+    #[arg(long, value_enum, default_value = "rust")]
+    client: LoadClient,
+    /// The gateway's session store (`memory`, `sqlite://…`, `postgres://…`).
+    #[arg(long, default_value = "memory")]
+    store: String,
+    /// Python interpreter with the `mcp` package (the interop suite's venv).
+    #[arg(long, default_value = "interop/.cache/venv/bin/python")]
+    python: std::path::PathBuf,
+    /// Instead of load: the cost of sessions — the first request for a session
+    /// on a node that did not hold it (restored from the store, upstream
+    /// session re-attached) and memory per idle session — for each store in
+    /// `--session-stores`.
+    #[arg(long)]
+    sessions: bool,
+    /// Stores for `--sessions` (comma-separated; `sqlite` means a temporary file).
+    #[arg(long, default_value = "memory,sqlite", value_delimiter = ',')]
+    session_stores: Vec<String>,
+    /// The Python load driver.
+    #[arg(long, default_value = "interop/bench/python_client.py")]
+    python_driver: std::path::PathBuf,
+    /// Instead of load: per-call cost of the HTTP+SSE and stdio transports on
+    /// each side of Tether, against the same transport spoken directly.
+    #[arg(long)]
+    transports: bool,
+    /// Instead of load: Tether's memory with this many open, idle HTTP+SSE
+    /// client sessions.
+    #[arg(long, value_name = "N")]
+    idle_sse: Option<usize>,
+    /// Instead of load: the time a connect-affecting upstream change takes
+    /// when it closes this many upstream sessions.
+    #[arg(long, value_name = "N")]
+    evict: Option<usize>,
+    /// The gateway verifies a JWT (HS256) on every request; the client sends one.
+    #[arg(long)]
+    auth: bool,
+}
+
+/// The client that drives the load.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LoadClient {
+    /// A minimal HTTP client (measures Tether, not the client).
+    Rust,
+    /// The official Python MCP SDK.
+    Python,
+}
+
+/// A child process killed on drop.
+struct Proc(Child, String);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(bin: &std::path::Path, args: &[&str]) -> Proc {
+    use std::io::BufRead;
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("TETHER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tether starts");
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut line).expect("listen line");
+    std::thread::spawn(move || for _ in out.lines() {});
+    let url = line.split_whitespace().last().expect("url").to_string();
+    Proc(child, url)
+}
+
+/// The gateway's JWT settings with `--auth`.
+const AUTH_CONFIG: &str =
+    "[auth]\nmode = \"jwt\"\n[auth.jwt]\nhs256_secret = \"bench-secret\"\nissuer = \"bench\"\n";
+
+/// An HS256 token the `--auth` gateway accepts, valid for a day.
+fn bench_token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 86_400;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"iss": "bench", "sub": "load", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"bench-secret"),
+    )
+    .expect("token")
+}
+
+/// Config lines letting one principal hold `n` sessions (and a few more).
+fn session_capacity(n: usize) -> String {
+    let cap = n + 100;
+    format!("[session]\nmax_sessions = {cap}\nmax_sessions_per_principal = {cap}\n")
+}
+
+/// Starts `tether serve` on a free port with `config` (written to `dir/file`).
+fn serve_with(bin: &std::path::Path, dir: &std::path::Path, file: &str, config: &str) -> Proc {
+    let path = dir.join(file);
+    std::fs::write(&path, config).expect("config");
+    spawn(
+        bin,
+        &[
+            "serve",
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+}
+
+struct Session {
+    url: String,
+    id: Option<String>,
+    version: String,
+    /// A bearer token sent with every request (`--auth`).
+    bearer: Option<String>,
+}
+
+async fn post(http: &reqwest::Client, s: &Session, body: &Value) -> (Option<String>, Value) {
+    let mut req = http
+        .post(&s.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", &s.version)
+        .body(body.to_string());
+    if let Some(id) = &s.id {
+        req = req.header("mcp-session-id", id);
+    }
+    if let Some(token) = &s.bearer {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.expect("request");
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let text = resp.text().await.expect("body");
+    let json = text
+        .strip_prefix("event: message\ndata: ")
+        .map(|t| t.trim_end().to_string())
+        .unwrap_or(text);
+    (sid, serde_json::from_str(&json).unwrap_or(Value::Null))
+}
+
+async fn open(http: &reqwest::Client, url: &str) -> Session {
+    open_as(http, url, None).await
+}
+
+async fn open_as(http: &reqwest::Client, url: &str, bearer: Option<&str>) -> Session {
+    let mut s = Session {
+        url: url.into(),
+        id: None,
+        version: "2025-11-25".into(),
+        bearer: bearer.map(str::to_owned),
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "tether-bench", "version": "1"}}});
+    let (sid, reply) = post(http, &s, &init).await;
+    assert!(reply.get("result").is_some(), "initialize failed: {reply}");
+    s.id = sid;
+    post(
+        http,
+        &s,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    s
+}
+
+/// Latencies (µs) of echo calls made in the measured window, and the number
+/// of calls made in total (warm-up included).
+async fn load(
+    url: &str,
+    tool: &str,
+    concurrency: usize,
+    window: (Duration, Duration),
+    bearer: Option<&str>,
+) -> (Vec<u32>, u64) {
+    let (warmup, measure) = window;
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    let mut sessions = Vec::new();
+    for _ in 0..concurrency {
+        sessions.push(open_as(&http, url, bearer).await);
+    }
+    let start = Instant::now() + warmup;
+    let end = start + measure;
+    let tool = Arc::<str>::from(tool);
+    let workers = sessions.into_iter().map(|s| {
+        let http = http.clone();
+        let tool = tool.clone();
+        tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            loop {
+                n += 1;
+                let body = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                    "params": {"name": &*tool, "arguments": {"text": "hello"}}});
+                let t0 = Instant::now();
+                let (_, reply) = post(&http, &s, &body).await;
+                let t1 = Instant::now();
+                assert!(reply.get("result").is_some(), "call failed: {reply}");
+                if t1 >= end {
+                    break;
+                }
+                if t0 >= start {
+                    lat.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            let _ = http
+                .delete(&s.url)
+                .header("mcp-session-id", s.id.clone().unwrap_or_default())
+                .send()
+                .await;
+            (lat, n)
+        })
+    });
+    let mut all = Vec::new();
+    let mut calls = 0;
+    for w in futures_util::future::join_all(workers).await {
+        let (lat, n) = w.expect("worker");
+        all.extend(lat);
+        calls += n;
+    }
+    all.sort_unstable();
+    (all, calls)
+}
+
+/// CPU time (user + system) a process has used, in microseconds (Linux).
+fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000) // USER_HZ is 100 on Linux
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+    rps: f64,
+}
+
+fn stats(lat: &[u32], secs: f64) -> Stats {
+    Stats {
+        p50: pct(lat, 0.50),
+        p99: pct(lat, 0.99),
+        rps: lat.len() as f64 / secs,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bin = args.tether.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("exe")
+            .with_file_name("tether")
+    });
+    let upstream = spawn(
+        &bin,
+        &[
+            "demo-upstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--era",
+            "legacy",
+        ],
+    );
+    let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let gateway = serve_with(
+        &bin,
+        &dir,
+        "tether.toml",
+        &format!(
+            "{}[session]\nmax_sessions = 100000\n[store]\nurl = \"{}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+            if args.auth { AUTH_CONFIG } else { "" },
+            args.store,
+            upstream.1
+        ),
+    );
+    let bearer = args.auth.then(bench_token);
+    if args.sessions {
+        drop(gateway);
+        for store in &args.session_stores {
+            sessions_report(&bin, &upstream.1, store, &dir).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    if args.transports || args.idle_sse.is_some() || args.evict.is_some() {
+        drop(gateway);
+        if let Some(n) = args.idle_sse {
+            idle::report(&bin, &dir, &upstream.1, n).await;
+        } else if let Some(n) = args.evict {
+            evict::report(&bin, &dir, &upstream.1, n).await;
+        } else {
+            transports::report(&bin, &dir, &args).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    if args.client == LoadClient::Python {
+        python_report(&args, &upstream.1, &gateway.1);
+        drop(gateway);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let measure = Duration::from_secs(args.seconds.max(1));
+    let warmup = Duration::from_secs(1);
+    println!(
+        "tools/call echo, {}s per case after 1s warm-up; latency in µs",
+        measure.as_secs()
+    );
+    println!(
+        "{:>5} {:>7} {:>7} {:>7} {:>9} {:>13} {:>13} | {:>6} {:>6} {:>6}",
+        "conc",
+        "path",
+        "p50",
+        "p99",
+        "req/s",
+        "upstream-cpu",
+        "tether-cpu",
+        "+p50",
+        "+p99",
+        "thru×"
+    );
+    let cpu = |p: &Proc| cpu_micros(p.0.id()).unwrap_or(0);
+    for &c in &args.concurrency {
+        let mut added_p50 = Vec::new();
+        let mut added_p99 = Vec::new();
+        let mut ratio = Vec::new();
+        for _ in 0..args.rounds.max(1) {
+            let (u0, g0) = (cpu(&upstream), cpu(&gateway));
+            let window = (warmup, measure);
+            let (direct, direct_calls) = load(&upstream.1, "echo", c, window, None).await;
+            let (u1, g1) = (cpu(&upstream), cpu(&gateway));
+            let (through, through_calls) =
+                load(&gateway.1, "demo__echo", c, window, bearer.as_deref()).await;
+            let (u2, g2) = (cpu(&upstream), cpu(&gateway));
+            let d = stats(&direct, measure.as_secs_f64());
+            let t = stats(&through, measure.as_secs_f64());
+            let per = |us: u64, n: u64| format!("{:.1}µs/req", us as f64 / n.max(1) as f64);
+            println!(
+                "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} |",
+                "direct",
+                d.p50,
+                d.p99,
+                d.rps,
+                per(u1 - u0, direct_calls),
+                per(g1 - g0, direct_calls)
+            );
+            println!(
+                "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} | {:>6.0} {:>6.0} {:>6.2}",
+                "tether",
+                t.p50,
+                t.p99,
+                t.rps,
+                per(u2 - u1, through_calls),
+                per(g2 - g1, through_calls),
+                t.p50 - d.p50,
+                t.p99 - d.p99,
+                t.rps / d.rps
+            );
+            added_p50.push(t.p50 - d.p50);
+            added_p99.push(t.p99 - d.p99);
+            ratio.push(t.rps / d.rps);
+        }
+        println!(
+            "{c:>5} {:>7} {:>71} | {:>6.0} {:>6.0} {:>6.2}",
+            "median",
+            "",
+            median(&mut added_p50),
+            median(&mut added_p99),
+            median(&mut ratio)
+        );
+    }
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the Python SDK driver against both paths and prints first-call,
+/// later-call and load figures side by side.
+fn python_report(args: &Args, direct_url: &str, gateway_url: &str) {
+    let concurrency = args.concurrency.iter().copied().max().unwrap_or(8).min(32);
+    let run = |url: &str, tool: &str| -> Value {
+        let out = Command::new(&args.python)
+            .arg(&args.python_driver)
+            .args([
+                "--url",
+                url,
+                "--tool",
+                tool,
+                "--seconds",
+                &args.seconds.to_string(),
+            ])
+            .args(["--concurrency", &concurrency.to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("the Python driver starts (run interop/run.sh once to create the venv)");
+        assert!(out.status.success(), "the Python driver failed");
+        serde_json::from_slice(&out.stdout).expect("the driver prints JSON")
+    };
+    let direct = run(direct_url, "echo");
+    let through = run(gateway_url, "demo__echo");
+    println!("Python SDK client (mcp ClientSession, legacy Streamable HTTP); latency in µs");
+    println!(
+        "{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "direct", "", "tether", "", "added", ""
+    );
+    println!(
+        "{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "p50", "p99", "p50", "p99", "p50", "p99"
+    );
+    for (label, key) in [
+        ("initialize", "initialize"),
+        ("first tools/call", "first_call"),
+        ("later tools/call", "later_call"),
+        ("under load (per call)", "load"),
+    ] {
+        let f = |v: &Value, p: &str| v[key][p].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{label:<26} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+            f(&direct, "p50"),
+            f(&direct, "p99"),
+            f(&through, "p50"),
+            f(&through, "p99"),
+            f(&through, "p50") - f(&direct, "p50"),
+            f(&through, "p99") - f(&direct, "p99"),
+        );
+    }
+    let rps = |v: &Value| v["load"]["calls_per_second"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "throughput with {concurrency} sessions: direct {:.0}/s, tether {:.0}/s, ratio {:.2}",
+        rps(&direct),
+        rps(&through),
+        rps(&through) / rps(&direct)
+    );
+}
+
+/// Resident memory of a process in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Prints the restore cost and memory per idle session with one store.
+async fn sessions_report(
+    bin: &std::path::Path,
+    upstream: &str,
+    store: &str,
+    dir: &std::path::Path,
+) {
+    let url = if store == "sqlite" {
+        format!("sqlite://{}/bench-{}.db", dir.display(), std::process::id())
+    } else {
+        store.to_owned()
+    };
+    let config = format!(
+        "[session]\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n[store]\nurl = \"{url}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{upstream}\"\n"
+    );
+    let file = format!("sessions-{}.toml", std::process::id());
+    let node = |_: u8| serve_with(bin, dir, &file, &config);
+    let (a, b) = (node(0), node(1));
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
+    let echo = |n: u64| json!({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "demo__echo", "arguments": {"text": "x"}}});
+    // Sessions made (and their upstream sessions opened) on node A ...
+    let (mut first, mut later) = (Vec::new(), Vec::new());
+    if store != "memory" {
+        let mut sessions = Vec::new();
+        for _ in 0..200 {
+            let s = open(&http, &a.1).await;
+            post(&http, &s, &echo(1)).await;
+            sessions.push(s);
+        }
+        // ... then used on node B: the first request restores, the next is steady.
+        for s in &sessions {
+            let on_b = Session {
+                url: b.1.clone(),
+                id: s.id.clone(),
+                version: s.version.clone(),
+                bearer: None,
+            };
+            let t0 = Instant::now();
+            let (_, r) = post(&http, &on_b, &echo(2)).await;
+            let t1 = Instant::now();
+            post(&http, &on_b, &echo(3)).await;
+            let t2 = Instant::now();
+            assert!(r.get("result").is_some(), "restored call failed: {r}");
+            first.push((t1 - t0).as_micros() as u32);
+            later.push((t2 - t1).as_micros() as u32);
+        }
+        first.sort_unstable();
+        later.sort_unstable();
+    }
+    // Memory: a fresh node holding many idle, used sessions.
+    let c = node(2);
+    let before = rss_kib(c.0.id());
+    let idle = 2000;
+    for _ in 0..idle {
+        let s = open(&http, &c.1).await;
+        post(&http, &s, &echo(1)).await;
+    }
+    let after = rss_kib(c.0.id());
+    println!(
+        "store {store:<8} first request on another node p50 {:>6} µs p99 {:>6} µs | next request p50 {:>6} µs | added p50 {:>6} µs | RSS per idle session {:.1} KiB",
+        pct(&first, 0.5),
+        pct(&first, 0.99),
+        pct(&later, 0.5),
+        pct(&first, 0.5) - pct(&later, 0.5),
+        after.saturating_sub(before) as f64 / idle as f64
+    );
+}

@@ -1,0 +1,594 @@
+//! One upstream session: the handshake (legacy) or per-request identity
+//! (modern), request sending, and exactly-once close.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::client::{self, EventStream, PostHeaders, Reply, UpstreamError};
+use super::link::Link;
+use super::{ClientIdentity, Upstream, Wiring, sse_client, stdio};
+use crate::store::now_ms;
+use tether_wire::jsonrpc::{self, Message, RawObject};
+use tether_wire::protocol::{self, Era};
+
+/// How a session's messages travel.
+enum Wire {
+    /// Streamable HTTP, with the upstream's `Mcp-Session-Id` if it issued one.
+    Http(Option<HeaderValue>),
+    /// A message link of its own: a stdio process or an HTTP+SSE stream
+    /// (or the one process of a shared stdio upstream).
+    Link(Arc<Link>),
+}
+
+/// The longest an idle session's probe may take.
+const VALIDATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A session with one upstream, owned by exactly one client session (or one
+/// sessionless request, or the shared pool of a stateless-safe upstream).
+pub struct UpstreamSession {
+    /// The upstream this session talks to.
+    pub upstream: Arc<Upstream>,
+    /// The era spoken on this session.
+    pub era: Era,
+    wire: Wire,
+    /// The one process of a shared stdio upstream: client sessions ending do
+    /// not close it (the upstream does).
+    shared: AtomicBool,
+    /// Negotiated protocol version (modern: the modern version).
+    pub protocol_version: String,
+    /// Legacy: the upstream's `initialize` result.
+    init_result: Option<Box<RawValue>>,
+    client: ClientIdentity,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+    /// When a request was last sent (ms since the Unix epoch).
+    last_used_ms: AtomicI64,
+    /// The owning client's `Authorization` (upstreams with `forward_client_token`).
+    credentials: std::sync::Mutex<Option<HeaderValue>>,
+}
+
+impl std::fmt::Debug for UpstreamSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSession")
+            .field("upstream", &self.upstream.name)
+            .field("era", &self.era)
+            .field("version", &self.protocol_version)
+            .finish()
+    }
+}
+
+impl UpstreamSession {
+    /// Opens a session: `initialize` + `notifications/initialized` for legacy
+    /// upstreams; nothing on the wire for modern ones.
+    pub(super) async fn open(
+        upstream: Arc<Upstream>,
+        era: Era,
+        client: &ClientIdentity,
+    ) -> Result<Arc<Self>, UpstreamError> {
+        let wire = match upstream.wiring() {
+            Wiring::StreamableHttp => Wire::Http(None),
+            Wiring::Sse => Wire::Link(sse_client::connect(&upstream).await?),
+            Wiring::Stdio => Wire::Link(
+                stdio::spawn(&upstream.name, &upstream.config, upstream.config.shared).await?,
+            ),
+        };
+        let mut session = UpstreamSession::build(
+            upstream,
+            era,
+            wire,
+            protocol::MODERN_VERSION.to_owned(),
+            client,
+        );
+        if era == Era::Legacy
+            && let Err(e) = session.initialize().await
+        {
+            // The upstream may have made a session before the handshake failed.
+            session.release_wire().await;
+            return Err(e);
+        }
+        session
+            .upstream
+            .stats
+            .sessions_created
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(upstream = %session.upstream.name, era = era.as_str(), "opened upstream session");
+        Ok(Arc::new(session))
+    }
+
+    /// Re-attaches a session this or another node opened earlier, by the
+    /// upstream's own session id: no handshake, so the upstream's state is
+    /// kept. If the upstream has lost the session, its next request answers
+    /// 404 and the caller replaces it.
+    pub fn reattach(
+        upstream: Arc<Upstream>,
+        binding: &crate::store::UpstreamBinding,
+        client: &ClientIdentity,
+    ) -> Arc<Self> {
+        let era = if binding.era == Era::Modern.as_str() {
+            Era::Modern
+        } else {
+            Era::Legacy
+        };
+        let id = binding
+            .session_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok());
+        Arc::new(UpstreamSession::build(
+            upstream,
+            era,
+            Wire::Http(id),
+            binding.protocol_version.clone(),
+            client,
+        ))
+    }
+
+    /// A session object (not yet open); counted in the live-sessions gauge
+    /// until dropped (see the `Drop` impl).
+    fn build(
+        upstream: Arc<Upstream>,
+        era: Era,
+        wire: Wire,
+        protocol_version: String,
+        client: &ClientIdentity,
+    ) -> Self {
+        upstream.stats.sessions_live.fetch_add(1, Ordering::Relaxed);
+        UpstreamSession {
+            upstream,
+            era,
+            wire,
+            shared: AtomicBool::new(false),
+            protocol_version,
+            init_result: None,
+            client: client.clone(),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            last_used_ms: AtomicI64::new(now_ms()),
+            credentials: std::sync::Mutex::new(client.credentials.clone()),
+        }
+    }
+
+    /// What a store keeps to re-attach this session later.
+    pub fn binding(&self) -> crate::store::UpstreamBinding {
+        crate::store::UpstreamBinding {
+            upstream: self.upstream.name.to_string(),
+            era: self.era.as_str().to_owned(),
+            protocol_version: self.protocol_version.clone(),
+            session_id: self
+                .http_session_id()
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+
+    /// Whether a store record can bring this session back later: Streamable
+    /// HTTP sessions can; a process or SSE stream ends with this node.
+    pub fn is_reattachable(&self) -> bool {
+        matches!(self.wire, Wire::Http(_))
+    }
+
+    fn http_session_id(&self) -> Option<&HeaderValue> {
+        match &self.wire {
+            Wire::Http(id) => id.as_ref(),
+            Wire::Link(_) => None,
+        }
+    }
+
+    async fn initialize(&mut self) -> Result<(), UpstreamError> {
+        let body = serde_json::to_vec(&json!({
+            "jsonrpc": "2.0",
+            "id": "tether-init",
+            "method": "initialize",
+            "params": {
+                "protocolVersion": protocol::LATEST_LEGACY_VERSION,
+                "capabilities": self.client.capabilities,
+                "clientInfo": self.client.info,
+            },
+        }))
+        .expect("initialize serializes");
+        let upstream = self.upstream.clone();
+        let reply = match &self.wire {
+            Wire::Link(link) => {
+                link.request(Bytes::from(body), upstream.config.timeout())
+                    .await?
+            }
+            Wire::Http(_) => {
+                let headers = PostHeaders {
+                    credentials: self.credentials(),
+                    ..Default::default()
+                };
+                let resp = client::post_raw(&upstream, Bytes::from(body), headers).await?;
+                let id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
+                self.wire = Wire::Http(id);
+                client::classify_reply(&upstream, resp, false, None).await?
+            }
+        };
+        let answer = first_response(reply).await?;
+        let msg = Message::parse(&answer).map_err(|e| UpstreamError::Protocol(e.message()))?;
+        let result = match (msg.result, msg.error) {
+            (Some(r), _) => r,
+            (None, Some(e)) => {
+                return Err(UpstreamError::Protocol(format!(
+                    "initialize failed: {}",
+                    e.get()
+                )));
+            }
+            _ => {
+                return Err(UpstreamError::Protocol(
+                    "initialize returned nothing".into(),
+                ));
+            }
+        };
+        let obj: RawObject = serde_json::from_str(result.get())
+            .map_err(|_| UpstreamError::Protocol("initialize result is not an object".into()))?;
+        let version = jsonrpc::str_member(&obj, "protocolVersion").unwrap_or_default();
+        if !protocol::is_legacy_version(&version) {
+            return Err(UpstreamError::Protocol(format!(
+                "upstream negotiated unsupported protocol version {version:?}"
+            )));
+        }
+        self.protocol_version = version;
+        self.init_result = Some(result);
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        self.send_message(Bytes::from_static(note)).await?;
+        Ok(())
+    }
+
+    /// The upstream's `initialize` result (legacy) or `server/discover` result (modern).
+    pub async fn server_description(&self) -> Result<Arc<RawValue>, UpstreamError> {
+        match &self.init_result {
+            Some(r) => Ok(Arc::from(r.clone())),
+            None => {
+                self.upstream
+                    .discover_result(self.credentials().as_ref())
+                    .await
+            }
+        }
+    }
+
+    /// Whether this session has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether the session can carry requests (not closed; its process or stream alive).
+    pub fn is_usable(&self) -> bool {
+        !self.is_closed()
+            && match &self.wire {
+                Wire::Http(_) => true,
+                Wire::Link(link) => !link.is_dead(),
+            }
+    }
+
+    /// How long since the session last sent anything (links only; zero for HTTP).
+    pub fn idle_for(&self) -> std::time::Duration {
+        match &self.wire {
+            Wire::Link(link) => link.idle_for(),
+            Wire::Http(_) => std::time::Duration::ZERO,
+        }
+    }
+
+    /// Makes this the shared process of its upstream: [`UpstreamSession::close`]
+    /// leaves it running; [`UpstreamSession::retire`] ends it.
+    pub(super) fn mark_shared(&self) {
+        self.shared.store(true, Ordering::Release);
+    }
+
+    fn headers<'a>(
+        &'a self,
+        method: Option<&'a str>,
+        name: Option<&'a str>,
+        extra: &'a [(http::HeaderName, HeaderValue)],
+    ) -> PostHeaders<'a> {
+        match self.era {
+            Era::Legacy => PostHeaders {
+                session_id: self.http_session_id(),
+                protocol_version: Some(&self.protocol_version),
+                credentials: self.credentials(),
+                ..Default::default()
+            },
+            Era::Modern => PostHeaders {
+                session_id: None,
+                protocol_version: Some(protocol::MODERN_VERSION),
+                method,
+                name,
+                extra,
+                credentials: self.credentials(),
+            },
+        }
+    }
+
+    /// The body to send upstream for a client message: the original bytes when
+    /// nothing changes; otherwise with `params` replaced and, for modern
+    /// upstreams, the per-request `_meta` identity added.
+    /// `log_level` is the legacy client's `logging/setLevel` choice, which a
+    /// modern upstream needs in every request's `_meta` to send log messages.
+    pub fn prepare(
+        &self,
+        msg: &Message,
+        raw: &Bytes,
+        params: Option<&RawObject>,
+        log_level: Option<&str>,
+    ) -> Result<Bytes, tether_wire::jsonrpc::EnvelopeError> {
+        let needs_meta = self.era == Era::Modern && msg.method.is_some();
+        let params = match (params, needs_meta) {
+            (None, false) => return Ok(raw.clone()),
+            (Some(p), false) => jsonrpc::to_raw(p),
+            (given, true) => {
+                let mut params = match given {
+                    Some(p) => p.clone(),
+                    None => msg.params_object()?,
+                };
+                self.add_modern_meta(&mut params, log_level);
+                jsonrpc::to_raw(&params)
+            }
+        };
+        let out = Message {
+            jsonrpc: msg.jsonrpc.clone(),
+            id: msg.id.clone(),
+            method: msg.method.clone(),
+            params: Some(params),
+            result: None,
+            error: None,
+        };
+        Ok(Bytes::from(out.to_bytes()))
+    }
+
+    fn add_modern_meta(&self, params: &mut RawObject, log_level: Option<&str>) {
+        let mut meta: RawObject = params
+            .get("_meta")
+            .and_then(|m| serde_json::from_str(m.get()).ok())
+            .unwrap_or_default();
+        meta.entry(protocol::META_PROTOCOL_VERSION.into())
+            .or_insert_with(|| jsonrpc::to_raw(protocol::MODERN_VERSION));
+        meta.entry(protocol::META_CLIENT_INFO.into())
+            .or_insert_with(|| self.client.info.clone());
+        meta.entry(protocol::META_CLIENT_CAPABILITIES.into())
+            .or_insert_with(|| self.client.capabilities.clone());
+        if let Some(level) = log_level {
+            meta.entry(protocol::META_LOG_LEVEL.into())
+                .or_insert_with(|| jsonrpc::to_raw(level));
+        }
+        params.insert("_meta".into(), jsonrpc::to_raw(&meta));
+    }
+
+    /// Sends the client's `Authorization` with this session's requests from
+    /// now on (only for upstreams configured to receive it).
+    pub fn forward_credentials(&self, credentials: Option<HeaderValue>) {
+        if self.upstream.config.forward_client_token {
+            *crate::sync::lock(&self.credentials) = credentials;
+        }
+    }
+
+    fn credentials(&self) -> Option<HeaderValue> {
+        crate::sync::lock(&self.credentials).clone()
+    }
+
+    /// Whether the session has gone unused for longer than its upstream's
+    /// `idle_validation_secs` (a modern session holds no state: never).
+    pub fn needs_validation(&self) -> bool {
+        let limit = self.upstream.config.idle_validation_secs;
+        let idle = now_ms() - self.last_used_ms.load(Ordering::Relaxed);
+        self.era == Era::Legacy && limit > 0 && idle > (limit * 1000) as i64
+    }
+
+    /// Probes an idle session before it is used again: `ping`, or for an
+    /// upstream without it a cheap list call. True when the upstream answered.
+    pub async fn validate(self: &Arc<Self>) -> bool {
+        let wait = self.upstream.config.timeout().min(VALIDATION_WAIT);
+        let probe = |method: &'static str| async move {
+            let answer = tokio::time::timeout(wait, self.call(method, json!({}))).await;
+            match answer {
+                Ok(Ok(body)) => Some(jsonrpc::error_code(&body)),
+                _ => None,
+            }
+        };
+        self.upstream
+            .stats
+            .sessions_validated
+            .fetch_add(1, Ordering::Relaxed);
+        match probe("ping").await {
+            Some(Some(tether_wire::jsonrpc::code::METHOD_NOT_FOUND)) => {
+                probe("tools/list").await.is_some()
+            }
+            answered => answered.is_some(),
+        }
+    }
+
+    /// Sends a request; `name` is the tool/prompt name or resource URI for
+    /// `Mcp-Name`; `extra` headers go to modern upstreams only.
+    pub async fn request(
+        self: &Arc<Self>,
+        body: Bytes,
+        method: &str,
+        name: Option<&str>,
+        extra: &[(http::HeaderName, HeaderValue)],
+    ) -> Result<Reply, UpstreamError> {
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        let result = match &self.wire {
+            Wire::Link(link) => link.request(body, self.upstream.config.timeout()).await,
+            Wire::Http(_) => {
+                client::post(
+                    &self.upstream,
+                    body,
+                    self.headers(Some(method), name, extra),
+                    Some(self.clone()),
+                )
+                .await
+            }
+        };
+        if result.is_err() {
+            self.upstream.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Sends a notification or a response (expects 202).
+    pub async fn send_message(&self, body: Bytes) -> Result<(), UpstreamError> {
+        if let Wire::Link(link) = &self.wire {
+            return link.send(body).await;
+        }
+        match client::post(&self.upstream, body, self.headers(None, None, &[]), None).await? {
+            Reply::Accepted | Reply::Json(_) => Ok(()),
+            Reply::Stream(_) => Ok(()),
+        }
+    }
+
+    /// Sends a request Tether itself makes (catalogue listing) and waits for its response.
+    pub async fn call(
+        self: &Arc<Self>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<Bytes, UpstreamError> {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = format!("tether-{n}");
+        let msg = Message {
+            jsonrpc: Some(jsonrpc::to_raw("2.0")),
+            id: Some(jsonrpc::to_raw(&id)),
+            method: Some(method.to_owned()),
+            params: Some(jsonrpc::to_raw(&params)),
+            result: None,
+            error: None,
+        };
+        let raw = Bytes::from(msg.to_bytes());
+        let body = self
+            .prepare(&msg, &raw, None, None)
+            .map_err(|e| UpstreamError::Protocol(e.message()))?;
+        first_response(self.request(body, method, None, &[]).await?).await
+    }
+
+    /// The session's server-initiated messages: its GET stream (Streamable
+    /// HTTP) or what its link receives outside any request.
+    pub async fn listen(self: &Arc<Self>) -> Result<EventStream, UpstreamError> {
+        match &self.wire {
+            Wire::Link(link) => Ok(link.listen()),
+            Wire::Http(_) => Ok(EventStream::listen(
+                self.open_get(None).await?,
+                self.clone(),
+            )),
+        }
+    }
+
+    /// Opens the session's GET stream (server-initiated messages, or resumption).
+    pub(super) async fn open_get(
+        &self,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let upstream = &self.upstream;
+        let mut req = upstream
+            .http
+            .get(upstream.url()?.clone())
+            .headers(upstream.static_headers.clone())
+            .header(http::header::ACCEPT, "text/event-stream")
+            .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version);
+        if let Some(id) = self.http_session_id() {
+            req = req.header(protocol::HEADER_SESSION_ID, id.clone());
+        }
+        if let Some(credentials) = self.credentials() {
+            req = req.header(http::header::AUTHORIZATION, credentials);
+        }
+        if let Some(last) = last_event_id {
+            req = req.header(protocol::HEADER_LAST_EVENT_ID, last);
+        }
+        let resp = client::send_with_timeout(upstream, req).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            http::StatusCode::NOT_FOUND if self.http_session_id().is_some() => {
+                Err(UpstreamError::SessionLost)
+            }
+            s => Err(UpstreamError::Status {
+                status: s.as_u16(),
+                body: String::new(),
+            }),
+        }
+    }
+
+    /// Ends the session exactly once: upstream DELETE for legacy sessions with
+    /// an id, the process or stream of a link. The shared process of a stdio
+    /// upstream stays (see [`UpstreamSession::retire`]).
+    pub async fn close(&self) {
+        if self.shared.load(Ordering::Acquire) {
+            return;
+        }
+        self.retire().await;
+    }
+
+    /// Ends the session exactly once, shared or not.
+    pub(super) async fn retire(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.release_wire().await;
+    }
+
+    /// Ends what the session holds upstream: the HTTP session (DELETE) or the link.
+    async fn release_wire(&self) {
+        let id = match &self.wire {
+            Wire::Link(link) => return link.close().await,
+            Wire::Http(None) => return,
+            Wire::Http(Some(id)) => id,
+        };
+        let upstream = &self.upstream;
+        let Ok(url) = upstream.url() else { return };
+        let mut req = upstream
+            .http
+            .delete(url.clone())
+            .headers(upstream.static_headers.clone())
+            .header(protocol::HEADER_SESSION_ID, id.clone())
+            .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version);
+        if let Some(credentials) = self.credentials() {
+            req = req.header(http::header::AUTHORIZATION, credentials);
+        }
+        let req = req.send();
+        // Bounded by the upstream's request timeout; callers closing many
+        // sessions bound the whole batch by the shutdown timeout as well.
+        match tokio::time::timeout(upstream.config.timeout(), req).await {
+            Ok(Ok(resp)) => {
+                tracing::debug!(upstream = %upstream.name, status = resp.status().as_u16(), "closed upstream session");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %upstream.name, error = %e, "upstream session DELETE failed")
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %upstream.name, "upstream session DELETE timed out; abandoned")
+            }
+        }
+    }
+}
+
+/// The live-sessions gauge counts session objects: up when one is built
+/// (opened or re-attached), down when the last reference goes, whichever
+/// path discards it.
+impl Drop for UpstreamSession {
+    fn drop(&mut self) {
+        self.upstream
+            .stats
+            .sessions_live
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads the first JSON-RPC response out of a reply (skipping notifications on a stream).
+pub async fn first_response(reply: Reply) -> Result<Bytes, UpstreamError> {
+    match reply {
+        Reply::Json(b) => Ok(b),
+        Reply::Accepted => Err(UpstreamError::Protocol(
+            "upstream answered a request with 202".into(),
+        )),
+        Reply::Stream(mut s) => {
+            while let Some(m) = s.next_message().await {
+                let m = m?;
+                if Message::parse(&m).is_ok_and(|msg| msg.method.is_none()) {
+                    return Ok(m);
+                }
+            }
+            Err(UpstreamError::Transport(
+                "upstream stream ended before the response".into(),
+            ))
+        }
+    }
+}

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 
 use super::err;
-use tether_wire::jsonrpc::ErrorObject;
+use tether_wire::jsonrpc::{ErrorObject, Method};
 use tether_wire::protocol;
 
 fn mismatch(message: impl Into<String>) -> ErrorObject {
@@ -88,7 +88,10 @@ pub(super) fn validate(
         }
         Some(_) => {}
     }
-    if let Some(body) = protocol::name_param_for(method).and_then(|k| params.get(k)?.as_str()) {
+    if let Some(body) = Method::parse(method)
+        .name_param()
+        .and_then(|k| params.get(k)?.as_str())
+    {
         match decoded(headers, protocol::HEADER_NAME)? {
             None => return Err(mismatch("Mcp-Name header is required")),
             Some(h) if h != body => {

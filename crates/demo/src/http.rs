@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::BytesMut;
@@ -20,15 +20,14 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+use super::replies::{KEEPALIVE, error, json_body, reject, sse_body};
 use super::{Call, DemoEra, MAX_BODY, MAX_SESSIONS, SAMPLE_TIMEOUT, Session, Shared};
 use super::{headers as mcp_headers, initialize_result, listen, mint_session_id, params_of};
 use super::{resume, route, sse as sse_transport, validate_modern};
-use tether_wire::jsonrpc::{ErrorObject, Kind, Message, code, response, to_raw};
+use tether_wire::jsonrpc::{ErrorObject, Kind, Message, Method, code, response, to_raw};
 use tether_wire::protocol::{self, Era};
 use tether_wire::sse;
 
-/// Interval between keepalive comments on a legacy GET or HTTP+SSE stream.
-pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
 /// The `retry:` hint (ms) on a resumable stream that closes before its result.
 const RETRY_MS: u64 = 1000;
 /// How long a resumed (`Last-Event-ID`) stream waits for its next event.
@@ -138,28 +137,6 @@ async fn require_bearer(
     next.run(request).await
 }
 
-fn json_body(status: u16, body: Vec<u8>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-fn error(status: u16, e: &ErrorObject, id: Option<&RawValue>) -> Response {
-    json_body(status, e.to_response(id))
-}
-
-pub(super) fn reject(status: u16, code: i64, message: &str) -> Response {
-    error(status, &ErrorObject::new(code, message), None)
-}
-
-pub(super) fn sse_body(body: Body) -> Response {
-    let headers = [
-        (header::CONTENT_TYPE, "text/event-stream"),
-        (header::CACHE_CONTROL, "no-cache"),
-        (HeaderName::from_static("x-accel-buffering"), "no"),
-    ];
-    (headers, body).into_response()
-}
-
 /// The session a request names in `Mcp-Session-Id`, or the status rejecting it.
 fn lookup(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Session>, u16> {
     let id = headers.get(protocol::HEADER_SESSION_ID).ok_or(400u16)?;
@@ -192,7 +169,7 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     let version = mcp_headers::protocol_version(&headers);
     match route(
         shared.era,
-        msg.method.as_deref(),
+        msg.method.as_ref().map(Method::as_str),
         &params,
         version.as_deref(),
     ) {
@@ -205,7 +182,7 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
 /// A modern request: stateless, validated against its `_meta` and headers.
 async fn modern(shared: Arc<Shared>, headers: &HeaderMap, msg: Message, params: Value) -> Response {
     // Modern HTTP defines no client notifications; accept and ignore any.
-    let (Some(method), Some(id)) = (msg.method, msg.id) else {
+    let (Some(method), Some(id)) = (msg.method.map(|m| m.to_string()), msg.id) else {
         return StatusCode::ACCEPTED.into_response();
     };
     shared.modern_requests.fetch_add(1, Ordering::Relaxed);
@@ -251,7 +228,9 @@ async fn legacy(
     params: Value,
     body: &[u8],
 ) -> Response {
-    if let (Kind::Request, Some("initialize"), Some(id)) = (kind, msg.method.as_deref(), &msg.id) {
+    if let (Kind::Request, Some("initialize"), Some(id)) =
+        (kind, msg.method.as_ref().map(Method::as_str), &msg.id)
+    {
         return initialize(&shared, id, &params);
     }
     let session = match lookup(&shared, headers) {
@@ -259,7 +238,7 @@ async fn legacy(
         Err(400) if kind == Kind::Notification => return StatusCode::ACCEPTED.into_response(),
         Err(status) => return session_error(status),
     };
-    let (Some(method), Some(id)) = (msg.method, msg.id) else {
+    let (Some(method), Some(id)) = (msg.method.map(|m| m.to_string()), msg.id) else {
         if kind == Kind::Response {
             session.deliver(serde_json::from_slice(body).unwrap_or(Value::Null));
         }

@@ -20,6 +20,7 @@ mod http;
 mod input_required;
 mod listen;
 mod mrtr;
+mod replies;
 mod resume;
 mod sse;
 mod stdio;
@@ -35,7 +36,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use tether_wire::jsonrpc::{ErrorObject, Message, code};
+use tether_wire::jsonrpc::{ErrorObject, Message, Method, code};
 use tether_wire::protocol::{self, Era};
 
 /// Which protocol era(s) the demo server answers.
@@ -373,7 +374,7 @@ fn decorate_modern(method: &str, result: &mut Value) {
         return;
     };
     obj.entry("resultType").or_insert_with(|| json!("complete"));
-    if protocol::is_cacheable_method(method) {
+    if Method::parse(method).is_cacheable() {
         obj.entry("ttlMs").or_insert_with(|| json!(0));
         obj.entry("cacheScope").or_insert_with(|| json!("public"));
     }

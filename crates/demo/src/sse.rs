@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 
-use super::http::{KEEPALIVE, reject, sse_body};
+use super::replies::{KEEPALIVE, reject, sse_body};
 use super::{Call, ClientCaps, DemoEra, MAX_SESSIONS, Session, Shared};
 use super::{initialize_result, mint_session_id, params_of};
 use tether_wire::jsonrpc::{Kind, Message, code, response, to_raw};
@@ -191,7 +191,7 @@ pub(super) async fn post_message(
         Err(e) => return reject(400, e.code(), &e.message()),
     };
     let params = params_of(&msg);
-    match (kind, msg.method, msg.id) {
+    match (kind, msg.method.map(|m| m.to_string()), msg.id) {
         (Kind::Response, ..) => link
             .session
             .deliver(serde_json::from_slice(&body).unwrap_or(Value::Null)),

@@ -65,7 +65,8 @@ async fn handle(shared: &Arc<Shared>, session: &Arc<Session>, tx: &Sender<Vec<u8
         }
     };
     let params = params_of(&msg);
-    let (Kind::Request, Some(method), Some(id)) = (kind, msg.method, msg.id) else {
+    let (Kind::Request, Some(method), Some(id)) = (kind, msg.method.map(|m| m.to_string()), msg.id)
+    else {
         if kind == Kind::Response {
             session.deliver(serde_json::from_slice(line).unwrap_or(Value::Null));
         }

@@ -1,14 +1,30 @@
 //! Tether: an MCP gateway that federates upstream MCP servers behind one
 //! endpoint, speaks every MCP era on both sides, and gives every client
 //! session its own isolated upstream sessions.
+//!
+//! A request crosses the modules in this order (`docs/architecture.md` has
+//! the whole chart, the invariants and where to add things):
+//!
+//! 1. [`downstream`]: the connection, the checks every request passes
+//!    (metrics, edge, authentication, rate limit, in-flight caps), the
+//!    endpoint of its transport, one parse of its envelope, its era;
+//! 2. [`session`]: the client session it belongs to, held here or restored
+//!    from the [`store`];
+//! 3. [`router`]: its [`RequestContext`](router::RequestContext), which
+//!    upstream(s) serve it, and relaying the reply;
+//! 4. [`upstream`]: the upstream session it travels on, over Streamable
+//!    HTTP, HTTP+SSE or stdio.
+//!
+//! Beside the path: [`config`], [`auth`], [`metrics`], [`lifecycle`] (which
+//! upstreams exist) and [`serve`] (wiring and shutdown).
 
 pub mod auth;
+pub mod clock;
 pub mod config;
-pub mod control;
 pub mod downstream;
-pub mod gateway;
+pub mod lifecycle;
 pub mod metrics;
-pub mod resume;
+pub mod router;
 pub mod serve;
 pub mod session;
 pub mod store;

@@ -5,24 +5,30 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Label values of the `method` label: the JSON-RPC requests tracked by name
-/// (`other` for the rest), then the non-request kinds, in parentheses so no
-/// client-chosen method name can land in them.
-const METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "server/discover",
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "completion/complete",
-    "logging/setLevel",
+use tether_wire::jsonrpc::{Incoming, Method};
+use tether_wire::method::CLIENT_REQUESTS;
+
+/// What a downstream request counts as, beyond the JSON-RPC request methods
+/// tracked by name; in parentheses (but `other`) so no client-chosen method
+/// name can land in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A request for a method not tracked by name.
+    OtherMethod,
+    /// A POSTed notification.
+    Notification,
+    /// A POSTed response (to a server→client request).
+    Response,
+    /// A GET opening a session's stream.
+    Stream,
+    /// A DELETE ending a session.
+    Delete,
+    /// Refused before a message was parsed (checks, bad body, bad method).
+    Rejected,
+}
+
+/// The `method` label values of the non-method kinds, in [`Kind`] order.
+const KIND_LABELS: [&str; 6] = [
     "other",
     "(notification)",
     "(response)",
@@ -30,9 +36,50 @@ const METHODS: &[&str] = &[
     "(delete)",
     "(rejected)",
 ];
-/// Slots below this are JSON-RPC methods; from it on, request kinds.
-const KINDS_START: usize = 15;
-const OTHER_METHOD: usize = KINDS_START - 1;
+
+/// Rows of the request metrics: the tracked methods, then the kinds.
+const ROWS: usize = CLIENT_REQUESTS.len() + KIND_LABELS.len();
+
+/// The `method` label of a downstream request: a row of the request metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Label(usize);
+
+impl Label {
+    /// A GET opening a session's stream.
+    pub const STREAM: Label = Label::kind(Kind::Stream);
+    /// A DELETE ending a session.
+    pub const DELETE: Label = Label::kind(Kind::Delete);
+    /// Refused before a message was parsed.
+    pub const REJECTED: Label = Label::kind(Kind::Rejected);
+
+    const fn kind(kind: Kind) -> Label {
+        Label(CLIENT_REQUESTS.len() + kind as usize)
+    }
+
+    /// A request for `method`.
+    pub fn request(method: &Method) -> Label {
+        method
+            .client_request_index()
+            .map_or(Label::kind(Kind::OtherMethod), Label)
+    }
+
+    /// What a parsed client message counts as.
+    pub fn of(incoming: &Incoming) -> Label {
+        match incoming {
+            Incoming::Request(r) => Label::request(&r.method),
+            Incoming::Notification(_) => Label::kind(Kind::Notification),
+            Incoming::Response(_) => Label::kind(Kind::Response),
+        }
+    }
+
+    /// The label's value.
+    fn name(self) -> &'static str {
+        match CLIENT_REQUESTS.get(self.0) {
+            Some(method) => method.as_str(),
+            None => KIND_LABELS[self.0 - CLIENT_REQUESTS.len()],
+        }
+    }
+}
 
 /// HTTP statuses tracked by value; anything else lands in the last slot (`other`).
 const STATUSES: &[u16] = &[
@@ -44,34 +91,6 @@ const BUCKETS_US: &[u64] = &[
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
-
-/// Index of a method label; stable for the process lifetime.
-pub fn method_slot(method: &str) -> usize {
-    METHODS[..KINDS_START]
-        .iter()
-        .position(|m| *m == method)
-        .unwrap_or(OTHER_METHOD)
-}
-
-/// Downstream HTTP requests that are not JSON-RPC requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A POSTed notification.
-    Notification,
-    /// A POSTed response (to a server→client request).
-    Response,
-    /// A GET opening the session's stream.
-    Stream,
-    /// A DELETE ending the session.
-    Delete,
-    /// Refused before a message was parsed (edge checks, bad body, bad method).
-    Rejected,
-}
-
-/// The slot of a request kind.
-pub fn kind_slot(kind: Kind) -> usize {
-    KINDS_START + kind as usize
-}
 
 fn status_slot(status: u16) -> usize {
     STATUSES
@@ -127,8 +146,8 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            requests: (0..METHODS.len()).map(|_| Default::default()).collect(),
-            latency: (0..METHODS.len()).map(|_| Histogram::default()).collect(),
+            requests: (0..ROWS).map(|_| Default::default()).collect(),
+            latency: (0..ROWS).map(|_| Histogram::default()).collect(),
             downstream_sessions: AtomicI64::new(0),
             catalog_collisions: AtomicU64::new(0),
         }
@@ -137,9 +156,9 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Records one downstream request.
-    pub fn record(&self, method_slot: usize, status: u16, elapsed: Duration) {
-        self.requests[method_slot][status_slot(status)].fetch_add(1, Relaxed);
-        self.latency[method_slot].observe(elapsed.as_micros().min(u64::MAX as u128) as u64);
+    pub fn record(&self, label: Label, status: u16, elapsed: Duration) {
+        self.requests[label.0][status_slot(status)].fetch_add(1, Relaxed);
+        self.latency[label.0].observe(elapsed.as_micros().min(u64::MAX as u128) as u64);
     }
 
     /// Renders the Prometheus text exposition format.
@@ -149,7 +168,8 @@ impl Metrics {
     ) -> String {
         let mut out = String::with_capacity(8192);
         out.push_str("# HELP tether_requests_total Downstream MCP requests by JSON-RPC method and HTTP status.\n# TYPE tether_requests_total counter\n");
-        for (m, row) in METHODS.iter().zip(&self.requests) {
+        for (i, row) in self.requests.iter().enumerate() {
+            let m = Label(i).name();
             for (s, n) in STATUSES.iter().zip(row) {
                 let n = n.load(Relaxed);
                 if n > 0 {
@@ -166,7 +186,8 @@ impl Metrics {
             }
         }
         out.push_str("# HELP tether_request_duration_seconds Downstream request latency until the response head (SSE streams: until the stream starts).\n# TYPE tether_request_duration_seconds histogram\n");
-        for (m, h) in METHODS.iter().zip(&self.latency) {
+        for (i, h) in self.latency.iter().enumerate() {
+            let m = Label(i).name();
             let count = h.count.load(Relaxed);
             if count == 0 {
                 continue;
@@ -266,13 +287,19 @@ mod tests {
     #[test]
     fn renders_counts_and_buckets() {
         let m = Metrics::default();
-        m.record(method_slot("tools/call"), 200, Duration::from_micros(300));
-        m.record(method_slot("weird/method"), 418, Duration::from_millis(2));
-        m.record(method_slot("notification"), 200, Duration::from_millis(2));
-        m.record(kind_slot(Kind::Notification), 202, Duration::from_millis(2));
-        assert_eq!(METHODS[OTHER_METHOD], "other");
-        assert_eq!(METHODS[kind_slot(Kind::Rejected)], "(rejected)");
-        assert_eq!(METHODS[kind_slot(Kind::Notification)], "(notification)");
+        let label = |method: &str| Label::request(&Method::parse(method));
+        m.record(label("tools/call"), 200, Duration::from_micros(300));
+        m.record(label("weird/method"), 418, Duration::from_millis(2));
+        m.record(label("notification"), 200, Duration::from_millis(2));
+        m.record(
+            Label::kind(Kind::Notification),
+            202,
+            Duration::from_millis(2),
+        );
+        assert_eq!(label("x").name(), "other");
+        assert_eq!(Label::REJECTED.name(), "(rejected)");
+        assert_eq!(Label::kind(Kind::Notification).name(), "(notification)");
+        assert_eq!(label("subscriptions/listen").name(), "subscriptions/listen");
         let stats = UpstreamStats::default();
         stats.sessions_created.fetch_add(2, Relaxed);
         let text = m.render([("demo", &stats)].into_iter());

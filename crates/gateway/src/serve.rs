@@ -10,11 +10,11 @@ use tokio::net::TcpListener;
 use std::path::PathBuf;
 
 use crate::auth::Auth;
-use crate::config::{AuthMode, Config, UpstreamConfig};
-use crate::control::Control;
+use crate::config::{AuthMode, Config, ConfigError, UpstreamConfig};
 use crate::downstream::{self, App};
-use crate::gateway::{Gateway, Timeouts};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::router::{Router, Timeouts};
 use crate::session::{RegistryLimits, SessionRegistry};
 use crate::store::Store;
 use crate::upstream::UpstreamSet;
@@ -36,7 +36,7 @@ pub async fn run(
         file_upstreams.push(default_upstream().await?);
     }
     let upstreams = Arc::new(UpstreamSet::default());
-    let gateway = Gateway::new(
+    let router = Router::new(
         upstreams.clone(),
         config.federation.clone(),
         metrics.clone(),
@@ -62,40 +62,37 @@ pub async fn run(
         metrics.clone(),
     ));
     sessions.spawn_reaper();
-    let control = Control::new(
+    let lifecycle = Lifecycle::new(
         upstreams,
         sessions.clone(),
         store.clone(),
         config_path,
         close_timeout,
     );
-    control
-        .start(file_upstreams)
-        .await
-        .map_err(|e| e.to_string())?;
+    lifecycle.start(file_upstreams).await?;
     refuse_open_access(&config)?;
     let listener = TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
     let auth = Auth::new(&config.auth).await?;
     let app = App::new(
         config,
-        gateway,
+        router,
         sessions.clone(),
         metrics,
-        control.clone(),
+        lifecycle.clone(),
         auth,
     );
     // Scripts and tests read this line to find the port when listening on :0.
     println!("tether listening on http://{addr}/mcp");
     tracing::info!(%addr, "tether listening");
-    let listener = downstream::Listener::new(listener, send_timeout, app.clone())?;
+    let routes = downstream::router(app.clone());
+    let listener = downstream::Listener::new(listener, send_timeout, routes.clone())?;
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        axum::serve(listener, downstream::router(app.clone())).with_graceful_shutdown(async {
-            let _ = stopped.await;
-        });
+    let server = axum::serve(listener, routes).with_graceful_shutdown(async {
+        let _ = stopped.await;
+    });
     let mut server = tokio::spawn(server.into_future());
-    tokio::spawn(reload_on_hangup(control));
+    tokio::spawn(reload_on_hangup(lifecycle));
     tokio::select! {
         result = &mut server => return result?.map_err(Into::into),
         _ = shutdown_signal() => {}
@@ -104,7 +101,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Bounded shutdown (DESIGN invariant 5): stop accepting, end the client
+/// Bounded shutdown ([invariant: bounded-shutdown]): stop accepting, end the client
 /// sessions' GET streams so they don't hold the drain open, give in-flight
 /// requests up to one shutdown timeout, then close every client session and
 /// its upstream sessions in parallel, bounded by another.
@@ -127,13 +124,13 @@ async fn shutdown(
     tracing::info!(
         "releasing client sessions (kept in a durable store, else ended with their upstream sessions)"
     );
-    let upstreams = app.gateway.upstreams();
+    let upstreams = app.router.upstreams();
     let pools = upstreams.iter().map(|u| u.drain_pool());
     let _ = tokio::time::timeout(
         timeout,
         futures_util::future::join3(
             app.sessions.shutdown(),
-            app.gateway.close_parked(),
+            app.router.close_waiting(),
             futures_util::future::join_all(pools),
         ),
     )
@@ -142,22 +139,22 @@ async fn shutdown(
 
 /// Without authentication, only loopback listeners are served unless the
 /// operator explicitly allows it (and then loudly).
-fn refuse_open_access(config: &Config) -> Result<(), String> {
+fn refuse_open_access(config: &Config) -> Result<(), ConfigError> {
     let listen = config.server.listen;
     if config.auth.mode != AuthMode::None || listen.ip().is_loopback() {
         return Ok(());
     }
     if !config.auth.allow_unauthenticated {
-        return Err(format!(
+        return Err(ConfigError::Invalid(format!(
             "refusing to serve {listen} without authentication: set auth.mode = \"jwt\", or auth.allow_unauthenticated = true to accept anyone who can reach it"
-        ));
+        )));
     }
     tracing::warn!(%listen, "SERVING WITHOUT AUTHENTICATION on a non-loopback address: anyone who can reach it can use every upstream");
     Ok(())
 }
 
 /// SIGHUP: read the config file again and apply its upstreams.
-async fn reload_on_hangup(control: Arc<Control>) {
+async fn reload_on_hangup(lifecycle: Arc<Lifecycle>) {
     #[cfg(unix)]
     {
         let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -165,7 +162,7 @@ async fn reload_on_hangup(control: Arc<Control>) {
             return;
         };
         while hangup.recv().await.is_some() {
-            match control.reload().await {
+            match lifecycle.reload().await {
                 Ok(change) => tracing::info!(?change, "reloaded the config file"),
                 Err(e) => {
                     tracing::warn!(error = %e, "reload failed; the running upstreams are unchanged")
@@ -174,7 +171,7 @@ async fn reload_on_hangup(control: Arc<Control>) {
         }
     }
     #[cfg(not(unix))]
-    let _ = control;
+    let _ = lifecycle;
 }
 
 async fn shutdown_signal() {

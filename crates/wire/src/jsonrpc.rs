@@ -1,11 +1,17 @@
 //! JSON-RPC 2.0 envelopes, parsed only as far as routing needs.
 //!
 //! Payloads (`params`, `result`, `error`) stay raw JSON so unknown fields and
-//! number formatting survive a relay byte-for-byte (DESIGN invariant 8).
+//! number formatting survive a relay byte-for-byte; only the method is parsed
+//! into a [`Method`]. What a client sends is classified once into an
+//! [`Incoming`]: a [`Request`] (which always has an id), a [`Notification`]
+//! or a [`Response`], each with the bytes it arrived as.
 
+use bytes::Bytes;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+pub use crate::method::Method;
 
 /// Standard and MCP JSON-RPC error codes used by Tether.
 pub mod code {
@@ -40,9 +46,9 @@ pub struct Message {
     /// Request or response id, as raw JSON (string or number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Box<RawValue>>,
-    /// Method name for requests and notifications.
+    /// Method for requests and notifications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Method>,
     /// Request parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Box<RawValue>>,
@@ -91,6 +97,14 @@ impl EnvelopeError {
         }
     }
 }
+
+impl std::fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for EnvelopeError {}
 
 /// Deepest nesting of arrays and objects accepted in a message.
 pub const MAX_DEPTH: usize = 64;
@@ -182,10 +196,202 @@ impl Message {
 
     /// Parses `params` as an ordered object of raw members (empty when absent).
     pub fn params_object(&self) -> Result<RawObject, EnvelopeError> {
-        match &self.params {
-            None => Ok(RawObject::new()),
-            Some(p) => serde_json::from_str(p.get())
-                .map_err(|_| EnvelopeError::Invalid("params must be an object")),
+        params_object(self.params.as_deref())
+    }
+
+    /// A message built by Tether: a request (with an id) or a notification.
+    pub fn new(
+        id: Option<Box<RawValue>>,
+        method: Method,
+        params: Option<Box<RawValue>>,
+    ) -> Message {
+        Message {
+            jsonrpc: Some(to_raw("2.0")),
+            id,
+            method: Some(method),
+            params,
+            result: None,
+            error: None,
+        }
+    }
+
+    /// Classifies a message that arrived as `raw` (and was parsed from it).
+    pub fn into_incoming(self, raw: Bytes) -> Result<Incoming, EnvelopeError> {
+        Ok(match (self.kind()?, self.id, self.method) {
+            (Kind::Request, Some(id), Some(method)) => Incoming::Request(Request {
+                id,
+                method,
+                params: self.params,
+                raw,
+            }),
+            (Kind::Notification, _, Some(method)) => Incoming::Notification(Notification {
+                method,
+                params: self.params,
+                raw,
+            }),
+            (_, Some(id), None) => Incoming::Response(Response {
+                id,
+                outcome: match (self.result, self.error) {
+                    (Some(result), _) => Ok(result),
+                    (None, Some(error)) => Err(error),
+                    (None, None) => {
+                        return Err(EnvelopeError::Invalid(
+                            "a response needs a result or an error",
+                        ));
+                    }
+                },
+            }),
+            _ => {
+                return Err(EnvelopeError::Invalid(
+                    "message must be a request, a notification or a response",
+                ));
+            }
+        })
+    }
+}
+
+/// Parses raw `params` as an ordered object of raw members (empty when absent).
+fn params_object(params: Option<&RawValue>) -> Result<RawObject, EnvelopeError> {
+    match params {
+        None => Ok(RawObject::new()),
+        Some(p) => serde_json::from_str(p.get())
+            .map_err(|_| EnvelopeError::Invalid("params must be an object")),
+    }
+}
+
+/// What a client sent: one message, classified.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A request (it expects a response).
+    Request(Request),
+    /// A notification.
+    Notification(Notification),
+    /// The answer to a request the server sent the client.
+    Response(Response),
+}
+
+impl Incoming {
+    /// Parses and classifies one message as it arrived.
+    pub fn parse(raw: Bytes) -> Result<Incoming, EnvelopeError> {
+        Message::parse(&raw)?.into_incoming(raw)
+    }
+}
+
+/// A request: its id, its method, its params kept raw, and the message as it
+/// arrived (relayed as it is when nothing in it changes).
+#[derive(Debug)]
+pub struct Request {
+    /// The id the answer must carry.
+    pub id: Box<RawValue>,
+    /// The method.
+    pub method: Method,
+    /// The parameters, raw.
+    pub params: Option<Box<RawValue>>,
+    /// The whole message as it arrived.
+    pub raw: Bytes,
+}
+
+impl Request {
+    /// A request Tether makes itself (its bytes are serialized once, here).
+    pub fn new(id: Box<RawValue>, method: Method, params: Option<Box<RawValue>>) -> Request {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            jsonrpc: &'static str,
+            id: &'a RawValue,
+            method: &'a Method,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            params: Option<&'a RawValue>,
+        }
+        let wire = Wire {
+            jsonrpc: "2.0",
+            id: &id,
+            method: &method,
+            params: params.as_deref(),
+        };
+        let raw = Bytes::from(serde_json::to_vec(&wire).expect("raw JSON serializes"));
+        Request {
+            id,
+            method,
+            params,
+            raw,
+        }
+    }
+
+    /// Parses `params` as an ordered object of raw members (empty when absent).
+    pub fn params_object(&self) -> Result<RawObject, EnvelopeError> {
+        params_object(self.params.as_deref())
+    }
+
+    /// A string member of `params` (a tool name, a URI), if there is one.
+    pub fn str_param(&self, key: &str) -> Option<String> {
+        self.params_object().ok().and_then(|p| str_member(&p, key))
+    }
+
+    /// The value a modern request mirrors in `Mcp-Name` (the tool or prompt
+    /// name, or the resource URI), read from `params` when given (rewritten
+    /// ones), else from the request's own.
+    pub fn name_value(&self, params: Option<&RawObject>) -> Option<String> {
+        let key = self.method.name_param()?;
+        match params {
+            Some(p) => str_member(p, key),
+            None => self.str_param(key),
+        }
+    }
+
+    /// The request as a message (params kept raw, id and method as they are).
+    pub fn to_message(&self) -> Message {
+        Message::new(
+            Some(self.id.clone()),
+            self.method.clone(),
+            self.params.clone(),
+        )
+    }
+
+    /// A successful response to this request.
+    pub fn answer(&self, result: &RawValue) -> Bytes {
+        Bytes::from(response(&self.id, result))
+    }
+}
+
+/// A notification: its method, its params kept raw, and the message as it arrived.
+#[derive(Debug)]
+pub struct Notification {
+    /// The method.
+    pub method: Method,
+    /// The parameters, raw.
+    pub params: Option<Box<RawValue>>,
+    /// The whole message as it arrived.
+    pub raw: Bytes,
+}
+
+/// A response: the id of the request it answers and its result or error, raw.
+#[derive(Debug)]
+pub struct Response {
+    /// The id of the request it answers.
+    pub id: Box<RawValue>,
+    /// The result, or the error object.
+    pub outcome: Result<Box<RawValue>, Box<RawValue>>,
+}
+
+impl Response {
+    /// The raw id text (e.g. `1` or `"abc"`).
+    pub fn id_text(&self) -> &str {
+        self.id.get()
+    }
+
+    /// The response re-addressed to the request id `id`, as bytes.
+    pub fn with_id(&self, id: &RawValue) -> Bytes {
+        match &self.outcome {
+            Ok(result) => Bytes::from(response(id, result)),
+            Err(error) => {
+                let mut out = Vec::with_capacity(error.get().len() + id.get().len() + 40);
+                out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+                out.extend_from_slice(id.get().as_bytes());
+                out.extend_from_slice(b",\"error\":");
+                out.extend_from_slice(error.get().as_bytes());
+                out.push(b'}');
+                Bytes::from(out)
+            }
         }
     }
 }

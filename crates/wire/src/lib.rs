@@ -6,5 +6,6 @@
 
 pub mod jsonrpc;
 pub mod lines;
+pub mod method;
 pub mod protocol;
 pub mod sse;

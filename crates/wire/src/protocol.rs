@@ -143,41 +143,6 @@ pub fn decode_header_value(raw: &[u8]) -> Option<String> {
     Some(text.to_owned())
 }
 
-/// Which `params` member a modern request mirrors in `Mcp-Name`, by method.
-pub fn name_param_for(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    }
-}
-
-/// Whether a method exists only before 2026-07-28 (a modern request for it is
-/// an unknown method).
-pub fn removed_in_modern(method: &str) -> bool {
-    matches!(
-        method,
-        "initialize"
-            | "ping"
-            | "logging/setLevel"
-            | "resources/subscribe"
-            | "resources/unsubscribe"
-    )
-}
-
-/// Whether a method's result is a cacheable list (carries `ttlMs`/`cacheScope`).
-pub fn is_cacheable_method(method: &str) -> bool {
-    matches!(
-        method,
-        "tools/list"
-            | "prompts/list"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-            | "server/discover"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

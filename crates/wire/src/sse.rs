@@ -93,6 +93,8 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+impl std::error::Error for DecodeError {}
+
 /// Incremental SSE decoder: feed it chunks, take complete events out.
 #[derive(Debug)]
 pub struct Decoder {

@@ -47,15 +47,76 @@ pub struct Verifier {
 #[derive(Debug)]
 pub struct Invalid(pub String);
 
+/// Why the keys could not be set up (at start, or on a JWKS refresh).
+#[derive(Debug)]
+pub enum KeyError {
+    /// `auth.jwt.hs256_secret_env` names a variable that is not set.
+    UnsetSecret {
+        /// The variable.
+        variable: String,
+        /// Why it could not be read.
+        source: std::env::VarError,
+    },
+    /// A key or JWKS file could not be read.
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The PEM holds no RSA or EC public key.
+    Pem(jsonwebtoken::errors::Error),
+    /// No key is configured for `mode = "jwt"`.
+    NoKey,
+    /// The JWKS URL could not be fetched.
+    Fetch(reqwest::Error),
+    /// The JWKS URL answered with an error status.
+    FetchStatus(http::StatusCode),
+    /// The JWKS is not a valid key set.
+    Jwks(serde_json::Error),
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::UnsetSecret { variable, .. } => {
+                write!(f, "auth.jwt.hs256_secret_env: {variable} is not set")
+            }
+            KeyError::File { path, source } => write!(f, "reading {path}: {source}"),
+            KeyError::Pem(e) => write!(
+                f,
+                "auth.jwt.public_key_pem: not an RSA or EC public key: {e}"
+            ),
+            KeyError::NoKey => f.write_str(
+                "auth.mode = \"jwt\" needs auth.jwt.hs256_secret(_env), public_key_pem or jwks_url",
+            ),
+            KeyError::Fetch(e) => write!(f, "fetching the JWKS failed: {e}"),
+            KeyError::FetchStatus(status) => write!(f, "fetching the JWKS failed: HTTP {status}"),
+            KeyError::Jwks(e) => write!(f, "the JWKS is not valid: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyError::UnsetSecret { source, .. } => Some(source),
+            KeyError::File { source, .. } => Some(source),
+            KeyError::Pem(e) => Some(e),
+            KeyError::Fetch(e) => Some(e),
+            KeyError::Jwks(e) => Some(e),
+            KeyError::NoKey | KeyError::FetchStatus(_) => None,
+        }
+    }
+}
+
 impl Verifier {
     /// Builds a verifier; fails on a missing secret or an unreadable key.
-    pub async fn new(config: &JwtConfig) -> Result<Verifier, String> {
+    pub async fn new(config: &JwtConfig) -> Result<Verifier, KeyError> {
         let secret = if !config.hs256_secret_env.is_empty() {
-            std::env::var(&config.hs256_secret_env).map_err(|_| {
-                format!(
-                    "auth.jwt.hs256_secret_env: {} is not set",
-                    config.hs256_secret_env
-                )
+            std::env::var(&config.hs256_secret_env).map_err(|source| KeyError::UnsetSecret {
+                variable: config.hs256_secret_env.clone(),
+                source,
             })?
         } else {
             config.hs256_secret.clone()
@@ -66,16 +127,15 @@ impl Verifier {
             let pem = if config.public_key_pem.contains("-----BEGIN") {
                 config.public_key_pem.clone().into_bytes()
             } else {
-                std::fs::read(&config.public_key_pem).map_err(|e| {
-                    format!("auth.jwt.public_key_pem {}: {e}", config.public_key_pem)
+                std::fs::read(&config.public_key_pem).map_err(|source| KeyError::File {
+                    path: config.public_key_pem.clone(),
+                    source,
                 })?
             };
             if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
                 Keys::Public(key, Algorithm::RS256)
             } else {
-                let key = DecodingKey::from_ec_pem(&pem).map_err(|e| {
-                    format!("auth.jwt.public_key_pem: not an RSA or EC public key: {e}")
-                })?;
+                let key = DecodingKey::from_ec_pem(&pem).map_err(KeyError::Pem)?;
                 Keys::Public(key, Algorithm::ES256)
             }
         } else if !config.jwks_url.is_empty() {
@@ -86,10 +146,7 @@ impl Verifier {
                 fetching: tokio::sync::Mutex::new(()),
             }
         } else {
-            return Err(
-                "auth.mode = \"jwt\" needs auth.jwt.hs256_secret(_env), public_key_pem or jwks_url"
-                    .into(),
-            );
+            return Err(KeyError::NoKey);
         };
         let verifier = Verifier {
             keys,
@@ -99,7 +156,7 @@ impl Verifier {
             http: reqwest::Client::builder()
                 .timeout(FETCH_TIMEOUT)
                 .build()
-                .map_err(|e| e.to_string())?,
+                .map_err(KeyError::Fetch)?,
         };
         if let Keys::Set { .. } = verifier.keys {
             verifier.fetch_jwks(None).await?;
@@ -192,7 +249,7 @@ impl Verifier {
     /// Loads the JWKS document (one fetch at a time); with `unless_younger`,
     /// not when another caller fetched it that recently (a burst of tokens
     /// with unknown key ids fetches once).
-    async fn fetch_jwks(&self, unless_younger: Option<Duration>) -> Result<(), String> {
+    async fn fetch_jwks(&self, unless_younger: Option<Duration>) -> Result<(), KeyError> {
         let Keys::Set {
             source,
             current,
@@ -215,17 +272,19 @@ impl Verifier {
                 .get(source)
                 .send()
                 .await
-                .map_err(|e| format!("fetching the JWKS failed: {e}"))?;
+                .map_err(KeyError::Fetch)?;
             if !resp.status().is_success() {
-                return Err(format!("fetching the JWKS failed: HTTP {}", resp.status()));
+                return Err(KeyError::FetchStatus(resp.status()));
             }
-            resp.text().await.map_err(|e| e.to_string())?
+            resp.text().await.map_err(KeyError::Fetch)?
         } else {
             let path = source.strip_prefix("file://").unwrap_or(source);
-            std::fs::read_to_string(path).map_err(|e| format!("reading the JWKS {path}: {e}"))?
+            std::fs::read_to_string(path).map_err(|source| KeyError::File {
+                path: path.to_owned(),
+                source,
+            })?
         };
-        let set: JwkSet =
-            serde_json::from_str(&text).map_err(|e| format!("the JWKS is not valid: {e}"))?;
+        let set: JwkSet = serde_json::from_str(&text).map_err(KeyError::Jwks)?;
         *write(current) = (Some(Instant::now()), set);
         Ok(())
     }

@@ -5,6 +5,7 @@
 mod jwt;
 mod policy;
 
+pub use jwt::KeyError;
 pub use policy::Access;
 
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::config::{AuthConfig, AuthMode, Policy};
-use crate::session::ANONYMOUS;
+
+/// The principal of every caller when authentication is off.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// The caller of one request.
 #[derive(Debug, Clone)]
@@ -53,7 +56,7 @@ pub struct Auth {
 
 impl Auth {
     /// Builds the authenticator (fetching a JWKS URL once).
-    pub async fn new(config: &AuthConfig) -> Result<Auth, String> {
+    pub async fn new(config: &AuthConfig) -> Result<Auth, KeyError> {
         let verifier = match config.mode {
             AuthMode::None => None,
             AuthMode::Jwt => {

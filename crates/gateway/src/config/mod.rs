@@ -190,15 +190,52 @@ impl Default for FederationConfig {
 
 /// A configuration problem found at load time.
 #[derive(Debug)]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// The config file named does not exist.
+    NotFound(std::path::PathBuf),
+    /// The file or the environment does not read as a configuration.
+    Read(Box<figment::Error>),
+    /// A value breaks a rule (the message says which and why).
+    Invalid(String),
+    /// An environment variable a header value comes from is not set.
+    UnsetVariable {
+        /// The variable.
+        variable: String,
+        /// The header it was to fill.
+        header: String,
+        /// Why it could not be read.
+        source: std::env::VarError,
+    },
+}
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            ConfigError::NotFound(path) => write!(f, "config file {} not found", path.display()),
+            ConfigError::Read(e) => write!(f, "{e}"),
+            ConfigError::Invalid(why) => f.write_str(why),
+            ConfigError::UnsetVariable {
+                variable, header, ..
+            } => write!(f, "headers_env: {variable} (for {header}) is not set"),
+        }
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read(e) => Some(e.as_ref()),
+            ConfigError::UnsetVariable { source, .. } => Some(source),
+            ConfigError::NotFound(_) | ConfigError::Invalid(_) => None,
+        }
+    }
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Read(Box::new(e))
+    }
+}
 
 impl Config {
     /// Loads defaults, then the TOML file (if any), then `TETHER_*` variables
@@ -207,10 +244,7 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} not found",
-                    path.display()
-                )));
+                return Err(ConfigError::NotFound(path.to_owned()));
             }
             fig = fig.merge(Toml::file(path));
         }
@@ -224,7 +258,7 @@ impl Config {
                 })
                 .split("__"),
         );
-        let config: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = fig.extract()?;
         config.validate()?;
         Ok(config)
     }
@@ -250,8 +284,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(text))
-            .extract()
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .extract()?;
         config.validate()?;
         Ok(config)
     }
@@ -260,7 +293,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let sep = &self.federation.separator;
         if sep.is_empty() {
-            return Err(ConfigError("federation.separator must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "federation.separator must not be empty".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for up in &self.upstreams {
@@ -271,19 +306,19 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !valid {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::Invalid(format!(
                     "upstream name {:?} must be 1-64 characters of [A-Za-z0-9_-]",
                     up.name
                 )));
             }
             if up.name.contains(sep.as_str()) {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::Invalid(format!(
                     "upstream name {:?} contains the federation separator {sep:?}",
                     up.name
                 )));
             }
             if !seen.insert(up.name.as_str()) {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::Invalid(format!(
                     "upstream name {:?} is used twice",
                     up.name
                 )));
@@ -292,10 +327,10 @@ impl Config {
             up.validate_headers()?;
             for (k, v) in &up.headers {
                 http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                    ConfigError(format!("upstream {:?}: bad header {k:?}", up.name))
+                    ConfigError::Invalid(format!("upstream {:?}: bad header {k:?}", up.name))
                 })?;
                 http::HeaderValue::from_str(v).map_err(|_| {
-                    ConfigError(format!(
+                    ConfigError::Invalid(format!(
                         "upstream {:?}: bad value for header {k:?}",
                         up.name
                     ))
@@ -307,7 +342,7 @@ impl Config {
             || self.session.max_sessions_per_principal == 0
             || !(1..=1_000_000).contains(&self.server.max_inflight_requests)
         {
-            return Err(ConfigError(
+            return Err(ConfigError::Invalid(
                 "server.max_body_bytes and session.max_sessions must be > 0, server.max_inflight_requests in 1..=1000000"
                     .into(),
             ));
@@ -370,7 +405,7 @@ impl Config {
         });
         for (key, value, min, max) in bounded.into_iter().chain(upstreams) {
             if !(min..=max).contains(&value) {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::Invalid(format!(
                     "{key} = {value} is outside {min}..={max}"
                 )));
             }

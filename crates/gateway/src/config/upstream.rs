@@ -179,11 +179,14 @@ impl UpstreamConfig {
     }
 
     /// The static headers: `headers` plus the values `headers_env` names.
-    pub fn resolved_headers(&self) -> Result<BTreeMap<String, String>, String> {
+    pub fn resolved_headers(&self) -> Result<BTreeMap<String, String>, ConfigError> {
         let mut all = self.headers.clone();
         for (header, var) in &self.headers_env {
-            let value = std::env::var(var)
-                .map_err(|_| format!("headers_env: {var} (for {header}) is not set"))?;
+            let value = std::env::var(var).map_err(|source| ConfigError::UnsetVariable {
+                variable: var.clone(),
+                header: header.clone(),
+                source,
+            })?;
             all.insert(header.clone(), value);
         }
         Ok(all)
@@ -218,7 +221,7 @@ impl UpstreamConfig {
         for name in self.headers.keys().chain(self.headers_env.keys()) {
             let lower = name.to_ascii_lowercase();
             if RESERVED.contains(&lower.as_str()) || lower.starts_with("mcp-param-") {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::Invalid(format!(
                     "upstream {:?}: header {name:?} is set by Tether (or is hop-by-hop) and cannot be configured",
                     self.name
                 )));
@@ -228,7 +231,12 @@ impl UpstreamConfig {
     }
 
     pub(super) fn validate_endpoint(&self) -> Result<(), ConfigError> {
-        let fail = |what: &str| Err(ConfigError(format!("upstream {:?}: {what}", self.name)));
+        let fail = |what: &str| {
+            Err(ConfigError::Invalid(format!(
+                "upstream {:?}: {what}",
+                self.name
+            )))
+        };
         match (self.url.is_empty(), self.command.is_empty()) {
             (true, true) => return fail("set url (HTTP) or command (stdio)"),
             (false, false) => return fail("set either url or command, not both"),

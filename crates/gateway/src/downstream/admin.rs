@@ -21,10 +21,12 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::App;
+use super::checks::edge::check_edge;
+use crate::auth::Caller;
+use crate::clock::now_ms;
 use crate::config::UpstreamConfig;
-use crate::control::{Change, Refusal};
+use crate::lifecycle::{Change, Refusal};
 use crate::session::{ClientSession, Scope};
-use crate::store::now_ms;
 use crate::upstream::Upstream;
 
 /// What replaces a secret (header values, environment values) in answers.
@@ -47,18 +49,22 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", delete(evict_session))
         .route("/reload", post(reload))
-        .route_layer(axum::middleware::from_fn_with_state(app, authorize))
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    app.clone(),
+                    check_edge,
+                ))
+                .layer(axum::middleware::from_fn_with_state(app, authorize)),
+        )
 }
 
 fn problem(status: StatusCode, text: impl Into<String>) -> Response {
     (status, Json(json!({ "error": text.into() }))).into_response()
 }
 
-/// The admin token, compared in constant time; the edge checks apply too.
+/// The admin token, compared in constant time.
 async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if let Err(rejection) = app.edge.check(req.headers()) {
-        return super::mcp::edge_response(rejection);
-    }
     let expected = app.config.admin.token.as_bytes();
     if expected.is_empty() {
         return problem(
@@ -124,9 +130,9 @@ fn upstream_view(def: UpstreamConfig, source: Value, live: Option<&Arc<Upstream>
 }
 
 async fn list_upstreams(State(app): State<Arc<App>>) -> Response {
-    let live = app.gateway.upstreams();
+    let live = app.router.upstreams();
     let all: Vec<Value> = app
-        .control
+        .lifecycle
         .definitions()
         .into_iter()
         .map(|(def, source)| {
@@ -138,9 +144,9 @@ async fn list_upstreams(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn show_upstream(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    let live = app.gateway.upstreams();
+    let live = app.router.upstreams();
     match app
-        .control
+        .lifecycle
         .definitions()
         .into_iter()
         .find(|(d, _)| d.name == name)
@@ -157,8 +163,12 @@ fn changed(result: Result<Change, Refusal>, ok: StatusCode) -> Response {
         Ok(change) => (ok, Json(json!({ "change": change }))).into_response(),
         Err(Refusal::NotFound) => problem(StatusCode::NOT_FOUND, "no such upstream"),
         Err(e @ Refusal::Conflict(_)) => problem(StatusCode::CONFLICT, e.to_string()),
-        Err(e @ Refusal::Invalid(_)) => problem(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ Refusal::Store(_)) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e @ (Refusal::Invalid(_) | Refusal::Unbuildable { .. })) => {
+            problem(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e @ (Refusal::Store(_) | Refusal::Encode(_))) => {
+            problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
     }
 }
 
@@ -173,7 +183,7 @@ fn bad_definition(e: axum::extract::rejection::JsonRejection) -> Response {
 
 async fn create_upstream(State(app): State<Arc<App>>, body: Body) -> Response {
     match body {
-        Ok(Json(def)) => changed(app.control.create(def).await, StatusCode::CREATED),
+        Ok(Json(def)) => changed(app.lifecycle.create(def).await, StatusCode::CREATED),
         Err(e) => bad_definition(e),
     }
 }
@@ -184,27 +194,27 @@ async fn update_upstream(
     body: Body,
 ) -> Response {
     match body {
-        Ok(Json(def)) => changed(app.control.update(&name, def).await, StatusCode::OK),
+        Ok(Json(def)) => changed(app.lifecycle.update(&name, def).await, StatusCode::OK),
         Err(e) => bad_definition(e),
     }
 }
 
 async fn delete_upstream(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    changed(app.control.delete(&name).await, StatusCode::OK)
+    changed(app.lifecycle.delete(&name).await, StatusCode::OK)
 }
 
 async fn evict_upstream_sessions(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
 ) -> Response {
-    match app.control.evict_sessions(&name).await {
+    match app.lifecycle.evict_sessions(&name).await {
         Ok(n) => Json(json!({ "closed_sessions": n })).into_response(),
         Err(_) => problem(StatusCode::NOT_FOUND, format!("no upstream named {name:?}")),
     }
 }
 
 async fn reload(State(app): State<Arc<App>>) -> Response {
-    changed(app.control.reload().await, StatusCode::OK)
+    changed(app.lifecycle.reload().await, StatusCode::OK)
 }
 
 fn session_view(s: &ClientSession, now: i64) -> Value {
@@ -250,14 +260,10 @@ async fn list_sessions(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /sessions`: the caller's own client sessions on this node (what the
 /// admin API shows for all of them).
-pub async fn own_sessions(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Response {
-    if let Err(rejection) = app.edge.check(&headers) {
-        return super::mcp::edge_response(rejection);
-    }
-    let caller = match super::identity::caller(&app, &headers).await {
-        Ok(c) => c,
-        Err(refusal) => return *refusal,
-    };
+pub async fn own_sessions(
+    State(app): State<Arc<App>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Response {
     let now = now_ms();
     let mine: Vec<Value> = app
         .sessions

@@ -1,5 +1,5 @@
 //! Accepted connections: `TCP_NODELAY`, a write-stall timeout that cuts off
-//! a peer which stopped reading (DESIGN invariant 9), and the choice between
+//! a peer which stopped reading ([invariant: streams-stay-alive]), and the choice between
 //! the router and the lean SSE path. A response blocked on a full socket for
 //! longer than the send timeout fails the connection, which ends its body —
 //! and so runs the cleanup of a stream bound to it.
@@ -8,7 +8,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,8 +15,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
-
-use super::App;
 
 /// How long a new connection may stay silent before it is handed to the
 /// router anyway (which then waits for its request as usual).
@@ -29,7 +26,7 @@ type Accepted = (StallGuarded<TcpStream>, SocketAddr);
 
 /// The TCP listener: connections time out stalled writes, and a connection
 /// that opens with an SSE stream request is served on the lean path
-/// ([`super::direct`]); the rest go to the router.
+/// ([`super::lean_sse`]); the rest go to the HTTP stack.
 pub struct Listener {
     accepted: mpsc::Receiver<Accepted>,
     local: SocketAddr,
@@ -37,11 +34,16 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Starts accepting on `inner` for `app`.
-    pub fn new(inner: TcpListener, send_timeout: Duration, app: Arc<App>) -> io::Result<Self> {
+    /// Starts accepting on `inner`; connections that open with an SSE
+    /// stream request are served by `routes` on the lean path.
+    pub fn new(
+        inner: TcpListener,
+        send_timeout: Duration,
+        routes: axum::Router,
+    ) -> io::Result<Self> {
         let local = inner.local_addr()?;
         let (tx, accepted) = mpsc::channel(BACKLOG);
-        let acceptor = tokio::spawn(accept(inner, send_timeout, app, tx)).abort_handle();
+        let acceptor = tokio::spawn(accept(inner, send_timeout, routes, tx)).abort_handle();
         Ok(Listener {
             accepted,
             local,
@@ -61,7 +63,7 @@ impl Drop for Listener {
 async fn accept(
     inner: TcpListener,
     send_timeout: Duration,
-    app: Arc<App>,
+    routes: axum::Router,
     router: mpsc::Sender<Accepted>,
 ) {
     loop {
@@ -76,11 +78,11 @@ async fn accept(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (app, router) = (app.clone(), router.clone());
+        let (routes, router) = (routes.clone(), router.clone());
         tokio::spawn(async move {
             let io = StallGuarded::new(tcp, send_timeout);
             if opens_stream(io.get_ref()).await {
-                super::direct::serve(app, io).await;
+                super::lean_sse::serve(routes, io).await;
             } else {
                 let _ = router.send((io, addr)).await;
             }
@@ -92,7 +94,7 @@ async fn accept(
 async fn opens_stream(tcp: &TcpStream) -> bool {
     let mut start = [0u8; 64];
     match tokio::time::timeout(CLASSIFY_WAIT, tcp.peek(&mut start)).await {
-        Ok(Ok(n)) => super::direct::is_stream_request(&start[..n]),
+        Ok(Ok(n)) => super::lean_sse::is_stream_request(&start[..n]),
         _ => false,
     }
 }

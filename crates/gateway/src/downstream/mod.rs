@@ -1,41 +1,53 @@
-//! The HTTP face of Tether: `/mcp`, `/u/<upstream>/mcp`, the HTTP+SSE
-//! `/sse` + `/message` (also under `/u/<upstream>/`), health and metrics.
+//! The HTTP face of Tether: the endpoints clients reach, the checks in front
+//! of them, and how router outcomes become HTTP responses.
+//!
+//! A connection is accepted by the [`Listener`] (`TCP_NODELAY`, a stall
+//! timeout, and the lean path for HTTP+SSE streams); each request then meets
+//! the [`checks`] in request order and reaches its endpoint: Streamable HTTP
+//! ([`streamable_http`], both eras), the 2024-11-05 HTTP+SSE transport
+//! ([`http_sse`]), the admin API ([`admin`]) or the operational endpoints.
 
 mod admin;
-mod describe;
-mod direct;
-mod edge;
-mod identity;
+pub mod checks;
+mod handshake;
+mod http_sse;
+mod lean_sse;
 mod listener;
-mod mcp;
-mod modern;
-mod ratelimit;
+mod modern_request;
 mod reply;
-mod sse;
+mod streamable_http;
+
+pub use checks::edge::EdgePolicy;
+pub use http_sse::SseHub;
+pub use listener::Listener;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
+use tower::ServiceBuilder;
 
-pub use edge::EdgePolicy;
-pub use listener::Listener;
-pub use sse::SseHub;
-
+use crate::auth::Auth;
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::router::Router;
 use crate::session::SessionRegistry;
+use checks::authenticate::{self, METADATA_PATH, authenticate};
+use checks::edge::check_edge;
+use checks::inflight::admit;
+use checks::rate_limit::{RateLimiter, limit_rate};
+use checks::record::record;
 
 /// Everything a request handler needs.
 pub struct App {
     /// The loaded configuration.
     pub config: Config,
     /// The router over all upstreams.
-    pub gateway: Gateway,
+    pub router: Router,
     /// Client sessions of this node.
     pub sessions: Arc<SessionRegistry>,
     /// Process metrics.
@@ -43,12 +55,13 @@ pub struct App {
     /// HTTP+SSE connections of this node.
     pub sse: SseHub,
     /// The upstream lifecycle (admin API).
-    pub control: Arc<crate::control::Control>,
+    pub lifecycle: Arc<Lifecycle>,
     /// Who is calling.
-    pub auth: crate::auth::Auth,
+    pub auth: Auth,
     /// Requests per principal.
-    limiter: ratelimit::RateLimiter,
+    limiter: RateLimiter,
     edge: EdgePolicy,
+    /// POSTs being served at once.
     inflight: Arc<tokio::sync::Semaphore>,
 }
 
@@ -56,14 +69,14 @@ impl App {
     /// Assembles the application state.
     pub fn new(
         config: Config,
-        gateway: Gateway,
+        router: Router,
         sessions: Arc<SessionRegistry>,
         metrics: Arc<Metrics>,
-        control: Arc<crate::control::Control>,
-        auth: crate::auth::Auth,
+        lifecycle: Arc<Lifecycle>,
+        auth: Auth,
     ) -> Arc<App> {
         let edge = EdgePolicy::new(&config.server);
-        let limiter = ratelimit::RateLimiter::new(
+        let limiter = RateLimiter::new(
             config.server.rate_limit_per_principal,
             config.server.rate_limit_burst,
         );
@@ -72,11 +85,11 @@ impl App {
         ));
         Arc::new(App {
             config,
-            gateway,
+            router,
             sessions,
             metrics,
             sse: SseHub::default(),
-            control,
+            lifecycle,
             auth,
             limiter,
             edge,
@@ -88,59 +101,63 @@ impl App {
         Duration::from_secs(self.config.server.send_timeout_secs.max(1))
     }
 
-    /// 429 with `Retry-After` when `caller` has used up its request rate.
-    fn rate_limited(&self, caller: &crate::auth::Caller) -> Option<axum::response::Response> {
-        let wait = self.limiter.take(&caller.principal).err()?;
-        let mut r = reply::error(
-            http::StatusCode::TOO_MANY_REQUESTS,
-            tether_wire::jsonrpc::code::INTERNAL_ERROR,
-            "too many requests from this principal; retry later",
-        );
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(http::header::RETRY_AFTER, v);
-        }
-        Some(r)
-    }
-
     fn keepalive(&self) -> Option<Duration> {
         let secs = self.config.server.sse_keepalive_secs;
         (secs > 0).then(|| Duration::from_secs(secs))
     }
 }
 
-/// The axum router for all endpoints.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/mcp", any(mcp::federated))
-        .route("/u/{upstream}/mcp", any(mcp::single))
-        .route("/sse", any(sse::federated_stream))
-        .route("/message", any(sse::federated_message))
-        .route("/u/{upstream}/sse", any(sse::single_stream))
-        .route("/u/{upstream}/message", any(sse::single_message))
+/// Every endpoint, behind the checks it needs, applied in request order.
+pub fn router(app: Arc<App>) -> axum::Router {
+    // MCP over Streamable HTTP and HTTP+SSE: every check.
+    let mcp = axum::Router::new()
+        .route("/mcp", any(streamable_http::federated))
+        .route("/u/{upstream}/mcp", any(streamable_http::single))
+        .route_layer(from_fn_with_state(app.clone(), admit))
+        .route("/sse", any(http_sse::federated_stream))
+        .route("/message", any(http_sse::federated_message))
+        .route("/u/{upstream}/sse", any(http_sse::single_stream))
+        .route("/u/{upstream}/message", any(http_sse::single_message))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(from_fn_with_state(app.clone(), record))
+                .layer(from_fn_with_state(app.clone(), check_edge))
+                .layer(from_fn_with_state(app.clone(), authenticate))
+                .layer(from_fn_with_state(app.clone(), limit_rate)),
+        );
+    // A caller's own sessions: the edge and who is asking.
+    let own_sessions = axum::Router::new()
+        .route("/sessions", get(admin::own_sessions))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(from_fn_with_state(app.clone(), check_edge))
+                .layer(from_fn_with_state(app.clone(), authenticate)),
+        );
+    axum::Router::new()
+        .merge(mcp)
+        .merge(own_sessions)
+        .nest("/admin", admin::router(app.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route(identity::METADATA_PATH, get(identity::metadata))
+        .route(METADATA_PATH, get(authenticate::metadata))
         .route(
-            &format!("{}/{{*resource}}", identity::METADATA_PATH),
-            get(identity::metadata),
+            &format!("{METADATA_PATH}/{{*resource}}"),
+            get(authenticate::metadata),
         )
-        .nest("/admin", admin::router(app.clone()))
-        .route("/sessions", get(admin::own_sessions))
         .with_state(app)
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let sessions = app.sessions.len();
-    let upstreams = app.gateway.upstreams().len();
+    let upstreams = app.router.upstreams().len();
     format!("ready: {upstreams} upstreams, {sessions} client sessions\n")
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let text = app
         .metrics
-        .render(app.gateway.upstreams().iter().map(|u| (&*u.name, &u.stats)));
+        .render(app.router.upstreams().iter().map(|u| (&*u.name, &u.stats)));
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         text,

@@ -10,7 +10,7 @@ use futures_util::stream;
 use http::{HeaderValue, StatusCode, header};
 use tokio::sync::mpsc;
 
-use crate::gateway::Outcome;
+use crate::router::Outcome;
 use tether_wire::jsonrpc::{ErrorObject, code};
 use tether_wire::protocol::{self, Era};
 use tether_wire::sse;
@@ -110,6 +110,15 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
 /// A JSON-RPC error body (id null) with a status.
 pub fn error(status: StatusCode, code: i64, message: impl Into<String>) -> Response {
     json(status, ErrorObject::new(code, message).to_response(None))
+}
+
+/// A refusal the client may retry: the status, a JSON-RPC error and
+/// `Retry-After: 1`.
+pub fn retry_later(status: StatusCode, text: &'static str) -> Response {
+    let mut r = error(status, code::INTERNAL_ERROR, text);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// 202 Accepted with no body.

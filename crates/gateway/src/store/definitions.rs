@@ -4,7 +4,8 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms, sql_error};
+use super::{Store, StoreError, sql_error};
+use crate::clock::now_ms;
 use crate::sync::lock;
 
 impl Store {

@@ -54,20 +54,56 @@ pub struct SessionRecord {
     pub upstreams: Vec<UpstreamBinding>,
 }
 
-/// A store failure (the message names the operation).
+/// Why the store failed.
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The database failed an operation.
+    Sql {
+        /// What Tether was doing.
+        operation: &'static str,
+        /// The database's error.
+        source: sqlx::Error,
+    },
+    /// The folder of a SQLite file could not be created.
+    Folder {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The URL names no backend Tether has.
+    UnsupportedUrl(String),
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            StoreError::Sql { operation, source } => {
+                write!(f, "session store: {operation}: {source}")
+            }
+            StoreError::Folder { path, source } => {
+                write!(f, "session store: create {}: {source}", path.display())
+            }
+            StoreError::UnsupportedUrl(url) => write!(
+                f,
+                "session store: unsupported url {url:?} (memory, sqlite://, postgres://)"
+            ),
+        }
     }
 }
 
-impl std::error::Error for StoreError {}
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sql { source, .. } => Some(source),
+            StoreError::Folder { source, .. } => Some(source),
+            StoreError::UnsupportedUrl(_) => None,
+        }
+    }
+}
 
-fn sql_error(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| StoreError(format!("session store: {what}: {e}"))
+fn sql_error(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |source| StoreError::Sql { operation, source }
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -128,8 +164,9 @@ impl Store {
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
                 {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError(format!("session store: create {}: {e}", dir.display()))
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                        path: dir.to_owned(),
+                        source,
                     })?;
                 }
                 if path.contains('?') {
@@ -142,9 +179,7 @@ impl Store {
                 url.to_owned()
             }
             None => {
-                return Err(StoreError(format!(
-                    "session store: unsupported url {url:?} (memory, sqlite://, postgres://)"
-                )));
+                return Err(StoreError::UnsupportedUrl(url.to_owned()));
             }
         };
         let pool = sqlx::any::AnyPoolOptions::new()
@@ -373,14 +408,6 @@ fn record_from(row: &sqlx::any::AnyRow) -> Result<SessionRecord, sqlx::Error> {
         last_seen_ms: row.try_get(8)?,
         upstreams: Vec::new(),
     })
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

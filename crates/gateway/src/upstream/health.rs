@@ -2,12 +2,12 @@
 //! a client's session) every `health_interval_secs`; an unhealthy upstream
 //! leaves the federated catalogue until it answers again.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::backoff;
-use super::{Upstream, UpstreamError, Wiring, client, sse_client};
+use super::error::UpstreamError;
+use super::{Upstream, Wiring, discovery, sse_transport};
 
 /// The longest a health probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -15,55 +15,50 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Called when an upstream turns healthy (`true`) or unhealthy.
 pub type HealthChange = Arc<dyn Fn(&Arc<Upstream>, bool) + Send + Sync>;
 
-impl Upstream {
-    /// Probes the upstream once: any MCP or HTTP answer means it is up; no
-    /// connection, no answer in time or a 5xx means it is not. A stdio
-    /// upstream is up unless starting it keeps failing.
-    pub async fn probe_health(&self) -> bool {
-        let probe = async {
-            match self.wiring() {
-                Wiring::Stdio => !self.holding_back(),
-                Wiring::Sse => sse_client::probe(self).await,
-                Wiring::StreamableHttp => match client::detect_era(self, None).await {
+/// Probes `upstream` once: any MCP or HTTP answer means it is up; no
+/// connection, no answer in time or a 5xx means it is not. A stdio upstream
+/// is up unless starting it keeps failing.
+pub async fn probe(upstream: &Upstream) -> bool {
+    let probe = async {
+        let Some(endpoint) = upstream.endpoint() else {
+            return !upstream.holding_back();
+        };
+        match upstream.wiring() {
+            Wiring::Stdio => !upstream.holding_back(),
+            Wiring::Sse => sse_transport::probe(endpoint).await,
+            Wiring::StreamableHttp => {
+                match discovery::detect_era(endpoint, upstream.config.transport, None).await {
                     Ok(_) => true,
                     Err(UpstreamError::Status { status, .. }) => status < 500,
                     Err(_) => false,
-                },
+                }
             }
-        };
-        tokio::time::timeout(PROBE_TIMEOUT, probe)
-            .await
-            .unwrap_or(false)
-    }
-
-    /// Records a probe result; true when it changed the upstream's health.
-    fn set_healthy(&self, healthy: bool) -> bool {
-        self.stats
-            .healthy
-            .swap(i64::from(healthy), Ordering::AcqRel)
-            != i64::from(healthy)
-    }
-
-    /// Starts the upstream's health checks (none when its interval is 0);
-    /// they stop when it is retired or dropped.
-    pub fn watch_health(self: &Arc<Self>, on_change: HealthChange) {
-        let interval = Duration::from_secs(self.config.health_interval_secs);
-        if interval.is_zero() {
-            return;
         }
-        tokio::spawn(watch(Arc::downgrade(self), interval, on_change));
-    }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .unwrap_or(false)
 }
 
-async fn watch(upstream: Weak<Upstream>, interval: Duration, on_change: HealthChange) {
+/// Starts the upstream's health checks (none when its interval is 0); they
+/// stop when it is retired or dropped.
+pub fn watch(upstream: &Arc<Upstream>, on_change: HealthChange) {
+    let interval = Duration::from_secs(upstream.config.health_interval_secs);
+    if interval.is_zero() {
+        return;
+    }
+    tokio::spawn(check_every(Arc::downgrade(upstream), interval, on_change));
+}
+
+async fn check_every(upstream: Weak<Upstream>, interval: Duration, on_change: HealthChange) {
     let mut failures = 0u32;
     loop {
         tokio::time::sleep(interval).await;
         let Some(up) = upstream.upgrade() else { return };
-        if up.retired.load(Ordering::Acquire) {
+        if up.is_retired() {
             return;
         }
-        let healthy = up.probe_health().await;
+        let healthy = probe(&up).await;
         if healthy {
             failures = 0;
         } else {

@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
+use tether_wire::jsonrpc::{self, Kind, Message, Method, RawObject};
 use tokio::sync::mpsc;
 
-use super::client::{EventStream, Reply, UpstreamError};
-use crate::store::now_ms;
+use super::error::UpstreamError;
+use super::reply::{EventStream, Item, Reply, is_response};
+use crate::clock::now_ms;
 use crate::sync::lock;
-use tether_wire::jsonrpc::{self, Kind, Message, RawObject};
 
 /// Requests awaiting their response on one link.
 const MAX_PENDING: usize = 256;
@@ -30,36 +32,20 @@ const REPLY_QUEUE: usize = 64;
 /// Server-initiated messages kept while no listener is attached.
 const BACKLOG: usize = 32;
 
-/// What a link's reply streams carry.
-pub type Item = Result<Bytes, UpstreamError>;
+/// How messages leave Tether on a link (a process's stdin, POSTs to an
+/// HTTP+SSE endpoint).
+pub trait Outbound: Send + Sync {
+    /// Sends one message; fails when the other side is gone.
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), UpstreamError>>;
 
-/// How messages leave Tether on a link.
-pub enum Sink {
-    /// Lines handed to the task writing a child's stdin.
-    Lines(mpsc::Sender<Vec<u8>>),
-    /// One HTTP POST per message to an HTTP+SSE server's endpoint.
-    Post(super::sse_client::Poster),
+    /// Sends one message if that can be done without waiting; true when it was.
+    fn try_send(&self, message: Bytes) -> bool;
 }
 
-impl Sink {
-    async fn send(&self, message: Bytes) -> Result<(), UpstreamError> {
-        match self {
-            // The writer is gone only with the process: nothing was delivered.
-            Sink::Lines(tx) => tx
-                .send(message.to_vec())
-                .await
-                .map_err(|_| UpstreamError::SessionLost),
-            Sink::Post(poster) => poster.post(message).await,
-        }
-    }
-}
-
-/// What ends the thing behind a link when it closes.
-pub enum Closer {
-    /// A child process (stopped with its process group).
-    Process(super::stdio::Process),
-    /// The task reading an HTTP+SSE stream.
-    Reader(tokio::task::AbortHandle),
+/// What ends the thing behind a link (stops a process, stops reading a stream).
+pub trait Closer: Send {
+    /// Ends it, bounded in time.
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
 
 struct Pending {
@@ -80,7 +66,7 @@ struct State {
 /// One message link (see the module documentation).
 pub struct Link {
     upstream: Arc<str>,
-    sink: Sink,
+    outbound: Box<dyn Outbound>,
     /// Serves several client sessions: server-initiated messages are only
     /// delivered where they cannot reach the wrong client.
     shared: bool,
@@ -88,15 +74,16 @@ pub struct Link {
     next_id: AtomicU64,
     dead: AtomicBool,
     last_used_ms: AtomicI64,
-    closer: Mutex<Option<Closer>>,
+    closer: Mutex<Option<Box<dyn Closer>>>,
 }
 
 impl Link {
-    /// A link over `sink`; feed it with [`Link::incoming`] and end it with [`Link::fail`].
-    pub fn new(upstream: Arc<str>, sink: Sink, shared: bool) -> Arc<Link> {
+    /// A link sending through `outbound`; feed it with [`Link::incoming`]
+    /// and end it with [`Link::fail`].
+    pub fn new(upstream: Arc<str>, outbound: Box<dyn Outbound>, shared: bool) -> Arc<Link> {
         Arc::new(Link {
             upstream,
-            sink,
+            outbound,
             shared,
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
@@ -107,7 +94,7 @@ impl Link {
     }
 
     /// Sets what [`Link::close`] ends.
-    pub fn set_closer(&self, closer: Closer) {
+    pub fn set_closer(&self, closer: Box<dyn Closer>) {
         *lock(&self.closer) = Some(closer);
     }
 
@@ -128,7 +115,7 @@ impl Link {
         if self.is_dead() {
             return Err(UpstreamError::SessionLost);
         }
-        let mut msg = Message::parse(&body).map_err(|e| UpstreamError::Protocol(e.message()))?;
+        let mut msg = Message::parse(&body).map_err(UpstreamError::malformed)?;
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = msg
             .id
@@ -145,12 +132,12 @@ impl Link {
             if state.pending.len() >= MAX_PENDING {
                 return Err(UpstreamError::Protocol(format!(
                     "{MAX_PENDING} requests already in flight on this upstream session"
-                )));
+                ).into()));
             }
             state.pending.insert(n, Pending { id, token, tx });
         }
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
-        if let Err(e) = self.sink.send(Bytes::from(msg.to_bytes())).await {
+        if let Err(e) = self.outbound.send(Bytes::from(msg.to_bytes())).await {
             lock(&self.state).pending.remove(&n);
             return Err(e);
         }
@@ -181,7 +168,7 @@ impl Link {
             None => return Ok(()),
         };
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
-        self.sink.send(body).await
+        self.outbound.send(body).await
     }
 
     /// A cancellation names the request by the client's id: use the link's.
@@ -197,7 +184,7 @@ impl Link {
         let Ok(mut msg) = Message::parse(body) else {
             return Some(body.clone());
         };
-        if msg.method.as_deref() != Some("notifications/cancelled") {
+        if msg.method != Some(Method::Cancelled) {
             return Some(body.clone());
         }
         let mut params = msg.params_object().ok()?;
@@ -244,7 +231,7 @@ impl Link {
                 msg.id = Some(pending.id);
                 deliver_last(pending.tx, Bytes::from(msg.to_bytes()));
             }
-            Ok(Kind::Notification) if msg.method.as_deref() == Some("notifications/progress") => {
+            Ok(Kind::Notification) if msg.method == Some(Method::Progress) => {
                 self.progress(msg);
             }
             Ok(_) => self.unsolicited(bytes, msg),
@@ -318,9 +305,8 @@ impl Link {
             jsonrpc::code::METHOD_NOT_FOUND,
             "no single client to ask: this upstream process is shared by several client sessions",
         );
-        if let Sink::Lines(tx) = &self.sink {
-            let _ = tx.try_send(error.to_response(Some(&id)));
-        }
+        self.outbound
+            .try_send(Bytes::from(error.to_response(Some(&id))));
     }
 
     /// Ends the link: requests in flight and the listener get `reason` as a
@@ -334,7 +320,7 @@ impl Link {
             state.backlog.clear();
             (std::mem::take(&mut state.pending), state.listener.take())
         };
-        let error = || Err(UpstreamError::Transport(reason.to_owned()));
+        let error = || Err(UpstreamError::Transport(reason.into()));
         for (_, p) in pending {
             let _ = p.tx.try_send(error());
         }
@@ -347,10 +333,8 @@ impl Link {
     pub async fn close(&self) {
         self.fail("upstream session closed");
         let closer = lock(&self.closer).take();
-        match closer {
-            Some(Closer::Process(p)) => p.stop().await,
-            Some(Closer::Reader(task)) => task.abort(),
-            None => {}
+        if let Some(closer) = closer {
+            closer.close().await;
         }
     }
 }
@@ -362,10 +346,6 @@ fn deliver_last(tx: mpsc::Sender<Item>, message: Bytes) {
             let _ = tx.send(item).await;
         });
     }
-}
-
-fn is_response(message: &[u8]) -> bool {
-    Message::parse(message).is_ok_and(|m| m.method.is_none())
 }
 
 /// Replaces `params._meta.progressToken` with `n`; returns the original.
@@ -386,9 +366,27 @@ fn replace_progress_token(msg: &mut Message, n: u64) -> Option<Box<RawValue>> {
 mod tests {
     use super::*;
 
+    /// Lines written to a channel, as a process's stdin would get them.
+    struct Wire(mpsc::Sender<Vec<u8>>);
+
+    impl Outbound for Wire {
+        fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), UpstreamError>> {
+            Box::pin(async move {
+                self.0
+                    .send(message.to_vec())
+                    .await
+                    .map_err(|_| UpstreamError::SessionLost)
+            })
+        }
+
+        fn try_send(&self, message: Bytes) -> bool {
+            self.0.try_send(message.to_vec()).is_ok()
+        }
+    }
+
     fn link(shared: bool) -> (Arc<Link>, mpsc::Receiver<Vec<u8>>) {
         let (tx, rx) = mpsc::channel(16);
-        (Link::new("t".into(), Sink::Lines(tx), shared), rx)
+        (Link::new("t".into(), Box::new(Wire(tx)), shared), rx)
     }
 
     fn json(b: &[u8]) -> serde_json::Value {

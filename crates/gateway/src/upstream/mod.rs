@@ -2,89 +2,42 @@
 //! sessions Tether holds with it on behalf of client sessions.
 
 mod backoff;
-mod client;
+mod discovery;
+mod endpoint;
+mod error;
 mod health;
+mod identity;
 mod link;
-mod registry;
+mod pool;
+mod reply;
 mod session;
-mod set;
-mod sse_client;
+mod session_set;
+mod sse_transport;
 mod stdio;
+mod upstream_set;
 
-pub use client::{EventStream, PostHeaders, Reply, UpstreamError, classify_reply, post, post_raw};
-pub use health::HealthChange;
-pub use registry::SessionSet;
-pub use session::{UpstreamSession, first_response};
-pub use set::{UpstreamSet, Upstreams};
+pub use discovery::Eras;
+pub use endpoint::{BuildError, HttpEndpoint, MAX_UPSTREAM_MESSAGE, PostHeaders, TlsMaterial};
+pub use error::{Cause, UpstreamError};
+pub use health::{HealthChange, probe as probe_health, watch as watch_health};
+pub use identity::ClientIdentity;
+pub use reply::{EventStream, Reply, classify, first_response};
+pub use session::UpstreamSession;
+pub use session_set::SessionSet;
+pub use upstream_set::{UpstreamSet, Upstreams};
 
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderValue;
 use serde_json::value::RawValue;
+use tether_wire::protocol::Era;
 
 use crate::config::{EraPreference, Transport, UpstreamConfig};
 use crate::metrics::UpstreamStats;
 use crate::sync::lock;
-use tether_wire::protocol::Era;
-
-/// Who the upstream session is opened for: the identity Tether presents upstream.
-#[derive(Debug, Clone)]
-pub struct ClientIdentity {
-    /// The client's `clientInfo` (Implementation object).
-    pub info: Box<RawValue>,
-    /// The client's capabilities object, as offered to upstreams.
-    pub capabilities: Box<RawValue>,
-    /// The client's `Authorization`, for upstreams with `forward_client_token`.
-    pub credentials: Option<HeaderValue>,
-}
-
-impl ClientIdentity {
-    /// Tether's own identity, used when no client told us theirs (stateless mode).
-    pub fn tether() -> Self {
-        ClientIdentity {
-            info: tether_wire::jsonrpc::to_raw(&serde_json::json!({
-                "name": "tether",
-                "version": env!("CARGO_PKG_VERSION"),
-            })),
-            capabilities: tether_wire::jsonrpc::to_raw(&serde_json::json!({})),
-            credentials: None,
-        }
-    }
-}
-
-/// Which eras an upstream answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Eras {
-    /// It answers `initialize` (sessions); `None` while unknown (a modern
-    /// server need not list the legacy versions it also speaks).
-    pub legacy: Option<bool>,
-    /// It answers 2026-07-28 requests.
-    pub modern: bool,
-}
-
-impl Eras {
-    /// Only the legacy era.
-    pub const LEGACY: Eras = Eras {
-        legacy: Some(true),
-        modern: false,
-    };
-    /// Only the modern era.
-    pub const MODERN: Eras = Eras {
-        legacy: Some(false),
-        modern: true,
-    };
-
-    /// The era to speak when the caller prefers `preferred` (with legacy
-    /// support unknown, a caller preferring it tries it).
-    pub fn pick(self, preferred: Era) -> Era {
-        match (self.legacy, self.modern) {
-            (_, false) => Era::Legacy,
-            (Some(false), true) => Era::Modern,
-            (_, true) => preferred,
-        }
-    }
-}
+use discovery::Discovery;
+use pool::SessionPool;
 
 /// How Tether talks to an upstream, once known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,36 +48,6 @@ pub enum Wiring {
     Sse,
     /// A child process per session (or one shared), over stdin/stdout.
     Stdio,
-}
-
-/// Longest wait for a stdio server's answer to the era probe.
-const STDIO_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Sessionless requests for a `shared = true` upstream reuse at most this many idle sessions.
-const POOL_LIMIT: usize = 8;
-
-/// The TLS files an upstream's definition names, as read when it was built.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsMaterial {
-    /// CA certificates (PEM).
-    pub ca: Option<Vec<u8>>,
-    /// Client certificate chain and key (PEM).
-    pub identity: Option<Vec<u8>>,
-}
-
-impl TlsMaterial {
-    /// Reads the files `config` names.
-    pub fn read(config: &UpstreamConfig) -> Result<TlsMaterial, String> {
-        let read = |path: &Option<std::path::PathBuf>| {
-            path.as_ref()
-                .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
-                .transpose()
-        };
-        Ok(TlsMaterial {
-            ca: read(&config.tls_ca_file)?,
-            identity: read(&config.tls_client_identity_file)?,
-        })
-    }
 }
 
 /// One configured upstream MCP server.
@@ -140,14 +63,13 @@ pub struct Upstream {
     definition: Mutex<UpstreamConfig>,
     /// Replaced or removed: its background tasks stop.
     retired: std::sync::atomic::AtomicBool,
-    url: Option<reqwest::Url>,
-    http: reqwest::Client,
-    static_headers: HeaderMap,
+    /// How to reach it over HTTP (`None` for stdio upstreams).
+    endpoint: Option<Arc<HttpEndpoint>>,
     wiring: Mutex<Option<Wiring>>,
     eras: Mutex<Option<Eras>>,
     discovered: Mutex<Option<Arc<RawValue>>>,
     detect: tokio::sync::Mutex<()>,
-    pool: Mutex<Vec<Arc<UpstreamSession>>>,
+    pool: SessionPool,
     /// The one process of a shared stdio upstream.
     shared_process: tokio::sync::Mutex<Option<Arc<UpstreamSession>>>,
     /// Failed attempts to reach the upstream, and the last error (returned
@@ -169,11 +91,12 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Builds an upstream from validated configuration.
-    pub fn new(config: UpstreamConfig) -> Result<Arc<Upstream>, String> {
-        let url = if config.is_stdio() {
+    pub fn new(config: UpstreamConfig) -> Result<Arc<Upstream>, BuildError> {
+        let tls = TlsMaterial::read(&config)?;
+        let endpoint = if config.is_stdio() {
             None
         } else {
-            Some(reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?)
+            Some(Arc::new(HttpEndpoint::new(&config, &tls)?))
         };
         let wiring = match (config.is_stdio(), config.transport) {
             (true, _) => Some(Wiring::Stdio),
@@ -184,32 +107,6 @@ impl Upstream {
                 (config.era != EraPreference::Auto).then_some(Wiring::StreamableHttp)
             }
         };
-        let mut static_headers = HeaderMap::new();
-        for (k, v) in &config.resolved_headers()? {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
-            let mut value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
-            value.set_sensitive(true);
-            static_headers.insert(name, value);
-        }
-        let mut http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .connect_timeout(std::time::Duration::from_secs(10));
-        let tls = TlsMaterial::read(&config)?;
-        if let Some(ca) = &tls.ca {
-            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| e.to_string())?;
-            if certs.is_empty() {
-                return Err("tls_ca_file holds no PEM certificate".into());
-            }
-            for cert in certs {
-                http = http.add_root_certificate(cert);
-            }
-        }
-        if let Some(identity) = &tls.identity {
-            http = http.identity(reqwest::Identity::from_pem(identity).map_err(|e| e.to_string())?);
-        }
-        let http = http.build().map_err(|e| e.to_string())?;
         let eras = match (config.era, wiring) {
             // The 2024-11-05 transport predates the modern era.
             (_, Some(Wiring::Sse)) | (EraPreference::Legacy, _) => Some(Eras::LEGACY),
@@ -218,14 +115,12 @@ impl Upstream {
         };
         Ok(Arc::new(Upstream {
             name: config.name.as_str().into(),
-            url,
-            http,
-            static_headers,
+            endpoint,
             wiring: Mutex::new(wiring),
             eras: Mutex::new(eras),
             discovered: Mutex::new(None),
             detect: tokio::sync::Mutex::new(()),
-            pool: Mutex::new(Vec::new()),
+            pool: SessionPool::default(),
             shared_process: tokio::sync::Mutex::new(None),
             backoff: Mutex::new(Default::default()),
             tls,
@@ -237,6 +132,11 @@ impl Upstream {
             },
             config,
         }))
+    }
+
+    /// How to reach the upstream over HTTP (`None` for stdio upstreams).
+    pub fn endpoint(&self) -> Option<&Arc<HttpEndpoint>> {
+        self.endpoint.as_ref()
     }
 
     /// The eras the upstream answers, probing it once (concurrent callers
@@ -260,14 +160,11 @@ impl Upstream {
 
     /// Probes the upstream with `server/discover` over its transport (and,
     /// for `transport = "auto"`, settles the transport).
-    async fn detect(
-        &self,
-        credentials: Option<&HeaderValue>,
-    ) -> Result<client::Discovery, UpstreamError> {
-        if self.wiring() == Wiring::Stdio {
-            return self.detect_stdio().await;
-        }
-        let found = client::detect_era(self, credentials).await?;
+    async fn detect(&self, credentials: Option<&HeaderValue>) -> Result<Discovery, UpstreamError> {
+        let Some(endpoint) = self.endpoint.as_ref() else {
+            return discovery::detect_stdio(&self.name, &self.config).await;
+        };
+        let found = discovery::detect_era(endpoint, self.config.transport, credentials).await?;
         let mut wiring = lock(&self.wiring);
         if wiring.is_none() || found.sse {
             *wiring = Some(if found.sse {
@@ -277,23 +174,6 @@ impl Upstream {
             });
         }
         Ok(found)
-    }
-
-    /// Runs the server once to ask it `server/discover`; a server that
-    /// answers otherwise (or exits: some do on a request before
-    /// `initialize`) speaks the legacy era.
-    async fn detect_stdio(&self) -> Result<client::Discovery, UpstreamError> {
-        let link = stdio::spawn(&self.name, &self.config, false).await?;
-        let wait = self.config.timeout().min(STDIO_PROBE_WAIT);
-        let reply = link.request(client::discover_request(), wait).await;
-        link.close().await;
-        let answer = match reply {
-            Ok(reply) => session::first_response(reply).await.ok(),
-            Err(_) => None,
-        };
-        Ok(answer.map_or_else(client::Discovery::legacy, |a| {
-            client::classify_discovery(&a)
-        }))
     }
 
     /// The definition as operators see it (cosmetic fields current).
@@ -320,16 +200,22 @@ impl Upstream {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Whether the upstream was replaced or removed.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records a health check's result; true when it changed the upstream's health.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.stats
+            .healthy
+            .swap(i64::from(healthy), std::sync::atomic::Ordering::AcqRel)
+            != i64::from(healthy)
+    }
+
     /// How Tether talks to the upstream (Streamable HTTP until detection says otherwise).
     pub fn wiring(&self) -> Wiring {
         lock(&self.wiring).unwrap_or(Wiring::StreamableHttp)
-    }
-
-    /// The upstream's URL (HTTP upstreams).
-    fn url(&self) -> Result<&reqwest::Url, UpstreamError> {
-        self.url
-            .as_ref()
-            .ok_or_else(|| UpstreamError::Protocol("a stdio upstream has no URL".into()))
     }
 
     /// Whether sessionless requests borrow pooled sessions (a shared HTTP
@@ -398,18 +284,14 @@ impl Upstream {
     }
 
     /// Whether attempts to reach the upstream are held back after failures.
-    fn holding_back(&self) -> bool {
+    pub fn holding_back(&self) -> bool {
         lock(&self.backoff).0.holding(std::time::Instant::now())
     }
 
     /// Feeds the outcome of an attempt to reach the upstream into the backoff.
     fn note_attempt<T>(&self, result: &Result<T, UpstreamError>) {
         match result {
-            Err(
-                e @ (UpstreamError::Connect(_)
-                | UpstreamError::Timeout
-                | UpstreamError::Transport(_)),
-            ) => {
+            Err(e) if e.is_unreachable() => {
                 let mut guard = lock(&self.backoff);
                 let (wait, n) = guard.0.failed(std::time::Instant::now());
                 guard.1 = Some(e.clone());
@@ -492,31 +374,21 @@ impl Upstream {
         self: &Arc<Self>,
         client: &ClientIdentity,
     ) -> Result<(Arc<UpstreamSession>, bool), UpstreamError> {
-        let pooled = lock(&self.pool).pop();
-        match pooled {
-            Some(s) if !s.is_closed() => Ok((s, false)),
-            _ => Ok((self.open_session(client, Era::Modern).await?, true)),
+        match self.pool.take() {
+            Some(s) => Ok((s, false)),
+            None => Ok((self.open_session(client, Era::Modern).await?, true)),
         }
     }
 
     /// Returns a session to the pool; hands it back when the pool is full
     /// (the caller closes it).
     pub fn checkin_pooled(&self, session: Arc<UpstreamSession>) -> Option<Arc<UpstreamSession>> {
-        if session.is_closed() {
-            return None;
-        }
-        let mut pool = lock(&self.pool);
-        if pool.len() < POOL_LIMIT {
-            pool.push(session);
-            None
-        } else {
-            Some(session)
-        }
+        self.pool.give_back(session)
     }
 
     /// Closes every pooled session and the shared process (shutdown).
     pub async fn drain_pool(&self) {
-        let sessions: Vec<_> = std::mem::take(&mut *lock(&self.pool));
+        let sessions = self.pool.drain();
         let shared = self.shared_process.lock().await.take();
         let closes = sessions.iter().map(|s| s.close());
         futures_util::future::join(futures_util::future::join_all(closes), async {
@@ -555,32 +427,5 @@ async fn stop_when_idle(
             session.retire().await;
         }
         return;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn picks_the_preferred_era_only_when_both_are_spoken() {
-        let both = Eras {
-            legacy: Some(true),
-            modern: true,
-        };
-        assert_eq!(both.pick(Era::Legacy), Era::Legacy);
-        assert_eq!(both.pick(Era::Modern), Era::Modern);
-        let unknown = Eras {
-            legacy: None,
-            modern: true,
-        };
-        assert_eq!(
-            unknown.pick(Era::Legacy),
-            Era::Legacy,
-            "tried, with a fallback"
-        );
-        assert_eq!(unknown.pick(Era::Modern), Era::Modern);
-        assert_eq!(Eras::MODERN.pick(Era::Legacy), Era::Modern);
-        assert_eq!(Eras::LEGACY.pick(Era::Modern), Era::Legacy);
     }
 }

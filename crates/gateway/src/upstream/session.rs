@@ -9,17 +9,27 @@ use http::HeaderValue;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::client::{self, EventStream, PostHeaders, Reply, UpstreamError};
-use super::link::Link;
-use super::{ClientIdentity, Upstream, Wiring, sse_client, stdio};
-use crate::store::now_ms;
-use tether_wire::jsonrpc::{self, Message, RawObject};
+use tether_wire::jsonrpc::{self, EnvelopeError, Message, Method, RawObject, Request};
 use tether_wire::protocol::{self, Era};
+
+use super::endpoint::{HttpEndpoint, PostHeaders, SessionHeaders};
+use super::error::UpstreamError;
+use super::identity::ClientIdentity;
+use super::link::Link;
+use super::reply::{self, EventStream, Reopen, first_response};
+use super::{Upstream, Wiring, sse_transport, stdio};
+use crate::clock::now_ms;
+use crate::store::UpstreamBinding;
 
 /// How a session's messages travel.
 enum Wire {
-    /// Streamable HTTP, with the upstream's `Mcp-Session-Id` if it issued one.
-    Http(Option<HeaderValue>),
+    /// Streamable HTTP.
+    Http {
+        /// The upstream's HTTP endpoint.
+        endpoint: Arc<HttpEndpoint>,
+        /// The upstream's `Mcp-Session-Id`, if it issued one.
+        session_id: Option<HeaderValue>,
+    },
     /// A message link of its own: a stdio process or an HTTP+SSE stream
     /// (or the one process of a shared stdio upstream).
     Link(Arc<Link>),
@@ -70,12 +80,22 @@ impl UpstreamSession {
         era: Era,
         client: &ClientIdentity,
     ) -> Result<Arc<Self>, UpstreamError> {
-        let wire = match upstream.wiring() {
-            Wiring::StreamableHttp => Wire::Http(None),
-            Wiring::Sse => Wire::Link(sse_client::connect(&upstream).await?),
-            Wiring::Stdio => Wire::Link(
+        let wire = match (upstream.wiring(), upstream.endpoint()) {
+            (Wiring::Stdio, _) => Wire::Link(
                 stdio::spawn(&upstream.name, &upstream.config, upstream.config.shared).await?,
             ),
+            (Wiring::Sse, Some(endpoint)) => {
+                Wire::Link(sse_transport::connect(&upstream.name, endpoint).await?)
+            }
+            (Wiring::StreamableHttp, Some(endpoint)) => Wire::Http {
+                endpoint: endpoint.clone(),
+                session_id: None,
+            },
+            (_, None) => {
+                return Err(UpstreamError::Protocol(
+                    "an upstream without a URL speaks stdio only".into(),
+                ));
+            }
         };
         let mut session = UpstreamSession::build(
             upstream,
@@ -106,25 +126,29 @@ impl UpstreamSession {
     /// 404 and the caller replaces it.
     pub fn reattach(
         upstream: Arc<Upstream>,
-        binding: &crate::store::UpstreamBinding,
+        binding: &UpstreamBinding,
         client: &ClientIdentity,
-    ) -> Arc<Self> {
+    ) -> Option<Arc<Self>> {
         let era = if binding.era == Era::Modern.as_str() {
             Era::Modern
         } else {
             Era::Legacy
         };
-        let id = binding
+        let session_id = binding
             .session_id
             .as_deref()
             .and_then(|id| HeaderValue::from_str(id).ok());
-        Arc::new(UpstreamSession::build(
+        let endpoint = upstream.endpoint()?.clone();
+        Some(Arc::new(UpstreamSession::build(
             upstream,
             era,
-            Wire::Http(id),
+            Wire::Http {
+                endpoint,
+                session_id,
+            },
             binding.protocol_version.clone(),
             client,
-        ))
+        )))
     }
 
     /// A session object (not yet open); counted in the live-sessions gauge
@@ -153,8 +177,8 @@ impl UpstreamSession {
     }
 
     /// What a store keeps to re-attach this session later.
-    pub fn binding(&self) -> crate::store::UpstreamBinding {
-        crate::store::UpstreamBinding {
+    pub fn binding(&self) -> UpstreamBinding {
+        UpstreamBinding {
             upstream: self.upstream.name.to_string(),
             era: self.era.as_str().to_owned(),
             protocol_version: self.protocol_version.clone(),
@@ -168,54 +192,72 @@ impl UpstreamSession {
     /// Whether a store record can bring this session back later: Streamable
     /// HTTP sessions can; a process or SSE stream ends with this node.
     pub fn is_reattachable(&self) -> bool {
-        matches!(self.wire, Wire::Http(_))
+        matches!(self.wire, Wire::Http { .. })
     }
 
     fn http_session_id(&self) -> Option<&HeaderValue> {
         match &self.wire {
-            Wire::Http(id) => id.as_ref(),
+            Wire::Http { session_id, .. } => session_id.as_ref(),
+            Wire::Link(_) => None,
+        }
+    }
+
+    /// What names this session in its HTTP requests.
+    fn session_headers(&self) -> SessionHeaders {
+        SessionHeaders {
+            session_id: self.http_session_id().cloned(),
+            protocol_version: self.protocol_version.clone(),
+            credentials: self.credentials(),
+        }
+    }
+
+    /// Where a stream of this session is opened again after the upstream closed it.
+    fn reopen(&self) -> Option<Reopen> {
+        match &self.wire {
+            Wire::Http { endpoint, .. } => Some(Reopen {
+                endpoint: endpoint.clone(),
+                session: self.session_headers(),
+            }),
             Wire::Link(_) => None,
         }
     }
 
     async fn initialize(&mut self) -> Result<(), UpstreamError> {
-        let body = serde_json::to_vec(&json!({
-            "jsonrpc": "2.0",
-            "id": "tether-init",
-            "method": "initialize",
-            "params": {
+        let request = Request::new(
+            jsonrpc::to_raw("tether-init"),
+            Method::Initialize,
+            Some(jsonrpc::to_raw(&json!({
                 "protocolVersion": protocol::LATEST_LEGACY_VERSION,
                 "capabilities": self.client.capabilities,
                 "clientInfo": self.client.info,
-            },
-        }))
-        .expect("initialize serializes");
-        let upstream = self.upstream.clone();
-        let reply = match &self.wire {
-            Wire::Link(link) => {
-                link.request(Bytes::from(body), upstream.config.timeout())
-                    .await?
-            }
-            Wire::Http(_) => {
+            }))),
+        );
+        let credentials = self.credentials();
+        let timeout = self.upstream.config.timeout();
+        let reply = match &mut self.wire {
+            Wire::Link(link) => link.request(request.raw, timeout).await?,
+            Wire::Http {
+                endpoint,
+                session_id,
+            } => {
                 let headers = PostHeaders {
-                    credentials: self.credentials(),
+                    credentials,
                     ..Default::default()
                 };
-                let resp = client::post_raw(&upstream, Bytes::from(body), headers).await?;
-                let id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
-                self.wire = Wire::Http(id);
-                client::classify_reply(&upstream, resp, false, None).await?
+                let resp = endpoint.post(request.raw, headers).await?;
+                *session_id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
+                reply::classify(resp, endpoint.timeout(), None).await?
             }
         };
         let answer = first_response(reply).await?;
-        let msg = Message::parse(&answer).map_err(|e| UpstreamError::Protocol(e.message()))?;
+        let msg = Message::parse(&answer).map_err(UpstreamError::malformed)?;
         let result = match (msg.result, msg.error) {
             (Some(r), _) => r,
             (None, Some(e)) => {
                 return Err(UpstreamError::Protocol(format!(
                     "initialize failed: {}",
                     e.get()
-                )));
+                ).into()));
             }
             _ => {
                 return Err(UpstreamError::Protocol(
@@ -229,7 +271,7 @@ impl UpstreamSession {
         if !protocol::is_legacy_version(&version) {
             return Err(UpstreamError::Protocol(format!(
                 "upstream negotiated unsupported protocol version {version:?}"
-            )));
+            ).into()));
         }
         self.protocol_version = version;
         self.init_result = Some(result);
@@ -259,7 +301,7 @@ impl UpstreamSession {
     pub fn is_usable(&self) -> bool {
         !self.is_closed()
             && match &self.wire {
-                Wire::Http(_) => true,
+                Wire::Http { .. } => true,
                 Wire::Link(link) => !link.is_dead(),
             }
     }
@@ -268,7 +310,7 @@ impl UpstreamSession {
     pub fn idle_for(&self) -> std::time::Duration {
         match &self.wire {
             Wire::Link(link) => link.idle_for(),
-            Wire::Http(_) => std::time::Duration::ZERO,
+            Wire::Http { .. } => std::time::Duration::ZERO,
         }
     }
 
@@ -302,39 +344,34 @@ impl UpstreamSession {
         }
     }
 
-    /// The body to send upstream for a client message: the original bytes when
+    /// The body to send upstream for a request: the bytes it arrived as when
     /// nothing changes; otherwise with `params` replaced and, for modern
-    /// upstreams, the per-request `_meta` identity added.
-    /// `log_level` is the legacy client's `logging/setLevel` choice, which a
-    /// modern upstream needs in every request's `_meta` to send log messages.
+    /// upstreams, the per-request `_meta` identity added. `log_level` is the
+    /// legacy client's `logging/setLevel` choice, which a modern upstream
+    /// needs in every request's `_meta` to send log messages.
     pub fn prepare(
         &self,
-        msg: &Message,
-        raw: &Bytes,
+        request: &Request,
         params: Option<&RawObject>,
         log_level: Option<&str>,
-    ) -> Result<Bytes, tether_wire::jsonrpc::EnvelopeError> {
-        let needs_meta = self.era == Era::Modern && msg.method.is_some();
-        let params = match (params, needs_meta) {
-            (None, false) => return Ok(raw.clone()),
-            (Some(p), false) => jsonrpc::to_raw(p),
-            (given, true) => {
+    ) -> Result<Bytes, EnvelopeError> {
+        let params = match (params, self.era) {
+            (None, Era::Legacy) => return Ok(request.raw.clone()),
+            (Some(p), Era::Legacy) => jsonrpc::to_raw(p),
+            (given, Era::Modern) => {
                 let mut params = match given {
                     Some(p) => p.clone(),
-                    None => msg.params_object()?,
+                    None => request.params_object()?,
                 };
                 self.add_modern_meta(&mut params, log_level);
                 jsonrpc::to_raw(&params)
             }
         };
-        let out = Message {
-            jsonrpc: msg.jsonrpc.clone(),
-            id: msg.id.clone(),
-            method: msg.method.clone(),
-            params: Some(params),
-            result: None,
-            error: None,
-        };
+        let out = Message::new(
+            Some(request.id.clone()),
+            request.method.clone(),
+            Some(params),
+        );
         Ok(Bytes::from(out.to_bytes()))
     }
 
@@ -380,7 +417,7 @@ impl UpstreamSession {
     /// upstream without it a cheap list call. True when the upstream answered.
     pub async fn validate(self: &Arc<Self>) -> bool {
         let wait = self.upstream.config.timeout().min(VALIDATION_WAIT);
-        let probe = |method: &'static str| async move {
+        let probe = |method: Method| async move {
             let answer = tokio::time::timeout(wait, self.call(method, json!({}))).await;
             match answer {
                 Ok(Ok(body)) => Some(jsonrpc::error_code(&body)),
@@ -391,10 +428,8 @@ impl UpstreamSession {
             .stats
             .sessions_validated
             .fetch_add(1, Ordering::Relaxed);
-        match probe("ping").await {
-            Some(Some(tether_wire::jsonrpc::code::METHOD_NOT_FOUND)) => {
-                probe("tools/list").await.is_some()
-            }
+        match probe(Method::Ping).await {
+            Some(Some(jsonrpc::code::METHOD_NOT_FOUND)) => probe(Method::ToolsList).await.is_some(),
             answered => answered.is_some(),
         }
     }
@@ -402,23 +437,21 @@ impl UpstreamSession {
     /// Sends a request; `name` is the tool/prompt name or resource URI for
     /// `Mcp-Name`; `extra` headers go to modern upstreams only.
     pub async fn request(
-        self: &Arc<Self>,
+        &self,
         body: Bytes,
-        method: &str,
+        method: &Method,
         name: Option<&str>,
         extra: &[(http::HeaderName, HeaderValue)],
-    ) -> Result<Reply, UpstreamError> {
+    ) -> Result<reply::Reply, UpstreamError> {
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
         let result = match &self.wire {
             Wire::Link(link) => link.request(body, self.upstream.config.timeout()).await,
-            Wire::Http(_) => {
-                client::post(
-                    &self.upstream,
-                    body,
-                    self.headers(Some(method), name, extra),
-                    Some(self.clone()),
-                )
-                .await
+            Wire::Http { endpoint, .. } => {
+                let headers = self.headers(Some(method.as_str()), name, extra);
+                match endpoint.post(body, headers).await {
+                    Ok(resp) => reply::classify(resp, endpoint.timeout(), self.reopen()).await,
+                    Err(e) => Err(e),
+                }
             }
         };
         if result.is_err() {
@@ -429,81 +462,47 @@ impl UpstreamSession {
 
     /// Sends a notification or a response (expects 202).
     pub async fn send_message(&self, body: Bytes) -> Result<(), UpstreamError> {
-        if let Wire::Link(link) = &self.wire {
-            return link.send(body).await;
-        }
-        match client::post(&self.upstream, body, self.headers(None, None, &[]), None).await? {
-            Reply::Accepted | Reply::Json(_) => Ok(()),
-            Reply::Stream(_) => Ok(()),
+        match &self.wire {
+            Wire::Link(link) => link.send(body).await,
+            Wire::Http { endpoint, .. } => {
+                let resp = endpoint.post(body, self.headers(None, None, &[])).await?;
+                reply::classify(resp, endpoint.timeout(), self.reopen())
+                    .await
+                    .map(drop)
+            }
         }
     }
 
     /// Sends a request Tether itself makes (catalogue listing) and waits for its response.
     pub async fn call(
-        self: &Arc<Self>,
-        method: &str,
+        &self,
+        method: Method,
         params: serde_json::Value,
     ) -> Result<Bytes, UpstreamError> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = format!("tether-{n}");
-        let msg = Message {
-            jsonrpc: Some(jsonrpc::to_raw("2.0")),
-            id: Some(jsonrpc::to_raw(&id)),
-            method: Some(method.to_owned()),
-            params: Some(jsonrpc::to_raw(&params)),
-            result: None,
-            error: None,
-        };
-        let raw = Bytes::from(msg.to_bytes());
+        let request = Request::new(
+            jsonrpc::to_raw(&format!("tether-{n}")),
+            method,
+            Some(jsonrpc::to_raw(&params)),
+        );
         let body = self
-            .prepare(&msg, &raw, None, None)
-            .map_err(|e| UpstreamError::Protocol(e.message()))?;
-        first_response(self.request(body, method, None, &[]).await?).await
+            .prepare(&request, None, None)
+            .map_err(UpstreamError::malformed)?;
+        first_response(self.request(body, &request.method, None, &[]).await?).await
     }
 
     /// The session's server-initiated messages: its GET stream (Streamable
-    /// HTTP) or what its link receives outside any request.
-    pub async fn listen(self: &Arc<Self>) -> Result<EventStream, UpstreamError> {
+    /// HTTP, resumed when the upstream closes it early) or what its link
+    /// receives outside any request.
+    pub async fn listen(&self) -> Result<EventStream, UpstreamError> {
         match &self.wire {
             Wire::Link(link) => Ok(link.listen()),
-            Wire::Http(_) => Ok(EventStream::listen(
-                self.open_get(None).await?,
-                self.clone(),
-            )),
-        }
-    }
-
-    /// Opens the session's GET stream (server-initiated messages, or resumption).
-    pub(super) async fn open_get(
-        &self,
-        last_event_id: Option<&str>,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let upstream = &self.upstream;
-        let mut req = upstream
-            .http
-            .get(upstream.url()?.clone())
-            .headers(upstream.static_headers.clone())
-            .header(http::header::ACCEPT, "text/event-stream")
-            .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version);
-        if let Some(id) = self.http_session_id() {
-            req = req.header(protocol::HEADER_SESSION_ID, id.clone());
-        }
-        if let Some(credentials) = self.credentials() {
-            req = req.header(http::header::AUTHORIZATION, credentials);
-        }
-        if let Some(last) = last_event_id {
-            req = req.header(protocol::HEADER_LAST_EVENT_ID, last);
-        }
-        let resp = client::send_with_timeout(upstream, req).await?;
-        match resp.status() {
-            s if s.is_success() => Ok(resp),
-            http::StatusCode::NOT_FOUND if self.http_session_id().is_some() => {
-                Err(UpstreamError::SessionLost)
+            Wire::Http { endpoint, .. } => {
+                let session = self.session_headers();
+                let resp = endpoint.open_stream(Some(&session), None).await?;
+                let resp = reply::check_stream(resp, session.session_id.is_some())?;
+                Ok(EventStream::http(resp, self.reopen(), None))
             }
-            s => Err(UpstreamError::Status {
-                status: s.as_u16(),
-                body: String::new(),
-            }),
         }
     }
 
@@ -527,34 +526,14 @@ impl UpstreamSession {
 
     /// Ends what the session holds upstream: the HTTP session (DELETE) or the link.
     async fn release_wire(&self) {
-        let id = match &self.wire {
-            Wire::Link(link) => return link.close().await,
-            Wire::Http(None) => return,
-            Wire::Http(Some(id)) => id,
-        };
-        let upstream = &self.upstream;
-        let Ok(url) = upstream.url() else { return };
-        let mut req = upstream
-            .http
-            .delete(url.clone())
-            .headers(upstream.static_headers.clone())
-            .header(protocol::HEADER_SESSION_ID, id.clone())
-            .header(protocol::HEADER_PROTOCOL_VERSION, &self.protocol_version);
-        if let Some(credentials) = self.credentials() {
-            req = req.header(http::header::AUTHORIZATION, credentials);
-        }
-        let req = req.send();
-        // Bounded by the upstream's request timeout; callers closing many
-        // sessions bound the whole batch by the shutdown timeout as well.
-        match tokio::time::timeout(upstream.config.timeout(), req).await {
-            Ok(Ok(resp)) => {
-                tracing::debug!(upstream = %upstream.name, status = resp.status().as_u16(), "closed upstream session");
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(upstream = %upstream.name, error = %e, "upstream session DELETE failed")
-            }
-            Err(_) => {
-                tracing::warn!(upstream = %upstream.name, "upstream session DELETE timed out; abandoned")
+        match &self.wire {
+            Wire::Link(link) => link.close().await,
+            // Bounded by the upstream's request timeout; callers closing many
+            // sessions bound the whole batch by the shutdown timeout as well.
+            Wire::Http { endpoint, .. } => {
+                endpoint
+                    .delete_session(&self.upstream.name, &self.session_headers())
+                    .await
             }
         }
     }
@@ -569,26 +548,5 @@ impl Drop for UpstreamSession {
             .stats
             .sessions_live
             .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Reads the first JSON-RPC response out of a reply (skipping notifications on a stream).
-pub async fn first_response(reply: Reply) -> Result<Bytes, UpstreamError> {
-    match reply {
-        Reply::Json(b) => Ok(b),
-        Reply::Accepted => Err(UpstreamError::Protocol(
-            "upstream answered a request with 202".into(),
-        )),
-        Reply::Stream(mut s) => {
-            while let Some(m) = s.next_message().await {
-                let m = m?;
-                if Message::parse(&m).is_ok_and(|msg| msg.method.is_none()) {
-                    return Ok(m);
-                }
-            }
-            Err(UpstreamError::Transport(
-                "upstream stream ended before the response".into(),
-            ))
-        }
     }
 }

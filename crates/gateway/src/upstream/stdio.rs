@@ -7,15 +7,17 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use tether_wire::lines::{self, Line};
 use tokio::io::BufReader;
 use tokio::process::{ChildStderr, ChildStdout};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::backoff::LogThrottle;
-use super::client::{MAX_UPSTREAM_MESSAGE, UpstreamError};
-use super::link::{Closer, Link, Sink};
+use super::endpoint::MAX_UPSTREAM_MESSAGE;
+use super::error::{Cause, UpstreamError};
+use super::link::{Closer, Link, Outbound};
 use crate::config::UpstreamConfig;
-use tether_wire::lines::{self, Line};
 
 /// Messages queued for a process's stdin.
 const STDIN_QUEUE: usize = 64;
@@ -25,7 +27,7 @@ const EXIT_GRACE: Duration = Duration::from_millis(1000);
 const MAX_LOG_LINE: usize = 4096;
 
 /// A running server process, stopped with its whole process group.
-pub struct Process {
+struct Process {
     pid: Option<u32>,
     writer: tokio::task::AbortHandle,
     exited: watch::Receiver<bool>,
@@ -34,7 +36,7 @@ pub struct Process {
 impl Process {
     /// Closes stdin, then sends SIGTERM and finally SIGKILL to the process
     /// group, each after a short grace period; bounded in time.
-    pub async fn stop(mut self) {
+    async fn stop(mut self) {
         self.writer.abort();
         if self.wait_exit(EXIT_GRACE).await {
             return;
@@ -63,6 +65,31 @@ impl Process {
                 libc::kill(-pid, signal);
             }
         }
+    }
+}
+
+impl Closer for Process {
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin((*self).stop())
+    }
+}
+
+/// Lines for the task writing the process's stdin.
+struct Stdin(mpsc::Sender<Vec<u8>>);
+
+impl Outbound for Stdin {
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), UpstreamError>> {
+        // The writer is gone only with the process: nothing was delivered.
+        Box::pin(async move {
+            self.0
+                .send(message.to_vec())
+                .await
+                .map_err(|_| UpstreamError::SessionLost)
+        })
+    }
+
+    fn try_send(&self, message: Bytes) -> bool {
+        self.0.try_send(message.to_vec()).is_ok()
     }
 }
 
@@ -95,9 +122,10 @@ pub async fn spawn(
     if let Some(dir) = &config.cwd {
         command.current_dir(dir);
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| UpstreamError::Connect(format!("cannot start {program:?}: {e}")))?;
+    let mut child = command.spawn().map_err(|e| {
+        let e = std::io::Error::new(e.kind(), format!("cannot start {program:?}: {e}"));
+        UpstreamError::Connect(Cause::new(e))
+    })?;
     let pid = child.id();
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -105,7 +133,7 @@ pub async fn spawn(
         return Err(UpstreamError::Connect("child pipes unavailable".into()));
     };
     let (tx, writer_done) = lines::spawn_writer(stdin, STDIN_QUEUE);
-    let link = Link::new(name.clone(), Sink::Lines(tx), shared);
+    let link = Link::new(name.clone(), Box::new(Stdin(tx)), shared);
     let writer = writer_done.abort_handle();
     let watched = Arc::downgrade(&link);
     tokio::spawn(async move {
@@ -131,7 +159,7 @@ pub async fn spawn(
         let _ = exited_tx.send(true);
     });
     tracing::debug!(upstream = %name, pid, "started upstream process");
-    link.set_closer(Closer::Process(Process {
+    link.set_closer(Box::new(Process {
         pid,
         writer,
         exited,

@@ -24,7 +24,7 @@ use out::Output;
 use remote::{Remote, Route};
 use tether_gateway::config::UpstreamConfig;
 use tether_gateway::upstream::Upstream;
-use tether_wire::jsonrpc::{ErrorObject, Kind, Message, code};
+use tether_wire::jsonrpc::{ErrorObject, Kind, Message, Method, code};
 use tether_wire::lines::{self, Line};
 
 /// Longest accepted stdin line (one JSON-RPC message).
@@ -66,7 +66,8 @@ pub async fn run(
     tracing::info!(url = %upstream.config.url, "relaying stdio to the remote MCP server");
     let (tx, writer) = lines::spawn_writer(tokio::io::stdout(), OUT_QUEUE);
     let out = Output::new(tx.clone());
-    let remote = Remote::new(upstream, Output::new(tx));
+    let remote =
+        Remote::new(upstream, Output::new(tx)).ok_or("tether connect relays to an HTTP URL")?;
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     let mut stdin = BufReader::new(tokio::io::stdin());
@@ -98,8 +99,7 @@ pub async fn run(
         match kind {
             // Nothing else may be sent before initialize's answer: handled in line.
             Kind::Request
-                if msg.method.as_deref() == Some("initialize")
-                    && matches!(route, Route::Session) =>
+                if msg.method == Some(Method::Initialize) && matches!(route, Route::Session) =>
             {
                 remote.initialize(&msg, raw).await;
             }

@@ -18,9 +18,10 @@ use super::out::{Output, failure};
 use tether_gateway::store::UpstreamBinding;
 use tether_gateway::sync::lock;
 use tether_gateway::upstream::{
-    self, ClientIdentity, PostHeaders, Reply, Upstream, UpstreamError, UpstreamSession,
+    self, ClientIdentity, HttpEndpoint, PostHeaders, Reply, Upstream, UpstreamError,
+    UpstreamSession,
 };
-use tether_wire::jsonrpc::{self, Message, RawObject};
+use tether_wire::jsonrpc::{self, Message, Method, RawObject};
 use tether_wire::protocol::{self, Era};
 
 /// How long a message keeps being retried while the remote refuses connections.
@@ -60,8 +61,9 @@ impl Route {
                 version,
                 name: msg
                     .method
-                    .as_deref()
-                    .and_then(|m| tether_gateway::gateway::header_name(m, msg, Some(&params))),
+                    .as_ref()
+                    .and_then(Method::name_param)
+                    .and_then(|key| jsonrpc::str_member(&params, key)),
             },
             None => Route::Session,
         }
@@ -71,6 +73,7 @@ impl Route {
 /// The remote server and the client's session with it.
 pub(super) struct Remote {
     upstream: Arc<Upstream>,
+    endpoint: Arc<HttpEndpoint>,
     out: Output,
     /// The client's `initialize` request, replayed (with a fresh id) to re-initialize.
     init: Mutex<Option<Bytes>>,
@@ -87,9 +90,11 @@ pub(super) struct Remote {
 }
 
 impl Remote {
-    /// The remote reached through `upstream`, writing to the client through `out`.
-    pub(super) fn new(upstream: Arc<Upstream>, out: Output) -> Arc<Self> {
-        Arc::new(Remote {
+    /// The remote reached through `upstream` (an HTTP upstream), writing to
+    /// the client through `out`.
+    pub(super) fn new(upstream: Arc<Upstream>, out: Output) -> Option<Arc<Self>> {
+        Some(Arc::new(Remote {
+            endpoint: upstream.endpoint()?.clone(),
             upstream,
             out,
             init: Mutex::new(None),
@@ -99,7 +104,7 @@ impl Remote {
             next_id: AtomicU64::new(1),
             listener: Mutex::new(None),
             no_get: AtomicBool::new(false),
-        })
+        }))
     }
 
     /// The client's (legacy) `initialize`: relayed, and on success its
@@ -126,24 +131,26 @@ impl Remote {
     /// an SSE stream as it arrives) written to the client; an error answers
     /// it when the remote cannot.
     pub(super) async fn request(self: &Arc<Self>, msg: &Message, raw: Bytes, route: &Route) {
-        let (Some(id), Some(method)) = (msg.id.as_deref(), msg.method.as_deref()) else {
+        let (Some(id), Some(method)) = (msg.id.as_deref(), msg.method.as_ref()) else {
             return;
         };
-        match self.send(route, &raw, method).await {
-            Ok(reply) => self.relay(reply, Some((id, method))).await,
-            Err(e) => self.out.send(failure(id, method, &e)).await,
+        match self.send(route, &raw, Some(method)).await {
+            Ok(reply) => self.relay(reply, Some((id, method.as_str()))).await,
+            Err(e) => self.out.send(failure(id, method.as_str(), &e)).await,
         }
     }
 
     /// A client notification or response: relayed; `notifications/initialized`
     /// also opens the session's GET stream.
     pub(super) async fn deliver(self: &Arc<Self>, msg: &Message, raw: Bytes, route: &Route) {
-        let method = msg.method.as_deref().unwrap_or_default();
+        let method = msg.method.as_ref();
         match self.send(route, &raw, method).await {
             Ok(reply) => self.relay(reply, None).await,
-            Err(e) => tracing::warn!(method, error = %e, "the remote did not take a message"),
+            Err(e) => {
+                tracing::warn!(method = method.map(Method::as_str), error = %e, "the remote did not take a message")
+            }
         }
-        if method == "notifications/initialized" && matches!(route, Route::Session) {
+        if method == Some(&Method::Initialized) && matches!(route, Route::Session) {
             self.initialized.store(true, Ordering::Relaxed);
             self.listen();
         }
@@ -185,7 +192,7 @@ impl Remote {
         self: &Arc<Self>,
         route: &Route,
         body: &Bytes,
-        method: &str,
+        method: Option<&Method>,
     ) -> Result<Reply, UpstreamError> {
         let mut retried = false;
         loop {
@@ -199,8 +206,10 @@ impl Remote {
                 (Err(UpstreamError::SessionLost), Some(lost)) if !retried => {
                     self.reinitialize(&lost).await?;
                 }
-                (Err(e @ UpstreamError::Transport(_)), _) if !retried && e.retryable(method) => {
-                    tracing::debug!(method, error = %e, "connection to the remote failed; retrying once");
+                (Err(e @ UpstreamError::Transport(_)), _)
+                    if !retried && method != Some(&Method::ToolsCall) =>
+                {
+                    tracing::debug!(method = method.map(Method::as_str), error = %e, "connection to the remote failed; retrying once");
                 }
                 (result, _) => return result,
             }
@@ -213,23 +222,25 @@ impl Remote {
         route: &Route,
         session: Option<&Arc<UpstreamSession>>,
         body: Bytes,
-        method: &str,
+        method: Option<&Method>,
     ) -> Result<Reply, UpstreamError> {
-        match (route, session) {
-            (Route::Modern { version, name }, _) => {
-                let headers = PostHeaders {
-                    protocol_version: Some(version),
-                    method: Some(method).filter(|m| !m.is_empty()),
-                    name: name.as_deref(),
-                    ..Default::default()
-                };
-                upstream::post(&self.upstream, body, headers, None).await
+        let headers = match (route, session) {
+            (Route::Modern { version, name }, _) => PostHeaders {
+                protocol_version: Some(version),
+                method: method.map(Method::as_str),
+                name: name.as_deref(),
+                ..Default::default()
+            },
+            (Route::Session, Some(session)) => {
+                // A legacy session sends no `Mcp-Method`: a message without
+                // a method (a response) travels the same way.
+                let method = method.cloned().unwrap_or(Method::Other("".into()));
+                return session.request(body, &method, None, &[]).await;
             }
-            (Route::Session, Some(session)) => session.request(body, method, None, &[]).await,
-            (Route::Session, None) => {
-                upstream::post(&self.upstream, body, PostHeaders::default(), None).await
-            }
-        }
+            (Route::Session, None) => PostHeaders::default(),
+        };
+        let resp = self.endpoint.post(body, headers).await?;
+        upstream::classify(resp, self.endpoint.timeout(), None).await
     }
 
     /// POSTs an `initialize`: its response, and the session it opened when
@@ -239,15 +250,15 @@ impl Remote {
         &self,
         body: Bytes,
     ) -> Result<(Bytes, Option<Arc<UpstreamSession>>), UpstreamError> {
-        let resp = upstream::post_raw(&self.upstream, body, PostHeaders::default()).await?;
+        let resp = self.endpoint.post(body, PostHeaders::default()).await?;
         let session_id = resp
             .headers()
             .get(protocol::HEADER_SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let reply = upstream::classify_reply(&self.upstream, resp, false, None).await?;
+        let reply = upstream::classify(resp, self.endpoint.timeout(), None).await?;
         let response = upstream::first_response(reply).await?;
-        let session = negotiated_version(&response).map(|protocol_version| {
+        let session = negotiated_version(&response).and_then(|protocol_version| {
             let binding = UpstreamBinding {
                 upstream: self.upstream.name.to_string(),
                 era: Era::Legacy.as_str().to_owned(),
@@ -415,7 +426,7 @@ fn negotiated_version(response: &[u8]) -> Option<String> {
 
 /// The message in `raw` with its id replaced by `id`.
 fn with_id(raw: &[u8], id: &str) -> Result<Bytes, UpstreamError> {
-    let mut msg = Message::parse(raw).map_err(|e| UpstreamError::Protocol(e.message()))?;
+    let mut msg = Message::parse(raw).map_err(UpstreamError::malformed)?;
     msg.id = Some(jsonrpc::to_raw(id));
     Ok(Bytes::from(msg.to_bytes()))
 }

@@ -1,4 +1,4 @@
-//! DESIGN invariant 2: one upstream session per (client session, upstream).
+//! [invariant: isolation]: one upstream session per (client session, upstream).
 
 use serde_json::json;
 

@@ -1,4 +1,4 @@
-//! DESIGN invariant 1: SSE is relayed live, and server→client requests
+//! [invariant: stream-live]: SSE is relayed live, and server→client requests
 //! reach the client and their answers reach the upstream.
 
 use std::time::Duration;

@@ -1,0 +1,83 @@
+//! Authentication at the door: the caller of each request (into the
+//! request's extensions, for the checks and endpoints after it), a 401 with
+//! the challenge OAuth-capable clients follow (`WWW-Authenticate` naming the
+//! protected-resource metadata), and that metadata document (RFC 9728).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::json;
+use tether_wire::jsonrpc::code;
+
+use crate::auth::Denial;
+use crate::downstream::{App, reply};
+
+/// Where the metadata document is served.
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// The layer: the request's [`Caller`](crate::auth::Caller), or 401.
+pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    match app.auth.authenticate(req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(denial) => challenge(req.headers(), &denial),
+    }
+}
+
+/// 401 with `WWW-Authenticate: Bearer resource_metadata="…"` (and, for a
+/// token that did not verify, `error="invalid_token"` and why).
+fn challenge(headers: &HeaderMap, denial: &Denial) -> Response {
+    let metadata = format!("{}{METADATA_PATH}", origin(headers));
+    let (value, text) = match denial {
+        Denial::Missing => (
+            format!("Bearer resource_metadata=\"{metadata}\""),
+            "Unauthorized: a bearer token is required".to_owned(),
+        ),
+        Denial::Invalid(why) => (
+            format!(
+                "Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\", error_description=\"{}\"",
+                why.replace('"', "'")
+            ),
+            format!("Unauthorized: {why}"),
+        ),
+    };
+    let mut r = reply::error(StatusCode::UNAUTHORIZED, code::INVALID_REQUEST, text);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// `http://<Host>`: the origin clients reached this server at.
+fn origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+/// `GET /.well-known/oauth-protected-resource` (also with the MCP path
+/// appended): where to get tokens for this server.
+pub async fn metadata(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let config = &app.auth.config;
+    let resource = if config.resource.is_empty() {
+        format!("{}/mcp", origin(&headers))
+    } else {
+        config.resource.clone()
+    };
+    let mut doc = json!({
+        "resource": resource,
+        "authorization_servers": config.authorization_servers,
+        "bearer_methods_supported": ["header"],
+    });
+    if !config.scopes_supported.is_empty() {
+        doc["scopes_supported"] = json!(config.scopes_supported);
+    }
+    reply::json(StatusCode::OK, doc.to_string())
+}

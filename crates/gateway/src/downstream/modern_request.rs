@@ -1,0 +1,251 @@
+//! 2026-07-28 request validation: `_meta` identity and the mirrored headers
+//! (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`).
+
+use http::HeaderMap;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tether_wire::jsonrpc::{self, ErrorObject, Incoming, RawObject, Request, code};
+use tether_wire::protocol;
+
+use crate::router::RequestOptions;
+use crate::upstream::ClientIdentity;
+
+/// A rejected modern request: HTTP status plus JSON-RPC error.
+pub struct Rejection {
+    /// HTTP status (400 for every validation failure).
+    pub status: http::StatusCode,
+    /// The JSON-RPC error.
+    pub error: ErrorObject,
+}
+
+fn reject(code: i64, message: impl Into<String>) -> Rejection {
+    Rejection {
+        status: http::StatusCode::BAD_REQUEST,
+        error: ErrorObject::new(code, message),
+    }
+}
+
+/// The protocol version in `params._meta`, when there is one.
+fn meta_version(params: Option<&RawValue>) -> Option<String> {
+    let params: RawObject = serde_json::from_str(params?.get()).ok()?;
+    let meta: RawObject = serde_json::from_str(params.get("_meta")?.get()).ok()?;
+    jsonrpc::str_member(&meta, protocol::META_PROTOCOL_VERSION)
+}
+
+/// Whether a message declares a protocol version in `params._meta` (as only
+/// 2026-07-28 clients do). A substring test first keeps legacy messages from
+/// paying for a params parse; the key must then really be in `params._meta`
+/// (not, say, in a tool argument).
+pub fn declares_meta_version(incoming: &Incoming) -> bool {
+    let (raw, params) = match incoming {
+        Incoming::Request(r) => (&r.raw, r.params.as_deref()),
+        Incoming::Notification(n) => (&n.raw, n.params.as_deref()),
+        Incoming::Response(_) => return false,
+    };
+    jsonrpc::contains(raw, protocol::META_PROTOCOL_VERSION.as_bytes())
+        && meta_version(params).is_some()
+}
+
+/// Validates a modern request; returns the client identity and per-request
+/// options (log opt-in, `Mcp-Param-*` headers to pass on) it carries.
+pub fn validate(
+    headers: &HeaderMap,
+    request: &Request,
+    params: &RawObject,
+) -> Result<(ClientIdentity, RequestOptions), Rejection> {
+    let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    let meta: RawObject = params
+        .get("_meta")
+        .and_then(|m| serde_json::from_str(m.get()).ok())
+        .unwrap_or_default();
+    let Some(version) = jsonrpc::str_member(&meta, protocol::META_PROTOCOL_VERSION) else {
+        return Err(reject(
+            code::INVALID_PARAMS,
+            format!(
+                "params._meta[\"{}\"] is required",
+                protocol::META_PROTOCOL_VERSION
+            ),
+        ));
+    };
+    let Some(header_version) = header(protocol::HEADER_PROTOCOL_VERSION) else {
+        return Err(reject(
+            protocol::ERROR_HEADER_MISMATCH,
+            "Header mismatch: MCP-Protocol-Version header is required",
+        ));
+    };
+    if header_version != version.as_bytes() {
+        return Err(reject(
+            protocol::ERROR_HEADER_MISMATCH,
+            format!(
+                "Header mismatch: MCP-Protocol-Version header value '{}' does not match body value '{version}'",
+                String::from_utf8_lossy(header_version)
+            ),
+        ));
+    }
+    if !protocol::is_modern_version(&version) {
+        let mut rejection = reject(
+            protocol::ERROR_UNSUPPORTED_VERSION,
+            "Unsupported protocol version",
+        );
+        rejection.error = rejection
+            .error
+            .with_data(json!({ "supported": protocol::all_versions(), "requested": version }));
+        return Err(rejection);
+    }
+    let method = request.method.as_str();
+    match header(protocol::HEADER_METHOD) {
+        None => {
+            return Err(reject(
+                protocol::ERROR_HEADER_MISMATCH,
+                "Header mismatch: Mcp-Method header is required",
+            ));
+        }
+        Some(m) if m != method.as_bytes() => {
+            return Err(reject(
+                protocol::ERROR_HEADER_MISMATCH,
+                format!(
+                    "Header mismatch: Mcp-Method header value '{}' does not match body value '{method}'",
+                    String::from_utf8_lossy(m)
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    if let Some(key) = request.method.name_param() {
+        let body_value = jsonrpc::str_member(params, key).unwrap_or_default();
+        let Some(raw) = header(protocol::HEADER_NAME) else {
+            return Err(reject(
+                protocol::ERROR_HEADER_MISMATCH,
+                "Header mismatch: Mcp-Name header is required",
+            ));
+        };
+        let decoded = protocol::decode_header_value(raw);
+        if decoded.as_deref() != Some(body_value.as_str()) {
+            return Err(reject(
+                protocol::ERROR_HEADER_MISMATCH,
+                format!(
+                    "Header mismatch: Mcp-Name header value '{}' does not match body value '{body_value}'",
+                    String::from_utf8_lossy(raw)
+                ),
+            ));
+        }
+    }
+    if !meta.contains_key(protocol::META_CLIENT_CAPABILITIES) {
+        return Err(reject(
+            code::INVALID_PARAMS,
+            format!(
+                "params._meta[\"{}\"] is required",
+                protocol::META_CLIENT_CAPABILITIES
+            ),
+        ));
+    }
+    let info = meta
+        .get(protocol::META_CLIENT_INFO)
+        .cloned()
+        .unwrap_or_else(|| ClientIdentity::tether().info);
+    let options = RequestOptions {
+        logs: meta.contains_key(protocol::META_LOG_LEVEL),
+        param_headers: headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with(protocol::HEADER_PARAM_PREFIX))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+    };
+    // Legacy upstreams are offered the client's real capabilities: their
+    // server→client requests reach it as `input_required` results.
+    let capabilities = meta
+        .get(protocol::META_CLIENT_CAPABILITIES)
+        .cloned()
+        .unwrap_or_else(|| jsonrpc::to_raw(&json!({})));
+    let identity = ClientIdentity {
+        info,
+        capabilities,
+        credentials: None,
+    };
+    Ok((identity, options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, name: Option<&str>, version: &str) -> (Request, RawObject) {
+        let mut params = json!({"_meta": {
+            "io.modelcontextprotocol/protocolVersion": version,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }});
+        if let Some(n) = name {
+            params["name"] = json!(n);
+        }
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let Ok(Incoming::Request(request)) = Incoming::parse(body.to_string().into()) else {
+            panic!("a request")
+        };
+        let p = request.params_object().unwrap();
+        (request, p)
+    }
+
+    use crate::downstream::test_headers as headers;
+
+    #[test]
+    fn accepts_matching_headers_including_sentinel() {
+        let (msg, p) = request("tools/call", Some("héllo"), "2026-07-28");
+        let h = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", &protocol::encode_header_value("héllo")),
+        ]);
+        assert!(validate(&h, &msg, &p).is_ok());
+    }
+
+    #[test]
+    fn rejects_mismatches_and_unknown_versions() {
+        let (msg, p) = request("tools/call", Some("a"), "2026-07-28");
+        let cases = [
+            (
+                vec![("mcp-method", "tools/call"), ("mcp-name", "a")],
+                protocol::ERROR_HEADER_MISMATCH,
+            ),
+            (
+                vec![("mcp-protocol-version", "2026-07-28"), ("mcp-name", "a")],
+                protocol::ERROR_HEADER_MISMATCH,
+            ),
+            (
+                vec![
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/list"),
+                    ("mcp-name", "a"),
+                ],
+                protocol::ERROR_HEADER_MISMATCH,
+            ),
+            (
+                vec![
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/call"),
+                ],
+                protocol::ERROR_HEADER_MISMATCH,
+            ),
+            (
+                vec![
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "b"),
+                ],
+                protocol::ERROR_HEADER_MISMATCH,
+            ),
+        ];
+        for (pairs, code) in cases {
+            let r = validate(&headers(&pairs), &msg, &p).err().unwrap();
+            assert_eq!(r.error.code, code, "{pairs:?}");
+            assert_eq!(r.status, http::StatusCode::BAD_REQUEST);
+        }
+        let (msg, p) = request("tools/list", None, "2099-01-01");
+        let h = headers(&[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ]);
+        let r = validate(&h, &msg, &p).err().unwrap();
+        assert_eq!(r.error.code, protocol::ERROR_UNSUPPORTED_VERSION);
+        assert_eq!(r.error.data.unwrap()["requested"], "2099-01-01");
+    }
+}

@@ -1,0 +1,402 @@
+//! The Streamable HTTP endpoint for both eras: POST (messages), GET (the
+//! session's server→client stream) and DELETE (end the session).
+//!
+//! A POST is read and parsed once, then goes one of three ways: a legacy
+//! `initialize` (a new session, see [`handshake`]), a 2026-07-28 request
+//! (validated, served without a session) or a message in a legacy session
+//! (found here or restored from the store); the router answers the last two.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, Request, State};
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, header};
+use serde_json::json;
+use tether_wire::jsonrpc::{ErrorObject, Incoming, Method, code};
+use tether_wire::protocol::{self, Era};
+
+use super::checks::edge;
+use super::checks::inflight::session_permit;
+use super::checks::record::labelled;
+use super::reply::{self, Accepts, Guarded, ReplyStyle};
+use super::{App, handshake, modern_request};
+use crate::auth::Caller;
+use crate::metrics::Label;
+use crate::router::{Outcome, RequestContext, RequestOptions};
+use crate::session::{ClientSession, Scope};
+use crate::upstream::ClientIdentity;
+
+/// `/mcp`: all upstreams, federated.
+pub async fn federated(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    endpoint(app, Scope::Federated, caller, req).await
+}
+
+/// `/u/<upstream>/mcp`: one upstream, transparent.
+pub async fn single(
+    State(app): State<Arc<App>>,
+    Path(upstream): Path<String>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    let Some(up) = app.router.upstream(&upstream) else {
+        return reply::error(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            format!("no upstream named {upstream:?}"),
+        );
+    };
+    endpoint(app, Scope::Single(up.name.clone()), caller, req).await
+}
+
+async fn endpoint(app: Arc<App>, scope: Scope, caller: Caller, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let modern_sessionless = parts.headers.get(protocol::HEADER_SESSION_ID).is_none()
+        && modern_version_header(&parts.headers);
+    match parts.method {
+        HttpMethod::POST => post(&app, scope, &parts.headers, body, caller).await,
+        // 2026-07-28 has no GET stream and no session to DELETE.
+        HttpMethod::GET | HttpMethod::DELETE if modern_sessionless => {
+            let mut r = reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                code::INVALID_REQUEST,
+                "2026-07-28 clients use POST only",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            r
+        }
+        HttpMethod::GET => labelled(
+            open_stream(&app, &scope, &parts.headers, &caller).await,
+            Label::STREAM,
+        ),
+        HttpMethod::DELETE => labelled(
+            delete(&app, &scope, &parts.headers, &caller).await,
+            Label::DELETE,
+        ),
+        _ => {
+            let mut r = reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                code::INVALID_REQUEST,
+                "use POST, GET or DELETE",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            r
+        }
+    }
+}
+
+/// The 404 for an unknown, ended or foreign session ([invariant: stale-session]).
+pub fn stale_session() -> Response {
+    let err = ErrorObject::new(
+        code::INVALID_REQUEST,
+        "MCP session expired or was not found; reinitialize the streamable HTTP session",
+    )
+    .with_data(json!({
+        "recoverable": true,
+        "action": "reinitialize_mcp_session",
+        "reason": "stale_streamable_http_session",
+    }));
+    reply::json(StatusCode::NOT_FOUND, err.to_response(None))
+}
+
+async fn post(
+    app: &Arc<App>,
+    scope: Scope,
+    headers: &HeaderMap,
+    body: Body,
+    caller: Caller,
+) -> Response {
+    if !edge::is_json(headers) {
+        return reply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::INVALID_REQUEST,
+            "Content-Type must be application/json",
+        );
+    }
+    let accepts = Accepts::from_headers(headers);
+    if !accepts.json && !accepts.sse {
+        return reply::error(
+            StatusCode::NOT_ACCEPTABLE,
+            code::INVALID_REQUEST,
+            "Accept must include application/json or text/event-stream",
+        );
+    }
+    let raw = match app.edge.read_body(headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let incoming = match Incoming::parse(raw) {
+        Ok(m) => m,
+        Err(e) => return reply::error(StatusCode::BAD_REQUEST, e.code(), e.message()),
+    };
+    let label = Label::of(&incoming);
+    let style = |era| ReplyStyle {
+        accepts,
+        era,
+        keepalive: app.keepalive(),
+    };
+    let resp = match incoming {
+        // `initialize` starts a legacy session, unless a modern client sent it
+        // (it does not exist in 2026-07-28: such a client gets "method not found").
+        Incoming::Request(request)
+            if request.method == Method::Initialize && !modern_version_header(headers) =>
+        {
+            handshake::initialize(app, scope, request, style(Era::Legacy), caller).await
+        }
+        incoming if is_modern(headers, &incoming) => {
+            modern(app, scope, headers, incoming, style(Era::Modern), caller).await
+        }
+        incoming => legacy(app, scope, headers, incoming, style(Era::Legacy), caller).await,
+    };
+    labelled(resp, label)
+}
+
+/// Whether `MCP-Protocol-Version` names a 2026-07-28-era version.
+fn modern_version_header(headers: &HeaderMap) -> bool {
+    headers
+        .get(protocol::HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(protocol::is_modern_version)
+}
+
+/// A modern message declares a modern version in its header (and names no
+/// session) or in its `_meta`.
+fn is_modern(headers: &HeaderMap, incoming: &Incoming) -> bool {
+    let header_modern = headers
+        .get(protocol::HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            !protocol::is_legacy_version(v) && headers.get(protocol::HEADER_SESSION_ID).is_none()
+        });
+    header_modern || modern_request::declares_meta_version(incoming)
+}
+
+/// A 2026-07-28 message: no session; a request is validated and served in
+/// a context of its own.
+async fn modern(
+    app: &Arc<App>,
+    scope: Scope,
+    headers: &HeaderMap,
+    incoming: Incoming,
+    style: ReplyStyle,
+    caller: Caller,
+) -> Response {
+    let request = match incoming {
+        Incoming::Request(request) => request,
+        Incoming::Notification(_) => return reply::accepted(),
+        Incoming::Response(_) => {
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                "2026-07-28 clients do not send responses",
+            );
+        }
+    };
+    let params = match request.params_object() {
+        Ok(p) => p,
+        Err(e) => return reply::error(StatusCode::BAD_REQUEST, code::INVALID_PARAMS, e.message()),
+    };
+    let (identity, options) = match modern_request::validate(headers, &request, &params) {
+        Ok(v) => v,
+        Err(r) => return reply::json(r.status, r.error.to_response(Some(&request.id))),
+    };
+    let ctx = RequestContext::sessionless(
+        scope,
+        Era::Modern,
+        identity,
+        caller,
+        options,
+        app.router.close_timeout(),
+    );
+    if request.method == Method::ServerDiscover {
+        return handshake::discover(app, &ctx, &request).await;
+    }
+    reply::render(app.router.request(ctx, request).await, style).await
+}
+
+/// A legacy message: in the session `Mcp-Session-Id` names (or, in
+/// stateless mode, in a context of its own).
+async fn legacy(
+    app: &Arc<App>,
+    scope: Scope,
+    headers: &HeaderMap,
+    incoming: Incoming,
+    style: ReplyStyle,
+    caller: Caller,
+) -> Response {
+    let version = headers
+        .get(protocol::HEADER_PROTOCOL_VERSION)
+        .map(|v| v.to_str().unwrap_or("?"))
+        .unwrap_or(protocol::DEFAULT_LEGACY_VERSION);
+    if !protocol::is_legacy_version(version) {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            format!(
+                "Bad Request: unsupported MCP-Protocol-Version {version:?}; supported: {}",
+                protocol::LEGACY_VERSIONS.join(", ")
+            ),
+        );
+    }
+    if app.config.server.stateless {
+        let ctx = RequestContext::sessionless(
+            scope,
+            Era::Legacy,
+            ClientIdentity::tether(),
+            caller,
+            RequestOptions::default(),
+            app.router.close_timeout(),
+        );
+        return reply::render(app.router.handle(ctx, incoming).await, style).await;
+    }
+    let session = match find_session(app, &scope, headers, &caller).await {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    session.touch();
+    let permit = match session_permit(&session.inflight) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
+    };
+    let ctx = RequestContext::in_session(session.clone(), caller);
+    let resp = match app.router.handle(ctx, incoming).await {
+        // A session's streams are resumable: events carry ids and are kept.
+        Outcome::Stream(rx) if style.accepts.sse => {
+            let (_, events) = session.streams.record(rx, app.send_timeout());
+            reply::framed_stream(events, None, app.keepalive())
+        }
+        outcome => reply::render(outcome, style).await,
+    };
+    resp.map(|body| Body::new(Guarded::new(body, permit)))
+}
+
+/// The caller's session named by `Mcp-Session-Id`, or the response refusing
+/// the request (another principal's session is as unknown as a made-up id).
+async fn find_session(
+    app: &App,
+    scope: &Scope,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Result<Arc<ClientSession>, Box<Response>> {
+    let Some(id) = headers.get(protocol::HEADER_SESSION_ID) else {
+        return Err(Box::new(reply::error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+        )));
+    };
+    let id = id.to_str().unwrap_or("");
+    match app.sessions.find(id, caller).await {
+        Some(s) if s.scope == *scope && !s.is_closed() => Ok(s),
+        _ => Err(Box::new(stale_session())),
+    }
+}
+
+/// GET: the session's server→client stream (resumed with `Last-Event-ID`).
+async fn open_stream(
+    app: &Arc<App>,
+    scope: &Scope,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Response {
+    if app.config.server.stateless {
+        return reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::INVALID_REQUEST,
+            "stateless mode has no session stream",
+        );
+    }
+    let accepts = Accepts::from_headers(headers);
+    if !accepts.sse {
+        return reply::error(
+            StatusCode::NOT_ACCEPTABLE,
+            code::INVALID_REQUEST,
+            "Accept must include text/event-stream",
+        );
+    }
+    let session = match find_session(app, scope, headers, caller).await {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    session.touch();
+    let last_event_id = headers
+        .get(protocol::HEADER_LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok());
+    if let Some(resumed) = match last_event_id {
+        Some(id) => session.streams.resume(id).await,
+        None => None,
+    } {
+        return reply::framed_stream(resumed, None, app.keepalive());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    session.set_outbound(tx);
+    // The GET stream is resumable too: its events are kept while no
+    // connection reads them (bounded), and replayed on a Last-Event-ID.
+    let (log, events) = session.streams.record(rx, app.send_timeout());
+    session.set_get_stream(log);
+    app.router.relay_upstream_streams(&session);
+    reply::framed_stream(
+        events,
+        Some(std::time::Duration::from_secs(3)),
+        app.keepalive(),
+    )
+}
+
+/// DELETE: ends the session and its upstream sessions.
+async fn delete(app: &Arc<App>, scope: &Scope, headers: &HeaderMap, caller: &Caller) -> Response {
+    if app.config.server.stateless {
+        return reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::INVALID_REQUEST,
+            "stateless mode has no sessions",
+        );
+    }
+    let session = match find_session(app, scope, headers, caller).await {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    app.sessions.end(&session.id).await;
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::downstream::test_headers as headers;
+
+    fn incoming(body: &str) -> Incoming {
+        Incoming::parse(bytes::Bytes::from(body.to_owned())).unwrap()
+    }
+
+    #[test]
+    fn the_era_follows_the_header_or_the_meta() {
+        let plain = incoming(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        let meta = incoming(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
+        let in_argument = incoming(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
+        let none = headers(&[]);
+        assert!(!is_modern(&none, &plain));
+        assert!(is_modern(&none, &meta));
+        assert!(!is_modern(&none, &in_argument), "only params._meta counts");
+        let modern_header = headers(&[("mcp-protocol-version", "2026-07-28")]);
+        assert!(is_modern(&modern_header, &plain));
+        let with_session = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-session-id", "abc"),
+        ]);
+        assert!(!is_modern(&with_session, &plain));
+        let legacy_header = headers(&[("mcp-protocol-version", "2025-11-25")]);
+        assert!(!is_modern(&legacy_header, &plain));
+    }
+}

@@ -1,0 +1,436 @@
+//! The upstream lifecycle: which upstreams exist (the config file's, read-only
+//! through the admin API, merged with those defined through the API and kept
+//! in the store), and applying changes to them. A change that affects how
+//! Tether connects ([invariant: evict-on-connect-change]) replaces the upstream and closes its
+//! upstream sessions, in parallel and bounded in time; a cosmetic change
+//! keeps them. Clients holding a stream hear that the lists changed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError, UpstreamConfig};
+use crate::session::{Scope, SessionRegistry};
+use crate::store::{Store, StoreError};
+use crate::sync::lock;
+use crate::upstream::{self, BuildError, HealthChange, TlsMaterial, Upstream, UpstreamSet};
+
+/// Where an upstream's definition comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The config file (read-only through the admin API; changed by reload).
+    Config,
+    /// The admin API (kept in the store).
+    Api,
+}
+
+/// Why a change was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// No upstream has that name.
+    NotFound,
+    /// The name is taken (or defined in the config file).
+    Conflict(String),
+    /// The definition (or the config file) breaks a rule.
+    Invalid(ConfigError),
+    /// The definition is valid but cannot be built (its URL, headers or TLS files).
+    Unbuildable {
+        /// The upstream.
+        upstream: String,
+        /// Why.
+        source: BuildError,
+    },
+    /// The definition could not be written as JSON for the store.
+    Encode(serde_json::Error),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotFound => f.write_str("no such upstream"),
+            Refusal::Conflict(why) => f.write_str(why),
+            Refusal::Invalid(e) => write!(f, "{e}"),
+            Refusal::Unbuildable { upstream, source } => {
+                write!(f, "upstream {upstream:?}: {source}")
+            }
+            Refusal::Encode(e) => write!(f, "the definition cannot be stored: {e}"),
+            Refusal::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Refusal::Invalid(e) => Some(e),
+            Refusal::Unbuildable { source, .. } => Some(source),
+            Refusal::Encode(e) => Some(e),
+            Refusal::Store(e) => Some(e),
+            Refusal::NotFound | Refusal::Conflict(_) => None,
+        }
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Store(e)
+    }
+}
+
+/// What a change did.
+#[derive(Debug, Default, Serialize)]
+pub struct Change {
+    /// Upstreams that are new.
+    pub added: Vec<String>,
+    /// Upstreams rebuilt because how Tether connects to them changed.
+    pub replaced: Vec<String>,
+    /// Upstreams whose cosmetic fields changed (sessions kept).
+    pub described: Vec<String>,
+    /// Upstreams that are gone.
+    pub removed: Vec<String>,
+    /// Upstream sessions closed.
+    pub closed_sessions: usize,
+}
+
+/// The upstream lifecycle (see the module documentation).
+pub struct Lifecycle {
+    set: Arc<UpstreamSet>,
+    sessions: Arc<SessionRegistry>,
+    store: Arc<Store>,
+    config_path: Option<PathBuf>,
+    /// The config file's definitions, in file order.
+    file: Mutex<Vec<UpstreamConfig>>,
+    /// The admin API's definitions, in creation order.
+    api: Mutex<Vec<UpstreamConfig>>,
+    /// One change at a time.
+    changing: tokio::sync::Mutex<()>,
+    close_timeout: Duration,
+}
+
+impl Lifecycle {
+    /// The lifecycle over `set`; `file` are the config file's definitions and
+    /// `config_path` the file a reload reads again.
+    pub fn new(
+        set: Arc<UpstreamSet>,
+        sessions: Arc<SessionRegistry>,
+        store: Arc<Store>,
+        config_path: Option<PathBuf>,
+        close_timeout: Duration,
+    ) -> Arc<Lifecycle> {
+        Arc::new(Lifecycle {
+            set,
+            sessions,
+            store,
+            config_path,
+            file: Mutex::new(Vec::new()),
+            api: Mutex::new(Vec::new()),
+            changing: tokio::sync::Mutex::new(()),
+            close_timeout,
+        })
+    }
+
+    /// Starts with the config file's definitions plus those stored by the
+    /// admin API (a stored one named like a file one is ignored, with a
+    /// warning), then follows the store for changes other nodes make.
+    pub async fn start(self: &Arc<Self>, file: Vec<UpstreamConfig>) -> Result<Change, Refusal> {
+        *lock(&self.file) = file;
+        let api = self.stored().await?;
+        *lock(&self.api) = api;
+        let change = {
+            let _one = self.changing.lock().await;
+            self.apply().await?
+        };
+        if self.store.is_durable() {
+            tokio::spawn(follow_store(Arc::downgrade(self)));
+        }
+        Ok(change)
+    }
+
+    /// The admin API's definitions in the store (those the config file
+    /// shadows, or that cannot be read, are left out with a warning).
+    async fn stored(&self) -> Result<Vec<UpstreamConfig>, Refusal> {
+        let stored = self.store.definitions().await.map_err(Refusal::Store)?;
+        let file = lock(&self.file).clone();
+        let mut api = Vec::new();
+        for (name, json) in stored {
+            match serde_json::from_str::<UpstreamConfig>(&json) {
+                Ok(def) if file.iter().any(|f| f.name == def.name) => {
+                    tracing::warn!(upstream = %name, "stored upstream shadowed by the config file's; ignored");
+                }
+                Ok(def) => api.push(def),
+                Err(e) => {
+                    tracing::warn!(upstream = %name, error = %e, "stored upstream definition unreadable; ignored")
+                }
+            }
+        }
+        Ok(api)
+    }
+
+    /// Applies what other nodes changed through their admin API.
+    async fn sync(&self) -> Result<(), Refusal> {
+        let _one = self.changing.lock().await;
+        let stored = self.stored().await?;
+        let same = {
+            let api = lock(&self.api);
+            api.len() == stored.len() && stored.iter().all(|d| api.contains(d))
+        };
+        if !same {
+            *lock(&self.api) = stored;
+            self.apply().await?;
+        }
+        Ok(())
+    }
+
+    /// Every definition with its source, in order (file first).
+    pub fn definitions(&self) -> Vec<(UpstreamConfig, Source)> {
+        let current = self.set.snapshot();
+        let shown = |def: &UpstreamConfig| {
+            current
+                .get(&def.name)
+                .map_or_else(|| def.clone(), |u| u.definition())
+        };
+        let mut all: Vec<_> = lock(&self.file)
+            .iter()
+            .map(|d| (shown(d), Source::Config))
+            .collect();
+        all.extend(lock(&self.api).iter().map(|d| (shown(d), Source::Api)));
+        all
+    }
+
+    /// Adds an upstream (kept in the store).
+    pub async fn create(&self, def: UpstreamConfig) -> Result<Change, Refusal> {
+        let _one = self.changing.lock().await;
+        if self.set.get(&def.name).is_some() {
+            return Err(Refusal::Conflict(format!("upstream {:?} exists", def.name)));
+        }
+        self.check(&def)?;
+        self.persist(&def).await?;
+        lock(&self.api).push(def);
+        self.apply().await
+    }
+
+    /// Replaces an admin-defined upstream's definition.
+    pub async fn update(&self, name: &str, def: UpstreamConfig) -> Result<Change, Refusal> {
+        let _one = self.changing.lock().await;
+        self.editable(name)?;
+        if def.name != name {
+            return Err(Refusal::Invalid(ConfigError::Invalid(
+                "the name cannot change".into(),
+            )));
+        }
+        self.check(&def)?;
+        self.persist(&def).await?;
+        for slot in lock(&self.api).iter_mut().filter(|d| d.name == name) {
+            *slot = def.clone();
+        }
+        self.apply().await
+    }
+
+    /// Removes an admin-defined upstream.
+    pub async fn delete(&self, name: &str) -> Result<Change, Refusal> {
+        let _one = self.changing.lock().await;
+        self.editable(name)?;
+        self.store
+            .delete_definition(name)
+            .await
+            .map_err(Refusal::Store)?;
+        lock(&self.api).retain(|d| d.name != name);
+        self.apply().await
+    }
+
+    /// Reads the config file again and applies its upstreams.
+    pub async fn reload(&self) -> Result<Change, Refusal> {
+        let _one = self.changing.lock().await;
+        let config = Config::load(self.config_path.as_deref()).map_err(Refusal::Invalid)?;
+        let api_names: Vec<String> = lock(&self.api).iter().map(|d| d.name.clone()).collect();
+        if let Some(clash) = config
+            .upstreams
+            .iter()
+            .find(|d| api_names.contains(&d.name))
+        {
+            return Err(Refusal::Conflict(format!(
+                "the config file now defines {:?}, which the admin API defined; delete that first",
+                clash.name
+            )));
+        }
+        let previous = std::mem::replace(&mut *lock(&self.file), config.upstreams);
+        let result = self.apply().await;
+        if result.is_err() {
+            // Nothing was applied: the running upstreams match the old file.
+            *lock(&self.file) = previous;
+        }
+        result
+    }
+
+    /// Closes every upstream session of `name` (the upstream stays).
+    pub async fn evict_sessions(&self, name: &str) -> Result<usize, Refusal> {
+        let upstream = self.set.get(name).ok_or(Refusal::NotFound)?;
+        Ok(self.close_sessions(&[upstream]).await)
+    }
+
+    fn editable(&self, name: &str) -> Result<(), Refusal> {
+        if lock(&self.file).iter().any(|d| d.name == name) {
+            return Err(Refusal::Conflict(format!(
+                "upstream {name:?} is defined in the config file; change it there and reload"
+            )));
+        }
+        if !lock(&self.api).iter().any(|d| d.name == name) {
+            return Err(Refusal::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Validates a definition as the config file's would be, and builds it
+    /// once (its TLS files must be readable PEM).
+    fn check(&self, def: &UpstreamConfig) -> Result<(), Refusal> {
+        let mut config = Config::default();
+        config.upstreams.push(def.clone());
+        config.validate().map_err(Refusal::Invalid)?;
+        Upstream::new(def.clone())
+            .map(drop)
+            .map_err(|source| Refusal::Unbuildable {
+                upstream: def.name.clone(),
+                source,
+            })
+    }
+
+    async fn persist(&self, def: &UpstreamConfig) -> Result<(), Refusal> {
+        let json = serde_json::to_string(def).map_err(Refusal::Encode)?;
+        self.store
+            .put_definition(&def.name, &json)
+            .await
+            .map_err(Refusal::Store)
+    }
+
+    /// Makes the wanted definitions current: keeps upstreams that connect the
+    /// same way (taking new cosmetic fields), builds the rest, and closes the
+    /// sessions of the ones replaced or removed.
+    async fn apply(&self) -> Result<Change, Refusal> {
+        let wanted: Vec<UpstreamConfig> = lock(&self.file)
+            .iter()
+            .chain(lock(&self.api).iter())
+            .cloned()
+            .collect();
+        let current = self.set.snapshot();
+        let mut change = Change::default();
+        let mut next = Vec::with_capacity(wanted.len());
+        let mut stale = Vec::new();
+        for def in &wanted {
+            let kept = current.get(&def.name).filter(|up| {
+                up.config.connects_like(def) && TlsMaterial::read(def).is_ok_and(|t| t == up.tls)
+            });
+            match (kept, current.get(&def.name)) {
+                (Some(up), _) => {
+                    if up.definition() != *def {
+                        up.describe(def);
+                        change.described.push(def.name.clone());
+                    }
+                    next.push(up.clone());
+                }
+                (None, old) => {
+                    let built =
+                        Upstream::new(def.clone()).map_err(|source| Refusal::Unbuildable {
+                            upstream: def.name.clone(),
+                            source,
+                        })?;
+                    upstream::watch_health(&built, self.health_change());
+                    next.push(built);
+                    match old {
+                        Some(old) => {
+                            stale.push(old.clone());
+                            change.replaced.push(def.name.clone());
+                        }
+                        None => change.added.push(def.name.clone()),
+                    }
+                }
+            }
+        }
+        for up in current
+            .iter()
+            .filter(|u| !wanted.iter().any(|d| d.name == *u.name))
+        {
+            stale.push(up.clone());
+            change.removed.push(up.name.to_string());
+        }
+        self.set.replace(next);
+        for up in &stale {
+            up.retire();
+            if let Err(e) = self.store.forget_upstream(&up.name).await {
+                tracing::warn!(upstream = %up.name, error = %e, "stored upstream sessions not forgotten");
+            }
+        }
+        change.closed_sessions = self.close_sessions(&stale).await;
+        let touched: Vec<String> = change
+            .added
+            .iter()
+            .chain(&change.replaced)
+            .chain(&change.removed)
+            .cloned()
+            .collect();
+        if !touched.is_empty() {
+            tracing::info!(added = ?change.added, replaced = ?change.replaced, removed = ?change.removed, closed_sessions = change.closed_sessions, "upstreams changed");
+            self.sessions.announce_list_changes(|scope| match scope {
+                Scope::Federated => true,
+                Scope::Single(name) => touched.iter().any(|t| **t == **name),
+            });
+        }
+        Ok(change)
+    }
+
+    /// Closes the upstream sessions (client sessions', pooled and shared
+    /// processes) of `upstreams`, all in parallel, within the close timeout;
+    /// returns how many there were.
+    async fn close_sessions(&self, upstreams: &[Arc<Upstream>]) -> usize {
+        let sessions: Vec<_> = upstreams
+            .iter()
+            .flat_map(|u| self.sessions.take_upstream_sessions(u))
+            .collect();
+        let n = sessions.len();
+        let closes = sessions.iter().map(|s| s.close());
+        let pools = upstreams.iter().map(|u| u.drain_pool());
+        let all = futures_util::future::join(
+            futures_util::future::join_all(closes),
+            futures_util::future::join_all(pools),
+        );
+        if tokio::time::timeout(self.close_timeout, all).await.is_err() {
+            tracing::warn!(
+                sessions = n,
+                "closing upstream sessions timed out; abandoned the rest"
+            );
+        }
+        n
+    }
+
+    /// What happens when an upstream's health changes: clients are told the lists changed.
+    fn health_change(&self) -> HealthChange {
+        let sessions = Arc::downgrade(&self.sessions);
+        Arc::new(move |upstream: &Arc<Upstream>, _healthy: bool| {
+            if let Some(sessions) = sessions.upgrade() {
+                sessions.announce_list_changes(|scope| match scope {
+                    Scope::Federated => true,
+                    Scope::Single(name) => **name == *upstream.name,
+                });
+            }
+        })
+    }
+}
+
+/// How often a node looks for upstream definitions other nodes changed.
+const STORE_SYNC: Duration = Duration::from_secs(5);
+
+async fn follow_store(lifecycle: std::sync::Weak<Lifecycle>) {
+    loop {
+        tokio::time::sleep(STORE_SYNC).await;
+        let Some(lifecycle) = lifecycle.upgrade() else {
+            return;
+        };
+        if let Err(e) = lifecycle.sync().await {
+            tracing::warn!(error = %e, "reading upstream definitions from the store failed");
+        }
+    }
+}

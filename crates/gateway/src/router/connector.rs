@@ -1,0 +1,127 @@
+//! A request's session with an upstream: opened on first use in the
+//! request's context (one per client session and upstream:
+//! [invariant: isolation]), probed before reuse when it sat idle, recorded
+//! in the store so another node or a restart re-attaches it, told the
+//! client's log level, and relayed into the client's GET stream. Also the
+//! requests Tether itself makes on it (catalogue listing), retried once on a
+//! fresh session when the old one was lost.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tether_wire::jsonrpc::Method;
+use tether_wire::protocol::Era;
+
+use super::context::RequestContext;
+use super::session_stream;
+use crate::session::ClientSession;
+use crate::store::Store;
+use crate::upstream::{ClientIdentity, Upstream, UpstreamError, UpstreamSession};
+
+/// Hands requests their upstream sessions (see the module documentation).
+pub struct Connector {
+    store: Arc<Store>,
+    send_timeout: Duration,
+}
+
+impl Connector {
+    /// Records upstream sessions in `store`; a client that leaves a relayed
+    /// message unread for `send_timeout` loses its GET stream.
+    pub fn new(store: Arc<Store>, send_timeout: Duration) -> Self {
+        Connector {
+            store,
+            send_timeout,
+        }
+    }
+
+    /// The request's session with `upstream`, opened on first use.
+    pub async fn session_for(
+        &self,
+        ctx: &RequestContext,
+        upstream: &Arc<Upstream>,
+    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        // An upstream that takes the client's own token gets it from the
+        // first request (initialize) on.
+        let forwarding;
+        let identity = if upstream.config.forward_client_token {
+            forwarding = ClientIdentity {
+                credentials: ctx.caller.credentials.clone(),
+                ..ctx.identity().clone()
+            };
+            &forwarding
+        } else {
+            ctx.identity()
+        };
+        let (mut session, mut opened) = ctx.upstreams().get(upstream, identity).await?;
+        if !opened && session.needs_validation() && !session.validate().await {
+            // Dead while idle (the upstream restarted, a proxy dropped it):
+            // replace it before the client's request rather than fail it.
+            tracing::debug!(upstream = %upstream.name, "idle upstream session failed its probe; replaced");
+            upstream
+                .stats
+                .sessions_replaced
+                .fetch_add(1, Ordering::Relaxed);
+            ctx.upstreams().evict(&session);
+            (session, opened) = ctx.upstreams().get(upstream, identity).await?;
+        }
+        session.forward_credentials(ctx.caller.credentials.clone());
+        if opened
+            && session.is_reattachable()
+            && let Some(client) = ctx.session()
+            && let Err(e) = self.store.bind(&client.id, &session.binding()).await
+        {
+            tracing::warn!(error = %e, "upstream session not stored: a restart will open a new one");
+        }
+        if opened
+            && session.era == Era::Legacy
+            && let Some(level) = ctx.log_level()
+        {
+            // The client chose a log level before this upstream was in use.
+            let params = serde_json::json!({ "level": level });
+            if let Err(e) = session.call(Method::LoggingSetLevel, params).await {
+                tracing::debug!(upstream = %upstream.name, error = %e, "logging/setLevel failed");
+            }
+        }
+        if let Some(client) = ctx.session()
+            && client.has_outbound()
+        {
+            self.relay_streams(client);
+        }
+        Ok(session)
+    }
+
+    /// A request Tether makes itself on the context's session with
+    /// `upstream`, retried once on a fresh session when the old one was lost.
+    pub async fn call(
+        &self,
+        ctx: &RequestContext,
+        upstream: &Arc<Upstream>,
+        method: Method,
+        params: serde_json::Value,
+    ) -> Result<Bytes, UpstreamError> {
+        let mut attempt = 0;
+        loop {
+            let session = self.session_for(ctx, upstream).await?;
+            match session.call(method.clone(), params.clone()).await {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    if e.poisons_session() {
+                        ctx.upstreams().evict(&session);
+                    }
+                    attempt += 1;
+                    if attempt > 1 || !e.retryable(&method) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts relaying the streams of the client session's upstream sessions
+    /// (those not relayed yet) into its GET stream.
+    pub fn relay_streams(&self, client: &Arc<ClientSession>) {
+        session_stream::relay_upstream_streams(client, self.send_timeout);
+    }
+}

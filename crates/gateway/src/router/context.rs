@@ -1,0 +1,151 @@
+//! The context of one client request on its way through the router: the
+//! era it speaks, the endpoint it came to, who sent it, its per-request
+//! options, and whose upstream sessions serve it — a client session's, or
+//! (sessionless: 2026-07-28 clients, stateless mode) upstream sessions of its
+//! own that end with the request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use tether_wire::protocol::Era;
+
+use crate::auth::{Access, Caller};
+use crate::session::{ClientSession, Scope};
+use crate::upstream::{ClientIdentity, SessionSet};
+
+/// Settings a request carries for itself.
+#[derive(Debug, Clone)]
+pub struct RequestOptions {
+    /// The client takes log messages (legacy sessions always; modern clients
+    /// when their `_meta` names a log level).
+    pub logs: bool,
+    /// `Mcp-Param-*` headers to pass on to modern upstreams unchanged.
+    pub param_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions {
+            logs: true,
+            param_headers: Vec::new(),
+        }
+    }
+}
+
+/// Whose upstream sessions serve a request.
+enum Client {
+    /// A legacy client session's.
+    Session(Arc<ClientSession>),
+    /// The request's own, released when the request is done.
+    Sessionless {
+        identity: ClientIdentity,
+        upstreams: SessionSet,
+        close_timeout: Duration,
+    },
+}
+
+/// One request's context (see the module documentation). Shared by the
+/// tasks relaying its reply; a sessionless request's upstream sessions are
+/// released when the last of them lets go of it.
+pub struct RequestContext {
+    /// The era the client speaks.
+    pub era: Era,
+    /// The endpoint the request came to.
+    pub scope: Scope,
+    /// Who sent it, and what it may reach.
+    pub caller: Caller,
+    /// Its per-request settings.
+    pub options: RequestOptions,
+    client: Client,
+}
+
+impl RequestContext {
+    /// A request in the legacy client session `session`, sent by its principal.
+    pub fn in_session(session: Arc<ClientSession>, caller: Caller) -> Arc<Self> {
+        Arc::new(RequestContext {
+            era: Era::Legacy,
+            scope: session.scope.clone(),
+            caller,
+            options: RequestOptions::default(),
+            client: Client::Session(session),
+        })
+    }
+
+    /// A request with no client session: it gets upstream sessions of its
+    /// own, closed (or returned to their pool) within `close_timeout` once
+    /// the request is done.
+    pub fn sessionless(
+        scope: Scope,
+        era: Era,
+        identity: ClientIdentity,
+        caller: Caller,
+        options: RequestOptions,
+        close_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(RequestContext {
+            era,
+            scope,
+            caller,
+            options,
+            client: Client::Sessionless {
+                identity,
+                upstreams: SessionSet::for_request(),
+                close_timeout,
+            },
+        })
+    }
+
+    /// The client session the request belongs to, if any.
+    pub fn session(&self) -> Option<&Arc<ClientSession>> {
+        match &self.client {
+            Client::Session(session) => Some(session),
+            Client::Sessionless { .. } => None,
+        }
+    }
+
+    /// What upstreams are told about the client.
+    pub fn identity(&self) -> &ClientIdentity {
+        match &self.client {
+            Client::Session(session) => &session.identity,
+            Client::Sessionless { identity, .. } => identity,
+        }
+    }
+
+    /// The upstream sessions serving the request.
+    pub fn upstreams(&self) -> &SessionSet {
+        match &self.client {
+            Client::Session(session) => &session.upstreams,
+            Client::Sessionless { upstreams, .. } => upstreams,
+        }
+    }
+
+    /// What the caller may reach.
+    pub fn access(&self) -> &Access {
+        &self.caller.access
+    }
+
+    /// The log level the client session chose (`logging/setLevel`), if any.
+    pub fn log_level(&self) -> Option<String> {
+        self.session().and_then(|s| s.log_level())
+    }
+
+    /// The client session that can be sent requests of its own (sampling,
+    /// elicitation, roots) and answers them: a legacy client session.
+    pub fn askable_session(&self) -> Option<&Arc<ClientSession>> {
+        self.session().filter(|_| self.era == Era::Legacy)
+    }
+}
+
+impl Drop for RequestContext {
+    fn drop(&mut self) {
+        if let Client::Sessionless {
+            upstreams,
+            close_timeout,
+            ..
+        } = &self.client
+        {
+            upstreams.release(*close_timeout);
+        }
+    }
+}

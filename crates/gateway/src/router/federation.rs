@@ -1,0 +1,292 @@
+//! The federated catalogue behind `/mcp`: every upstream's lists fetched at
+//! once (all pages), merged under the naming policy and filtered by the
+//! caller's policy, and exposed names and URIs routed back to the upstream
+//! that serves them.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use serde_json::json;
+use tether_wire::jsonrpc::{self, Message, Method, RawObject, Request, code};
+use tether_wire::protocol::Era;
+
+use super::catalog::{self, ListKind, Routes};
+use super::connector::Connector;
+use super::context::RequestContext;
+use super::era_results::add_cache_fields;
+use super::outcome::{Outcome, answer, error};
+use crate::config::{FederationConfig, Naming};
+use crate::metrics::Metrics;
+use crate::upstream::{Upstream, UpstreamError, UpstreamSet};
+
+/// Pages fetched per upstream list before giving up on a runaway cursor.
+const MAX_PAGES: usize = 64;
+
+/// No upstream answered a list request (each one's failure).
+#[derive(Debug)]
+pub struct NoListAnswered {
+    method: Method,
+    failures: Vec<(Arc<str>, UpstreamError)>,
+}
+
+impl std::fmt::Display for NoListAnswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no upstream could answer {}: ", self.method)?;
+        for (i, (upstream, e)) in self.failures.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "; " };
+            write!(f, "{sep}{upstream}: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NoListAnswered {}
+
+/// The federated catalogue (see the module documentation).
+pub struct Federation {
+    upstreams: Arc<UpstreamSet>,
+    connector: Arc<Connector>,
+    config: FederationConfig,
+    routes: RwLock<Routes>,
+    metrics: Arc<Metrics>,
+}
+
+impl Federation {
+    /// The catalogue over `upstreams` with `config`'s naming; lists are
+    /// fetched on the sessions `connector` hands out; collisions are counted
+    /// in `metrics`.
+    pub fn new(
+        upstreams: Arc<UpstreamSet>,
+        connector: Arc<Connector>,
+        config: FederationConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Federation {
+            upstreams,
+            connector,
+            config,
+            routes: RwLock::default(),
+            metrics,
+        }
+    }
+
+    /// Answers a list request on `/mcp` with every upstream's items merged.
+    pub async fn list(&self, ctx: &RequestContext, kind: ListKind, request: &Request) -> Outcome {
+        let items = match self.collect(ctx, kind).await {
+            Ok(items) => items,
+            Err(why) => return error(request, code::INTERNAL_ERROR, why.to_string()),
+        };
+        // What the caller may not reach is not listed.
+        let access = ctx.access();
+        let items: Vec<RawObject> = items
+            .into_iter()
+            .filter(|(upstream, item)| match kind {
+                ListKind::Tools => access.reaches_tool(
+                    upstream,
+                    &jsonrpc::str_member(item, "name").unwrap_or_default(),
+                ),
+                _ => access.reaches_upstream(upstream),
+            })
+            .map(|(_, item)| item)
+            .collect();
+        list_answer(ctx, kind, request, items)
+    }
+
+    /// `tools/list` on `/u/<upstream>/mcp` for a caller who may use only some
+    /// of its tools: every page, filtered, as one answer.
+    pub async fn permitted_tools(
+        &self,
+        ctx: &RequestContext,
+        upstream: &Arc<Upstream>,
+        request: &Request,
+    ) -> Outcome {
+        let items = match self.list_all(ctx, upstream, ListKind::Tools).await {
+            Ok(items) => items,
+            Err(e) => {
+                return error(
+                    request,
+                    code::INTERNAL_ERROR,
+                    format!("upstream {}: {e}", upstream.name),
+                );
+            }
+        };
+        let access = ctx.access();
+        let items: Vec<RawObject> = items
+            .into_iter()
+            .filter(|item| {
+                access.reaches_tool(
+                    &upstream.name,
+                    &jsonrpc::str_member(item, "name").unwrap_or_default(),
+                )
+            })
+            .collect();
+        list_answer(ctx, ListKind::Tools, request, items)
+    }
+
+    /// Lists without answering anyone: refreshes the routing tables.
+    async fn refresh(&self, ctx: &RequestContext, kind: ListKind) {
+        if let Err(why) = self.collect(ctx, kind).await {
+            tracing::debug!(%why, "catalogue refresh failed");
+        }
+    }
+
+    /// Lists `kind` on every upstream, merges the lists under the naming
+    /// policy and updates the routing tables. Upstreams that fail are left out
+    /// (and logged); it is an error only when every upstream failed.
+    async fn collect(
+        &self,
+        ctx: &RequestContext,
+        kind: ListKind,
+    ) -> Result<Vec<(Arc<str>, RawObject)>, NoListAnswered> {
+        let upstreams = self.upstreams.snapshot();
+        // An unhealthy upstream is left out at once, not waited for; one the
+        // caller may not reach is not even contacted on its behalf.
+        let access = ctx.access();
+        let live: Vec<_> = upstreams
+            .iter()
+            .filter(|u| u.is_healthy() && access.reaches_upstream(&u.name))
+            .collect();
+        let lists =
+            futures_util::future::join_all(live.iter().map(|u| self.list_all(ctx, u, kind))).await;
+        let mut ok = Vec::new();
+        let mut failures = Vec::new();
+        for (upstream, result) in live.iter().zip(lists) {
+            match result {
+                Ok(items) => ok.push((upstream.name.clone(), items)),
+                Err(e) => {
+                    tracing::warn!(upstream = %upstream.name, method = %kind.method(), error = %e, "upstream left out of the federated list");
+                    failures.push((upstream.name.clone(), e));
+                }
+            }
+        }
+        if ok.is_empty() && !failures.is_empty() {
+            return Err(NoListAnswered {
+                method: kind.method(),
+                failures,
+            });
+        }
+        let merged = {
+            let mut routes = crate::sync::write(&self.routes);
+            catalog::merge(
+                kind,
+                self.config.naming,
+                &self.config.separator,
+                ok,
+                &mut routes,
+            )
+        };
+        if !merged.collisions.is_empty() {
+            self.metrics
+                .catalog_collisions
+                .fetch_add(merged.collisions.len() as u64, Ordering::Relaxed);
+            tracing::warn!(names = ?merged.collisions, naming = ?self.config.naming, "several upstreams expose the same {} names", kind.items_key());
+        }
+        Ok(merged.items)
+    }
+
+    /// Every page of one upstream's list. A JSON-RPC error (e.g. the upstream
+    /// has no prompts) counts as an empty list; transport failures are errors.
+    async fn list_all(
+        &self,
+        ctx: &RequestContext,
+        upstream: &Arc<Upstream>,
+        kind: ListKind,
+    ) -> Result<Vec<RawObject>, UpstreamError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let params = match &cursor {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            let answer = self
+                .connector
+                .call(ctx, upstream, kind.method(), params)
+                .await?;
+            let Ok(msg) = Message::parse(&answer) else {
+                return Err(UpstreamError::Protocol(
+                    "list answer is not JSON-RPC".into(),
+                ));
+            };
+            let Some(result) = msg.result else {
+                return Ok(items);
+            };
+            let obj: RawObject = serde_json::from_str(result.get())
+                .map_err(|_| UpstreamError::Protocol("list result is not an object".into()))?;
+            if let Some(page) = obj.get(kind.items_key()) {
+                let page: Vec<RawObject> = serde_json::from_str(page.get()).map_err(|_| {
+                    UpstreamError::Protocol(format!(
+                        "{} is not a list of objects",
+                        kind.items_key()
+                    ).into())
+                })?;
+                items.extend(page);
+            }
+            cursor = jsonrpc::str_member(&obj, "nextCursor");
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
+    /// Finds the upstream and original name behind an exposed tool/prompt name,
+    /// listing the catalogue once when the name is not known yet.
+    pub async fn resolve_named(
+        &self,
+        ctx: &RequestContext,
+        kind: ListKind,
+        exposed: &str,
+    ) -> Option<(Arc<Upstream>, String)> {
+        let sep = &self.config.separator;
+        let upstreams = self.upstreams.snapshot();
+        if self.config.naming == Naming::Prefix {
+            let (up, name) = catalog::split_prefixed(exposed, sep, |u| upstreams.contains(u))?;
+            return Some((upstreams.get(up)?.clone(), name.to_owned()));
+        }
+        let cached = crate::sync::read(&self.routes).named(kind, exposed);
+        let found = match cached {
+            Some(hit) => Some(hit),
+            None => {
+                self.refresh(ctx, kind).await;
+                crate::sync::read(&self.routes).named(kind, exposed)
+            }
+        };
+        let (up, name) = found.or_else(|| {
+            let (up, name) = catalog::split_prefixed(exposed, sep, |u| upstreams.contains(u))?;
+            Some((up.into(), name.to_owned()))
+        })?;
+        Some((upstreams.get(&up)?.clone(), name))
+    }
+
+    /// Finds the upstream serving `uri`, listing resources and templates once if needed.
+    pub async fn resolve_resource(&self, ctx: &RequestContext, uri: &str) -> Option<Arc<Upstream>> {
+        let upstreams = self.upstreams.snapshot();
+        if upstreams.len() == 1 {
+            return upstreams.iter().next().cloned();
+        }
+        let mut found = crate::sync::read(&self.routes).resource(uri);
+        if found.is_none() {
+            self.refresh(ctx, ListKind::Resources).await;
+            self.refresh(ctx, ListKind::Templates).await;
+            found = crate::sync::read(&self.routes).resource(uri);
+        }
+        upstreams.get(&found?).cloned()
+    }
+}
+
+/// The answer to a list request: `items`, with the modern era's result fields.
+fn list_answer(
+    ctx: &RequestContext,
+    kind: ListKind,
+    request: &Request,
+    items: Vec<RawObject>,
+) -> Outcome {
+    let mut result = RawObject::new();
+    result.insert(kind.items_key().into(), jsonrpc::to_raw(&items));
+    if ctx.era == Era::Modern {
+        result.insert("resultType".into(), jsonrpc::to_raw("complete"));
+        add_cache_fields(&mut result);
+    }
+    answer(request, &jsonrpc::to_raw(&result))
+}

@@ -1,0 +1,227 @@
+//! Forwarding one client request to one upstream and relaying the reply:
+//! JSON as it is (adapted to the client's era), SSE live (progress and logs
+//! as they come, server→client requests re-addressed), `input_required`
+//! resolved for legacy clients. A request that failed because its upstream
+//! session was lost is sent again on a fresh session — a `tools/call` only
+//! when it provably never arrived ([invariant: no-replay]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tether_wire::jsonrpc::{ErrorObject, Method, RawObject, Request, code};
+use tokio::sync::mpsc;
+
+use super::connector::Connector;
+use super::context::RequestContext;
+use super::era_results::adapt_response;
+use super::input_rounds::{self, InputRounds};
+use super::outcome::{Outcome, error};
+use super::reply_relay::ReplyRelay;
+use super::waiting_calls::{Parked, WaitingCalls};
+use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
+
+/// Messages buffered between an upstream stream and the client; beyond this
+/// the upstream read waits (backpressure, never unbounded memory).
+const STREAM_QUEUE: usize = 32;
+
+/// Forwards client requests to upstreams (see the module documentation).
+pub struct Forwarder {
+    connector: Arc<Connector>,
+    waiting: Arc<WaitingCalls>,
+    send_timeout: Duration,
+}
+
+impl Forwarder {
+    /// Forwards on the sessions `connector` hands out; calls that wait for a
+    /// modern client's input wait in `waiting`; a client that leaves a
+    /// relayed message unread for `send_timeout` is cut off.
+    pub fn new(
+        connector: Arc<Connector>,
+        waiting: Arc<WaitingCalls>,
+        send_timeout: Duration,
+    ) -> Self {
+        Forwarder {
+            connector,
+            waiting,
+            send_timeout,
+        }
+    }
+
+    /// Sends `request` to `upstream` in the request's context. `params`
+    /// replaces the request's params when the router rewrote them.
+    pub async fn forward(
+        &self,
+        ctx: &Arc<RequestContext>,
+        upstream: &Arc<Upstream>,
+        request: Request,
+        params: Option<RawObject>,
+    ) -> Outcome {
+        let name = request.name_value(params.as_ref());
+        let mut last_error = None;
+        for attempt in 0..2 {
+            let session = match self.connector.session_for(ctx, upstream).await {
+                Ok(s) => s,
+                Err(e) => return unavailable(&request, upstream, &e, false),
+            };
+            let level = ctx.log_level();
+            let body = match session.prepare(&request, params.as_ref(), level.as_deref()) {
+                Ok(b) => b,
+                Err(e) => return error(&request, code::INVALID_PARAMS, e.message()),
+            };
+            let reply = session
+                .request(
+                    body,
+                    &request.method,
+                    name.as_deref(),
+                    &ctx.options.param_headers,
+                )
+                .await;
+            match reply {
+                Ok(reply) => return self.relay(ctx, session, request, params, reply),
+                Err(e) => {
+                    if e.poisons_session() {
+                        ctx.upstreams().evict(&session);
+                    }
+                    tracing::debug!(upstream = %upstream.name, method = %request.method, error = %e, attempt, "upstream request failed");
+                    if attempt == 0 && e.retryable(&request.method) {
+                        last_error = Some(e);
+                        continue;
+                    }
+                    let unknown = request.method == Method::ToolsCall && e.leaves_outcome_unknown();
+                    return unavailable(&request, upstream, &e, unknown);
+                }
+            }
+        }
+        let e = last_error.unwrap_or(UpstreamError::Timeout);
+        unavailable(&request, upstream, &e, false)
+    }
+
+    /// Turns the upstream's reply into the client's outcome.
+    fn relay(
+        &self,
+        ctx: &Arc<RequestContext>,
+        session: Arc<UpstreamSession>,
+        request: Request,
+        params: Option<RawObject>,
+        reply: Reply,
+    ) -> Outcome {
+        let request_params = || {
+            params
+                .clone()
+                .or_else(|| request.params_object().ok())
+                .unwrap_or_default()
+        };
+        match reply {
+            Reply::Json(body) if input_rounds::needed(ctx, &session, &body) => {
+                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                let rounds = InputRounds {
+                    ctx: ctx.clone(),
+                    session,
+                    params: request_params(),
+                    method: request.method,
+                    client_id: request.id,
+                    tx,
+                    send_timeout: self.send_timeout,
+                };
+                tokio::spawn(rounds.run(body));
+                Outcome::Stream(rx)
+            }
+            Reply::Json(body) => Outcome::Message(adapt_response(ctx.era, &request.method, body)),
+            Reply::Accepted => Outcome::Error(
+                ErrorObject::new(
+                    code::INTERNAL_ERROR,
+                    "upstream accepted the request without answering it",
+                ),
+                Some(request.id),
+            ),
+            Reply::Stream(stream) => {
+                // A listen stream carries change notifications for as long as
+                // the client holds it; it is quiet most of the time.
+                let stream = if request.method == Method::SubscriptionsListen {
+                    stream.without_idle_timeout()
+                } else {
+                    stream
+                };
+                let call = Call {
+                    ctx: ctx.clone(),
+                    session,
+                    method: request.method.clone(),
+                    request_params: request_params(),
+                    upstream_id: Some(request.id.clone()),
+                };
+                self.stream_reply(call, Some(request.id), *stream)
+            }
+        }
+    }
+
+    /// Continues a call that waited for a modern client's input: the
+    /// upstream has the answer; the rest of its reply goes to `retry` (the
+    /// client's new request).
+    pub fn resume(&self, parked: Parked, retry: &Request) -> Outcome {
+        let call = Call {
+            ctx: parked.ctx,
+            session: parked.session,
+            method: parked.method,
+            request_params: parked.request_params,
+            upstream_id: Some(parked.upstream_id),
+        };
+        self.stream_reply(call, Some(retry.id.clone()), parked.stream)
+    }
+
+    /// Relays `stream`, the reply to `call`, to the client (who knows the
+    /// call as `client_id`) as it arrives.
+    fn stream_reply(
+        &self,
+        call: Call,
+        client_id: Option<Box<RawValue>>,
+        stream: EventStream,
+    ) -> Outcome {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let relay = ReplyRelay {
+            ctx: call.ctx,
+            session: call.session,
+            method: call.method,
+            upstream_id: call.upstream_id,
+            client_id,
+            tx,
+            send_timeout: self.send_timeout,
+            request_params: call.request_params,
+            waiting: self.waiting.clone(),
+        };
+        tokio::spawn(relay.run(stream));
+        Outcome::Stream(rx)
+    }
+}
+
+/// A call on its upstream session whose reply is being relayed.
+struct Call {
+    ctx: Arc<RequestContext>,
+    session: Arc<UpstreamSession>,
+    method: Method,
+    request_params: RawObject,
+    upstream_id: Option<Box<RawValue>>,
+}
+
+/// A JSON-RPC error explaining that an upstream could not serve the request.
+fn unavailable(
+    request: &Request,
+    upstream: &Upstream,
+    e: &UpstreamError,
+    outcome_unknown: bool,
+) -> Outcome {
+    let text = if outcome_unknown {
+        format!(
+            "upstream {} failed during tools/call ({e}); the call may or may not have run (outcome unknown), so it was not retried",
+            upstream.name
+        )
+    } else {
+        format!("upstream {} is unavailable: {e}", upstream.name)
+    };
+    let data =
+        serde_json::json!({ "upstream": &*upstream.name, "outcomeUnknown": outcome_unknown });
+    Outcome::Error(
+        ErrorObject::new(code::INTERNAL_ERROR, text).with_data(data),
+        Some(request.id.clone()),
+    )
+}

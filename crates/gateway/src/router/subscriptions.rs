@@ -1,0 +1,188 @@
+//! `resources/subscribe` for 2026-07-28 upstreams, which have no such method:
+//! Tether keeps the client's subscribed URIs per upstream and holds one
+//! `subscriptions/listen` stream for them (re-opened with backoff if the
+//! upstream ends it), relaying `resources/updated` (and list-change)
+//! notifications into the client's GET stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use tether_wire::jsonrpc::{self, EnvelopeError, Kind, Message, Method, Request, code};
+use tether_wire::protocol::Era;
+use tokio::sync::oneshot;
+
+use super::connector::Connector;
+use super::context::RequestContext;
+use super::forward::Forwarder;
+use super::outcome::{Outcome, empty_answer, error};
+use crate::session::{ClientSession, MAX_SUBSCRIPTIONS};
+use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
+
+/// Longest wait between attempts to re-open a listen stream.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Subscribes (`on`) or unsubscribes the client to `uri` on `upstream`: a
+/// legacy upstream gets the request itself; for a modern one the session's
+/// listen stream is replaced by one for its URIs now.
+pub async fn subscribe(
+    connector: &Connector,
+    forwarder: &Forwarder,
+    ctx: &Arc<RequestContext>,
+    upstream: &Arc<Upstream>,
+    request: Request,
+    uri: String,
+) -> Outcome {
+    let on = request.method == Method::ResourcesSubscribe;
+    let session = match connector.session_for(ctx, upstream).await {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("upstream {} is unavailable: {e}", upstream.name);
+            return error(&request, code::INTERNAL_ERROR, why);
+        }
+    };
+    if session.era == Era::Legacy {
+        return forwarder.forward(ctx, upstream, request, None).await;
+    }
+    // Without a client session there is no stream to deliver changes on.
+    let Some(client) = ctx.session() else {
+        return empty_answer(&request);
+    };
+    let (ack_tx, ack_rx) = oneshot::channel();
+    let task =
+        |uris| tokio::spawn(listen(client.clone(), session.clone(), uris, ack_tx)).abort_handle();
+    let listening = match client.resubscribe(&upstream.name, uri, on, task) {
+        Some(listening) => listening,
+        None => {
+            let why = format!(
+                "at most {MAX_SUBSCRIPTIONS} subscriptions per upstream (or the session has ended)"
+            );
+            return error(&request, code::INVALID_REQUEST, why);
+        }
+    };
+    if listening {
+        // Answer only once the upstream accepted the subscription.
+        match tokio::time::timeout(upstream.config.timeout(), ack_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(why))) => return error(&request, code::INTERNAL_ERROR, why.to_string()),
+            _ => {
+                return error(
+                    &request,
+                    code::INTERNAL_ERROR,
+                    "the upstream did not acknowledge the subscription",
+                );
+            }
+        }
+    }
+    empty_answer(&request)
+}
+
+/// Why a `subscriptions/listen` stream was not held.
+#[derive(Debug)]
+enum ListenFailure {
+    /// The request could not be built.
+    Request(EnvelopeError),
+    /// The upstream could not be reached.
+    Upstream(UpstreamError),
+    /// The upstream answered with a message instead of a stream.
+    Refused(Bytes),
+    /// The upstream accepted the request without a stream.
+    NoStream,
+    /// The stream ended before the upstream acknowledged the subscription.
+    ClosedEarly,
+}
+
+impl std::fmt::Display for ListenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenFailure::Request(e) => f.write_str(&e.message()),
+            ListenFailure::Upstream(e) => write!(f, "subscriptions/listen failed: {e}"),
+            ListenFailure::Refused(body) => write!(
+                f,
+                "the upstream refused subscriptions/listen: {}",
+                String::from_utf8_lossy(body)
+            ),
+            ListenFailure::NoStream => {
+                f.write_str("the upstream accepted subscriptions/listen without a stream")
+            }
+            ListenFailure::ClosedEarly => {
+                f.write_str("the upstream closed the subscription stream before acknowledging it")
+            }
+        }
+    }
+}
+
+/// Holds a `subscriptions/listen` stream for `uris` and relays its change
+/// notifications to the client's GET stream (while one is open). The first
+/// acknowledgement (or failure) is reported on `ack`; later the stream is
+/// re-opened with capped backoff whenever the upstream ends it.
+async fn listen(
+    ctx: Arc<ClientSession>,
+    session: Arc<UpstreamSession>,
+    uris: Vec<String>,
+    ack: oneshot::Sender<Result<(), ListenFailure>>,
+) {
+    let mut ack = Some(ack);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match open(&session, &uris).await {
+            Ok(mut stream) => {
+                while let Some(Ok(bytes)) = stream.next_message().await {
+                    let Ok(msg) = Message::parse(&bytes) else {
+                        continue;
+                    };
+                    if !matches!(msg.kind(), Ok(Kind::Notification)) {
+                        break;
+                    }
+                    if msg.method == Some(Method::SubscriptionsAcknowledged) {
+                        if let Some(ack) = ack.take() {
+                            let _ = ack.send(Ok(()));
+                        }
+                        backoff = Duration::from_secs(1);
+                    } else if let Some(tx) = ctx.outbound() {
+                        let _ = tx.try_send(bytes);
+                    }
+                }
+            }
+            Err(why) => {
+                if let Some(ack) = ack.take() {
+                    let _ = ack.send(Err(why));
+                    return;
+                }
+                tracing::debug!(upstream = %session.upstream.name, %why, "re-opening subscriptions/listen failed");
+            }
+        }
+        if let Some(ack) = ack.take() {
+            let _ = ack.send(Err(ListenFailure::ClosedEarly));
+            return;
+        }
+        if ctx.is_closed() || session.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn open(
+    session: &Arc<UpstreamSession>,
+    uris: &[String],
+) -> Result<Box<EventStream>, ListenFailure> {
+    let request = Request::new(
+        jsonrpc::to_raw("tether-listen"),
+        Method::SubscriptionsListen,
+        Some(jsonrpc::to_raw(
+            &json!({ "notifications": { "resourceSubscriptions": uris } }),
+        )),
+    );
+    let body = session
+        .prepare(&request, None, None)
+        .map_err(ListenFailure::Request)?;
+    match session.request(body, &request.method, None, &[]).await {
+        Ok(Reply::Stream(stream)) => Ok(stream.without_idle_timeout()),
+        Ok(Reply::Json(body)) => Err(ListenFailure::Refused(body)),
+        Ok(Reply::Accepted) => Err(ListenFailure::NoStream),
+        Err(e) => Err(ListenFailure::Upstream(e)),
+    }
+}

@@ -1,0 +1,520 @@
+//! All client sessions of this node: creation under the caps, lookup (held
+//! here, or restored from the store with the same upstream sessions
+//! re-attached: [invariant: stale-session]), ending, the idle reaper and the
+//! batched last-seen writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+
+use super::client_session::{ClientSession, Founding, STREAM_BOUND_MARK};
+use super::id::{is_valid_session_id, new_session_id};
+use super::quota::{Admission, Seat, SessionQuota};
+use super::scope::Scope;
+use crate::auth::Caller;
+use crate::clock::now_ms;
+use crate::metrics::Metrics;
+use crate::store::{SessionRecord, Store};
+use crate::upstream::{ClientIdentity, UpstreamSession, UpstreamSet};
+
+/// All client sessions of this node.
+pub struct SessionRegistry {
+    sessions: DashMap<String, Arc<ClientSession>>,
+    store: Arc<Store>,
+    upstreams: Arc<UpstreamSet>,
+    quota: Arc<SessionQuota>,
+    idle_ttl: Duration,
+    close_timeout: Duration,
+    absolute_ttl: Option<Duration>,
+    max_inflight: usize,
+}
+
+/// How often last-seen times are written to the store (batched).
+const TOUCH_FLUSH: Duration = Duration::from_secs(2);
+/// Stored sessions expired per reaper pass (the rest wait for the next one).
+const REAP_BATCH: i64 = 256;
+
+impl SessionRegistry {
+    /// An empty registry over `store`; `upstreams` re-attach stored sessions.
+    pub fn new(
+        store: Arc<Store>,
+        upstreams: Arc<UpstreamSet>,
+        limits: RegistryLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        SessionRegistry {
+            sessions: DashMap::new(),
+            store,
+            upstreams,
+            quota: SessionQuota::new(limits.max_sessions, limits.max_per_principal, metrics),
+            idle_ttl: limits.idle_ttl,
+            close_timeout: limits.close_timeout,
+            absolute_ttl: limits.absolute_ttl,
+            max_inflight: limits.max_inflight,
+        }
+    }
+
+    /// Takes a place under the session caps for `principal`: for a session,
+    /// or for an HTTP+SSE connection that becomes one.
+    pub fn admit(&self, principal: &Arc<str>) -> Result<Seat, Admission> {
+        self.quota.admit(principal)
+    }
+
+    /// Forgets a held session (ended here or elsewhere) and gives back its place.
+    fn unregister(&self, id: &str) -> Option<Arc<ClientSession>> {
+        let (_, session) = self.sessions.remove(id)?;
+        session.vacate();
+        Some(session)
+    }
+
+    /// Adds a legacy session of `caller` on `scope` under a fresh id, and stores it.
+    pub async fn create(
+        &self,
+        scope: Scope,
+        protocol_version: String,
+        identity: ClientIdentity,
+        caller: &Caller,
+    ) -> Result<Arc<ClientSession>, Admission> {
+        let seat = self.admit(&caller.principal)?;
+        let session = self.found(
+            new_session_id(),
+            false,
+            scope,
+            protocol_version,
+            identity,
+            caller,
+            Some(seat),
+        );
+        Ok(self.register(session).await)
+    }
+
+    /// Adds the session of the HTTP+SSE connection `stream` (which holds its
+    /// place under the caps), and stores it.
+    pub async fn create_bound(
+        &self,
+        stream: &str,
+        scope: Scope,
+        protocol_version: String,
+        identity: ClientIdentity,
+        caller: &Caller,
+    ) -> Arc<ClientSession> {
+        let session = self.found(
+            stream.to_owned(),
+            true,
+            scope,
+            protocol_version,
+            identity,
+            caller,
+            None,
+        );
+        self.register(session).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn found(
+        &self,
+        id: String,
+        stream_bound: bool,
+        scope: Scope,
+        protocol_version: String,
+        identity: ClientIdentity,
+        caller: &Caller,
+        seat: Option<Seat>,
+    ) -> ClientSession {
+        ClientSession::new(Founding {
+            id,
+            scope,
+            stream_bound,
+            protocol_version,
+            identity,
+            principal: caller.principal.clone(),
+            created_ms: now_ms(),
+            max_inflight: self.max_inflight,
+            seat,
+        })
+    }
+
+    async fn register(&self, session: ClientSession) -> Arc<ClientSession> {
+        let session = Arc::new(session);
+        session.touch();
+        self.sessions.insert(session.id.clone(), session.clone());
+        if let Err(e) = self.store.insert(&session.record()).await {
+            tracing::warn!(error = %e, "client session not stored: it will not survive a restart");
+        }
+        session
+    }
+
+    /// The session with this id, if `caller` owns it: held here, or restored
+    /// from the store (after a restart, or created on another node) with its
+    /// upstream sessions re-attached by their stored ids. Ids of invalid shape
+    /// are never looked up; another principal's session is not found, exactly
+    /// like an unknown one.
+    pub async fn find(&self, id: &str, caller: &Caller) -> Option<Arc<ClientSession>> {
+        if !is_valid_session_id(id) {
+            return None;
+        }
+        let held = self.sessions.get(id).map(|s| s.clone());
+        if let Some(s) = held {
+            if s.stream_bound || s.principal != caller.principal {
+                return None;
+            }
+            if s.outlived(self.absolute_ttl) {
+                self.end(id).await;
+                return None;
+            }
+            return Some(s);
+        }
+        let record = match self.store.load(id).await {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!(error = %e, "session store lookup failed");
+                return None;
+            }
+        };
+        if record.scope.starts_with(STREAM_BOUND_MARK) || *record.principal != *caller.principal {
+            return None;
+        }
+        let now = now_ms();
+        let idle = now - record.last_seen_ms > self.idle_ttl.as_millis() as i64;
+        let outlived = self
+            .absolute_ttl
+            .is_some_and(|t| now - record.created_ms > t.as_millis() as i64);
+        if idle || outlived {
+            return None;
+        }
+        let seat = self.admit(&caller.principal).ok()?;
+        let session = self.restore(record, Some(seat))?;
+        match self.sessions.entry(id.to_owned()) {
+            dashmap::Entry::Occupied(held) => {
+                // Restored concurrently by another request: use that one.
+                session.vacate();
+                Some(held.get().clone())
+            }
+            dashmap::Entry::Vacant(slot) => {
+                session.touch();
+                slot.insert(session.clone());
+                tracing::debug!(session = %id, "restored client session from the store");
+                Some(session)
+            }
+        }
+    }
+
+    /// Rebuilds a stored session (not registered) holding `seat`; `None` if
+    /// its endpoint is gone.
+    fn restore(&self, record: SessionRecord, seat: Option<Seat>) -> Option<Arc<ClientSession>> {
+        let stream_bound = record.scope.starts_with(STREAM_BOUND_MARK);
+        let scope = match record.scope.trim_start_matches(STREAM_BOUND_MARK) {
+            "" => Scope::Federated,
+            name => Scope::Single(self.upstreams.get(name)?.name.clone()),
+        };
+        let raw = |text: &str| serde_json::value::RawValue::from_string(text.to_owned()).ok();
+        let identity = ClientIdentity {
+            info: raw(&record.client_info).unwrap_or_else(|| ClientIdentity::tether().info),
+            capabilities: raw(&record.client_capabilities)
+                .unwrap_or_else(|| ClientIdentity::tether().capabilities),
+            credentials: None,
+        };
+        let session = Arc::new(ClientSession::new(Founding {
+            id: record.id,
+            scope,
+            stream_bound,
+            protocol_version: record.protocol_version,
+            identity,
+            principal: Arc::from(record.principal.as_str()),
+            created_ms: record.created_ms,
+            max_inflight: self.max_inflight,
+            seat,
+        }));
+        if let Some(level) = record.log_level {
+            session.set_log_level(level);
+        }
+        for binding in &record.upstreams {
+            let reattached = self
+                .upstreams
+                .get(binding.upstream.as_str())
+                .and_then(|up| UpstreamSession::reattach(up, binding, &session.identity));
+            if let Some(reattached) = reattached {
+                session.upstreams.seed(reattached);
+            }
+        }
+        Some(session)
+    }
+
+    /// Ends a session: closes its upstream sessions and removes it from the
+    /// store; true if it existed.
+    pub async fn end(&self, id: &str) -> bool {
+        let held = self.unregister(id);
+        let stored = self.store.delete(id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "removing a session from the store failed");
+            false
+        });
+        let Some(session) = held else {
+            return stored;
+        };
+        session.close(self.close_timeout).await;
+        true
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Ends sessions idle longer than the TTL (and not listening on a GET
+    /// stream), here and in the store; returns how many ended.
+    pub async fn reap_idle(&self) -> usize {
+        let expired: Vec<String> = self
+            .sessions
+            .iter()
+            // A client listening on its GET stream is using the session.
+            .filter(|s| {
+                (s.idle_for() > self.idle_ttl && !s.is_listening()) || s.outlived(self.absolute_ttl)
+            })
+            .map(|s| s.key().clone())
+            .collect();
+        let mut n = expired.len();
+        futures_util::future::join_all(expired.iter().map(|id| self.end(id))).await;
+        // Stored sessions no node holds any more (their node restarted or left).
+        let before = now_ms() - self.idle_ttl.as_millis() as i64;
+        let stale = self
+            .store
+            .expired(before, REAP_BATCH)
+            .await
+            .unwrap_or_default();
+        for id in stale
+            .iter()
+            .filter(|id| !self.sessions.contains_key(id.as_str()))
+        {
+            if let Ok(Some(record)) = self.store.load(id).await
+                && let Some(session) = self.restore(record, None)
+            {
+                session.close(self.close_timeout).await;
+            }
+            if self.store.delete(id).await.unwrap_or(false) {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::info!(count = n, "ended idle client sessions");
+        }
+        n
+    }
+
+    /// Writes the last-seen times of sessions used since the last flush.
+    pub async fn flush_touches(&self) {
+        let seen: Vec<(String, i64)> = self
+            .sessions
+            .iter()
+            .filter(|s| s.take_dirty())
+            .map(|s| (s.key().clone(), s.activity().1))
+            .collect();
+        if seen.is_empty() {
+            return;
+        }
+        match self.store.touch(&seen).await {
+            // Ended on another node (DELETE, expiry): that node closed the
+            // upstream sessions; this one just stops serving it.
+            Ok(gone) => {
+                for id in gone {
+                    if let Some(session) = self.unregister(&id) {
+                        session.forget();
+                        tracing::debug!(session = %id, "session ended on another node");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "writing session last-seen times failed"),
+        }
+    }
+
+    /// Runs the idle reaper and the last-seen flusher until the registry is dropped.
+    pub fn spawn_reaper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let shortest = self
+            .absolute_ttl
+            .map_or(self.idle_ttl, |a| a.min(self.idle_ttl));
+        let period = (shortest / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut next_reap = tokio::time::Instant::now() + period;
+            loop {
+                tokio::time::sleep(TOUCH_FLUSH.min(period)).await;
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
+                registry.flush_touches().await;
+                if tokio::time::Instant::now() >= next_reap {
+                    registry.reap_idle().await;
+                    next_reap = tokio::time::Instant::now() + period;
+                }
+            }
+        });
+    }
+
+    /// Shutdown. With a durable store, sessions outlive this process: their
+    /// last-seen times are written and their upstream sessions are kept for
+    /// whichever node serves them next. In memory, every session ends (with
+    /// its upstream sessions) in parallel. Bounded by the close timeout.
+    /// Sessions bound to an HTTP+SSE connection end either way: their stream is gone.
+    pub async fn shutdown(&self) {
+        let durable = self.store.is_durable();
+        if durable {
+            self.flush_touches().await;
+        }
+        let ids: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|s| !durable || s.stream_bound)
+            .map(|s| s.key().clone())
+            .collect();
+        let all = futures_util::future::join_all(ids.iter().map(|id| self.end(id)));
+        if tokio::time::timeout(self.close_timeout, all).await.is_err() {
+            tracing::warn!("shutdown: some client sessions did not close in time; abandoned");
+        }
+    }
+
+    /// Takes every client session's upstream session with `upstream` (that
+    /// upstream object), for the caller to close.
+    pub fn take_upstream_sessions(
+        &self,
+        upstream: &Arc<crate::upstream::Upstream>,
+    ) -> Vec<Arc<UpstreamSession>> {
+        self.sessions
+            .iter()
+            .filter_map(|s| s.upstreams.take(upstream))
+            .collect()
+    }
+
+    /// Tells every client session that can hear it (a legacy session with an
+    /// open stream) that the lists of the upstreams `affects` names changed.
+    pub fn announce_list_changes(&self, affects: impl Fn(&Scope) -> bool) {
+        const CHANGES: [&[u8]; 3] = [
+            br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#,
+        ];
+        for session in self.sessions.iter().filter(|s| affects(&s.scope)) {
+            if let Some(tx) = session.outbound() {
+                for change in CHANGES {
+                    // A client too slow to take a notification misses it, never blocks this.
+                    let _ = tx.try_send(Bytes::from_static(change));
+                }
+            }
+        }
+    }
+
+    /// The sessions this node holds.
+    pub fn held(&self) -> Vec<Arc<ClientSession>> {
+        self.sessions.iter().map(|s| s.clone()).collect()
+    }
+
+    /// Ends every session's GET stream (shutdown: they never finish on their own).
+    pub fn close_streams(&self) {
+        for s in self.sessions.iter() {
+            s.close_outbound();
+        }
+    }
+}
+
+/// Caps and timeouts of a [`SessionRegistry`].
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryLimits {
+    /// Most client sessions held at once.
+    pub max_sessions: usize,
+    /// Idle time after which a session ends.
+    pub idle_ttl: Duration,
+    /// Bound on closing one session's upstream sessions.
+    pub close_timeout: Duration,
+    /// Most client sessions one principal holds at once.
+    pub max_per_principal: usize,
+    /// Lifetime of a session however busy (`None`: no limit).
+    pub absolute_ttl: Option<Duration>,
+    /// Requests one session may have in flight.
+    pub max_inflight: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{ANONYMOUS, Access};
+
+    fn registry() -> SessionRegistry {
+        let limits = RegistryLimits {
+            max_sessions: 10,
+            idle_ttl: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(1),
+            max_per_principal: 10,
+            absolute_ttl: None,
+            max_inflight: 8,
+        };
+        let store = Arc::new(Store::Memory(Default::default()));
+        SessionRegistry::new(store, Arc::default(), limits, Arc::new(Metrics::default()))
+    }
+
+    fn caller(principal: &str) -> Caller {
+        Caller {
+            principal: Arc::from(principal),
+            access: Arc::new(Access::everything()),
+            credentials: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn another_principal_finds_nothing() {
+        let reg = registry();
+        let (alice, bob) = (caller("iss|alice"), caller("iss|bob"));
+        let s = reg
+            .create(
+                Scope::Federated,
+                "2025-11-25".into(),
+                ClientIdentity::tether(),
+                &alice,
+            )
+            .await
+            .unwrap();
+        assert!(reg.find(&s.id, &bob).await.is_none());
+        assert!(reg.find(&s.id, &alice).await.is_some());
+        // Nor from the store, as another node would look it up.
+        reg.unregister(&s.id);
+        assert!(reg.find(&s.id, &bob).await.is_none());
+        assert!(reg.find(&s.id, &alice).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn sessions_bound_to_a_stream_are_never_served_elsewhere() {
+        let reg = registry();
+        let me = caller(ANONYMOUS);
+        let id = new_session_id();
+        let held = reg
+            .create_bound(
+                &id,
+                Scope::Federated,
+                "2024-11-05".into(),
+                ClientIdentity::tether(),
+                &me,
+            )
+            .await;
+        assert_eq!(held.id, id);
+        assert!(held.stream_bound);
+        assert!(held.record().scope.starts_with(STREAM_BOUND_MARK));
+        assert!(
+            reg.find(&id, &me).await.is_none(),
+            "not over Streamable HTTP"
+        );
+        // Not from the store either (as another node would see it).
+        reg.unregister(&id);
+        assert!(reg.find(&id, &me).await.is_none());
+        let record = reg.store.load(&id).await.unwrap().unwrap();
+        let restored = reg.restore(record, None).unwrap();
+        assert!(
+            restored.stream_bound,
+            "the reaper restores it as what it was"
+        );
+        assert_eq!(restored.scope, Scope::Federated);
+    }
+}

@@ -1,0 +1,351 @@
+//! HTTP to one upstream: its URL, the client that holds its connection pool
+//! and TLS settings, the headers it is configured with, and the requests
+//! Tether makes there — a POST per message, a GET that opens an event
+//! stream, a DELETE that ends a session — each bounded by the upstream's
+//! timeout.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tether_wire::protocol;
+
+use super::error::UpstreamError;
+use crate::config::UpstreamConfig;
+
+/// Largest single upstream message or SSE event Tether accepts.
+pub const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// The TLS files an upstream's definition names, as read when it was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsMaterial {
+    /// CA certificates (PEM).
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate chain and key (PEM).
+    pub identity: Option<Vec<u8>>,
+}
+
+impl TlsMaterial {
+    /// Reads the files `config` names.
+    pub fn read(config: &UpstreamConfig) -> Result<TlsMaterial, BuildError> {
+        let read = |path: &Option<std::path::PathBuf>| {
+            path.as_ref()
+                .map(|p| {
+                    std::fs::read(p).map_err(|source| BuildError::TlsFile {
+                        path: p.clone(),
+                        source,
+                    })
+                })
+                .transpose()
+        };
+        Ok(TlsMaterial {
+            ca: read(&config.tls_ca_file)?,
+            identity: read(&config.tls_client_identity_file)?,
+        })
+    }
+}
+
+/// Why an upstream's definition could not be turned into a way to reach it.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The URL does not parse.
+    Url(url::ParseError),
+    /// A configured header name or value is not valid in HTTP.
+    Header(String),
+    /// A header value could not be resolved (its environment variable).
+    Config(crate::config::ConfigError),
+    /// A TLS file could not be read.
+    TlsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file holds no certificate.
+    NoCertificate,
+    /// The TLS material or the client could not be set up.
+    Client(reqwest::Error),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Url(e) => write!(f, "bad url: {e}"),
+            BuildError::Header(why) => write!(f, "bad header: {why}"),
+            BuildError::Config(e) => write!(f, "{e}"),
+            BuildError::TlsFile { path, source } => write!(f, "{}: {source}", path.display()),
+            BuildError::NoCertificate => f.write_str("tls_ca_file holds no PEM certificate"),
+            BuildError::Client(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Url(e) => Some(e),
+            BuildError::TlsFile { source, .. } => Some(source),
+            BuildError::Client(e) => Some(e),
+            BuildError::Config(e) => Some(e),
+            BuildError::Header(_) | BuildError::NoCertificate => None,
+        }
+    }
+}
+
+/// Where and how Tether reaches one HTTP upstream.
+#[derive(Debug)]
+pub struct HttpEndpoint {
+    url: reqwest::Url,
+    client: reqwest::Client,
+    headers: HeaderMap,
+    timeout: Duration,
+}
+
+/// Headers of one upstream POST beyond the static ones.
+#[derive(Default)]
+pub struct PostHeaders<'a> {
+    /// `Mcp-Session-Id`, for legacy sessions.
+    pub session_id: Option<&'a HeaderValue>,
+    /// `MCP-Protocol-Version`.
+    pub protocol_version: Option<&'a str>,
+    /// `Mcp-Method` (modern).
+    pub method: Option<&'a str>,
+    /// `Mcp-Name` (modern), unencoded.
+    pub name: Option<&'a str>,
+    /// Further headers passed through unchanged (modern `Mcp-Param-*`).
+    pub extra: &'a [(HeaderName, HeaderValue)],
+    /// The client's `Authorization`, for upstreams configured to receive it.
+    pub credentials: Option<HeaderValue>,
+}
+
+/// What identifies one upstream session in its HTTP requests.
+#[derive(Debug, Clone, Default)]
+pub struct SessionHeaders {
+    /// The upstream's `Mcp-Session-Id`, if it issued one.
+    pub session_id: Option<HeaderValue>,
+    /// The negotiated protocol version.
+    pub protocol_version: String,
+    /// The client's `Authorization`, for upstreams configured to receive it.
+    pub credentials: Option<HeaderValue>,
+}
+
+impl HttpEndpoint {
+    /// The endpoint `config` defines, with its TLS material.
+    pub fn new(config: &UpstreamConfig, tls: &TlsMaterial) -> Result<HttpEndpoint, BuildError> {
+        let url = reqwest::Url::parse(&config.url).map_err(BuildError::Url)?;
+        let mut headers = HeaderMap::new();
+        let configured = config.resolved_headers().map_err(BuildError::Config)?;
+        for (k, v) in &configured {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| BuildError::Header(format!("{k:?}: {e}")))?;
+            let mut value =
+                HeaderValue::from_str(v).map_err(|e| BuildError::Header(format!("{k:?}: {e}")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let mut client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(ca) = &tls.ca {
+            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(BuildError::Client)?;
+            if certs.is_empty() {
+                return Err(BuildError::NoCertificate);
+            }
+            for cert in certs {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        if let Some(identity) = &tls.identity {
+            client =
+                client.identity(reqwest::Identity::from_pem(identity).map_err(BuildError::Client)?);
+        }
+        Ok(HttpEndpoint {
+            url,
+            client: client.build().map_err(BuildError::Client)?,
+            headers,
+            timeout: config.timeout(),
+        })
+    }
+
+    /// The upstream's URL.
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    /// How long a request may wait for the response head (and between the
+    /// chunks of a body).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// POSTs one JSON-RPC message to the upstream's URL; the raw response head.
+    pub async fn post(
+        &self,
+        body: Bytes,
+        headers: PostHeaders<'_>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, text/event-stream");
+        if let Some(id) = headers.session_id {
+            req = req.header(protocol::HEADER_SESSION_ID, id.clone());
+        }
+        if let Some(v) = headers.protocol_version {
+            req = req.header(protocol::HEADER_PROTOCOL_VERSION, v);
+        }
+        if let Some(m) = headers.method {
+            req = req.header(protocol::HEADER_METHOD, m);
+        }
+        if let Some(n) = headers.name {
+            req = req.header(protocol::HEADER_NAME, protocol::encode_header_value(n));
+        }
+        for (name, value) in headers.extra {
+            req = req.header(name, value);
+        }
+        if let Some(credentials) = headers.credentials {
+            req = req.header(http::header::AUTHORIZATION, credentials);
+        }
+        self.send(req.body(body)).await
+    }
+
+    /// POSTs one message to `endpoint` (an HTTP+SSE session's message
+    /// endpoint, on this upstream's origin); the answer comes on the stream.
+    pub async fn post_message(
+        &self,
+        endpoint: &reqwest::Url,
+        body: Bytes,
+    ) -> Result<(), UpstreamError> {
+        let req = self
+            .client
+            .post(endpoint.clone())
+            .headers(self.headers.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let resp = self.send(req).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            http::StatusCode::NOT_FOUND => Err(UpstreamError::SessionLost),
+            s => Err(UpstreamError::Status {
+                status: s.as_u16(),
+                body: String::new(),
+            }),
+        }
+    }
+
+    /// Opens an event stream with `GET` at the upstream's URL (for a session,
+    /// with its headers; resuming after `last_event_id`).
+    pub async fn open_stream(
+        &self,
+        session: Option<&SessionHeaders>,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut req = self
+            .client
+            .get(self.url.clone())
+            .headers(self.headers.clone())
+            .header(http::header::ACCEPT, "text/event-stream");
+        if let Some(session) = session {
+            req = req.header(protocol::HEADER_PROTOCOL_VERSION, &session.protocol_version);
+            if let Some(id) = &session.session_id {
+                req = req.header(protocol::HEADER_SESSION_ID, id.clone());
+            }
+            if let Some(credentials) = &session.credentials {
+                req = req.header(http::header::AUTHORIZATION, credentials.clone());
+            }
+        }
+        if let Some(last) = last_event_id {
+            req = req.header(protocol::HEADER_LAST_EVENT_ID, last);
+        }
+        self.send(req).await
+    }
+
+    /// Ends a session with `DELETE`; bounded by the timeout, and only logged
+    /// when it fails (the session is gone for Tether either way).
+    pub async fn delete_session(&self, upstream: &str, session: &SessionHeaders) {
+        let Some(id) = &session.session_id else {
+            return;
+        };
+        let mut req = self
+            .client
+            .delete(self.url.clone())
+            .headers(self.headers.clone())
+            .header(protocol::HEADER_SESSION_ID, id.clone())
+            .header(protocol::HEADER_PROTOCOL_VERSION, &session.protocol_version);
+        if let Some(credentials) = &session.credentials {
+            req = req.header(http::header::AUTHORIZATION, credentials.clone());
+        }
+        match self.send(req).await {
+            Ok(resp) => {
+                tracing::debug!(%upstream, status = resp.status().as_u16(), "closed upstream session");
+            }
+            Err(UpstreamError::Timeout) => {
+                tracing::warn!(%upstream, "upstream session DELETE timed out; abandoned")
+            }
+            Err(e) => tracing::warn!(%upstream, error = %e, "upstream session DELETE failed"),
+        }
+    }
+
+    /// Sends a request, bounding the wait for the response head by the timeout.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, UpstreamError> {
+        tokio::time::timeout(self.timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::from_reqwest)
+    }
+}
+
+/// Whether a response carries an event stream.
+pub fn is_event_stream(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+/// Reads a whole response body (at most [`MAX_UPSTREAM_MESSAGE`]), waiting at
+/// most `timeout` for each chunk.
+pub async fn read_body(resp: reqwest::Response, timeout: Duration) -> Result<Bytes, UpstreamError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n as usize > MAX_UPSTREAM_MESSAGE)
+    {
+        return Err(UpstreamError::Protocol(
+            "upstream response too large".into(),
+        ));
+    }
+    // Usually the whole body is one chunk: keep it without copying.
+    let mut first: Option<Bytes> = None;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    loop {
+        let chunk = tokio::time::timeout(timeout, stream.next())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
+        match chunk {
+            None => break,
+            Some(Err(e)) => return Err(UpstreamError::from_reqwest(e)),
+            Some(Ok(c)) => {
+                if first.is_none() && body.is_empty() {
+                    first = Some(c);
+                    continue;
+                }
+                if let Some(f) = first.take() {
+                    body.extend_from_slice(&f);
+                }
+                body.extend_from_slice(&c);
+                if body.len() > MAX_UPSTREAM_MESSAGE {
+                    return Err(UpstreamError::Protocol(
+                        "upstream response too large".into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(body)))
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Tether test: formatting and lints, unit and end-to-end tests
-# (real tether processes on loopback), the interop tests with real peers,
-# and a bounded fuzzing run. Prints a final "N passed, N failed" line.
+# (real tether processes on loopback), the architecture checks, the interop
+# tests with real peers, and a bounded fuzzing run. Prints a final
+# "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +54,8 @@ tally() {
     passed=$((passed + p)); failed=$((failed + f)); fi
 }
 
+# The module layering and citations docs/architecture.md describes.
+tally architecture python3 scripts/check-architecture.py
 # Interop with real SDK clients and servers against the built binary.
 [[ -x interop/run.sh ]] && tally interop interop/run.sh
 # Fuzzing the input parsers for a bounded time (FUZZ_SECONDS per target).

@@ -396,9 +396,13 @@ impl Response {
     }
 }
 
-/// Whether `needle` occurs in `haystack`: a cheap pre-filter before parsing.
+/// Whether `needle` occurs in `haystack`: a cheap pre-filter before parsing
+/// (candidates found by their first byte, then compared).
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    memchr::memchr_iter(first, haystack).any(|i| haystack[i + 1..].starts_with(rest))
 }
 
 /// The `error.code` of a JSON-RPC error message body, if it is one.
@@ -547,6 +551,15 @@ mod tests {
             text,
             r#"{"name":"y","arguments":{"n":1.50,"big":12345678901234567890},"zz":{"keep":true}}"#
         );
+    }
+
+    #[test]
+    fn finds_needles_anywhere() {
+        assert!(contains(b"abcabd", b"abd"));
+        assert!(contains(b"abd", b"abd"));
+        assert!(!contains(b"ab", b"abd"));
+        assert!(!contains(b"abcab", b"abd"));
+        assert!(contains(b"x", b""));
     }
 
     #[test]

@@ -164,20 +164,43 @@ impl Verifier {
         Ok(verifier)
     }
 
-    /// The verified claims of `token`.
+    /// The verified claims of `token`, fetching the key set again when it
+    /// names a key not known yet.
     pub async fn verify(&self, token: &str) -> Result<Value, Invalid> {
+        if let Some(verified) = self.verify_now(token) {
+            return verified;
+        }
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| Invalid("malformed token".into()))?;
+        let (key, alg) = self.key_from_set(header.kid.as_deref(), header.alg).await?;
+        self.claims(token, header.alg, &key, alg)
+    }
+
+    /// The verified claims of `token` when the key is at hand; `None` when
+    /// the key set must be fetched again first.
+    pub fn verify_now(&self, token: &str) -> Option<Result<Value, Invalid>> {
+        let header = match jsonwebtoken::decode_header(token) {
+            Ok(h) => h,
+            Err(_) => return Some(Err(Invalid("malformed token".into()))),
+        };
         let (key, alg) = match &self.keys {
             Keys::Shared(key) => (key.clone(), Algorithm::HS256),
             Keys::Public(key, alg) => (key.clone(), *alg),
-            Keys::Set { .. } => self.key_from_set(header.kid.as_deref(), header.alg).await?,
+            Keys::Set { .. } => self.find_key(header.kid.as_deref(), header.alg)?,
         };
-        if header.alg != alg {
-            return Err(Invalid(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
+        Some(self.claims(token, header.alg, &key, alg))
+    }
+
+    /// The claims of `token` (signed with `token_alg`) verified with `key`.
+    fn claims(
+        &self,
+        token: &str,
+        token_alg: Algorithm,
+        key: &DecodingKey,
+        alg: Algorithm,
+    ) -> Result<Value, Invalid> {
+        if token_alg != alg {
+            return Err(Invalid(format!("algorithm {token_alg:?} is not accepted")));
         }
         let mut validation = Validation::new(alg);
         validation.leeway = self.leeway;
@@ -197,7 +220,7 @@ impl Verifier {
             required.push("aud");
         }
         validation.set_required_spec_claims(&required);
-        jsonwebtoken::decode::<Value>(token, &key, &validation)
+        jsonwebtoken::decode::<Value>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|e| Invalid(describe(&e)))
     }
@@ -209,9 +232,6 @@ impl Verifier {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<(DecodingKey, Algorithm), Invalid> {
-        if let Some(found) = self.find_key(kid, alg) {
-            return Ok(found);
-        }
         let stale = match &self.keys {
             Keys::Set { current, .. } => {
                 read(current).0.is_none_or(|t| t.elapsed() > REFETCH_FLOOR)

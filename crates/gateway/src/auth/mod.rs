@@ -81,47 +81,68 @@ impl Auth {
 
     /// The caller of a request with these headers.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Denial> {
-        let credentials = headers.get(http::header::AUTHORIZATION).map(|v| {
-            let mut v = v.clone();
-            v.set_sensitive(true);
-            v
-        });
+        if let Some(decided) = self.authenticate_now(headers) {
+            return decided;
+        }
         let Some(verifier) = &self.verifier else {
-            return Ok(Caller {
-                credentials,
-                ..self.anonymous.clone()
-            });
+            return Ok(self.anonymous(headers));
         };
-        let token = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(Denial::Missing)?;
+        let token = bearer_token(headers).ok_or(Denial::Missing)?;
+        let claims = verifier
+            .verify(token)
+            .await
+            .map_err(|jwt::Invalid(why)| Denial::Invalid(why))?;
+        Ok(self.remember(token, &claims, credentials(headers)))
+    }
+
+    /// The caller, when that can be told without waiting (no
+    /// authentication, a token verified before, or its key at hand); `None`
+    /// when a key set must be fetched first.
+    pub fn authenticate_now(&self, headers: &HeaderMap) -> Option<Result<Caller, Denial>> {
+        let Some(verifier) = &self.verifier else {
+            return Some(Ok(self.anonymous(headers)));
+        };
+        let Some(token) = bearer_token(headers) else {
+            return Some(Err(Denial::Missing));
+        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         if let Some(known) = self.verified.get(token)
             && now <= known.0.saturating_add(self.leeway)
         {
-            return Ok(Caller {
-                credentials,
+            return Some(Ok(Caller {
+                credentials: credentials(headers),
                 ..known.1.clone()
-            });
+            }));
         }
-        let claims = verifier
-            .verify(token)
-            .await
-            .map_err(|jwt::Invalid(why)| Denial::Invalid(why))?;
+        let verified = verifier.verify_now(token)?;
+        Some(match verified {
+            Ok(claims) => Ok(self.remember(token, &claims, credentials(headers))),
+            Err(jwt::Invalid(why)) => Err(Denial::Invalid(why)),
+        })
+    }
+
+    /// The caller when authentication is off.
+    fn anonymous(&self, headers: &HeaderMap) -> Caller {
+        Caller {
+            credentials: credentials(headers),
+            ..self.anonymous.clone()
+        }
+    }
+
+    /// The caller a verified token's `claims` make, remembered until the token expires.
+    fn remember(
+        &self,
+        token: &str,
+        claims: &serde_json::Value,
+        credentials: Option<http::HeaderValue>,
+    ) -> Caller {
         let issuer = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
         let subject = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
         let caller = Caller {
             principal: Arc::from(format!("{issuer}|{subject}")),
-            access: Arc::new(Access::from_policies(&self.policies, &claims)),
+            access: Arc::new(Access::from_policies(&self.policies, claims)),
             credentials,
         };
         let expires = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
@@ -130,6 +151,28 @@ impl Auth {
         }
         self.verified
             .insert(token.into(), (expires, caller.clone()));
-        Ok(caller)
+        caller
     }
+}
+
+/// The request's `Authorization`, kept out of logs.
+fn credentials(headers: &HeaderMap) -> Option<http::HeaderValue> {
+    headers.get(http::header::AUTHORIZATION).map(|v| {
+        let mut v = v.clone();
+        v.set_sensitive(true);
+        v
+    })
+}
+
+/// The bearer token of `Authorization`, if there is one.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::App;
-use super::checks::edge::check_edge;
+use super::checks::edge::CheckEdge;
+use super::checks::gate::{Gate, GateLayer, Verdict};
 use crate::auth::Caller;
 use crate::clock::now_ms;
 use crate::config::UpstreamConfig;
@@ -51,11 +51,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/reload", post(reload))
         .route_layer(
             tower::ServiceBuilder::new()
-                .layer(axum::middleware::from_fn_with_state(
-                    app.clone(),
-                    check_edge,
-                ))
-                .layer(axum::middleware::from_fn_with_state(app, authorize)),
+                .layer(GateLayer(CheckEdge(app.edge.clone())))
+                .layer(GateLayer(AdminToken(app))),
         )
 }
 
@@ -63,14 +60,29 @@ fn problem(status: StatusCode, text: impl Into<String>) -> Response {
     (status, Json(json!({ "error": text.into() }))).into_response()
 }
 
-/// The admin token, compared in constant time.
-async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let expected = app.config.admin.token.as_bytes();
+/// The gate of the admin API: the admin token, compared in constant time.
+#[derive(Clone)]
+struct AdminToken(Arc<App>);
+
+impl Gate for AdminToken {
+    type Ticket = ();
+
+    fn admit(&self, req: &mut Request) -> Verdict<()> {
+        match refusal(&self.0.config.admin.token, req) {
+            None => Verdict::Pass(()),
+            Some(refusal) => Verdict::Refuse(refusal),
+        }
+    }
+}
+
+/// The refusal of a request that does not carry the admin token `expected`.
+fn refusal(expected: &str, req: &Request) -> Option<Response> {
+    let expected = expected.as_bytes();
     if expected.is_empty() {
-        return problem(
+        return Some(problem(
             StatusCode::FORBIDDEN,
             "the admin API is off: set admin.token (TETHER_ADMIN__TOKEN)",
-        );
+        ));
     }
     let presented = req
         .headers()
@@ -87,9 +99,9 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"tether-admin\""),
         );
-        return r;
+        return Some(r);
     }
-    next.run(req).await
+    None
 }
 
 /// Compares two secrets without leaking through timing where they differ or

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{Extension, Query, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::{HeaderValue, Method as HttpMethod, StatusCode, header};
+use http::{Method as HttpMethod, StatusCode};
 use tether_wire::jsonrpc::{ErrorObject, Incoming, Method, Request as JsonRpcRequest, code};
 use tether_wire::sse;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -22,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::checks::edge;
 use super::checks::inflight::session_permit;
 use super::checks::record::labelled;
+use super::endpoint_scope::EndpointScope;
 use super::{App, handshake, reply};
 use crate::auth::Caller;
 use crate::metrics::Label;
@@ -126,73 +127,16 @@ async fn finish(app: &App, id: &str) {
     tracing::debug!(session = %id, "HTTP+SSE stream ended; session closed");
 }
 
-/// `GET /sse`: all upstreams, federated.
-pub async fn federated_stream(
+/// `GET /sse` and `GET /u/<upstream>/sse`: opens a session's stream (the
+/// connection takes a place under the session caps).
+pub async fn open(
     State(app): State<Arc<App>>,
+    EndpointScope(scope): EndpointScope,
     Extension(caller): Extension<Caller>,
     req: Request,
 ) -> Response {
-    open(app, Scope::Federated, caller, req)
-}
-
-/// `GET /u/<upstream>/sse`.
-pub async fn single_stream(
-    State(app): State<Arc<App>>,
-    Path(upstream): Path<String>,
-    Extension(caller): Extension<Caller>,
-    req: Request,
-) -> Response {
-    match app.router.upstream(&upstream) {
-        Some(up) => open(app.clone(), Scope::Single(up.name.clone()), caller, req),
-        None => no_upstream(&upstream),
-    }
-}
-
-/// `POST /message?session_id=…`.
-pub async fn federated_message(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    req: Request,
-) -> Response {
-    message(app, Scope::Federated, caller, req).await
-}
-
-/// `POST /u/<upstream>/message?session_id=…`.
-pub async fn single_message(
-    State(app): State<Arc<App>>,
-    Path(upstream): Path<String>,
-    Extension(caller): Extension<Caller>,
-    req: Request,
-) -> Response {
-    match app.router.upstream(&upstream) {
-        Some(up) => message(app.clone(), Scope::Single(up.name.clone()), caller, req).await,
-        None => no_upstream(&upstream),
-    }
-}
-
-fn no_upstream(name: &str) -> Response {
-    reply::error(
-        StatusCode::NOT_FOUND,
-        code::INVALID_REQUEST,
-        format!("no upstream named {name:?}"),
-    )
-}
-
-fn only(method: &'static str) -> Response {
-    let mut r = reply::error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        code::INVALID_REQUEST,
-        format!("use {method}"),
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(method));
-    r
-}
-
-/// Opens a session's stream (the connection takes a place under the session caps).
-fn open(app: Arc<App>, scope: Scope, caller: Caller, req: Request) -> Response {
     if req.method() != HttpMethod::GET {
-        return only("GET");
+        return reply::method_not_allowed("use GET", "GET");
     }
     let seat = match app.sessions.admit(&caller.principal) {
         Ok(seat) => seat,
@@ -241,11 +185,17 @@ struct Target {
     session_id: Option<String>,
 }
 
-/// Takes one message for a connection's session: 202, then the work goes on
-/// in the background and whatever it yields goes on the stream.
-async fn message(app: Arc<App>, scope: Scope, caller: Caller, req: Request) -> Response {
+/// `POST /message?session_id=…` and `POST /u/<upstream>/message?…`: takes
+/// one message for a connection's session: 202, then the work goes on in
+/// the background and whatever it yields goes on the stream.
+pub async fn message(
+    State(app): State<Arc<App>>,
+    EndpointScope(scope): EndpointScope,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
     if req.method() != HttpMethod::POST {
-        return only("POST");
+        return reply::method_not_allowed("use POST", "POST");
     }
     let (parts, body) = req.into_parts();
     if !edge::is_json(&parts.headers) {
@@ -278,13 +228,9 @@ async fn message(app: Arc<App>, scope: Scope, caller: Caller, req: Request) -> R
             "unknown or ended SSE session; open a new stream with GET",
         );
     };
-    let raw = match app.edge.read_body(&parts.headers, body).await {
-        Ok(b) => b,
-        Err(e) => return e.response(),
-    };
-    let incoming = match Incoming::parse(raw) {
+    let incoming = match app.read_message(&parts.headers, body).await {
         Ok(m) => m,
-        Err(e) => return reply::error(StatusCode::BAD_REQUEST, e.code(), e.message()),
+        Err(refusal) => return *refusal,
     };
     let label = Label::of(&incoming);
     let permit = match session_permit(&conn.inflight) {

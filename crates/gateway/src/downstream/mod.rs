@@ -9,6 +9,7 @@
 
 mod admin;
 pub mod checks;
+mod endpoint_scope;
 mod handshake;
 mod http_sse;
 mod lean_sse;
@@ -25,9 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
+use tether_wire::jsonrpc::Incoming;
 use tower::ServiceBuilder;
 
 use crate::auth::Auth;
@@ -36,11 +37,12 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::session::SessionRegistry;
-use checks::authenticate::{self, METADATA_PATH, authenticate};
-use checks::edge::check_edge;
-use checks::inflight::admit;
-use checks::rate_limit::{RateLimiter, limit_rate};
-use checks::record::record;
+use checks::authenticate::{self, AuthenticateLayer, METADATA_PATH};
+use checks::edge::CheckEdge;
+use checks::gate::GateLayer;
+use checks::inflight::Admit;
+use checks::rate_limit::{LimitRate, RateLimiter};
+use checks::record::Record;
 
 /// Everything a request handler needs.
 pub struct App {
@@ -59,8 +61,8 @@ pub struct App {
     /// Who is calling.
     pub auth: Auth,
     /// Requests per principal.
-    limiter: RateLimiter,
-    edge: EdgePolicy,
+    limiter: Arc<RateLimiter>,
+    edge: Arc<EdgePolicy>,
     /// POSTs being served at once.
     inflight: Arc<tokio::sync::Semaphore>,
 }
@@ -75,11 +77,11 @@ impl App {
         lifecycle: Arc<Lifecycle>,
         auth: Auth,
     ) -> Arc<App> {
-        let edge = EdgePolicy::new(&config.server);
-        let limiter = RateLimiter::new(
+        let edge = Arc::new(EdgePolicy::new(&config.server));
+        let limiter = Arc::new(RateLimiter::new(
             config.server.rate_limit_per_principal,
             config.server.rate_limit_burst,
-        );
+        ));
         let inflight = Arc::new(tokio::sync::Semaphore::new(
             config.server.max_inflight_requests,
         ));
@@ -97,6 +99,27 @@ impl App {
         })
     }
 
+    /// The one message a POST carries: its body read within the limits
+    /// (413, 408) and parsed (400), or the response refusing it.
+    async fn read_message(
+        &self,
+        headers: &http::HeaderMap,
+        body: axum::body::Body,
+    ) -> Result<Incoming, Box<axum::response::Response>> {
+        let raw = self
+            .edge
+            .read_body(headers, body)
+            .await
+            .map_err(|e| Box::new(e.response()))?;
+        Incoming::parse(raw).map_err(|e| {
+            Box::new(reply::error(
+                http::StatusCode::BAD_REQUEST,
+                e.code(),
+                e.message(),
+            ))
+        })
+    }
+
     fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.config.server.send_timeout_secs.max(1))
     }
@@ -109,30 +132,29 @@ impl App {
 
 /// Every endpoint, behind the checks it needs, applied in request order.
 pub fn router(app: Arc<App>) -> axum::Router {
+    let record = GateLayer(Record(app.metrics.clone()));
+    let edge = GateLayer(CheckEdge(app.edge.clone()));
+    let authenticate = AuthenticateLayer(app.clone());
     // MCP over Streamable HTTP and HTTP+SSE: every check.
     let mcp = axum::Router::new()
-        .route("/mcp", any(streamable_http::federated))
-        .route("/u/{upstream}/mcp", any(streamable_http::single))
-        .route_layer(from_fn_with_state(app.clone(), admit))
-        .route("/sse", any(http_sse::federated_stream))
-        .route("/message", any(http_sse::federated_message))
-        .route("/u/{upstream}/sse", any(http_sse::single_stream))
-        .route("/u/{upstream}/message", any(http_sse::single_message))
+        .route("/mcp", any(streamable_http::endpoint))
+        .route("/u/{upstream}/mcp", any(streamable_http::endpoint))
+        .route("/sse", any(http_sse::open))
+        .route("/u/{upstream}/sse", any(http_sse::open))
+        .route("/message", any(http_sse::message))
+        .route("/u/{upstream}/message", any(http_sse::message))
         .route_layer(
             ServiceBuilder::new()
-                .layer(from_fn_with_state(app.clone(), record))
-                .layer(from_fn_with_state(app.clone(), check_edge))
-                .layer(from_fn_with_state(app.clone(), authenticate))
-                .layer(from_fn_with_state(app.clone(), limit_rate)),
+                .layer(record)
+                .layer(edge.clone())
+                .layer(authenticate.clone())
+                .layer(GateLayer(LimitRate(app.limiter.clone())))
+                .layer(GateLayer(Admit(app.inflight.clone()))),
         );
     // A caller's own sessions: the edge and who is asking.
     let own_sessions = axum::Router::new()
         .route("/sessions", get(admin::own_sessions))
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(from_fn_with_state(app.clone(), check_edge))
-                .layer(from_fn_with_state(app.clone(), authenticate)),
-        );
+        .route_layer(ServiceBuilder::new().layer(edge).layer(authenticate));
     axum::Router::new()
         .merge(mcp)
         .merge(own_sessions)

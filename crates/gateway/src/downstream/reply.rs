@@ -121,6 +121,14 @@ pub fn retry_later(status: StatusCode, text: &'static str) -> Response {
     r
 }
 
+/// 405 with `Allow: allow`.
+pub fn method_not_allowed(text: &'static str, allow: &'static str) -> Response {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, code::INVALID_REQUEST, text);
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 /// 202 Accepted with no body.
 pub fn accepted() -> Response {
     let mut resp = Response::new(Body::empty());

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Extension, Path, Request, State};
-use axum::response::Response;
-use http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, header};
+use axum::extract::{Extension, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method as HttpMethod, StatusCode};
 use serde_json::json;
 use tether_wire::jsonrpc::{ErrorObject, Incoming, Method, code};
 use tether_wire::protocol::{self, Era};
@@ -19,6 +19,7 @@ use tether_wire::protocol::{self, Era};
 use super::checks::edge;
 use super::checks::inflight::session_permit;
 use super::checks::record::labelled;
+use super::endpoint_scope::EndpointScope;
 use super::reply::{self, Accepts, Guarded, ReplyStyle};
 use super::{App, handshake, modern_request};
 use crate::auth::Caller;
@@ -27,33 +28,14 @@ use crate::router::{Outcome, RequestContext, RequestOptions};
 use crate::session::{ClientSession, Scope};
 use crate::upstream::ClientIdentity;
 
-/// `/mcp`: all upstreams, federated.
-pub async fn federated(
+/// `/mcp` (all upstreams, federated) and `/u/<upstream>/mcp` (one
+/// upstream, transparent).
+pub async fn endpoint(
     State(app): State<Arc<App>>,
+    EndpointScope(scope): EndpointScope,
     Extension(caller): Extension<Caller>,
     req: Request,
 ) -> Response {
-    endpoint(app, Scope::Federated, caller, req).await
-}
-
-/// `/u/<upstream>/mcp`: one upstream, transparent.
-pub async fn single(
-    State(app): State<Arc<App>>,
-    Path(upstream): Path<String>,
-    Extension(caller): Extension<Caller>,
-    req: Request,
-) -> Response {
-    let Some(up) = app.router.upstream(&upstream) else {
-        return reply::error(
-            StatusCode::NOT_FOUND,
-            code::INVALID_REQUEST,
-            format!("no upstream named {upstream:?}"),
-        );
-    };
-    endpoint(app, Scope::Single(up.name.clone()), caller, req).await
-}
-
-async fn endpoint(app: Arc<App>, scope: Scope, caller: Caller, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let modern_sessionless = parts.headers.get(protocol::HEADER_SESSION_ID).is_none()
         && modern_version_header(&parts.headers);
@@ -61,33 +43,35 @@ async fn endpoint(app: Arc<App>, scope: Scope, caller: Caller, req: Request) -> 
         HttpMethod::POST => post(&app, scope, &parts.headers, body, caller).await,
         // 2026-07-28 has no GET stream and no session to DELETE.
         HttpMethod::GET | HttpMethod::DELETE if modern_sessionless => {
-            let mut r = reply::error(
+            reply::method_not_allowed("2026-07-28 clients use POST only", "POST")
+        }
+        HttpMethod::GET | HttpMethod::DELETE if app.config.server.stateless => {
+            let refusal = reply::error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 code::INVALID_REQUEST,
-                "2026-07-28 clients use POST only",
+                "stateless mode has no sessions",
             );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            r
+            let label = match parts.method {
+                HttpMethod::GET => Label::STREAM,
+                _ => Label::DELETE,
+            };
+            labelled(refusal, label)
         }
         HttpMethod::GET => labelled(
             open_stream(&app, &scope, &parts.headers, &caller).await,
             Label::STREAM,
         ),
         HttpMethod::DELETE => labelled(
-            delete(&app, &scope, &parts.headers, &caller).await,
+            match find_session(&app, &scope, &parts.headers, &caller).await {
+                Ok(session) => {
+                    app.sessions.end(&session.id).await;
+                    StatusCode::OK.into_response()
+                }
+                Err(refusal) => *refusal,
+            },
             Label::DELETE,
         ),
-        _ => {
-            let mut r = reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                code::INVALID_REQUEST,
-                "use POST, GET or DELETE",
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
-            r
-        }
+        _ => reply::method_not_allowed("use POST, GET or DELETE", "GET, POST, DELETE"),
     }
 }
 
@@ -127,13 +111,9 @@ async fn post(
             "Accept must include application/json or text/event-stream",
         );
     }
-    let raw = match app.edge.read_body(headers, body).await {
-        Ok(b) => b,
-        Err(e) => return e.response(),
-    };
-    let incoming = match Incoming::parse(raw) {
+    let incoming = match app.read_message(headers, body).await {
         Ok(m) => m,
-        Err(e) => return reply::error(StatusCode::BAD_REQUEST, e.code(), e.message()),
+        Err(refusal) => return *refusal,
     };
     let label = Label::of(&incoming);
     let style = |era| ReplyStyle {
@@ -305,15 +285,7 @@ async fn open_stream(
     headers: &HeaderMap,
     caller: &Caller,
 ) -> Response {
-    if app.config.server.stateless {
-        return reply::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            code::INVALID_REQUEST,
-            "stateless mode has no session stream",
-        );
-    }
-    let accepts = Accepts::from_headers(headers);
-    if !accepts.sse {
+    if !Accepts::from_headers(headers).sse {
         return reply::error(
             StatusCode::NOT_ACCEPTABLE,
             code::INVALID_REQUEST,
@@ -346,25 +318,6 @@ async fn open_stream(
         Some(std::time::Duration::from_secs(3)),
         app.keepalive(),
     )
-}
-
-/// DELETE: ends the session and its upstream sessions.
-async fn delete(app: &Arc<App>, scope: &Scope, headers: &HeaderMap, caller: &Caller) -> Response {
-    if app.config.server.stateless {
-        return reply::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            code::INVALID_REQUEST,
-            "stateless mode has no sessions",
-        );
-    }
-    let session = match find_session(app, scope, headers, caller).await {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
-    app.sessions.end(&session.id).await;
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::OK;
-    resp
 }
 
 #[cfg(test)]

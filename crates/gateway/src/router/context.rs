@@ -137,6 +137,22 @@ impl RequestContext {
     }
 }
 
+impl RequestContext {
+    /// Closes a sessionless request's upstream sessions now (bounded), for
+    /// callers that must know they are closed; otherwise dropping the
+    /// context releases them in the background.
+    pub async fn close(&self) {
+        if let Client::Sessionless {
+            upstreams,
+            close_timeout,
+            ..
+        } = &self.client
+        {
+            upstreams.close_all(*close_timeout).await;
+        }
+    }
+}
+
 impl Drop for RequestContext {
     fn drop(&mut self) {
         if let Client::Sessionless {

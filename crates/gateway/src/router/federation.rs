@@ -215,10 +215,9 @@ impl Federation {
                 .map_err(|_| UpstreamError::Protocol("list result is not an object".into()))?;
             if let Some(page) = obj.get(kind.items_key()) {
                 let page: Vec<RawObject> = serde_json::from_str(page.get()).map_err(|_| {
-                    UpstreamError::Protocol(format!(
-                        "{} is not a list of objects",
-                        kind.items_key()
-                    ).into())
+                    UpstreamError::Protocol(
+                        format!("{} is not a list of objects", kind.items_key()).into(),
+                    )
                 })?;
                 items.extend(page);
             }

@@ -52,6 +52,8 @@ pub enum InputFailure {
     Retry(EnvelopeError),
     /// The upstream failed while retrying.
     Upstream(UpstreamError),
+    /// The retry's stream failed.
+    Stream(UpstreamError),
     /// The upstream accepted the retry without answering it.
     Unanswered,
     /// The upstream's stream ended before the response.
@@ -88,6 +90,7 @@ impl std::fmt::Display for InputFailure {
                 f,
                 "upstream failed while retrying with the client's input: {e}"
             ),
+            InputFailure::Stream(e) => write!(f, "{e}"),
             InputFailure::Unanswered => {
                 f.write_str("upstream accepted the retry without answering it")
             }
@@ -102,7 +105,7 @@ impl std::fmt::Display for InputFailure {
 impl std::error::Error for InputFailure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            InputFailure::Upstream(e) => Some(e),
+            InputFailure::Upstream(e) | InputFailure::Stream(e) => Some(e),
             _ => None,
         }
     }
@@ -243,7 +246,7 @@ impl InputRounds {
             Reply::Stream(mut stream) => {
                 // Progress and log notifications of the retry still reach the client.
                 while let Some(item) = stream.next_message().await {
-                    let bytes = item.map_err(InputFailure::Upstream)?;
+                    let bytes = item.map_err(InputFailure::Stream)?;
                     match Message::parse(&bytes).ok().and_then(|m| m.kind().ok()) {
                         Some(Kind::Response) => return Ok(bytes),
                         Some(Kind::Notification) => {

@@ -45,20 +45,32 @@ pub async fn subscribe(
     if session.era == Era::Legacy {
         return forwarder.forward(ctx, upstream, request, None).await;
     }
-    // Without a client session there is no stream to deliver changes on.
-    let Some(client) = ctx.session() else {
-        return empty_answer(&request);
-    };
     let (ack_tx, ack_rx) = oneshot::channel();
-    let task =
-        |uris| tokio::spawn(listen(client.clone(), session.clone(), uris, ack_tx)).abort_handle();
-    let listening = match client.resubscribe(&upstream.name, uri, on, task) {
-        Some(listening) => listening,
+    // Without a client session there is no stream to deliver changes on:
+    // the upstream is only asked to accept the subscription.
+    let mut asking = None;
+    let listening = match ctx.session() {
         None => {
-            let why = format!(
-                "at most {MAX_SUBSCRIPTIONS} subscriptions per upstream (or the session has ended)"
-            );
-            return error(&request, code::INVALID_REQUEST, why);
+            if on {
+                let listener = listen(None, session.clone(), vec![uri], ack_tx);
+                asking = Some(AbortOnDrop(tokio::spawn(listener).abort_handle()));
+            }
+            on
+        }
+        Some(client) => {
+            let task = |uris| {
+                let listener = listen(Some(client.clone()), session.clone(), uris, ack_tx);
+                tokio::spawn(listener).abort_handle()
+            };
+            match client.resubscribe(&upstream.name, uri, on, task) {
+                Some(listening) => listening,
+                None => {
+                    let why = format!(
+                        "at most {MAX_SUBSCRIPTIONS} subscriptions per upstream (or the session has ended)"
+                    );
+                    return error(&request, code::INVALID_REQUEST, why);
+                }
+            }
         }
     };
     if listening {
@@ -75,6 +87,7 @@ pub async fn subscribe(
             }
         }
     }
+    drop(asking);
     empty_answer(&request)
 }
 
@@ -113,12 +126,22 @@ impl std::fmt::Display for ListenFailure {
     }
 }
 
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Holds a `subscriptions/listen` stream for `uris` and relays its change
-/// notifications to the client's GET stream (while one is open). The first
-/// acknowledgement (or failure) is reported on `ack`; later the stream is
-/// re-opened with capped backoff whenever the upstream ends it.
+/// notifications to the `client` session's GET stream (while one is open).
+/// The first acknowledgement (or failure) is reported on `ack`; later the
+/// stream is re-opened with capped backoff whenever the upstream ends it.
+/// Without a client session, it ends once acknowledged.
 async fn listen(
-    ctx: Arc<ClientSession>,
+    client: Option<Arc<ClientSession>>,
     session: Arc<UpstreamSession>,
     uris: Vec<String>,
     ack: oneshot::Sender<Result<(), ListenFailure>>,
@@ -139,8 +162,11 @@ async fn listen(
                         if let Some(ack) = ack.take() {
                             let _ = ack.send(Ok(()));
                         }
+                        if client.is_none() {
+                            return;
+                        }
                         backoff = Duration::from_secs(1);
-                    } else if let Some(tx) = ctx.outbound() {
+                    } else if let Some(tx) = client.as_ref().and_then(|c| c.outbound()) {
                         let _ = tx.try_send(bytes);
                     }
                 }
@@ -157,7 +183,7 @@ async fn listen(
             let _ = ack.send(Err(ListenFailure::ClosedEarly));
             return;
         }
-        if ctx.is_closed() || session.is_closed() {
+        if client.as_ref().is_none_or(|c| c.is_closed()) || session.is_closed() {
             return;
         }
         tokio::time::sleep(backoff).await;

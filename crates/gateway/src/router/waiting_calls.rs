@@ -70,9 +70,9 @@ impl Entry {
             parked.upstream_id.get()
         );
         let _ = parked.session.send_message(Bytes::from(cancel)).await;
-        // Never back to a pool with a call still running; the request's
-        // other upstream sessions go when its context does.
+        // Never back to a pool with a call still running.
         parked.ctx.upstreams().evict(&parked.session);
+        parked.ctx.close().await;
     }
 }
 

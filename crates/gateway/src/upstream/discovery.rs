@@ -85,7 +85,7 @@ pub async fn detect_era(
         ..Default::default()
     };
     let reply = match upstream.post(discover_request(), headers).await {
-        Ok(resp) => reply::classify(resp, upstream.timeout(), None).await,
+        Ok(resp) => reply::classify(resp, upstream.timeout(), false, || None).await,
         Err(e) => Err(e),
     };
     let answer = match reply {

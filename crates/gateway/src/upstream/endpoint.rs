@@ -4,6 +4,7 @@
 //! stream, a DELETE that ends a session — each bounded by the upstream's
 //! timeout.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -131,12 +132,16 @@ pub struct SessionHeaders {
 }
 
 impl HttpEndpoint {
-    /// The endpoint `config` defines, with its TLS material.
-    pub fn new(config: &UpstreamConfig, tls: &TlsMaterial) -> Result<HttpEndpoint, BuildError> {
+    /// The endpoint `config` defines, with its TLS material and its static
+    /// headers (`configured`, resolved).
+    pub fn new(
+        config: &UpstreamConfig,
+        tls: &TlsMaterial,
+        configured: &BTreeMap<String, String>,
+    ) -> Result<HttpEndpoint, BuildError> {
         let url = reqwest::Url::parse(&config.url).map_err(BuildError::Url)?;
         let mut headers = HeaderMap::new();
-        let configured = config.resolved_headers().map_err(BuildError::Config)?;
-        for (k, v) in &configured {
+        for (k, v) in configured {
             let name = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|e| BuildError::Header(format!("{k:?}: {e}")))?;
             let mut value =

@@ -42,6 +42,22 @@ pub trait Outbound: Send + Sync {
     fn try_send(&self, message: Bytes) -> bool;
 }
 
+/// Lines handed to a task that writes them (a child's stdin): a writer gone
+/// means the other side is gone, and nothing was delivered.
+impl Outbound for mpsc::Sender<Vec<u8>> {
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), UpstreamError>> {
+        Box::pin(async move {
+            mpsc::Sender::send(self, message.to_vec())
+                .await
+                .map_err(|_| UpstreamError::SessionLost)
+        })
+    }
+
+    fn try_send(&self, message: Bytes) -> bool {
+        mpsc::Sender::try_send(self, message.to_vec()).is_ok()
+    }
+}
+
 /// What ends the thing behind a link (stops a process, stops reading a stream).
 pub trait Closer: Send {
     /// Ends it, bounded in time.
@@ -130,9 +146,10 @@ impl Link {
                 state.pending.retain(|_, p| !p.tx.is_closed());
             }
             if state.pending.len() >= MAX_PENDING {
-                return Err(UpstreamError::Protocol(format!(
-                    "{MAX_PENDING} requests already in flight on this upstream session"
-                ).into()));
+                return Err(UpstreamError::Protocol(
+                    format!("{MAX_PENDING} requests already in flight on this upstream session")
+                        .into(),
+                ));
             }
             state.pending.insert(n, Pending { id, token, tx });
         }
@@ -366,27 +383,9 @@ fn replace_progress_token(msg: &mut Message, n: u64) -> Option<Box<RawValue>> {
 mod tests {
     use super::*;
 
-    /// Lines written to a channel, as a process's stdin would get them.
-    struct Wire(mpsc::Sender<Vec<u8>>);
-
-    impl Outbound for Wire {
-        fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), UpstreamError>> {
-            Box::pin(async move {
-                self.0
-                    .send(message.to_vec())
-                    .await
-                    .map_err(|_| UpstreamError::SessionLost)
-            })
-        }
-
-        fn try_send(&self, message: Bytes) -> bool {
-            self.0.try_send(message.to_vec()).is_ok()
-        }
-    }
-
     fn link(shared: bool) -> (Arc<Link>, mpsc::Receiver<Vec<u8>>) {
         let (tx, rx) = mpsc::channel(16);
-        (Link::new("t".into(), Box::new(Wire(tx)), shared), rx)
+        (Link::new("t".into(), Box::new(tx), shared), rx)
     }
 
     fn json(b: &[u8]) -> serde_json::Value {

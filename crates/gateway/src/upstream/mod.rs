@@ -93,10 +93,11 @@ impl Upstream {
     /// Builds an upstream from validated configuration.
     pub fn new(config: UpstreamConfig) -> Result<Arc<Upstream>, BuildError> {
         let tls = TlsMaterial::read(&config)?;
+        let headers = config.resolved_headers().map_err(BuildError::Config)?;
         let endpoint = if config.is_stdio() {
             None
         } else {
-            Some(Arc::new(HttpEndpoint::new(&config, &tls)?))
+            Some(Arc::new(HttpEndpoint::new(&config, &tls, &headers)?))
         };
         let wiring = match (config.is_stdio(), config.transport) {
             (true, _) => Some(Wiring::Stdio),

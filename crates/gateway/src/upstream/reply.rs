@@ -5,17 +5,19 @@
 //! request.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use http::HeaderValue;
 use tether_wire::jsonrpc::Message;
 use tether_wire::sse;
 use tokio::sync::mpsc;
 
 use super::endpoint::{self, HttpEndpoint, MAX_UPSTREAM_MESSAGE, SessionHeaders};
 use super::error::UpstreamError;
+use crate::sync::lock;
 
 /// How many times a stream closed before its response is resumed with `Last-Event-ID`.
 const MAX_RESUMES: u32 = 5;
@@ -33,12 +35,31 @@ pub enum Reply {
 /// What a message link's reply streams carry.
 pub type Item = Result<Bytes, UpstreamError>;
 
-/// Where an HTTP event stream is opened again after the upstream closed it early.
+/// Where an HTTP event stream is opened again after the upstream closed it
+/// early: the upstream, and what names the session then.
 pub struct Reopen {
     /// The upstream.
     pub endpoint: Arc<HttpEndpoint>,
-    /// The session the stream belongs to.
-    pub session: SessionHeaders,
+    /// The upstream's `Mcp-Session-Id`, if it issued one.
+    pub session_id: Option<HeaderValue>,
+    /// The negotiated protocol version.
+    pub protocol_version: String,
+    /// The session's credentials as they are when the stream is reopened.
+    pub credentials: Credentials,
+}
+
+/// The client credentials an upstream session forwards, shared with its
+/// streams so a reconnect uses the latest ones.
+pub type Credentials = Arc<Mutex<Option<HeaderValue>>>;
+
+impl Reopen {
+    fn headers(&self) -> SessionHeaders {
+        SessionHeaders {
+            session_id: self.session_id.clone(),
+            protocol_version: self.protocol_version.clone(),
+            credentials: lock(&self.credentials).clone(),
+        }
+    }
 }
 
 type ByteStream = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
@@ -165,11 +186,12 @@ impl EventStream {
         }
         self.resumes += 1;
         tokio::time::sleep(self.retry).await;
+        let session = reopen.headers();
         let resp = reopen
             .endpoint
-            .open_stream(Some(&reopen.session), Some(&last))
+            .open_stream(Some(&session), Some(&last))
             .await?;
-        let resp = check_stream(resp, reopen.session.session_id.is_some())?;
+        let resp = check_stream(resp, session.session_id.is_some())?;
         self.body = Some(resp.bytes_stream().boxed());
         self.decoder = sse::Decoder::new(MAX_UPSTREAM_MESSAGE);
         Ok(true)
@@ -199,27 +221,26 @@ pub fn check_stream(
 }
 
 /// Classifies an upstream's HTTP response to a POST: 202, the session is gone
-/// (404 to a request that named one), a live stream, a JSON message (also a
-/// JSON-RPC error answering the request with a 4xx), or an unusable status.
+/// (404 to a request that `named_session`), a live stream (resumed where
+/// `reopen` says), a JSON message (also a JSON-RPC error answering the
+/// request with a 4xx), or an unusable status.
 pub async fn classify(
     resp: reqwest::Response,
     timeout: Duration,
-    reopen: Option<Reopen>,
+    named_session: bool,
+    reopen: impl FnOnce() -> Option<Reopen>,
 ) -> Result<Reply, UpstreamError> {
     let status = resp.status();
     if status == http::StatusCode::ACCEPTED {
         return Ok(Reply::Accepted);
     }
-    let named_session = reopen
-        .as_ref()
-        .is_some_and(|r| r.session.session_id.is_some());
     if status == http::StatusCode::NOT_FOUND && named_session {
         return Err(UpstreamError::SessionLost);
     }
     if status.is_success() && endpoint::is_event_stream(&resp) {
         return Ok(Reply::Stream(Box::new(EventStream::http(
             resp,
-            reopen,
+            reopen(),
             Some(timeout),
         ))));
     }

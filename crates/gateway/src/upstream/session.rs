@@ -16,10 +16,11 @@ use super::endpoint::{HttpEndpoint, PostHeaders, SessionHeaders};
 use super::error::UpstreamError;
 use super::identity::ClientIdentity;
 use super::link::Link;
-use super::reply::{self, EventStream, Reopen, first_response};
+use super::reply::{self, Credentials, EventStream, Reopen, first_response};
 use super::{Upstream, Wiring, sse_transport, stdio};
 use crate::clock::now_ms;
 use crate::store::UpstreamBinding;
+use crate::sync::lock;
 
 /// How a session's messages travel.
 enum Wire {
@@ -59,7 +60,7 @@ pub struct UpstreamSession {
     /// When a request was last sent (ms since the Unix epoch).
     last_used_ms: AtomicI64,
     /// The owning client's `Authorization` (upstreams with `forward_client_token`).
-    credentials: std::sync::Mutex<Option<HeaderValue>>,
+    credentials: Credentials,
 }
 
 impl std::fmt::Debug for UpstreamSession {
@@ -172,7 +173,7 @@ impl UpstreamSession {
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             last_used_ms: AtomicI64::new(now_ms()),
-            credentials: std::sync::Mutex::new(client.credentials.clone()),
+            credentials: Arc::new(std::sync::Mutex::new(client.credentials.clone())),
         }
     }
 
@@ -214,9 +215,14 @@ impl UpstreamSession {
     /// Where a stream of this session is opened again after the upstream closed it.
     fn reopen(&self) -> Option<Reopen> {
         match &self.wire {
-            Wire::Http { endpoint, .. } => Some(Reopen {
+            Wire::Http {
+                endpoint,
+                session_id,
+            } => Some(Reopen {
                 endpoint: endpoint.clone(),
-                session: self.session_headers(),
+                session_id: session_id.clone(),
+                protocol_version: self.protocol_version.clone(),
+                credentials: self.credentials.clone(),
             }),
             Wire::Link(_) => None,
         }
@@ -246,7 +252,7 @@ impl UpstreamSession {
                 };
                 let resp = endpoint.post(request.raw, headers).await?;
                 *session_id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
-                reply::classify(resp, endpoint.timeout(), None).await?
+                reply::classify(resp, endpoint.timeout(), false, || None).await?
             }
         };
         let answer = first_response(reply).await?;
@@ -254,10 +260,9 @@ impl UpstreamSession {
         let result = match (msg.result, msg.error) {
             (Some(r), _) => r,
             (None, Some(e)) => {
-                return Err(UpstreamError::Protocol(format!(
-                    "initialize failed: {}",
-                    e.get()
-                ).into()));
+                return Err(UpstreamError::Protocol(
+                    format!("initialize failed: {}", e.get()).into(),
+                ));
             }
             _ => {
                 return Err(UpstreamError::Protocol(
@@ -269,9 +274,9 @@ impl UpstreamSession {
             .map_err(|_| UpstreamError::Protocol("initialize result is not an object".into()))?;
         let version = jsonrpc::str_member(&obj, "protocolVersion").unwrap_or_default();
         if !protocol::is_legacy_version(&version) {
-            return Err(UpstreamError::Protocol(format!(
-                "upstream negotiated unsupported protocol version {version:?}"
-            ).into()));
+            return Err(UpstreamError::Protocol(
+                format!("upstream negotiated unsupported protocol version {version:?}").into(),
+            ));
         }
         self.protocol_version = version;
         self.init_result = Some(result);
@@ -397,12 +402,12 @@ impl UpstreamSession {
     /// now on (only for upstreams configured to receive it).
     pub fn forward_credentials(&self, credentials: Option<HeaderValue>) {
         if self.upstream.config.forward_client_token {
-            *crate::sync::lock(&self.credentials) = credentials;
+            *lock(&self.credentials) = credentials;
         }
     }
 
     fn credentials(&self) -> Option<HeaderValue> {
-        crate::sync::lock(&self.credentials).clone()
+        lock(&self.credentials).clone()
     }
 
     /// Whether the session has gone unused for longer than its upstream's
@@ -449,7 +454,10 @@ impl UpstreamSession {
             Wire::Http { endpoint, .. } => {
                 let headers = self.headers(Some(method.as_str()), name, extra);
                 match endpoint.post(body, headers).await {
-                    Ok(resp) => reply::classify(resp, endpoint.timeout(), self.reopen()).await,
+                    Ok(resp) => {
+                        let named = self.http_session_id().is_some();
+                        reply::classify(resp, endpoint.timeout(), named, || self.reopen()).await
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -466,7 +474,8 @@ impl UpstreamSession {
             Wire::Link(link) => link.send(body).await,
             Wire::Http { endpoint, .. } => {
                 let resp = endpoint.post(body, self.headers(None, None, &[])).await?;
-                reply::classify(resp, endpoint.timeout(), self.reopen())
+                let named = self.http_session_id().is_some();
+                reply::classify(resp, endpoint.timeout(), named, || self.reopen())
                     .await
                     .map(drop)
             }

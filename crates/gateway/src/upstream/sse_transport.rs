@@ -114,9 +114,9 @@ fn same_origin_endpoint(
         .join(announced)
         .map_err(|e| UpstreamError::Protocol(format!("bad endpoint {announced:?}: {e}").into()))?;
     if endpoint.origin() != base.origin() {
-        return Err(UpstreamError::Protocol(format!(
-            "endpoint {announced:?} is not on the SSE stream's origin"
-        ).into()));
+        return Err(UpstreamError::Protocol(
+            format!("endpoint {announced:?} is not on the SSE stream's origin").into(),
+        ));
     }
     Ok(endpoint)
 }

@@ -11,12 +11,12 @@ use futures_util::future::BoxFuture;
 use tether_wire::lines::{self, Line};
 use tokio::io::BufReader;
 use tokio::process::{ChildStderr, ChildStdout};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::backoff::LogThrottle;
 use super::endpoint::MAX_UPSTREAM_MESSAGE;
 use super::error::{Cause, UpstreamError};
-use super::link::{Closer, Link, Outbound};
+use super::link::{Closer, Link};
 use crate::config::UpstreamConfig;
 
 /// Messages queued for a process's stdin.
@@ -74,25 +74,6 @@ impl Closer for Process {
     }
 }
 
-/// Lines for the task writing the process's stdin.
-struct Stdin(mpsc::Sender<Vec<u8>>);
-
-impl Outbound for Stdin {
-    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), UpstreamError>> {
-        // The writer is gone only with the process: nothing was delivered.
-        Box::pin(async move {
-            self.0
-                .send(message.to_vec())
-                .await
-                .map_err(|_| UpstreamError::SessionLost)
-        })
-    }
-
-    fn try_send(&self, message: Bytes) -> bool {
-        self.0.try_send(message.to_vec()).is_ok()
-    }
-}
-
 impl Drop for Process {
     /// A process whose link was dropped without closing does not outlive it.
     fn drop(&mut self) {
@@ -133,7 +114,8 @@ pub async fn spawn(
         return Err(UpstreamError::Connect("child pipes unavailable".into()));
     };
     let (tx, writer_done) = lines::spawn_writer(stdin, STDIN_QUEUE);
-    let link = Link::new(name.clone(), Box::new(Stdin(tx)), shared);
+    // The process's stdin writer takes the lines (see `Outbound` for a channel).
+    let link = Link::new(name.clone(), Box::new(tx), shared);
     let writer = writer_done.abort_handle();
     let watched = Arc::downgrade(&link);
     tokio::spawn(async move {

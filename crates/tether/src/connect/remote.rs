@@ -240,7 +240,7 @@ impl Remote {
             (Route::Session, None) => PostHeaders::default(),
         };
         let resp = self.endpoint.post(body, headers).await?;
-        upstream::classify(resp, self.endpoint.timeout(), None).await
+        upstream::classify(resp, self.endpoint.timeout(), false, || None).await
     }
 
     /// POSTs an `initialize`: its response, and the session it opened when
@@ -256,7 +256,7 @@ impl Remote {
             .get(protocol::HEADER_SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let reply = upstream::classify(resp, self.endpoint.timeout(), None).await?;
+        let reply = upstream::classify(resp, self.endpoint.timeout(), false, || None).await?;
         let response = upstream::first_response(reply).await?;
         let session = negotiated_version(&response).and_then(|protocol_version| {
             let binding = UpstreamBinding {

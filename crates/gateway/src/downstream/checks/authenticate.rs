@@ -3,29 +3,89 @@
 //! the challenge OAuth-capable clients follow (`WWW-Authenticate` naming the
 //! protected-resource metadata), and that metadata document (RFC 9728).
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::Response;
+use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use tether_wire::jsonrpc::code;
+use tower::{Layer, Service};
 
-use crate::auth::Denial;
+use crate::auth::{Auth, Denial};
 use crate::downstream::{App, reply};
 
 /// Where the metadata document is served.
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-/// The layer: the request's [`Caller`](crate::auth::Caller), or 401.
-pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    match app.auth.authenticate(req.headers()).await {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+/// The layer: the request's [`Caller`](crate::auth::Caller) goes into its
+/// extensions, or it is answered 401.
+#[derive(Clone)]
+pub struct AuthenticateLayer(pub Arc<App>);
+
+impl<S> Layer<S> for AuthenticateLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate {
+            app: self.0.clone(),
+            inner,
         }
-        Err(denial) => challenge(req.headers(), &denial),
+    }
+}
+
+/// The service of an [`AuthenticateLayer`]. Most callers are told apart at
+/// once (no authentication, a token seen before, a key at hand); a token
+/// naming a key not known yet waits for the key set to be fetched.
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    app: Arc<App>,
+    inner: S,
+}
+
+type Answer = Result<Response, Infallible>;
+
+impl<S> Service<Request> for Authenticate<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Either<Ready<Answer>, S::Future>, BoxFuture<'static, Answer>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        match self.app.auth.authenticate_now(req.headers()) {
+            Some(Ok(caller)) => {
+                req.extensions_mut().insert(caller);
+                Either::Left(Either::Right(self.inner.call(req)))
+            }
+            Some(Err(denial)) => {
+                Either::Left(Either::Left(ready(Ok(challenge(req.headers(), &denial)))))
+            }
+            None => {
+                let app = self.app.clone();
+                let ready_inner = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, ready_inner);
+                Either::Right(Box::pin(async move {
+                    let auth: &Auth = &app.auth;
+                    match auth.authenticate(req.headers()).await {
+                        Ok(caller) => {
+                            req.extensions_mut().insert(caller);
+                            inner.call(req).await
+                        }
+                        Err(denial) => Ok(challenge(req.headers(), &denial)),
+                    }
+                }))
+            }
+        }
     }
 }
 

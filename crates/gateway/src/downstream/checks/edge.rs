@@ -5,21 +5,28 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tether_wire::jsonrpc::code;
 
+use super::gate::{Gate, Verdict};
 use crate::config::ServerConfig;
-use crate::downstream::{App, reply};
+use crate::downstream::reply;
 
-/// The layer: the header checks ([`EdgePolicy::check`]) before anything else.
-pub async fn check_edge(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    match app.edge.check(req.headers()) {
-        Ok(()) => next.run(req).await,
-        Err(rejection) => rejection.response(),
+/// The gate: the header checks ([`EdgePolicy::check`]) before anything else.
+#[derive(Clone)]
+pub struct CheckEdge(pub Arc<EdgePolicy>);
+
+impl Gate for CheckEdge {
+    type Ticket = ();
+
+    fn admit(&self, req: &mut Request) -> Verdict<()> {
+        match self.0.check(req.headers()) {
+            Ok(()) => Verdict::Pass(()),
+            Err(rejection) => Verdict::Refuse(rejection.response()),
+        }
     }
 }
 

@@ -6,29 +6,40 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::downstream::App;
+use super::gate::{Gate, Verdict};
 use crate::downstream::reply::{self, Guarded};
 
-/// The layer: POSTs beyond the node's limit get 503 + `Retry-After`.
-pub async fn admit(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
-        return next.run(req).await;
+/// The gate: POSTs beyond the node's limit get 503 + `Retry-After`.
+#[derive(Clone)]
+pub struct Admit(pub Arc<Semaphore>);
+
+impl Gate for Admit {
+    type Ticket = Option<OwnedSemaphorePermit>;
+
+    fn admit(&self, req: &mut Request) -> Verdict<Self::Ticket> {
+        if req.method() != Method::POST {
+            return Verdict::Pass(None);
+        }
+        match self.0.clone().try_acquire_owned() {
+            Ok(permit) => Verdict::Pass(Some(permit)),
+            Err(_) => Verdict::Refuse(reply::retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests in flight; retry later",
+            )),
+        }
     }
-    let Ok(permit) = app.inflight.clone().try_acquire_owned() else {
-        return reply::retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many requests in flight; retry later",
-        );
-    };
-    next.run(req)
-        .await
-        .map(|body| Body::new(Guarded::new(body, permit)))
+
+    fn finish(&self, permit: Self::Ticket, resp: Response) -> Response {
+        match permit {
+            Some(permit) => resp.map(|body| Body::new(Guarded::new(body, permit))),
+            None => resp,
+        }
+    }
 }
 
 /// A place among one session's requests in flight, or the 429 refusing it.

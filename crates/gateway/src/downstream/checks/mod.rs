@@ -11,12 +11,16 @@
 //! 5. [`inflight`]: requests being served at once (503 + `Retry-After`),
 //!    held until the response body is done.
 //!
+//! Each is a [`gate::Gate`] but authentication, which may have to wait for
+//! a key set and is a layer of its own.
+//!
 //! The body limits (size, time) and the per-session in-flight cap are
 //! checked by the endpoints, which know when they read a body and which
 //! session a request is in.
 
 pub mod authenticate;
 pub mod edge;
+pub mod gate;
 pub mod inflight;
 pub mod rate_limit;
 pub mod record;

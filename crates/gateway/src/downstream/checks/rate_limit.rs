@@ -4,36 +4,42 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::Request;
 use dashmap::DashMap;
 use http::{HeaderValue, StatusCode, header};
 use tether_wire::jsonrpc::code;
 
+use super::gate::{Gate, Verdict};
 use crate::auth::Caller;
-use crate::downstream::{App, reply};
+use crate::downstream::reply;
 use crate::sync::lock;
 
-/// The layer: a caller (see [`authenticate`](super::authenticate)) that
-/// used up its rate gets 429 with `Retry-After`.
-pub async fn limit_rate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let Some(caller) = req.extensions().get::<Caller>() else {
-        return next.run(req).await;
-    };
-    let Err(wait) = app.limiter.take(&caller.principal) else {
-        return next.run(req).await;
-    };
-    let mut r = reply::error(
-        StatusCode::TOO_MANY_REQUESTS,
-        code::INTERNAL_ERROR,
-        "too many requests from this principal; retry later",
-    );
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
+/// The gate: a caller (see [`authenticate`](super::authenticate)) that used
+/// up its rate gets 429 with `Retry-After`.
+#[derive(Clone)]
+pub struct LimitRate(pub Arc<RateLimiter>);
+
+impl Gate for LimitRate {
+    type Ticket = ();
+
+    fn admit(&self, req: &mut Request) -> Verdict<()> {
+        let Some(caller) = req.extensions().get::<Caller>() else {
+            return Verdict::Pass(());
+        };
+        let Err(wait) = self.0.take(&caller.principal) else {
+            return Verdict::Pass(());
+        };
+        let mut r = reply::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            code::INTERNAL_ERROR,
+            "too many requests from this principal; retry later",
+        );
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        Verdict::Refuse(r)
     }
-    r
 }
 
 /// Buckets kept before idle ones are forgotten.

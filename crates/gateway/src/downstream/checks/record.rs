@@ -5,25 +5,33 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 
-use crate::downstream::App;
-use crate::metrics::Label;
+use super::gate::{Gate, Verdict};
+use crate::metrics::{Label, Metrics};
 
-/// The layer (see the module documentation).
-pub async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    let label = resp
-        .extensions()
-        .get::<Label>()
-        .copied()
-        .unwrap_or(Label::REJECTED);
-    app.metrics
-        .record(label, resp.status().as_u16(), start.elapsed());
-    resp
+/// The gate (see the module documentation).
+#[derive(Clone)]
+pub struct Record(pub Arc<Metrics>);
+
+impl Gate for Record {
+    type Ticket = Instant;
+
+    fn admit(&self, _req: &mut Request) -> Verdict<Instant> {
+        Verdict::Pass(Instant::now())
+    }
+
+    fn finish(&self, start: Instant, resp: Response) -> Response {
+        let label = resp
+            .extensions()
+            .get::<Label>()
+            .copied()
+            .unwrap_or(Label::REJECTED);
+        self.0
+            .record(label, resp.status().as_u16(), start.elapsed());
+        resp
+    }
 }
 
 /// `resp`, counted under `label`.

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::App;
 use super::checks::edge::CheckEdge;
-use super::checks::gate::{Gate, GateLayer, Verdict};
+use super::checks::layer::{Check, CheckLayer, Verdict};
 use crate::auth::Caller;
 use crate::clock::now_ms;
 use crate::config::UpstreamConfig;
@@ -51,8 +51,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/reload", post(reload))
         .route_layer(
             tower::ServiceBuilder::new()
-                .layer(GateLayer(CheckEdge(app.edge.clone())))
-                .layer(GateLayer(AdminToken(app))),
+                .layer(CheckLayer(CheckEdge(app.edge.clone())))
+                .layer(CheckLayer(AdminToken(app))),
         )
 }
 
@@ -60,12 +60,12 @@ fn problem(status: StatusCode, text: impl Into<String>) -> Response {
     (status, Json(json!({ "error": text.into() }))).into_response()
 }
 
-/// The gate of the admin API: the admin token, compared in constant time.
+/// The check of the admin API: the admin token, compared in constant time.
 #[derive(Clone)]
 struct AdminToken(Arc<App>);
 
-impl Gate for AdminToken {
-    type Ticket = ();
+impl Check for AdminToken {
+    type Admitted = ();
 
     fn admit(&self, req: &mut Request) -> Verdict<()> {
         match refusal(&self.0.config.admin.token, req) {

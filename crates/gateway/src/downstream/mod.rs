@@ -39,7 +39,7 @@ use crate::router::Router;
 use crate::session::SessionRegistry;
 use checks::authenticate::{self, AuthenticateLayer, METADATA_PATH};
 use checks::edge::CheckEdge;
-use checks::gate::GateLayer;
+use checks::layer::CheckLayer;
 use checks::inflight::Admit;
 use checks::rate_limit::{LimitRate, RateLimiter};
 use checks::record::Record;
@@ -132,8 +132,8 @@ impl App {
 
 /// Every endpoint, behind the checks it needs, applied in request order.
 pub fn router(app: Arc<App>) -> axum::Router {
-    let record = GateLayer(Record(app.metrics.clone()));
-    let edge = GateLayer(CheckEdge(app.edge.clone()));
+    let record = CheckLayer(Record(app.metrics.clone()));
+    let edge = CheckLayer(CheckEdge(app.edge.clone()));
     let authenticate = AuthenticateLayer(app.clone());
     // MCP over Streamable HTTP and HTTP+SSE: every check.
     let mcp = axum::Router::new()
@@ -148,8 +148,8 @@ pub fn router(app: Arc<App>) -> axum::Router {
                 .layer(record)
                 .layer(edge.clone())
                 .layer(authenticate.clone())
-                .layer(GateLayer(LimitRate(app.limiter.clone())))
-                .layer(GateLayer(Admit(app.inflight.clone()))),
+                .layer(CheckLayer(LimitRate(app.limiter.clone())))
+                .layer(CheckLayer(Admit(app.inflight.clone()))),
         );
     // A caller's own sessions: the edge and who is asking.
     let own_sessions = axum::Router::new()

@@ -11,16 +11,16 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tether_wire::jsonrpc::code;
 
-use super::gate::{Gate, Verdict};
+use super::layer::{Check, Verdict};
 use crate::config::ServerConfig;
 use crate::downstream::reply;
 
-/// The gate: the header checks ([`EdgePolicy::check`]) before anything else.
+/// The check: the header checks ([`EdgePolicy::check`]) before anything else.
 #[derive(Clone)]
 pub struct CheckEdge(pub Arc<EdgePolicy>);
 
-impl Gate for CheckEdge {
-    type Ticket = ();
+impl Check for CheckEdge {
+    type Admitted = ();
 
     fn admit(&self, req: &mut Request) -> Verdict<()> {
         match self.0.check(req.headers()) {

@@ -11,17 +11,17 @@ use axum::response::Response;
 use http::{Method, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::gate::{Gate, Verdict};
+use super::layer::{Check, Verdict};
 use crate::downstream::reply::{self, Guarded};
 
-/// The gate: POSTs beyond the node's limit get 503 + `Retry-After`.
+/// The check: POSTs beyond the node's limit get 503 + `Retry-After`.
 #[derive(Clone)]
 pub struct Admit(pub Arc<Semaphore>);
 
-impl Gate for Admit {
-    type Ticket = Option<OwnedSemaphorePermit>;
+impl Check for Admit {
+    type Admitted = Option<OwnedSemaphorePermit>;
 
-    fn admit(&self, req: &mut Request) -> Verdict<Self::Ticket> {
+    fn admit(&self, req: &mut Request) -> Verdict<Self::Admitted> {
         if req.method() != Method::POST {
             return Verdict::Pass(None);
         }
@@ -34,7 +34,7 @@ impl Gate for Admit {
         }
     }
 
-    fn finish(&self, permit: Self::Ticket, resp: Response) -> Response {
+    fn finish(&self, permit: Self::Admitted, resp: Response) -> Response {
         match permit {
             Some(permit) => resp.map(|body| Body::new(Guarded::new(body, permit))),
             None => resp,

@@ -11,7 +11,7 @@
 //! 5. [`inflight`]: requests being served at once (503 + `Retry-After`),
 //!    held until the response body is done.
 //!
-//! Each is a [`gate::Gate`] but authentication, which may have to wait for
+//! Each is a [`layer::Check`] but authentication, which may have to wait for
 //! a key set and is a layer of its own.
 //!
 //! The body limits (size, time) and the per-session in-flight cap are
@@ -20,7 +20,7 @@
 
 pub mod authenticate;
 pub mod edge;
-pub mod gate;
+pub mod layer;
 pub mod inflight;
 pub mod rate_limit;
 pub mod record;

@@ -9,18 +9,18 @@ use dashmap::DashMap;
 use http::{HeaderValue, StatusCode, header};
 use tether_wire::jsonrpc::code;
 
-use super::gate::{Gate, Verdict};
+use super::layer::{Check, Verdict};
 use crate::auth::Caller;
 use crate::downstream::reply;
 use crate::sync::lock;
 
-/// The gate: a caller (see [`authenticate`](super::authenticate)) that used
+/// The check: a caller (see [`authenticate`](super::authenticate)) that used
 /// up its rate gets 429 with `Retry-After`.
 #[derive(Clone)]
 pub struct LimitRate(pub Arc<RateLimiter>);
 
-impl Gate for LimitRate {
-    type Ticket = ();
+impl Check for LimitRate {
+    type Admitted = ();
 
     fn admit(&self, req: &mut Request) -> Verdict<()> {
         let Some(caller) = req.extensions().get::<Caller>() else {

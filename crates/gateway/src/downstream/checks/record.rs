@@ -8,15 +8,15 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::response::Response;
 
-use super::gate::{Gate, Verdict};
+use super::layer::{Check, Verdict};
 use crate::metrics::{Label, Metrics};
 
-/// The gate (see the module documentation).
+/// The check (see the module documentation).
 #[derive(Clone)]
 pub struct Record(pub Arc<Metrics>);
 
-impl Gate for Record {
-    type Ticket = Instant;
+impl Check for Record {
+    type Admitted = Instant;
 
     fn admit(&self, _req: &mut Request) -> Verdict<Instant> {
         Verdict::Pass(Instant::now())

@@ -39,8 +39,8 @@ use crate::router::Router;
 use crate::session::SessionRegistry;
 use checks::authenticate::{self, AuthenticateLayer, METADATA_PATH};
 use checks::edge::CheckEdge;
-use checks::layer::CheckLayer;
 use checks::inflight::Admit;
+use checks::layer::CheckLayer;
 use checks::rate_limit::{LimitRate, RateLimiter};
 use checks::record::Record;
 

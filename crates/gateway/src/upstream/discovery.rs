@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use http::HeaderValue;
 use serde_json::json;
-use tether_wire::jsonrpc::{self, Message, Method};
+use tether_wire::jsonrpc::{self, Message, Method, Request};
 use tether_wire::protocol::{self, Era};
 
 use super::endpoint::{HttpEndpoint, PostHeaders};
@@ -55,18 +55,13 @@ impl Eras {
 /// The `server/discover` request Tether probes upstreams with.
 pub fn discover_request() -> Bytes {
     let identity = ClientIdentity::tether();
-    let body = serde_json::to_vec(&json!({
-        "jsonrpc": "2.0",
-        "id": "tether-discover",
-        "method": "server/discover",
-        "params": {"_meta": {
-            protocol::META_PROTOCOL_VERSION: protocol::MODERN_VERSION,
-            protocol::META_CLIENT_INFO: identity.info,
-            protocol::META_CLIENT_CAPABILITIES: identity.capabilities,
-        }},
-    }))
-    .expect("discover request serializes");
-    Bytes::from(body)
+    let params = json!({"_meta": {
+        protocol::META_PROTOCOL_VERSION: protocol::MODERN_VERSION,
+        protocol::META_CLIENT_INFO: identity.info,
+        protocol::META_CLIENT_CAPABILITIES: identity.capabilities,
+    }});
+    let id = jsonrpc::to_raw("tether-discover");
+    Request::new(id, Method::ServerDiscover, Some(jsonrpc::to_raw(&params))).raw
 }
 
 /// Probes an HTTP upstream's era: a modern `server/discover` first; a modern

@@ -20,7 +20,7 @@
 
 pub mod authenticate;
 pub mod edge;
-pub mod layer;
 pub mod inflight;
+pub mod layer;
 pub mod rate_limit;
 pub mod record;

@@ -7,7 +7,9 @@
 #     server-everything as an upstream over Streamable HTTP (server-everything)
 #     and over stdio (server-everything-stdio), an MCPServer upstream built
 #     with the Python SDK over Streamable HTTP (python-upstream), HTTP+SSE
-#     (python-upstream-sse) and stdio (python-upstream-stdio).
+#     (python-upstream-sse) and stdio (python-upstream-stdio); the SDK's
+#     clients through a three-node cluster on PostgreSQL behind HAProxy
+#     (cluster).
 #   Node (interop/node, node --test): the TypeScript SDK v1 client (ts-sdk-v1),
 #     the v2 client on the 2026-07-28 era (ts-sdk-v2), the MCP Inspector CLI
 #     (inspector-cli), and the TS clients against server-everything.
@@ -159,7 +161,7 @@ from collections import defaultdict
 ORDER = [
     "python-sdk", "python-sdk-sse", "ts-sdk-v1", "ts-sdk-v2", "inspector-cli",
     "server-everything", "server-everything-stdio",
-    "python-upstream", "python-upstream-sse", "python-upstream-stdio",
+    "python-upstream", "python-upstream-sse", "python-upstream-stdio", "cluster",
 ]
 counts = defaultdict(lambda: {"passed": 0, "failed": 0, "skipped": 0})
 

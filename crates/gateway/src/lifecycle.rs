@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 
+use crate::cluster::{Cluster, Event};
 use crate::config::{Config, ConfigError, UpstreamConfig};
 use crate::session::{Scope, SessionRegistry};
 use crate::store::{Store, StoreError};
@@ -110,6 +112,8 @@ pub struct Lifecycle {
     /// One change at a time.
     changing: tokio::sync::Mutex<()>,
     close_timeout: Duration,
+    /// The cluster told of changes made here.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Lifecycle {
@@ -121,6 +125,7 @@ impl Lifecycle {
         store: Arc<Store>,
         config_path: Option<PathBuf>,
         close_timeout: Duration,
+        cluster: Option<Arc<Cluster>>,
     ) -> Arc<Lifecycle> {
         Arc::new(Lifecycle {
             set,
@@ -131,12 +136,14 @@ impl Lifecycle {
             api: Mutex::new(Vec::new()),
             changing: tokio::sync::Mutex::new(()),
             close_timeout,
+            cluster,
         })
     }
 
     /// Starts with the config file's definitions plus those stored by the
     /// admin API (a stored one named like a file one is ignored, with a
-    /// warning), then follows the store for changes other nodes make.
+    /// warning), then follows the store for changes other nodes make (in a
+    /// cluster they are announced: see [`Lifecycle::follow_cluster`]).
     pub async fn start(self: &Arc<Self>, file: Vec<UpstreamConfig>) -> Result<Change, Refusal> {
         *lock(&self.file) = file;
         let api = self.stored().await?;
@@ -145,7 +152,7 @@ impl Lifecycle {
             let _one = self.changing.lock().await;
             self.apply().await?
         };
-        if self.store.is_durable() {
+        if self.store.is_durable() && self.cluster.is_none() {
             tokio::spawn(follow_store(Arc::downgrade(self)));
         }
         Ok(change)
@@ -211,7 +218,7 @@ impl Lifecycle {
         self.check(&def)?;
         self.persist(&def).await?;
         lock(&self.api).push(def);
-        self.apply().await
+        self.applied_and_announced().await
     }
 
     /// Replaces an admin-defined upstream's definition.
@@ -228,7 +235,7 @@ impl Lifecycle {
         for slot in lock(&self.api).iter_mut().filter(|d| d.name == name) {
             *slot = def.clone();
         }
-        self.apply().await
+        self.applied_and_announced().await
     }
 
     /// Removes an admin-defined upstream.
@@ -240,7 +247,16 @@ impl Lifecycle {
             .await
             .map_err(Refusal::Store)?;
         lock(&self.api).retain(|d| d.name != name);
-        self.apply().await
+        self.applied_and_announced().await
+    }
+
+    /// Applies a change to the stored definitions, and tells the other nodes.
+    async fn applied_and_announced(&self) -> Result<Change, Refusal> {
+        let change = self.apply().await;
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(Event::UpstreamsChanged).await;
+        }
+        change
     }
 
     /// Reads the config file again and applies its upstreams.
@@ -267,10 +283,58 @@ impl Lifecycle {
         result
     }
 
-    /// Closes every upstream session of `name` (the upstream stays).
+    /// Closes every upstream session of `name` (the upstream stays), on
+    /// every node; returns how many this node closed.
     pub async fn evict_sessions(&self, name: &str) -> Result<usize, Refusal> {
         let upstream = self.set.get(name).ok_or(Refusal::NotFound)?;
-        Ok(self.close_sessions(&[upstream]).await)
+        let closed = self.close_sessions(&[upstream]).await;
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .publish(Event::UpstreamEvicted(name.to_owned()))
+                .await;
+        }
+        Ok(closed)
+    }
+
+    /// Acts on what the other nodes did, and what this node found, until
+    /// the cluster stops: sessions ended or moved elsewhere stop being
+    /// served here, upstream changes apply at once, a dead node's HTTP+SSE
+    /// sessions are ended, and after events may have been missed everything
+    /// is read again.
+    pub async fn follow_cluster(self: Arc<Self>, mut events: mpsc::Receiver<Event>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::SessionEnded(id) => self.sessions.let_go(&id),
+                Event::SessionMoved { session, node } => self.sessions.moved(&session, &node),
+                Event::UpstreamsChanged => self.sync_logged().await,
+                Event::UpstreamEvicted(name) => {
+                    if let Some(upstream) = self.set.get(&name) {
+                        let closed = self.close_sessions(&[upstream]).await;
+                        tracing::info!(upstream = %name, closed, "upstream sessions evicted on another node's request");
+                    }
+                }
+                Event::NodeLeaving(node) => {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.leaving(&node);
+                    }
+                    self.sessions.forget_homes_on(&node);
+                }
+                Event::NodeGone(node) => {
+                    let sessions = self.sessions.clone();
+                    tokio::spawn(async move { sessions.reap_node(&node).await });
+                }
+                Event::Resync => {
+                    self.sync_logged().await;
+                    self.sessions.resync().await;
+                }
+            }
+        }
+    }
+
+    async fn sync_logged(&self) {
+        if let Err(e) = self.sync().await {
+            tracing::warn!(error = %e, "reading upstream definitions from the store failed");
+        }
     }
 
     fn editable(&self, name: &str) -> Result<(), Refusal> {
@@ -429,8 +493,6 @@ async fn follow_store(lifecycle: std::sync::Weak<Lifecycle>) {
         let Some(lifecycle) = lifecycle.upgrade() else {
             return;
         };
-        if let Err(e) = lifecycle.sync().await {
-            tracing::warn!(error = %e, "reading upstream definitions from the store failed");
-        }
+        lifecycle.sync_logged().await;
     }
 }

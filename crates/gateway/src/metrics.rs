@@ -141,6 +141,12 @@ pub struct Metrics {
     pub downstream_sessions: AtomicI64,
     /// Names that collided in a federated catalogue (naming = none / on-collision).
     pub catalog_collisions: AtomicU64,
+    /// Requests passed on to the node serving them, answered.
+    pub passed_on: AtomicU64,
+    /// Requests passed on whose node stopped answering (outcome unknown).
+    pub passed_on_failed: AtomicU64,
+    /// Client sessions this node adopted from a node that left or died.
+    pub sessions_adopted: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -150,6 +156,9 @@ impl Default for Metrics {
             latency: (0..ROWS).map(|_| Histogram::default()).collect(),
             downstream_sessions: AtomicI64::new(0),
             catalog_collisions: AtomicU64::new(0),
+            passed_on: AtomicU64::new(0),
+            passed_on_failed: AtomicU64::new(0),
+            sessions_adopted: AtomicU64::new(0),
         }
     }
 }
@@ -225,6 +234,29 @@ impl Metrics {
             "# HELP tether_catalog_collisions_total Names shared by several upstreams in a federated catalogue.\n# TYPE tether_catalog_collisions_total counter\ntether_catalog_collisions_total {}",
             self.catalog_collisions.load(Relaxed)
         );
+        for (name, help, value) in [
+            (
+                "tether_passed_on_total",
+                "Requests passed on to the cluster node serving them.",
+                &self.passed_on,
+            ),
+            (
+                "tether_passed_on_failed_total",
+                "Requests passed on whose node stopped answering (outcome unknown).",
+                &self.passed_on_failed,
+            ),
+            (
+                "tether_sessions_adopted_total",
+                "Client sessions adopted from a cluster node that left or died.",
+                &self.sessions_adopted,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Relaxed)
+            );
+        }
         let upstreams: Vec<_> = upstreams.collect();
         type Family = (
             &'static str,

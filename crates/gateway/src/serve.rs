@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use std::path::PathBuf;
 
 use crate::auth::Auth;
+use crate::cluster::Cluster;
 use crate::config::{AuthMode, Config, ConfigError, UpstreamConfig};
 use crate::downstream::{self, App};
 use crate::lifecycle::Lifecycle;
@@ -31,6 +32,12 @@ pub async fn run(
     let close_timeout = Duration::from_secs(config.server.shutdown_timeout_secs.max(1));
     let send_timeout = Duration::from_secs(config.server.send_timeout_secs.max(1));
     let store = Arc::new(Store::open(&config.store.url).await?);
+    let listener = TcpListener::bind(config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    let (cluster, events) = match Cluster::join(store.clone(), &config.cluster, addr).await? {
+        Some((cluster, events)) => (Some(cluster), Some(events)),
+        None => (None, None),
+    };
     let mut file_upstreams = config.upstreams.clone();
     if file_upstreams.is_empty() && store.definitions().await?.is_empty() {
         file_upstreams.push(default_upstream().await?);
@@ -45,6 +52,7 @@ pub async fn run(
             close: close_timeout,
             send: send_timeout,
         },
+        cluster.as_ref().map(|c| c.node().clone()),
     );
     let limits = RegistryLimits {
         max_sessions: config.session.max_sessions,
@@ -60,6 +68,7 @@ pub async fn run(
         upstreams.clone(),
         limits,
         metrics.clone(),
+        cluster.clone(),
     ));
     sessions.spawn_reaper();
     let lifecycle = Lifecycle::new(
@@ -68,11 +77,13 @@ pub async fn run(
         store.clone(),
         config_path,
         close_timeout,
+        cluster.clone(),
     );
     lifecycle.start(file_upstreams).await?;
+    if let Some(events) = events {
+        tokio::spawn(lifecycle.clone().follow_cluster(events));
+    }
     refuse_open_access(&config)?;
-    let listener = TcpListener::bind(config.server.listen).await?;
-    let addr = listener.local_addr()?;
     let auth = Auth::new(&config.auth).await?;
     let app = App::new(
         config,
@@ -81,6 +92,7 @@ pub async fn run(
         metrics,
         lifecycle.clone(),
         auth,
+        cluster,
     );
     // Scripts and tests read this line to find the port when listening on :0.
     println!("tether listening on http://{addr}/mcp");
@@ -97,11 +109,21 @@ pub async fn run(
         result = &mut server => return result?.map_err(Into::into),
         _ = shutdown_signal() => {}
     }
+    if let Some(cluster) = &app.cluster {
+        // Not ready any more, still serving: load balancers move the
+        // traffic to the other nodes first; then the sessions go to them.
+        cluster.start_draining().await;
+        app.sessions.release_homes().await;
+    }
     shutdown(&app, stop_accepting, server, close_timeout).await;
+    if let Some(cluster) = &app.cluster {
+        cluster.leave().await;
+    }
     Ok(())
 }
 
-/// Bounded shutdown ([invariant: bounded-shutdown]): stop accepting, end the client
+/// Bounded shutdown ([invariant: bounded-shutdown]) after a cluster node's
+/// drain period: stop accepting, end the client
 /// sessions' GET streams so they don't hold the drain open, give in-flight
 /// requests up to one shutdown timeout, then close every client session and
 /// its upstream sessions in parallel, bounded by another.

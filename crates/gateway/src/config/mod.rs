@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 mod auth;
+mod cluster;
 mod upstream;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig, Policy};
+pub use cluster::{ClusterConfig, is_valid_node_id};
 pub use upstream::{COSMETIC_FIELDS, EraPreference, Transport, UpstreamConfig};
 
 use figment::Figment;
@@ -23,6 +25,7 @@ const SECTIONS: &[&str] = &[
     "upstreams",
     "admin",
     "auth",
+    "cluster",
 ];
 
 /// The whole configuration.
@@ -43,6 +46,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Authentication and authorization of clients.
     pub auth: AuthConfig,
+    /// This node's place in a cluster (with a `postgres://` store).
+    pub cluster: ClusterConfig,
 }
 
 /// The admin API (`/admin/…`).
@@ -272,7 +277,11 @@ impl Config {
                 *v = HIDDEN.into();
             }
         }
-        for secret in [&mut c.admin.token, &mut c.auth.jwt.hs256_secret] {
+        for secret in [
+            &mut c.admin.token,
+            &mut c.auth.jwt.hs256_secret,
+            &mut c.cluster.secret,
+        ] {
             if !secret.is_empty() {
                 *secret = HIDDEN.into();
             }
@@ -391,6 +400,19 @@ impl Config {
                 1,
                 30 * 24 * hour,
             ),
+            (
+                "cluster.heartbeat_ms",
+                self.cluster.heartbeat_ms,
+                100,
+                60_000,
+            ),
+            (
+                "cluster.dead_after_ms",
+                self.cluster.dead_after_ms,
+                200,
+                600_000,
+            ),
+            ("cluster.drain_secs", self.cluster.drain_secs, 0, 600),
         ];
         let upstreams = self.upstreams.iter().flat_map(|u| {
             [
@@ -410,7 +432,7 @@ impl Config {
                 )));
             }
         }
-        Ok(())
+        self.cluster.validate()
     }
 }
 
@@ -438,12 +460,13 @@ mod tests {
 
     #[test]
     fn printing_hides_secrets() {
-        let c = Config::from_toml(
+        let mut c = Config::from_toml(
             "[admin]\ntoken = \"t0ken\"\n[auth.jwt]\nhs256_secret = \"s3cret\"\n[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nheaders = { Authorization = \"Bearer k3y\" }\n",
         )
         .unwrap();
+        c.cluster.secret = "cl0ster".into();
         let shown = serde_json::to_string(&c.redacted()).unwrap();
-        for secret in ["t0ken", "s3cret", "k3y"] {
+        for secret in ["t0ken", "s3cret", "k3y", "cl0ster"] {
             assert!(!shown.contains(secret), "{shown}");
         }
     }
@@ -490,6 +513,9 @@ mod tests {
             "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nheaders = { Mcp-Session-Id = \"x\" }",
             "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nheaders = { Connection = \"close\" }",
             "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nheaders_env = { Mcp-Param-X = \"V\" }",
+            "[cluster]\nnode_id = \"a.b\"",
+            "[cluster]\nadvertise = \"ftp://x\"",
+            "[cluster]\nheartbeat_ms = 1000\ndead_after_ms = 1500",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }

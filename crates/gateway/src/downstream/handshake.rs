@@ -89,7 +89,8 @@ pub async fn handshake(
             let session = app
                 .sessions
                 .create_bound(stream, scope, version.into(), identity, &caller)
-                .await;
+                .await
+                .map_err(Refusal::Full)?;
             RequestContext::in_session(session, caller)
         }
         None if app.config.server.stateless => RequestContext::sessionless(

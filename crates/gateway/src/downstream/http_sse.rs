@@ -4,7 +4,9 @@
 //! every answer and server message travels on the stream. The session lives
 //! exactly as long as the connection: however the stream ends (the client
 //! leaves, a send times out, shutdown, expiry), the session and its upstream
-//! sessions are closed once ([invariant: close-once]).
+//! sessions are closed once ([invariant: close-once]). In a cluster the
+//! endpoint also names the node holding the stream (`&node=…`), so a POST
+//! that reaches another node is passed on to it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use axum::extract::{Extension, Query, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use dashmap::DashMap;
+use http::request::Parts;
 use http::{Method as HttpMethod, StatusCode};
 use tether_wire::jsonrpc::{ErrorObject, Incoming, Method, Request as JsonRpcRequest, code};
 use tether_wire::sse;
@@ -23,8 +26,10 @@ use super::checks::edge;
 use super::checks::inflight::session_permit;
 use super::checks::record::labelled;
 use super::endpoint_scope::EndpointScope;
+use super::pass_on::{self, Failure};
 use super::{App, handshake, reply};
 use crate::auth::Caller;
+use crate::cluster::{Cluster, Peer};
 use crate::metrics::Label;
 use crate::router::{Outcome, RequestContext};
 use crate::session::{Admission, ClientSession, Scope, Seat, is_valid_session_id, new_session_id};
@@ -154,10 +159,14 @@ pub async fn open(
         }
     };
     let id = new_session_id();
-    let endpoint = match &scope {
+    let mut endpoint = match &scope {
         Scope::Federated => format!("/message?session_id={id}"),
         Scope::Single(name) => format!("/u/{name}/message?session_id={id}"),
     };
+    if let Some(cluster) = &app.cluster {
+        endpoint.push_str("&node=");
+        endpoint.push_str(cluster.node());
+    }
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     let conn = Arc::new(Conn {
         id: id.clone(),
@@ -183,6 +192,8 @@ pub async fn open(
 #[derive(serde::Deserialize)]
 struct Target {
     session_id: Option<String>,
+    /// The cluster node holding the stream.
+    node: Option<String>,
 }
 
 /// `POST /message?session_id=…` and `POST /u/<upstream>/message?…`: takes
@@ -222,11 +233,18 @@ pub async fn message(
         // Another principal's stream is as unknown as a made-up id.
         .filter(|c| c.scope == scope && c.caller.principal == caller.principal)
     else {
-        return reply::error(
-            StatusCode::NOT_FOUND,
-            code::INVALID_REQUEST,
-            "unknown or ended SSE session; open a new stream with GET",
-        );
+        let Some((cluster, peer)) = stream_node(&app, &parts, target.node.as_deref()) else {
+            return unknown_stream();
+        };
+        let raw = match app.read_body(&parts.headers, body).await {
+            Ok(raw) => raw,
+            Err(refusal) => return *refusal,
+        };
+        return match pass_on::send(&app, cluster, &peer, &parts, raw).await {
+            Ok(answer) | Err(Failure::Answer(answer)) => answer,
+            // The node holding the stream is gone, and the stream with it.
+            Err(Failure::Unreachable | Failure::Misdirected) => unknown_stream(),
+        };
     };
     let incoming = match app.read_message(&parts.headers, body).await {
         Ok(m) => m,
@@ -239,6 +257,28 @@ pub async fn message(
     };
     tokio::spawn(handle(app.clone(), conn, caller, incoming, permit));
     labelled(accepted(), label)
+}
+
+/// The live node `node` holding a stream this node does not, for a POST
+/// not passed on already.
+fn stream_node<'a>(
+    app: &'a App,
+    parts: &Parts,
+    node: Option<&str>,
+) -> Option<(&'a Arc<Cluster>, Peer)> {
+    let cluster = app.cluster.as_ref()?;
+    if pass_on::is_passed_on(parts) {
+        return None;
+    }
+    Some((cluster, cluster.peer(node?)?))
+}
+
+fn unknown_stream() -> Response {
+    reply::error(
+        StatusCode::NOT_FOUND,
+        code::INVALID_REQUEST,
+        "unknown or ended SSE session; open a new stream with GET",
+    )
 }
 
 fn bad_request(text: &'static str) -> Response {

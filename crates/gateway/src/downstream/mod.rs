@@ -15,6 +15,7 @@ mod http_sse;
 mod lean_sse;
 mod listener;
 mod modern_request;
+mod pass_on;
 mod reply;
 mod streamable_http;
 
@@ -32,6 +33,7 @@ use tether_wire::jsonrpc::Incoming;
 use tower::ServiceBuilder;
 
 use crate::auth::Auth;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
@@ -41,6 +43,7 @@ use checks::authenticate::{self, AuthenticateLayer, METADATA_PATH};
 use checks::edge::CheckEdge;
 use checks::inflight::Admit;
 use checks::layer::CheckLayer;
+use checks::peer::FromPeer;
 use checks::rate_limit::{LimitRate, RateLimiter};
 use checks::record::Record;
 
@@ -60,6 +63,8 @@ pub struct App {
     pub lifecycle: Arc<Lifecycle>,
     /// Who is calling.
     pub auth: Auth,
+    /// The cluster this node is part of, if any.
+    pub cluster: Option<Arc<Cluster>>,
     /// Requests per principal.
     limiter: Arc<RateLimiter>,
     edge: Arc<EdgePolicy>,
@@ -76,11 +81,13 @@ impl App {
         metrics: Arc<Metrics>,
         lifecycle: Arc<Lifecycle>,
         auth: Auth,
+        cluster: Option<Arc<Cluster>>,
     ) -> Arc<App> {
         let edge = Arc::new(EdgePolicy::new(&config.server));
         let limiter = Arc::new(RateLimiter::new(
             config.server.rate_limit_per_principal,
             config.server.rate_limit_burst,
+            cluster.clone(),
         ));
         let inflight = Arc::new(tokio::sync::Semaphore::new(
             config.server.max_inflight_requests,
@@ -93,6 +100,7 @@ impl App {
             sse: SseHub::default(),
             lifecycle,
             auth,
+            cluster,
             limiter,
             edge,
             inflight,
@@ -106,11 +114,23 @@ impl App {
         headers: &http::HeaderMap,
         body: axum::body::Body,
     ) -> Result<Incoming, Box<axum::response::Response>> {
-        let raw = self
-            .edge
+        App::parse(self.read_body(headers, body).await?)
+    }
+
+    /// A POST's body, read within the limits (413, 408), or the response refusing it.
+    async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: axum::body::Body,
+    ) -> Result<bytes::Bytes, Box<axum::response::Response>> {
+        self.edge
             .read_body(headers, body)
             .await
-            .map_err(|e| Box::new(e.response()))?;
+            .map_err(|e| Box::new(e.response()))
+    }
+
+    /// The message a body carries, or the 400 refusing it.
+    fn parse(raw: bytes::Bytes) -> Result<Incoming, Box<axum::response::Response>> {
         Incoming::parse(raw).map_err(|e| {
             Box::new(reply::error(
                 http::StatusCode::BAD_REQUEST,
@@ -133,6 +153,7 @@ impl App {
 /// Every endpoint, behind the checks it needs, applied in request order.
 pub fn router(app: Arc<App>) -> axum::Router {
     let record = CheckLayer(Record(app.metrics.clone()));
+    let from_peer = CheckLayer(FromPeer(app.cluster.clone()));
     let edge = CheckLayer(CheckEdge(app.edge.clone()));
     let authenticate = AuthenticateLayer(app.clone());
     // MCP over Streamable HTTP and HTTP+SSE: every check.
@@ -146,6 +167,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .route_layer(
             ServiceBuilder::new()
                 .layer(record)
+                .layer(from_peer)
                 .layer(edge.clone())
                 .layer(authenticate.clone())
                 .layer(CheckLayer(LimitRate(app.limiter.clone())))
@@ -170,10 +192,19 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .with_state(app)
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+/// Ready while serving; 503 once the node is leaving (so load balancers
+/// stop sending to it before it stops accepting).
+async fn readyz(State(app): State<Arc<App>>) -> axum::response::Response {
+    if app.cluster.as_ref().is_some_and(|c| c.is_draining()) {
+        return (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "draining: this node is leaving\n",
+        )
+            .into_response();
+    }
     let sessions = app.sessions.len();
     let upstreams = app.router.upstreams().len();
-    format!("ready: {upstreams} upstreams, {sessions} client sessions\n")
+    format!("ready: {upstreams} upstreams, {sessions} client sessions\n").into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

@@ -5,27 +5,32 @@
 //! `initialize` (a new session, see [`handshake`]), a 2026-07-28 request
 //! (validated, served without a session) or a message in a legacy session
 //! (found here or restored from the store); the router answers the last two.
+//! In a cluster, a request in a session another node serves, or a retry for
+//! a call waiting on another node, is passed on there ([`pass_on`]).
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Extension, Request, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderMap, Method as HttpMethod, StatusCode};
 use serde_json::json;
-use tether_wire::jsonrpc::{ErrorObject, Incoming, Method, code};
+use tether_wire::jsonrpc::{ErrorObject, Incoming, Method, Request as JsonRpcRequest, code};
 use tether_wire::protocol::{self, Era};
 
 use super::checks::edge;
 use super::checks::inflight::session_permit;
 use super::checks::record::labelled;
 use super::endpoint_scope::EndpointScope;
+use super::pass_on::{self, Failure};
 use super::reply::{self, Accepts, Guarded, ReplyStyle};
 use super::{App, handshake, modern_request};
 use crate::auth::Caller;
 use crate::metrics::Label;
-use crate::router::{Outcome, RequestContext, RequestOptions};
-use crate::session::{ClientSession, Scope};
+use crate::router::{self, Outcome, RequestContext, RequestOptions};
+use crate::session::{ClientSession, Located, Scope};
 use crate::upstream::ClientIdentity;
 
 /// `/mcp` (all upstreams, federated) and `/u/<upstream>/mcp` (one
@@ -40,7 +45,7 @@ pub async fn endpoint(
     let modern_sessionless = parts.headers.get(protocol::HEADER_SESSION_ID).is_none()
         && modern_version_header(&parts.headers);
     match parts.method {
-        HttpMethod::POST => post(&app, scope, &parts.headers, body, caller).await,
+        HttpMethod::POST => post(&app, scope, &parts, body, caller).await,
         // 2026-07-28 has no GET stream and no session to DELETE.
         HttpMethod::GET | HttpMethod::DELETE if modern_sessionless => {
             reply::method_not_allowed("2026-07-28 clients use POST only", "POST")
@@ -58,15 +63,16 @@ pub async fn endpoint(
             labelled(refusal, label)
         }
         HttpMethod::GET => labelled(
-            open_stream(&app, &scope, &parts.headers, &caller).await,
+            open_stream(&app, &scope, &parts, &caller).await,
             Label::STREAM,
         ),
         HttpMethod::DELETE => labelled(
-            match find_session(&app, &scope, &parts.headers, &caller).await {
-                Ok(session) => {
+            match route(&app, &scope, &parts, Bytes::new(), &caller).await {
+                Ok(Route::Here(session)) => {
                     app.sessions.end(&session.id).await;
                     StatusCode::OK.into_response()
                 }
+                Ok(Route::Answered(resp)) => resp,
                 Err(refusal) => *refusal,
             },
             Label::DELETE,
@@ -89,13 +95,8 @@ pub fn stale_session() -> Response {
     reply::json(StatusCode::NOT_FOUND, err.to_response(None))
 }
 
-async fn post(
-    app: &Arc<App>,
-    scope: Scope,
-    headers: &HeaderMap,
-    body: Body,
-    caller: Caller,
-) -> Response {
+async fn post(app: &Arc<App>, scope: Scope, parts: &Parts, body: Body, caller: Caller) -> Response {
+    let headers = &parts.headers;
     if !edge::is_json(headers) {
         return reply::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -111,7 +112,11 @@ async fn post(
             "Accept must include application/json or text/event-stream",
         );
     }
-    let incoming = match app.read_message(headers, body).await {
+    let raw = match app.read_body(headers, body).await {
+        Ok(raw) => raw,
+        Err(refusal) => return *refusal,
+    };
+    let incoming = match App::parse(raw.clone()) {
         Ok(m) => m,
         Err(refusal) => return *refusal,
     };
@@ -130,9 +135,13 @@ async fn post(
             handshake::initialize(app, scope, request, style(Era::Legacy), caller).await
         }
         incoming if is_modern(headers, &incoming) => {
-            modern(app, scope, headers, incoming, style(Era::Modern), caller).await
+            let sent = Sent { parts, raw };
+            modern(app, scope, sent, incoming, style(Era::Modern), caller).await
         }
-        incoming => legacy(app, scope, headers, incoming, style(Era::Legacy), caller).await,
+        incoming => {
+            let sent = Sent { parts, raw };
+            legacy(app, scope, sent, incoming, style(Era::Legacy), caller).await
+        }
     };
     labelled(resp, label)
 }
@@ -157,16 +166,24 @@ fn is_modern(headers: &HeaderMap, incoming: &Incoming) -> bool {
     header_modern || modern_request::declares_meta_version(incoming)
 }
 
+/// A POST as it came: what another node needs to serve it instead.
+struct Sent<'a> {
+    parts: &'a Parts,
+    raw: Bytes,
+}
+
 /// A 2026-07-28 message: no session; a request is validated and served in
-/// a context of its own.
+/// a context of its own (a retry for a call waiting on another node is
+/// served there).
 async fn modern(
     app: &Arc<App>,
     scope: Scope,
-    headers: &HeaderMap,
+    sent: Sent<'_>,
     incoming: Incoming,
     style: ReplyStyle,
     caller: Caller,
 ) -> Response {
+    let headers = &sent.parts.headers;
     let request = match incoming {
         Incoming::Request(request) => request,
         Incoming::Notification(_) => return reply::accepted(),
@@ -178,6 +195,9 @@ async fn modern(
             );
         }
     };
+    if let Some(answer) = to_waiting_node(app, &sent, &request).await {
+        return answer;
+    }
     let params = match request.params_object() {
         Ok(p) => p,
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, code::INVALID_PARAMS, e.message()),
@@ -200,16 +220,33 @@ async fn modern(
     reply::render(app.router.request(ctx, request).await, style).await
 }
 
+/// A modern retry whose `requestState` names a call waiting on another
+/// live node: that node's answer. `None`: served here (the call waits here,
+/// or its node is gone and the state is as unknown as an expired one).
+async fn to_waiting_node(app: &App, sent: &Sent<'_>, request: &JsonRpcRequest) -> Option<Response> {
+    let cluster = app.cluster.as_ref()?;
+    if pass_on::is_passed_on(sent.parts) {
+        return None;
+    }
+    let node = router::waiting_node(request)?;
+    let peer = cluster.peer(&node)?;
+    match pass_on::send(app, cluster, &peer, sent.parts, sent.raw.clone()).await {
+        Ok(answer) | Err(Failure::Answer(answer)) => Some(answer),
+        Err(Failure::Unreachable | Failure::Misdirected) => None,
+    }
+}
+
 /// A legacy message: in the session `Mcp-Session-Id` names (or, in
 /// stateless mode, in a context of its own).
 async fn legacy(
     app: &Arc<App>,
     scope: Scope,
-    headers: &HeaderMap,
+    sent: Sent<'_>,
     incoming: Incoming,
     style: ReplyStyle,
     caller: Caller,
 ) -> Response {
+    let headers = &sent.parts.headers;
     let version = headers
         .get(protocol::HEADER_PROTOCOL_VERSION)
         .map(|v| v.to_str().unwrap_or("?"))
@@ -235,8 +272,9 @@ async fn legacy(
         );
         return reply::render(app.router.handle(ctx, incoming).await, style).await;
     }
-    let session = match find_session(app, &scope, headers, &caller).await {
-        Ok(s) => s,
+    let session = match route(app, &scope, sent.parts, sent.raw, &caller).await {
+        Ok(Route::Here(s)) => s,
+        Ok(Route::Answered(resp)) => return resp,
         Err(resp) => return *resp,
     };
     session.touch();
@@ -256,15 +294,27 @@ async fn legacy(
     resp.map(|body| Body::new(Guarded::new(body, permit)))
 }
 
-/// The caller's session named by `Mcp-Session-Id`, or the response refusing
-/// the request (another principal's session is as unknown as a made-up id).
-async fn find_session(
+/// Where a request in a session is served.
+enum Route {
+    /// Here, in this session.
+    Here(Arc<ClientSession>),
+    /// By the session's home node, which answered this.
+    Answered(Response),
+}
+
+/// Where the request (`parts`, `body`) in the caller's session named by
+/// `Mcp-Session-Id` is served: here, or passed on to the session's home
+/// node (a node found gone is taken over from; a stale home is looked up
+/// again); else the response refusing it (another principal's session is as
+/// unknown as a made-up id).
+async fn route(
     app: &App,
     scope: &Scope,
-    headers: &HeaderMap,
+    parts: &Parts,
+    body: Bytes,
     caller: &Caller,
-) -> Result<Arc<ClientSession>, Box<Response>> {
-    let Some(id) = headers.get(protocol::HEADER_SESSION_ID) else {
+) -> Result<Route, Box<Response>> {
+    let Some(id) = parts.headers.get(protocol::HEADER_SESSION_ID) else {
         return Err(Box::new(reply::error(
             StatusCode::BAD_REQUEST,
             code::INVALID_REQUEST,
@@ -272,19 +322,33 @@ async fn find_session(
         )));
     };
     let id = id.to_str().unwrap_or("");
-    match app.sessions.find(id, caller).await {
-        Some(s) if s.scope == *scope && !s.is_closed() => Ok(s),
-        _ => Err(Box::new(stale_session())),
+    let passed_on = pass_on::is_passed_on(parts);
+    // A home found gone or stale is looked up again, twice at most.
+    for _ in 0..3 {
+        let peer = match app.sessions.locate(id, caller, passed_on).await {
+            Located::Here(s) if s.scope == *scope && !s.is_closed() => return Ok(Route::Here(s)),
+            Located::Here(_) | Located::Nowhere => return Err(Box::new(stale_session())),
+            Located::Misdirected => return Err(Box::new(pass_on::misdirected())),
+            Located::Peer(peer) => peer,
+        };
+        let Some(cluster) = &app.cluster else {
+            return Err(Box::new(stale_session()));
+        };
+        match pass_on::send(app, cluster, &peer, parts, body.clone()).await {
+            Ok(answer) | Err(Failure::Answer(answer)) => return Ok(Route::Answered(answer)),
+            Err(Failure::Unreachable) => {}
+            Err(Failure::Misdirected) => app.sessions.forget_home(id),
+        }
     }
+    Err(Box::new(reply::retry_later(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the node serving this session is changing; retry",
+    )))
 }
 
 /// GET: the session's server→client stream (resumed with `Last-Event-ID`).
-async fn open_stream(
-    app: &Arc<App>,
-    scope: &Scope,
-    headers: &HeaderMap,
-    caller: &Caller,
-) -> Response {
+async fn open_stream(app: &Arc<App>, scope: &Scope, parts: &Parts, caller: &Caller) -> Response {
+    let headers = &parts.headers;
     if !Accepts::from_headers(headers).sse {
         return reply::error(
             StatusCode::NOT_ACCEPTABLE,
@@ -292,8 +356,9 @@ async fn open_stream(
             "Accept must include text/event-stream",
         );
     }
-    let session = match find_session(app, scope, headers, caller).await {
-        Ok(s) => s,
+    let session = match route(app, scope, parts, Bytes::new(), caller).await {
+        Ok(Route::Here(s)) => s,
+        Ok(Route::Answered(resp)) => return resp,
         Err(resp) => return *resp,
     };
     session.touch();

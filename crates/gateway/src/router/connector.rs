@@ -70,9 +70,8 @@ impl Connector {
         if opened
             && session.is_reattachable()
             && let Some(client) = ctx.session()
-            && let Err(e) = self.store.bind(&client.id, &session.binding()).await
         {
-            tracing::warn!(error = %e, "upstream session not stored: a restart will open a new one");
+            session = self.record(client, session, identity).await;
         }
         if opened
             && session.era == Era::Legacy
@@ -90,6 +89,41 @@ impl Connector {
             self.relay_streams(client);
         }
         Ok(session)
+    }
+
+    /// Records a client session's newly opened upstream session in the
+    /// store, where the first one recorded wins on every node: when another
+    /// node's is there already, that one is adopted and this one closed
+    /// ([invariant: isolation]). Returns the session to use.
+    async fn record(
+        &self,
+        client: &Arc<ClientSession>,
+        opened: Arc<UpstreamSession>,
+        identity: &ClientIdentity,
+    ) -> Arc<UpstreamSession> {
+        let upstream = &opened.upstream;
+        if let Some(lost) = client.upstreams.take_evicted(&upstream.name)
+            && let Err(e) = self.store.unbind(&client.id, &lost).await
+        {
+            tracing::warn!(error = %e, "lost upstream session not forgotten in the store");
+        }
+        let winner = match self.store.bind_first(&client.id, &opened.binding()).await {
+            Ok(None) => return opened,
+            Ok(Some(winner)) => winner,
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream session not stored: a restart will open a new one");
+                return opened;
+            }
+        };
+        let Some(adopted) = UpstreamSession::reattach(upstream.clone(), &winner, identity) else {
+            return opened;
+        };
+        if !client.upstreams.adopt(&opened, adopted.clone()) {
+            return opened;
+        }
+        tracing::debug!(upstream = %upstream.name, "another node opened this session's upstream session first; adopted it");
+        opened.close().await;
+        adopted
     }
 
     /// A request Tether makes itself on the context's session with

@@ -50,6 +50,13 @@ use forward::Forwarder;
 use outcome::{error, forbidden, method_not_found, resource_not_found};
 use waiting_calls::{Resume, WaitingCalls};
 
+/// The cluster node a modern retry's Tether-issued `requestState` names
+/// (its call waits there), if it names one.
+pub fn waiting_node(request: &Request) -> Option<String> {
+    let state = waiting_calls::request_state(request)?;
+    waiting_calls::state_node(&state).map(str::to_owned)
+}
+
 /// Time limits of the router.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -73,15 +80,17 @@ pub struct Router {
 impl Router {
     /// The router over `upstreams`; client sessions' upstream sessions are
     /// recorded in `store` as they open.
+    /// `node`: this node's id in a cluster.
     pub fn new(
         upstreams: Arc<UpstreamSet>,
         federation: FederationConfig,
         metrics: Arc<Metrics>,
         store: Arc<Store>,
         timeouts: Timeouts,
+        node: Option<Arc<str>>,
     ) -> Self {
         let connector = Arc::new(Connector::new(store.clone(), timeouts.send));
-        let waiting = Arc::new(WaitingCalls::default());
+        let waiting = Arc::new(WaitingCalls::on_node(node));
         Router {
             forwarder: Forwarder::new(connector.clone(), waiting.clone(), timeouts.send),
             federation: Federation::new(upstreams.clone(), connector.clone(), federation, metrics),
@@ -125,7 +134,9 @@ impl Router {
         ctx: &RequestContext,
         upstream: &Arc<Upstream>,
     ) -> Result<Arc<serde_json::value::RawValue>, crate::upstream::UpstreamError> {
-        let (session, _) = ctx.upstreams().get(upstream, ctx.identity()).await?;
+        // Through the connector, like any first use: the session is recorded
+        // in the store, so a restart or another node re-attaches it.
+        let session = self.connector.session_for(ctx, upstream).await?;
         session.server_description().await
     }
 

@@ -5,6 +5,8 @@
 //! upstream call, its session and its stream wait here: node-local, bounded
 //! in number, bound to the call they belong to, and closed (the upstream
 //! request refused and the call cancelled) when the client does not come back.
+//! In a cluster the state names the node the call waits on
+//! (`tether.<node>.<random>`), so a retry reaching another node is passed on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -157,13 +159,29 @@ fn call_of(method: &Method, params: &RawObject) -> (Method, Option<String>) {
     (method.clone(), params.get(key).map(|v| v.get().to_owned()))
 }
 
+/// The node a Tether-issued `requestState` names, if it names one.
+pub fn state_node(state: &str) -> Option<&str> {
+    let (node, key) = state.strip_prefix(STATE_PREFIX)?.split_once('.')?;
+    (!node.is_empty() && !key.is_empty()).then_some(node)
+}
+
 /// Calls waiting for client input on this node.
 #[derive(Default)]
 pub struct WaitingCalls {
     entries: Mutex<HashMap<String, Entry>>,
+    /// This node's id in a cluster, named in the states it issues.
+    node: Option<Arc<str>>,
 }
 
 impl WaitingCalls {
+    /// Calls waiting on the cluster node `node` (none: a single node).
+    pub fn on_node(node: Option<Arc<str>>) -> Self {
+        WaitingCalls {
+            entries: Mutex::new(HashMap::new()),
+            node,
+        }
+    }
+
     /// Keeps `parked` until the client answers `ask` (or the wait expires).
     pub fn wait(self: &Arc<Self>, parked: Parked, ask: Message) -> Result<InputRequired, Refused> {
         let asked = ask
@@ -181,7 +199,10 @@ impl WaitingCalls {
             });
         }
         // Unguessable: the state is the only key to the waiting call.
-        let state = format!("{STATE_PREFIX}{}", new_session_id());
+        let state = match &self.node {
+            Some(node) => format!("{STATE_PREFIX}{node}.{}", new_session_id()),
+            None => format!("{STATE_PREFIX}{}", new_session_id()),
+        };
         let request = InputRequired {
             method: ask.method.unwrap_or(Method::Other("".into())),
             params: ask.params,
@@ -298,6 +319,10 @@ mod tests {
             request_state(&request)
         };
         assert_eq!(retry("tether.abc").as_deref(), Some("tether.abc"));
+        assert_eq!(state_node("tether.abc"), None, "a single node's state");
+        assert_eq!(state_node("tether.n1.abc"), Some("n1"));
+        assert_eq!(state_node("tether..abc"), None);
+        assert_eq!(state_node("other.n1.abc"), None);
         assert_eq!(retry("upstream-own-state"), None);
     }
 }

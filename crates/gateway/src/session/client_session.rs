@@ -254,6 +254,7 @@ impl ClientSession {
             created_ms: self.created_ms,
             last_seen_ms: self.last_seen_ms.load(Ordering::Relaxed),
             upstreams: Vec::new(),
+            home_node: None,
         }
     }
 

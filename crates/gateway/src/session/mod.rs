@@ -12,6 +12,6 @@ mod scope;
 pub use client_session::{ClientSession, MAX_PENDING, MAX_SUBSCRIPTIONS, PendingRequest};
 pub use id::{is_valid_session_id, new_session_id};
 pub use quota::{Admission, Seat, SessionQuota};
-pub use registry::{RegistryLimits, SessionRegistry};
+pub use registry::{Located, RegistryLimits, SessionRegistry};
 pub use resumable::{StreamLog, Streams};
 pub use scope::Scope;

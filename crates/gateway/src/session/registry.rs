@@ -1,6 +1,7 @@
 //! All client sessions of this node: creation under the caps, lookup (held
-//! here, or restored from the store with the same upstream sessions
-//! re-attached: [invariant: stale-session]), ending, the idle reaper and the
+//! here, restored from the store with the same upstream sessions
+//! re-attached: [invariant: stale-session], or in a cluster, served by
+//! another node: [invariant: one-home]), ending, the idle reaper and the
 //! batched last-seen writes.
 
 use std::sync::Arc;
@@ -15,16 +16,25 @@ use super::quota::{Admission, Seat, SessionQuota};
 use super::scope::Scope;
 use crate::auth::Caller;
 use crate::clock::now_ms;
+use crate::cluster::{Cluster, Event, Home, Peer};
 use crate::metrics::Metrics;
-use crate::store::{SessionRecord, Store};
+use crate::store::{CapReached, SessionCaps, SessionRecord, Store};
 use crate::upstream::{ClientIdentity, UpstreamSession, UpstreamSet};
 
 /// All client sessions of this node.
 pub struct SessionRegistry {
     sessions: DashMap<String, Arc<ClientSession>>,
     store: Arc<Store>,
+    /// The cluster this node is part of, if any.
+    cluster: Option<Arc<Cluster>>,
+    /// Homes of sessions other nodes serve, as last seen (bounded; a stale
+    /// entry costs one misdirected request, which reads the store again).
+    homes: DashMap<String, Arc<str>>,
     upstreams: Arc<UpstreamSet>,
     quota: Arc<SessionQuota>,
+    /// The caps, counted cluster-wide in a cluster.
+    caps: SessionCaps,
+    metrics: Arc<Metrics>,
     idle_ttl: Duration,
     close_timeout: Duration,
     absolute_ttl: Option<Duration>,
@@ -35,20 +45,48 @@ pub struct SessionRegistry {
 const TOUCH_FLUSH: Duration = Duration::from_secs(2);
 /// Stored sessions expired per reaper pass (the rest wait for the next one).
 const REAP_BATCH: i64 = 256;
+/// Homes of other nodes' sessions remembered at most (then forgotten at once).
+const MAX_HOMES: usize = 65_536;
+
+/// Where a client session is served.
+pub enum Located {
+    /// Here (held, restored or adopted).
+    Here(Arc<ClientSession>),
+    /// By another node: pass the request on.
+    Peer(Peer),
+    /// By another node, but this request was passed on to this one: the
+    /// node that passed it on knew an older home.
+    Misdirected,
+    /// Nowhere: unknown, ended, expired or another principal's.
+    Nowhere,
+}
 
 impl SessionRegistry {
-    /// An empty registry over `store`; `upstreams` re-attach stored sessions.
+    /// An empty registry over `store`; `upstreams` re-attach stored sessions;
+    /// in a `cluster`, sessions have homes and the caps count cluster-wide.
     pub fn new(
         store: Arc<Store>,
         upstreams: Arc<UpstreamSet>,
         limits: RegistryLimits,
         metrics: Arc<Metrics>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         SessionRegistry {
             sessions: DashMap::new(),
             store,
+            cluster,
+            homes: DashMap::new(),
             upstreams,
-            quota: SessionQuota::new(limits.max_sessions, limits.max_per_principal, metrics),
+            quota: SessionQuota::new(
+                limits.max_sessions,
+                limits.max_per_principal,
+                metrics.clone(),
+            ),
+            metrics,
+            caps: SessionCaps {
+                total: limits.max_sessions,
+                per_principal: limits.max_per_principal,
+            },
             idle_ttl: limits.idle_ttl,
             close_timeout: limits.close_timeout,
             absolute_ttl: limits.absolute_ttl,
@@ -87,11 +125,11 @@ impl SessionRegistry {
             caller,
             Some(seat),
         );
-        Ok(self.register(session).await)
+        self.register(session).await
     }
 
     /// Adds the session of the HTTP+SSE connection `stream` (which holds its
-    /// place under the caps), and stores it.
+    /// place under this node's caps), and stores it.
     pub async fn create_bound(
         &self,
         stream: &str,
@@ -99,7 +137,7 @@ impl SessionRegistry {
         protocol_version: String,
         identity: ClientIdentity,
         caller: &Caller,
-    ) -> Arc<ClientSession> {
+    ) -> Result<Arc<ClientSession>, Admission> {
         let session = self.found(
             stream.to_owned(),
             true,
@@ -136,68 +174,272 @@ impl SessionRegistry {
         })
     }
 
-    async fn register(&self, session: ClientSession) -> Arc<ClientSession> {
+    /// Stores a new session (under the cluster-wide caps in a cluster, homed
+    /// here) and holds it.
+    async fn register(&self, session: ClientSession) -> Result<Arc<ClientSession>, Admission> {
         let session = Arc::new(session);
         session.touch();
-        self.sessions.insert(session.id.clone(), session.clone());
-        if let Err(e) = self.store.insert(&session.record()).await {
+        let mut record = session.record();
+        let stored = match &self.cluster {
+            Some(cluster) => {
+                record.home_node = Some(cluster.node().to_string());
+                match self.store.insert_capped(&record, self.caps).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(reached)) => {
+                        session.vacate();
+                        return Err(match reached {
+                            CapReached::Total => Admission::Full,
+                            CapReached::Principal => Admission::PrincipalFull,
+                        });
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None => self.store.insert(&record).await,
+        };
+        if let Err(e) = stored {
             tracing::warn!(error = %e, "client session not stored: it will not survive a restart");
         }
-        session
+        self.sessions.insert(session.id.clone(), session.clone());
+        Ok(session)
     }
 
-    /// The session with this id, if `caller` owns it: held here, or restored
-    /// from the store (after a restart, or created on another node) with its
-    /// upstream sessions re-attached by their stored ids. Ids of invalid shape
-    /// are never looked up; another principal's session is not found, exactly
-    /// like an unknown one.
-    pub async fn find(&self, id: &str, caller: &Caller) -> Option<Arc<ClientSession>> {
+    /// Where the session with this id is served, if `caller` owns it: held
+    /// here, restored from the store (after a restart, or adopted from a
+    /// node that left or died) with its upstream sessions re-attached by
+    /// their stored ids, or served by its home node. `passed_on`: another
+    /// node passed the request on, so it is never passed on again. Ids of
+    /// invalid shape are never looked up; another principal's session is
+    /// not found, exactly like an unknown one.
+    pub async fn locate(&self, id: &str, caller: &Caller, passed_on: bool) -> Located {
         if !is_valid_session_id(id) {
-            return None;
+            return Located::Nowhere;
         }
         let held = self.sessions.get(id).map(|s| s.clone());
         if let Some(s) = held {
             if s.stream_bound || s.principal != caller.principal {
-                return None;
+                return Located::Nowhere;
             }
             if s.outlived(self.absolute_ttl) {
                 self.end(id).await;
-                return None;
+                return Located::Nowhere;
             }
-            return Some(s);
+            return Located::Here(s);
         }
-        let record = match self.store.load(id).await {
-            Ok(r) => r?,
-            Err(e) => {
-                tracing::warn!(error = %e, "session store lookup failed");
-                return None;
+        if !passed_on
+            && let Some(cluster) = &self.cluster
+            && let Some(home) = self.homes.get(id).map(|h| h.clone())
+        {
+            match cluster.peer(&home) {
+                Some(peer) => return Located::Peer(peer),
+                None => {
+                    self.homes.remove(id);
+                }
             }
-        };
+        }
+        // Twice at most: a lost race to adopt it reads it again.
+        for _ in 0..2 {
+            let record = match self.store.load(id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Located::Nowhere,
+                Err(e) => {
+                    tracing::warn!(error = %e, "session store lookup failed");
+                    return Located::Nowhere;
+                }
+            };
+            if !self.servable(&record, caller) {
+                return Located::Nowhere;
+            }
+            if let Some(cluster) = &self.cluster {
+                let from = record.home_node.as_deref();
+                match cluster.home(from) {
+                    Home::Here => {}
+                    Home::Peer(_) if passed_on => return Located::Misdirected,
+                    Home::Peer(peer) => {
+                        self.remember_home(id, &peer.node);
+                        return Located::Peer(peer);
+                    }
+                    // A leaving node adopts nothing: the request is passed on
+                    // to a node that stays, or back to the one that sent it.
+                    Home::Vacant if cluster.is_draining() => {
+                        return match cluster.serving_peer() {
+                            Some(peer) if !passed_on => Located::Peer(peer),
+                            _ => Located::Misdirected,
+                        };
+                    }
+                    Home::Vacant => match self.store.move_home(id, from, cluster.node()).await {
+                        Ok(true) => {
+                            tracing::info!(session = %id, from = from.unwrap_or("-"), "adopted a client session");
+                            self.metrics
+                                .sessions_adopted
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            cluster
+                                .publish(Event::SessionMoved {
+                                    session: id.to_owned(),
+                                    node: cluster.node().to_string(),
+                                })
+                                .await;
+                        }
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "adopting a client session failed");
+                            return Located::Nowhere;
+                        }
+                    },
+                }
+            }
+            return match self.hold(record, caller) {
+                Some(s) => Located::Here(s),
+                None => Located::Nowhere,
+            };
+        }
+        Located::Nowhere
+    }
+
+    /// Whether a stored session may be served to `caller`: not bound to an
+    /// HTTP+SSE connection, theirs, and neither idle nor outlived.
+    fn servable(&self, record: &SessionRecord, caller: &Caller) -> bool {
         if record.scope.starts_with(STREAM_BOUND_MARK) || *record.principal != *caller.principal {
-            return None;
+            return false;
         }
         let now = now_ms();
         let idle = now - record.last_seen_ms > self.idle_ttl.as_millis() as i64;
         let outlived = self
             .absolute_ttl
             .is_some_and(|t| now - record.created_ms > t.as_millis() as i64);
-        if idle || outlived {
-            return None;
-        }
+        !idle && !outlived
+    }
+
+    /// Restores a stored session and holds it (or the copy a concurrent
+    /// request restored first).
+    fn hold(&self, record: SessionRecord, caller: &Caller) -> Option<Arc<ClientSession>> {
+        let id = record.id.clone();
         let seat = self.admit(&caller.principal).ok()?;
         let session = self.restore(record, Some(seat))?;
-        match self.sessions.entry(id.to_owned()) {
+        match self.sessions.entry(id) {
             dashmap::Entry::Occupied(held) => {
-                // Restored concurrently by another request: use that one.
                 session.vacate();
                 Some(held.get().clone())
             }
             dashmap::Entry::Vacant(slot) => {
                 session.touch();
+                tracing::debug!(session = %slot.key(), "restored client session from the store");
                 slot.insert(session.clone());
-                tracing::debug!(session = %id, "restored client session from the store");
                 Some(session)
             }
+        }
+    }
+
+    fn remember_home(&self, id: &str, node: &Arc<str>) {
+        if self.homes.len() >= MAX_HOMES {
+            self.homes.clear();
+        }
+        self.homes.insert(id.to_owned(), node.clone());
+    }
+
+    /// Forgets where another node serves the session (that node says it
+    /// does not): the next lookup reads the store.
+    pub fn forget_home(&self, id: &str) {
+        self.homes.remove(id);
+    }
+
+    /// Forgets every session home on `node` (it is leaving).
+    pub fn forget_homes_on(&self, node: &str) {
+        self.homes.retain(|_, home| **home != *node);
+    }
+
+    /// Stops serving a session another node ended or took over: forgets it
+    /// without closing its upstream sessions (they are not this node's now).
+    pub fn let_go(&self, id: &str) {
+        self.homes.remove(id);
+        if let Some(session) = self.unregister(id) {
+            session.forget();
+            tracing::debug!(session = %id, "session ended or moved on another node");
+        }
+    }
+
+    /// Another node is now the session's home.
+    pub fn moved(&self, id: &str, node: &str) {
+        self.let_go(id);
+        if let Some(peer) = self.cluster.as_ref().and_then(|c| c.peer(node)) {
+            self.remember_home(id, &peer.node);
+        }
+    }
+
+    /// Checks every held session against the store (events may have been
+    /// missed): lets go of those ended, or homed elsewhere now.
+    pub async fn resync(&self) {
+        self.homes.clear();
+        let Some(cluster) = &self.cluster else { return };
+        for session in self.held().into_iter().filter(|s| !s.stream_bound) {
+            match self.store.load(&session.id).await {
+                Ok(Some(r)) if r.home_node.as_deref() == Some(&**cluster.node()) => {}
+                Ok(_) => self.let_go(&session.id),
+                Err(e) => {
+                    tracing::warn!(error = %e, "resync: session store lookup failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Leaving the cluster (after the drain period, before connections
+    /// close): lets go of every session (not those bound to a connection,
+    /// which end with it), leaves them without a home for the next node a
+    /// request reaches, and tells the other nodes.
+    pub async fn release_homes(&self) {
+        let Some(cluster) = &self.cluster else { return };
+        self.flush_touches().await;
+        for session in self.held().into_iter().filter(|s| !s.stream_bound) {
+            self.let_go(&session.id);
+        }
+        match self.store.release_homes(cluster.node()).await {
+            Ok(n) => tracing::info!(sessions = n, "left client sessions for the other nodes"),
+            Err(e) => tracing::warn!(error = %e, "releasing client sessions failed"),
+        }
+        cluster.announce_leaving().await;
+    }
+
+    /// Ends the sessions a dead node held bound to its HTTP+SSE connections
+    /// (no other node can serve them): closes their upstream sessions.
+    pub async fn reap_node(&self, node: &str) {
+        let ids = match self.store.sessions_homed(node, STREAM_BOUND_MARK).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing a dead node's sessions failed");
+                return;
+            }
+        };
+        for id in &ids {
+            self.end_stored(id).await;
+        }
+        if !ids.is_empty() {
+            tracing::info!(
+                node,
+                count = ids.len(),
+                "ended a dead node's HTTP+SSE sessions"
+            );
+        }
+    }
+
+    /// Ends a session no node holds: closes its upstream sessions and
+    /// removes it; true if it was stored.
+    async fn end_stored(&self, id: &str) -> bool {
+        if let Ok(Some(record)) = self.store.load(id).await
+            && let Some(session) = self.restore(record, None)
+        {
+            session.close(self.close_timeout).await;
+        }
+        let ended = self.store.delete(id).await.unwrap_or(false);
+        if ended {
+            self.announce_end(id).await;
+        }
+        ended
+    }
+
+    async fn announce_end(&self, id: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(Event::SessionEnded(id.to_owned())).await;
         }
     }
 
@@ -250,6 +492,9 @@ impl SessionRegistry {
             tracing::warn!(error = %e, "removing a session from the store failed");
             false
         });
+        if stored {
+            self.announce_end(id).await;
+        }
         let Some(session) = held else {
             return stored;
         };
@@ -292,12 +537,10 @@ impl SessionRegistry {
             .iter()
             .filter(|id| !self.sessions.contains_key(id.as_str()))
         {
-            if let Ok(Some(record)) = self.store.load(id).await
-                && let Some(session) = self.restore(record, None)
-            {
-                session.close(self.close_timeout).await;
+            if self.served_elsewhere(id).await {
+                continue;
             }
-            if self.store.delete(id).await.unwrap_or(false) {
+            if self.end_stored(id).await {
                 n += 1;
             }
         }
@@ -305,6 +548,17 @@ impl SessionRegistry {
             tracing::info!(count = n, "ended idle client sessions");
         }
         n
+    }
+
+    /// Whether another live node is the stored session's home (it reaps it).
+    async fn served_elsewhere(&self, id: &str) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        match self.store.load(id).await {
+            Ok(Some(r)) => matches!(cluster.home(r.home_node.as_deref()), Home::Peer(_)),
+            _ => false,
+        }
     }
 
     /// Writes the last-seen times of sessions used since the last flush.
@@ -323,10 +577,7 @@ impl SessionRegistry {
             // upstream sessions; this one just stops serving it.
             Ok(gone) => {
                 for id in gone {
-                    if let Some(session) = self.unregister(&id) {
-                        session.forget();
-                        tracing::debug!(session = %id, "session ended on another node");
-                    }
+                    self.let_go(&id);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "writing session last-seen times failed"),
@@ -453,7 +704,13 @@ mod tests {
             max_inflight: 8,
         };
         let store = Arc::new(Store::Memory(Default::default()));
-        SessionRegistry::new(store, Arc::default(), limits, Arc::new(Metrics::default()))
+        SessionRegistry::new(
+            store,
+            Arc::default(),
+            limits,
+            Arc::new(Metrics::default()),
+            None,
+        )
     }
 
     fn caller(principal: &str) -> Caller {
@@ -461,6 +718,15 @@ mod tests {
             principal: Arc::from(principal),
             access: Arc::new(Access::everything()),
             credentials: None,
+        }
+    }
+
+    impl SessionRegistry {
+        async fn find(&self, id: &str, caller: &Caller) -> Option<Arc<ClientSession>> {
+            match self.locate(id, caller, false).await {
+                Located::Here(s) => Some(s),
+                _ => None,
+            }
         }
     }
 
@@ -498,7 +764,8 @@ mod tests {
                 ClientIdentity::tether(),
                 &me,
             )
-            .await;
+            .await
+            .unwrap();
         assert_eq!(held.id, id);
         assert!(held.stream_bound);
         assert!(held.record().scope.starts_with(STREAM_BOUND_MARK));

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, sql_error};
+use super::{Sql, Store, StoreError, sql_error};
 use crate::clock::now_ms;
 use crate::sync::lock;
 
@@ -16,7 +16,7 @@ impl Store {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()),
-            Store::Sql(pool) => {
+            Store::Sql(Sql { pool, .. }) => {
                 let rows =
                     sqlx::query("SELECT name, definition FROM tether_upstreams ORDER BY name")
                         .fetch_all(pool)
@@ -37,7 +37,7 @@ impl Store {
                 lock(&mem.definitions).insert(name.to_owned(), definition.to_owned());
                 Ok(())
             }
-            Store::Sql(pool) => {
+            Store::Sql(Sql { pool, .. }) => {
                 sqlx::query(
                     "INSERT INTO tether_upstreams (name, definition, updated_ms) VALUES ($1, $2, $3)
                      ON CONFLICT (name) DO UPDATE SET
@@ -58,7 +58,7 @@ impl Store {
     pub async fn delete_definition(&self, name: &str) -> Result<bool, StoreError> {
         match self {
             Store::Memory(mem) => Ok(lock(&mem.definitions).remove(name).is_some()),
-            Store::Sql(pool) => {
+            Store::Sql(Sql { pool, .. }) => {
                 let done = sqlx::query("DELETE FROM tether_upstreams WHERE name = $1")
                     .bind(name)
                     .execute(pool)
@@ -79,7 +79,7 @@ impl Store {
                 }
                 Ok(())
             }
-            Store::Sql(pool) => {
+            Store::Sql(Sql { pool, .. }) => {
                 sqlx::query("DELETE FROM tether_upstream_sessions WHERE upstream = $1")
                     .bind(upstream)
                     .execute(pool)

@@ -14,7 +14,11 @@ use sqlx::Row;
 
 use crate::sync::lock;
 
+mod cluster;
 mod definitions;
+mod migrations;
+
+pub use cluster::{CHANNEL, CapReached, NodeRow, SessionCaps};
 
 /// One upstream session bound to a client session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,8 @@ pub struct SessionRecord {
     pub last_seen_ms: i64,
     /// The upstream sessions it holds.
     pub upstreams: Vec<UpstreamBinding>,
+    /// The cluster node that serves it (none: no node yet, or one node only).
+    pub home_node: Option<String>,
 }
 
 /// Why the store failed.
@@ -73,6 +79,8 @@ pub enum StoreError {
     },
     /// The URL names no backend Tether has.
     UnsupportedUrl(String),
+    /// A cluster operation on a store nodes cannot share (not Postgres).
+    NotShared,
 }
 
 impl std::fmt::Display for StoreError {
@@ -83,6 +91,9 @@ impl std::fmt::Display for StoreError {
             }
             StoreError::Folder { path, source } => {
                 write!(f, "session store: create {}: {source}", path.display())
+            }
+            StoreError::NotShared => {
+                f.write_str("session store: only a postgres:// store is shared by a cluster")
             }
             StoreError::UnsupportedUrl(url) => write!(
                 f,
@@ -97,7 +108,7 @@ impl std::error::Error for StoreError {
         match self {
             StoreError::Sql { source, .. } => Some(source),
             StoreError::Folder { source, .. } => Some(source),
-            StoreError::UnsupportedUrl(_) => None,
+            StoreError::UnsupportedUrl(_) | StoreError::NotShared => None,
         }
     }
 }
@@ -106,34 +117,6 @@ fn sql_error(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |source| StoreError::Sql { operation, source }
 }
 
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS tether_sessions (
-        id TEXT PRIMARY KEY,
-        scope TEXT NOT NULL,
-        principal TEXT NOT NULL,
-        protocol_version TEXT NOT NULL,
-        client_info TEXT NOT NULL,
-        client_capabilities TEXT NOT NULL,
-        log_level TEXT,
-        created_ms BIGINT NOT NULL,
-        last_seen_ms BIGINT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS tether_sessions_last_seen ON tether_sessions (last_seen_ms)",
-    "CREATE TABLE IF NOT EXISTS tether_upstreams (
-        name TEXT PRIMARY KEY,
-        definition TEXT NOT NULL,
-        updated_ms BIGINT NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS tether_upstream_sessions (
-        session_id TEXT NOT NULL,
-        upstream TEXT NOT NULL,
-        era TEXT NOT NULL,
-        protocol_version TEXT NOT NULL,
-        upstream_session_id TEXT,
-        PRIMARY KEY (session_id, upstream)
-    )",
-];
-
 /// Records kept by a [`Store::Memory`].
 #[derive(Default)]
 pub struct Memory {
@@ -141,12 +124,19 @@ pub struct Memory {
     definitions: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
+/// A SQL database behind the store.
+pub struct Sql {
+    pool: AnyPool,
+    /// The URL, when the database is Postgres (several nodes may share it).
+    postgres: Option<String>,
+}
+
 /// Where session records (and upstreams defined through the admin API) live.
 pub enum Store {
     /// This process only.
     Memory(Memory),
     /// SQLite or Postgres.
-    Sql(AnyPool),
+    Sql(Sql),
 }
 
 impl Store {
@@ -187,13 +177,9 @@ impl Store {
             .connect(&url)
             .await
             .map_err(sql_error("connect"))?;
-        for statement in MIGRATIONS {
-            sqlx::query(*statement)
-                .execute(&pool)
-                .await
-                .map_err(sql_error("migrate"))?;
-        }
-        Ok(Store::Sql(pool))
+        let postgres = (!url.starts_with("sqlite")).then(|| url.clone());
+        migrations::migrate(&pool, postgres.is_some()).await?;
+        Ok(Store::Sql(Sql { pool, postgres }))
     }
 
     /// Whether sessions outlive this process.
@@ -208,45 +194,44 @@ impl Store {
                 lock(&mem.sessions).insert(r.id.clone(), r.clone());
                 Ok(())
             }
-            Store::Sql(pool) => {
-                sqlx::query(
-                    "INSERT INTO tether_sessions (id, scope, principal, protocol_version, client_info, client_capabilities, log_level, created_ms, last_seen_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&r.id)
-                .bind(&r.scope)
-                .bind(&r.principal)
-                .bind(&r.protocol_version)
-                .bind(&r.client_info)
-                .bind(&r.client_capabilities)
-                .bind(&r.log_level)
-                .bind(r.created_ms)
-                .bind(r.last_seen_ms)
-                .execute(pool)
-                .await
-                .map_err(sql_error("insert session"))?;
+            Store::Sql(Sql { pool, .. }) => {
+                insert_session(r)
+                    .execute(pool)
+                    .await
+                    .map_err(sql_error("insert session"))?;
                 Ok(())
             }
         }
     }
 
-    /// Records (or replaces) the upstream session a client session holds.
-    pub async fn bind(&self, session: &str, b: &UpstreamBinding) -> Result<(), StoreError> {
-        match self {
+    /// Records the upstream session a client session holds with `b.upstream`
+    /// unless one is recorded already: the first binding stored wins, on
+    /// every node. `None` when `b` is the one stored; else the winner's,
+    /// which the caller adopts (closing its own).
+    pub async fn bind_first(
+        &self,
+        session: &str,
+        b: &UpstreamBinding,
+    ) -> Result<Option<UpstreamBinding>, StoreError> {
+        let winner = match self {
             Store::Memory(mem) => {
-                if let Some(r) = lock(&mem.sessions).get_mut(session) {
-                    r.upstreams.retain(|u| u.upstream != b.upstream);
-                    r.upstreams.push(b.clone());
+                let mut sessions = lock(&mem.sessions);
+                let Some(r) = sessions.get_mut(session) else {
+                    return Ok(None);
+                };
+                match r.upstreams.iter().find(|u| u.upstream == b.upstream) {
+                    Some(stored) => stored.clone(),
+                    None => {
+                        r.upstreams.push(b.clone());
+                        return Ok(None);
+                    }
                 }
-                Ok(())
             }
-            Store::Sql(pool) => {
-                sqlx::query(
+            Store::Sql(Sql { pool, .. }) => {
+                let done = sqlx::query(
                     "INSERT INTO tether_upstream_sessions (session_id, upstream, era, protocol_version, upstream_session_id)
                      VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (session_id, upstream) DO UPDATE SET
-                       era = excluded.era, protocol_version = excluded.protocol_version,
-                       upstream_session_id = excluded.upstream_session_id",
+                     ON CONFLICT (session_id, upstream) DO NOTHING",
                 )
                 .bind(session)
                 .bind(&b.upstream)
@@ -256,6 +241,49 @@ impl Store {
                 .execute(pool)
                 .await
                 .map_err(sql_error("bind upstream session"))?;
+                if done.rows_affected() > 0 {
+                    return Ok(None);
+                }
+                let row = sqlx::query(
+                    "SELECT upstream, era, protocol_version, upstream_session_id
+                     FROM tether_upstream_sessions WHERE session_id = $1 AND upstream = $2",
+                )
+                .bind(session)
+                .bind(&b.upstream)
+                .fetch_optional(pool)
+                .await
+                .map_err(sql_error("read upstream session"))?;
+                match row {
+                    Some(row) => binding_from(&row).map_err(sql_error("read binding"))?,
+                    // Forgotten in between: try again once.
+                    None => return Box::pin(self.bind_first(session, b)).await,
+                }
+            }
+        };
+        Ok((winner != *b).then_some(winner))
+    }
+
+    /// Forgets the binding to `b.upstream` if it is still `b` (its upstream
+    /// session was lost and is being replaced; a newer one stays).
+    pub async fn unbind(&self, session: &str, b: &UpstreamBinding) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(mem) => {
+                if let Some(r) = lock(&mem.sessions).get_mut(session) {
+                    r.upstreams.retain(|u| u != b);
+                }
+                Ok(())
+            }
+            Store::Sql(Sql { pool, .. }) => {
+                sqlx::query(
+                    "DELETE FROM tether_upstream_sessions
+                     WHERE session_id = $1 AND upstream = $2 AND COALESCE(upstream_session_id, '') = $3",
+                )
+                .bind(session)
+                .bind(&b.upstream)
+                .bind(b.session_id.as_deref().unwrap_or(""))
+                .execute(pool)
+                .await
+                .map_err(sql_error("unbind upstream session"))?;
                 Ok(())
             }
         }
@@ -265,9 +293,9 @@ impl Store {
     pub async fn load(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         match self {
             Store::Memory(mem) => Ok(lock(&mem.sessions).get(id).cloned()),
-            Store::Sql(pool) => {
+            Store::Sql(Sql { pool, .. }) => {
                 let row = sqlx::query(
-                    "SELECT id, scope, principal, protocol_version, client_info, client_capabilities, log_level, created_ms, last_seen_ms
+                    "SELECT id, scope, principal, protocol_version, client_info, client_capabilities, log_level, created_ms, last_seen_ms, home_node
                      FROM tether_sessions WHERE id = $1",
                 )
                 .bind(id)
@@ -285,12 +313,9 @@ impl Store {
                 .await
                 .map_err(sql_error("load upstream sessions"))?;
                 for b in bindings {
-                    record.upstreams.push(UpstreamBinding {
-                        upstream: b.try_get(0).map_err(sql_error("read binding"))?,
-                        era: b.try_get(1).map_err(sql_error("read binding"))?,
-                        protocol_version: b.try_get(2).map_err(sql_error("read binding"))?,
-                        session_id: b.try_get(3).map_err(sql_error("read binding"))?,
-                    });
+                    record
+                        .upstreams
+                        .push(binding_from(&b).map_err(sql_error("read binding"))?);
                 }
                 Ok(Some(record))
             }
@@ -311,7 +336,7 @@ impl Store {
                     }
                 }
             }
-            Store::Sql(pool) => {
+            Store::Sql(Sql { pool, .. }) => {
                 for (id, at) in seen {
                     let done =
                         sqlx::query("UPDATE tether_sessions SET last_seen_ms = $1 WHERE id = $2")
@@ -338,7 +363,7 @@ impl Store {
                 }
                 Ok(())
             }
-            Store::Sql(pool) => {
+            Store::Sql(Sql { pool, .. }) => {
                 sqlx::query("UPDATE tether_sessions SET log_level = $1 WHERE id = $2")
                     .bind(level)
                     .bind(id)
@@ -354,7 +379,7 @@ impl Store {
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         match self {
             Store::Memory(mem) => Ok(lock(&mem.sessions).remove(id).is_some()),
-            Store::Sql(pool) => {
+            Store::Sql(Sql { pool, .. }) => {
                 sqlx::query("DELETE FROM tether_upstream_sessions WHERE session_id = $1")
                     .bind(id)
                     .execute(pool)
@@ -379,7 +404,7 @@ impl Store {
                 .take(limit.max(0) as usize)
                 .map(|r| r.id.clone())
                 .collect()),
-            Store::Sql(pool) => {
+            Store::Sql(Sql { pool, .. }) => {
                 let rows =
                     sqlx::query("SELECT id FROM tether_sessions WHERE last_seen_ms < $1 LIMIT $2")
                         .bind(before_ms)
@@ -395,6 +420,24 @@ impl Store {
     }
 }
 
+/// The statement storing a new session.
+fn insert_session(r: &SessionRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO tether_sessions (id, scope, principal, protocol_version, client_info, client_capabilities, log_level, created_ms, last_seen_ms, home_node)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&r.id)
+    .bind(&r.scope)
+    .bind(&r.principal)
+    .bind(&r.protocol_version)
+    .bind(&r.client_info)
+    .bind(&r.client_capabilities)
+    .bind(&r.log_level)
+    .bind(r.created_ms)
+    .bind(r.last_seen_ms)
+    .bind(&r.home_node)
+}
+
 fn record_from(row: &sqlx::any::AnyRow) -> Result<SessionRecord, sqlx::Error> {
     Ok(SessionRecord {
         id: row.try_get(0)?,
@@ -407,6 +450,16 @@ fn record_from(row: &sqlx::any::AnyRow) -> Result<SessionRecord, sqlx::Error> {
         created_ms: row.try_get(7)?,
         last_seen_ms: row.try_get(8)?,
         upstreams: Vec::new(),
+        home_node: row.try_get(9)?,
+    })
+}
+
+fn binding_from(row: &sqlx::any::AnyRow) -> Result<UpstreamBinding, sqlx::Error> {
+    Ok(UpstreamBinding {
+        upstream: row.try_get(0)?,
+        era: row.try_get(1)?,
+        protocol_version: row.try_get(2)?,
+        session_id: row.try_get(3)?,
     })
 }
 
@@ -426,6 +479,7 @@ mod tests {
             created_ms: seen,
             last_seen_ms: seen,
             upstreams: Vec::new(),
+            home_node: None,
         }
     }
 
@@ -438,12 +492,25 @@ mod tests {
             protocol_version: "2025-11-25".into(),
             session_id: Some("up-1".into()),
         };
-        store.bind("a", &binding).await.unwrap();
+        assert_eq!(store.bind_first("a", &binding).await.unwrap(), None);
+        assert_eq!(store.bind_first("a", &binding).await.unwrap(), None);
         let replaced = UpstreamBinding {
             session_id: Some("up-2".into()),
             ..binding.clone()
         };
-        store.bind("a", &replaced).await.unwrap();
+        assert_eq!(
+            store.bind_first("a", &replaced).await.unwrap(),
+            Some(binding.clone()),
+            "the first binding stored wins"
+        );
+        store.unbind("a", &replaced).await.unwrap();
+        assert_eq!(
+            store.load("a").await.unwrap().unwrap().upstreams,
+            vec![binding.clone()],
+            "only the binding named is forgotten"
+        );
+        store.unbind("a", &binding).await.unwrap();
+        assert_eq!(store.bind_first("a", &replaced).await.unwrap(), None);
         assert!(store.touch(&[("a".into(), 30)]).await.unwrap().is_empty());
         assert_eq!(
             store.touch(&[("zz".into(), 30)]).await.unwrap(),

@@ -16,6 +16,7 @@ use super::Upstream;
 use super::error::UpstreamError;
 use super::identity::ClientIdentity;
 use super::session::UpstreamSession;
+use crate::store::UpstreamBinding;
 use crate::sync::lock;
 
 type Slot = Arc<OnceCell<Arc<UpstreamSession>>>;
@@ -34,6 +35,9 @@ enum Owner {
 /// Upstream sessions owned by one client session or one sessionless request.
 pub struct SessionSet {
     slots: Mutex<HashMap<Arc<str>, Slot>>,
+    /// What the store recorded for sessions evicted since (by upstream):
+    /// forgotten there before their replacement is recorded.
+    evicted: Mutex<HashMap<Arc<str>, UpstreamBinding>>,
     closed: AtomicBool,
     owner: Owner,
 }
@@ -52,6 +56,7 @@ impl SessionSet {
     fn new(owner: Owner) -> Self {
         SessionSet {
             slots: Mutex::new(HashMap::new()),
+            evicted: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             owner,
         }
@@ -115,10 +120,33 @@ impl SessionSet {
             let current = slots.get(&session.upstream.name).and_then(|s| s.get());
             if current.is_some_and(|c| Arc::ptr_eq(c, session)) {
                 slots.remove(&session.upstream.name);
+                if session.is_reattachable() {
+                    lock(&self.evicted).insert(session.upstream.name.clone(), session.binding());
+                }
             }
         }
         let session = session.clone();
         tokio::spawn(async move { session.close().await });
+    }
+
+    /// The stored binding of the session with `upstream` evicted last, if
+    /// it was not taken since.
+    pub fn take_evicted(&self, upstream: &str) -> Option<UpstreamBinding> {
+        lock(&self.evicted).remove(upstream)
+    }
+
+    /// Puts `adopted` in place of `opened` (another node opened the same
+    /// client's session with that upstream first); false when `opened` is no
+    /// longer the set's session.
+    pub fn adopt(&self, opened: &Arc<UpstreamSession>, adopted: Arc<UpstreamSession>) -> bool {
+        let mut slots = lock(&self.slots);
+        let name = &opened.upstream.name;
+        let current = slots.get(name).and_then(|s| s.get());
+        if !current.is_some_and(|c| Arc::ptr_eq(c, opened)) {
+            return false;
+        }
+        slots.insert(name.clone(), Arc::new(OnceCell::new_with(Some(adopted))));
+        true
     }
 
     /// Takes out the session with `upstream` (that very upstream object, not

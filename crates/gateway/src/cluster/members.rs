@@ -1,0 +1,183 @@
+//! Who is in the cluster, as this node last read it from the store: each
+//! node's address, how long it has been silent, whether it is leaving; and
+//! which nodes this node found unreachable since (a refused connection is
+//! a surer sign of death than a missed heartbeat, and a faster one).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::store::NodeRow;
+use crate::sync::{read, write};
+
+/// Another node, as requests reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its id.
+    pub node: Arc<str>,
+    /// Its base URL.
+    pub address: Arc<str>,
+}
+
+struct Member {
+    address: Arc<str>,
+    /// Its last heartbeat, on this node's monotonic clock.
+    heard: Instant,
+    draining: bool,
+}
+
+/// The nodes of the cluster (see the module documentation).
+pub struct Members {
+    me: Arc<str>,
+    dead_after: Duration,
+    nodes: RwLock<HashMap<Arc<str>, Member>>,
+    /// Nodes that refused a connection, and when.
+    unreachable: RwLock<HashMap<Arc<str>, Instant>>,
+    /// Live nodes as of the last change (read on every rate-limited request).
+    live: AtomicUsize,
+}
+
+impl Members {
+    /// No members known yet; `me` is this node.
+    pub fn new(me: Arc<str>, dead_after: Duration) -> Self {
+        Members {
+            me,
+            dead_after,
+            nodes: RwLock::new(HashMap::new()),
+            unreachable: RwLock::new(HashMap::new()),
+            live: AtomicUsize::new(1),
+        }
+    }
+
+    /// Takes in the store's list of nodes, read just now.
+    pub fn refresh(&self, rows: Vec<NodeRow>) {
+        let now = Instant::now();
+        let nodes = rows
+            .into_iter()
+            .map(|row| {
+                let silent = Duration::from_millis(row.silent_ms.max(0) as u64);
+                let member = Member {
+                    address: row.address.into(),
+                    heard: now.checked_sub(silent).unwrap_or(now),
+                    draining: row.draining,
+                };
+                (Arc::from(row.id), member)
+            })
+            .collect();
+        *write(&self.nodes) = nodes;
+        write(&self.unreachable).retain(|_, at| at.elapsed() < self.dead_after);
+        self.count_live();
+    }
+
+    fn count_live(&self) {
+        let live = self.others().count() + 1;
+        self.live.store(live, Ordering::Relaxed);
+    }
+
+    /// Marks `node` unreachable (it refused a connection): it counts as
+    /// dead until it proves otherwise or `dead_after` passes.
+    pub fn unreachable(&self, node: &str) {
+        let known = read(&self.nodes)
+            .get_key_value(node)
+            .map(|(id, _)| id.clone());
+        if let Some(id) = known {
+            write(&self.unreachable).insert(id, Instant::now());
+            self.count_live();
+        }
+    }
+
+    /// The node `id` if it is alive and not this one.
+    pub fn peer(&self, id: &str) -> Option<Peer> {
+        if id == &*self.me {
+            return None;
+        }
+        let nodes = read(&self.nodes);
+        let (node, member) = nodes.get_key_value(id)?;
+        self.alive(id, member, &read(&self.unreachable))
+            .then(|| Peer {
+                node: node.clone(),
+                address: member.address.clone(),
+            })
+    }
+
+    fn alive(&self, id: &str, member: &Member, unreachable: &HashMap<Arc<str>, Instant>) -> bool {
+        member.heard.elapsed() < self.dead_after
+            && unreachable
+                .get(id)
+                .is_none_or(|at| at.elapsed() >= self.dead_after)
+    }
+
+    /// For each other live node, whether it is serving (not leaving).
+    fn others(&self) -> impl Iterator<Item = bool> {
+        let nodes = read(&self.nodes);
+        let unreachable = read(&self.unreachable);
+        nodes
+            .iter()
+            .filter(|(id, m)| **id != self.me && self.alive(id, m, &unreachable))
+            .map(|(_, m)| !m.draining)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    /// Live nodes, this one included (at least 1), as of the last
+    /// refresh or unreachable node.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// A live node that is serving (not leaving), other than this one.
+    pub fn serving_peer(&self) -> Option<Peer> {
+        let nodes = read(&self.nodes);
+        let unreachable = read(&self.unreachable);
+        nodes
+            .iter()
+            .find(|(id, m)| **id != self.me && !m.draining && self.alive(id, m, &unreachable))
+            .map(|(id, m)| Peer {
+                node: id.clone(),
+                address: m.address.clone(),
+            })
+    }
+
+    /// Whether another live node is serving (not leaving).
+    pub fn others_serving(&self) -> bool {
+        self.others().any(|serving| serving)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, silent_ms: i64, draining: bool) -> NodeRow {
+        NodeRow {
+            id: id.into(),
+            address: format!("http://{id}"),
+            silent_ms,
+            draining,
+        }
+    }
+
+    #[test]
+    fn silent_and_unreachable_nodes_are_dead() {
+        let members = Members::new("me".into(), Duration::from_secs(5));
+        members.refresh(vec![
+            row("me", 0, false),
+            row("a", 100, false),
+            row("b", 9_000, false),
+            row("c", 0, true),
+        ]);
+        assert_eq!(members.peer("me"), None, "this node is no peer");
+        assert_eq!(members.peer("a").unwrap().address.as_ref(), "http://a");
+        assert_eq!(members.peer("b"), None, "silent longer than dead_after");
+        assert_eq!(members.peer("zz"), None, "unknown");
+        assert_eq!(members.live(), 3, "me, a and the draining c");
+        assert!(members.others_serving());
+        assert_eq!(members.serving_peer().unwrap().node.as_ref(), "a");
+        members.unreachable("a");
+        assert_eq!(members.serving_peer(), None, "c is leaving");
+        assert_eq!(members.peer("a"), None, "refused a connection");
+        assert!(!members.others_serving(), "c is leaving");
+        assert_eq!(members.live(), 2);
+    }
+}

@@ -1,0 +1,282 @@
+//! The cluster: several nodes sharing one Postgres store behind any load
+//! balancer (see docs/architecture.md, "Cluster"). Each node registers and
+//! heartbeats in the store; each client session has one home node that
+//! holds everything bound to it (its upstream sessions, streams, waiting
+//! requests), and the other nodes pass its requests there over the
+//! authenticated [`channel`]. A node that dies stops heartbeating or
+//! refuses connections; the next node a request for one of its sessions
+//! reaches adopts it (moving its home by compare-and-set). What one node
+//! changes, the others hear at once through [`events`].
+
+pub mod channel;
+pub mod events;
+mod members;
+
+pub use channel::{Channel, SendError};
+pub use events::Event;
+pub use members::Peer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::ClusterConfig;
+use crate::store::{Store, StoreError};
+use members::Members;
+
+/// Where a stored session is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Home {
+    /// By this node.
+    Here,
+    /// By another live node.
+    Peer(Peer),
+    /// By no live node: the first node to reach it adopts it.
+    Vacant,
+}
+
+/// Why this node could not join the cluster.
+#[derive(Debug)]
+pub enum JoinError {
+    /// The store failed.
+    Store(StoreError),
+    /// No address other nodes could reach this one at.
+    NoAddress(SocketAddr),
+    /// The channel's HTTP client could not be built.
+    Channel(reqwest::Error),
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinError::Store(e) => write!(f, "cluster: {e}"),
+            JoinError::NoAddress(listen) => write!(
+                f,
+                "cluster: set cluster.advertise to the URL other nodes reach this one at (listening on {listen} names no single address)"
+            ),
+            JoinError::Channel(e) => write!(f, "cluster: channel client: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// This node's membership of the cluster (see the module documentation).
+pub struct Cluster {
+    node: Arc<str>,
+    address: String,
+    store: Arc<Store>,
+    members: Members,
+    channel: Option<Channel>,
+    draining: AtomicBool,
+    heartbeat: Duration,
+    dead_after: Duration,
+    drain: Duration,
+}
+
+impl Cluster {
+    /// Joins the cluster of the nodes sharing `store` (none when the store
+    /// is not shared: one node, no cluster). Returns the cluster and the
+    /// events this node must act on; heartbeats and listening run until the
+    /// receiver is dropped.
+    pub async fn join(
+        store: Arc<Store>,
+        config: &ClusterConfig,
+        listen: SocketAddr,
+    ) -> Result<Option<(Arc<Cluster>, mpsc::Receiver<Event>)>, JoinError> {
+        let Some(url) = store.shared_url().map(str::to_owned) else {
+            return Ok(None);
+        };
+        let node: Arc<str> = if config.node_id.is_empty() {
+            random_node_id().into()
+        } else {
+            config.node_id.as_str().into()
+        };
+        let address = if !config.advertise.is_empty() {
+            config.advertise.trim_end_matches('/').to_owned()
+        } else if listen.ip().is_unspecified() && !config.secret.is_empty() {
+            return Err(JoinError::NoAddress(listen));
+        } else {
+            format!("http://{listen}")
+        };
+        let channel = if config.secret.is_empty() {
+            tracing::warn!(
+                "cluster.secret is not set: this node cannot pass requests to other nodes sharing its store (nor take theirs); run one node per store or set the secret on every node"
+            );
+            None
+        } else {
+            Some(Channel::new(&config.secret).map_err(JoinError::Channel)?)
+        };
+        let dead_after = Duration::from_millis(config.dead_after_ms);
+        store
+            .register_node(&node, &address)
+            .await
+            .map_err(JoinError::Store)?;
+        let cluster = Arc::new(Cluster {
+            members: Members::new(node.clone(), dead_after),
+            node: node.clone(),
+            address,
+            store,
+            channel,
+            draining: AtomicBool::new(false),
+            heartbeat: Duration::from_millis(config.heartbeat_ms),
+            dead_after,
+            drain: Duration::from_secs(config.drain_secs),
+        });
+        if let Ok(rows) = cluster.store.nodes().await {
+            cluster.members.refresh(rows);
+        }
+        tracing::info!(node = %cluster.node, address = %cluster.address, "joined the cluster");
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(events::listen(url, node, tx.clone()));
+        tokio::spawn(heartbeat(Arc::downgrade(&cluster), tx));
+        Ok(Some((cluster, rx)))
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    /// The channel to the other nodes (none without the cluster secret).
+    pub fn channel(&self) -> Option<&Channel> {
+        self.channel.as_ref()
+    }
+
+    /// Where a session whose stored home is `stored` is served.
+    pub fn home(&self, stored: Option<&str>) -> Home {
+        match stored {
+            None => Home::Vacant,
+            Some(node) if node == &*self.node => Home::Here,
+            Some(node) => self.members.peer(node).map_or(Home::Vacant, Home::Peer),
+        }
+    }
+
+    /// The live node `id`, if it is another node.
+    pub fn peer(&self, id: &str) -> Option<Peer> {
+        self.members.peer(id)
+    }
+
+    /// Records that `peer` refused a connection: it counts as dead.
+    pub fn unreachable(&self, peer: &Peer) {
+        tracing::warn!(node = %peer.node, address = %peer.address, "node refused a connection; taking over what it served");
+        self.members.unreachable(&peer.node);
+    }
+
+    /// Live nodes, this one included.
+    pub fn live_nodes(&self) -> usize {
+        self.members.live()
+    }
+
+    /// Tells the other nodes (best effort: a node that misses it resyncs).
+    pub async fn publish(&self, event: Event) {
+        let Some(payload) = event.encode(&self.node) else {
+            return;
+        };
+        if let Err(e) = self.store.notify(&payload).await {
+            tracing::warn!(error = %e, "cluster event not sent");
+        }
+    }
+
+    /// Whether this node is leaving.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts leaving: reports not-ready, and waits the drain period while
+    /// another node is serving to take the traffic.
+    pub async fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        let _ = self.store.heartbeat(&self.node, true).await;
+        if self.members.others_serving() && !self.drain.is_zero() {
+            tracing::info!(drain = ?self.drain, "draining: reporting not ready before leaving");
+            tokio::time::sleep(self.drain).await;
+        }
+    }
+
+    /// Tells the other nodes this one serves no session any more, and gives
+    /// them a heartbeat's time to hear it before its connections close (so
+    /// none of them sends a request on a connection being closed).
+    pub async fn announce_leaving(&self) {
+        self.publish(Event::NodeLeaving(self.node.to_string()))
+            .await;
+        if self.members.others_serving() {
+            tokio::time::sleep(self.heartbeat).await;
+        }
+    }
+
+    /// Another node announced it is leaving: it counts as gone.
+    pub fn leaving(&self, node: &str) {
+        self.members.unreachable(node);
+    }
+
+    /// A live node that is not leaving, other than this one, if any.
+    pub fn serving_peer(&self) -> Option<Peer> {
+        self.members.serving_peer()
+    }
+
+    /// Leaves the cluster: what this node owned is free for the others.
+    pub async fn leave(&self) {
+        if let Err(e) = self.store.release_owned(&self.node).await {
+            tracing::warn!(error = %e, "releasing owned resources failed");
+        }
+        if let Err(e) = self.store.remove_node(&self.node, None).await {
+            tracing::warn!(error = %e, "leaving the cluster failed");
+        }
+    }
+}
+
+fn random_node_id() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("the OS provides random bytes");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Heartbeats and membership until the cluster is dropped: writes this
+/// node's heartbeat, reads the others', and removes nodes silent for twice
+/// `dead_after` (the node whose removal succeeds cleans up after them).
+async fn heartbeat(cluster: std::sync::Weak<Cluster>, events: mpsc::Sender<Event>) {
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let period = c.heartbeat;
+        match c.store.heartbeat(&c.node, c.is_draining()).await {
+            Ok(true) => {}
+            Ok(false) if !c.is_draining() => {
+                tracing::warn!(node = %c.node, "this node was taken for dead and removed; joining again");
+                if c.store.register_node(&c.node, &c.address).await.is_ok()
+                    && events.send(Event::Resync).await.is_err()
+                {
+                    return;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "heartbeat not written"),
+        }
+        match c.store.nodes().await {
+            Ok(rows) => {
+                let gone_after = 2 * c.dead_after.as_millis() as i64;
+                let dead: Vec<String> = rows
+                    .iter()
+                    .filter(|r| r.silent_ms > gone_after && *r.id != *c.node)
+                    .map(|r| r.id.clone())
+                    .collect();
+                c.members.refresh(rows);
+                for id in dead {
+                    if let Ok(true) = c.store.remove_node(&id, Some(gone_after)).await {
+                        tracing::info!(node = %id, "removed a dead node");
+                        let _ = c.store.release_owned(&id).await;
+                        if events.send(Event::NodeGone(id)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the cluster's nodes failed"),
+        }
+        drop(c);
+        tokio::time::sleep(period).await;
+    }
+}

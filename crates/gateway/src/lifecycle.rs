@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::cluster::{Cluster, Event};
+use crate::cluster::{Cluster, Event, SharedProcesses};
 use crate::config::{Config, ConfigError, UpstreamConfig};
 use crate::session::{Scope, SessionRegistry};
 use crate::store::{Store, StoreError};
@@ -114,6 +114,8 @@ pub struct Lifecycle {
     close_timeout: Duration,
     /// The cluster told of changes made here.
     cluster: Option<Arc<Cluster>>,
+    /// Where shared stdio processes run, in a cluster.
+    processes: Option<Arc<SharedProcesses>>,
 }
 
 impl Lifecycle {
@@ -136,6 +138,7 @@ impl Lifecycle {
             api: Mutex::new(Vec::new()),
             changing: tokio::sync::Mutex::new(()),
             close_timeout,
+            processes: cluster.clone().map(SharedProcesses::new),
             cluster,
         })
     }
@@ -403,6 +406,11 @@ impl Lifecycle {
                             source,
                         })?;
                     upstream::watch_health(&built, self.health_change());
+                    if let Some(processes) = &self.processes
+                        && built.runs_one_process()
+                    {
+                        built.place_process(processes.clone());
+                    }
                     next.push(built);
                     match old {
                         Some(old) => {

@@ -85,6 +85,16 @@ impl Channel {
         Ok(Channel { key, token, client })
     }
 
+    /// The proof of the secret, as sent in [`TOKEN_HEADER`].
+    pub fn token(&self) -> HeaderValue {
+        self.token.clone()
+    }
+
+    /// The HTTP client of the channel (its connections are shared).
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
     /// Whether `headers` carry proof of the secret (checked in constant time).
     pub fn admits(&self, headers: &HeaderMap) -> bool {
         let Some(given) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) else {
@@ -130,19 +140,6 @@ impl Channel {
                     SendError::Broken(e)
                 }
             })
-    }
-
-    /// A request to `peer`'s cluster endpoint `path` (not a client's).
-    pub fn request(&self, peer: &Peer, from: &str, path: &str) -> reqwest::RequestBuilder {
-        let url = format!("{}{path}", peer.address.trim_end_matches('/'));
-        let mut builder = self
-            .client
-            .post(url)
-            .header(TOKEN_HEADER, self.token.clone());
-        if let Ok(from) = HeaderValue::from_str(from) {
-            builder = builder.header(FROM_HEADER, from);
-        }
-        builder
     }
 }
 

@@ -11,10 +11,12 @@
 pub mod channel;
 pub mod events;
 mod members;
+mod shared_processes;
 
 pub use channel::{Channel, SendError};
 pub use events::Event;
 pub use members::Peer;
+pub use shared_processes::{PROCESS_PATH, SharedProcesses};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

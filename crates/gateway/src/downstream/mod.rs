@@ -17,6 +17,7 @@ mod listener;
 mod modern_request;
 mod pass_on;
 mod reply;
+mod shared_process;
 mod streamable_http;
 
 pub use checks::edge::EdgePolicy;
@@ -181,6 +182,11 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .merge(mcp)
         .merge(own_sessions)
         .nest("/admin", admin::router(app.clone()))
+        // Other cluster nodes (proof of the cluster secret checked there).
+        .route(
+            &format!("{}/{{upstream}}", crate::cluster::PROCESS_PATH),
+            axum::routing::post(shared_process::serve),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -175,6 +175,22 @@ impl HttpEndpoint {
         })
     }
 
+    /// An endpoint at `url` reached with `client` (whose connections it
+    /// shares), sending `headers` with every request.
+    pub fn with_client(
+        url: reqwest::Url,
+        client: reqwest::Client,
+        headers: HeaderMap,
+        timeout: Duration,
+    ) -> HttpEndpoint {
+        HttpEndpoint {
+            url,
+            client,
+            headers,
+            timeout,
+        }
+    }
+
     /// The upstream's URL.
     pub fn url(&self) -> &reqwest::Url {
         &self.url

@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod identity;
 mod link;
+mod placement;
 mod pool;
 mod reply;
 mod session;
@@ -21,6 +22,7 @@ pub use endpoint::{BuildError, HttpEndpoint, MAX_UPSTREAM_MESSAGE, PostHeaders, 
 pub use error::{Cause, UpstreamError};
 pub use health::{HealthChange, probe as probe_health, watch as watch_health};
 pub use identity::ClientIdentity;
+pub use placement::ProcessPlacement;
 pub use reply::{EventStream, Reply, classify, first_response};
 pub use session::UpstreamSession;
 pub use session_set::SessionSet;
@@ -72,6 +74,8 @@ pub struct Upstream {
     pool: SessionPool,
     /// The one process of a shared stdio upstream.
     shared_process: tokio::sync::Mutex<Option<Arc<UpstreamSession>>>,
+    /// Which node runs the shared process, in a cluster.
+    placement: std::sync::OnceLock<Arc<dyn ProcessPlacement>>,
     /// Failed attempts to reach the upstream, and the last error (returned
     /// at once while attempts are held back).
     backoff: Mutex<(backoff::Backoff, Option<UpstreamError>)>,
@@ -123,6 +127,7 @@ impl Upstream {
             detect: tokio::sync::Mutex::new(()),
             pool: SessionPool::default(),
             shared_process: tokio::sync::Mutex::new(None),
+            placement: std::sync::OnceLock::new(),
             backoff: Mutex::new(Default::default()),
             tls,
             definition: Mutex::new(config.clone()),
@@ -260,8 +265,8 @@ impl Upstream {
         client: &ClientIdentity,
         preferred: Era,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
-        if self.config.is_stdio() && self.config.shared {
-            return self.shared_process_session().await;
+        if self.runs_one_process() {
+            return self.open_on_process(client).await;
         }
         self.open_guarded(client, preferred).await
     }
@@ -309,9 +314,45 @@ impl Upstream {
         }
     }
 
-    /// The process of a shared stdio upstream, started (again) when it is
-    /// not running; stopped after `idle_timeout_secs` without use.
-    async fn shared_process_session(
+    /// A session with the shared process: this node's, or in a cluster the
+    /// one another node runs (when that node is found gone, its process is
+    /// placed again, maybe here).
+    async fn open_on_process(
+        self: &Arc<Self>,
+        client: &ClientIdentity,
+    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        let Some(placement) = self.placement.get() else {
+            return self.shared_process_session().await;
+        };
+        let mut attempt = 0;
+        loop {
+            let Some(node) = placement.locate(self).await? else {
+                return self.shared_process_session().await;
+            };
+            match UpstreamSession::open_on_node(self.clone(), node.clone(), client).await {
+                Err(UpstreamError::Connect(_)) if attempt == 0 => {
+                    placement.unreachable(&node);
+                    attempt += 1;
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    /// Whether every client session shares one process (a shared stdio upstream).
+    pub fn runs_one_process(&self) -> bool {
+        self.config.is_stdio() && self.config.shared
+    }
+
+    /// In a cluster, lets `placement` decide which node runs the shared
+    /// process (set once, when the upstream is built).
+    pub fn place_process(&self, placement: Arc<dyn ProcessPlacement>) {
+        let _ = self.placement.set(placement);
+    }
+
+    /// This node's process of a shared stdio upstream, started (again) when
+    /// it is not running; stopped after `idle_timeout_secs` without use.
+    pub async fn shared_process_session(
         self: &Arc<Self>,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
         let mut slot = self.shared_process.lock().await;

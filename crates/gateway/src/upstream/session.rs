@@ -98,6 +98,31 @@ impl UpstreamSession {
                 ));
             }
         };
+        UpstreamSession::establish(upstream, era, wire, client).await
+    }
+
+    /// Opens a session with the process of a shared stdio upstream that
+    /// another cluster node runs, through that node's endpoint for it: the
+    /// handshake is answered with the process's own (it is not repeated).
+    pub(super) async fn open_on_node(
+        upstream: Arc<Upstream>,
+        node: Arc<HttpEndpoint>,
+        client: &ClientIdentity,
+    ) -> Result<Arc<Self>, UpstreamError> {
+        let wire = Wire::Http {
+            endpoint: node,
+            session_id: None,
+        };
+        UpstreamSession::establish(upstream, Era::Legacy, wire, client).await
+    }
+
+    /// A session on `wire`, after the handshake of its era.
+    async fn establish(
+        upstream: Arc<Upstream>,
+        era: Era,
+        wire: Wire,
+        client: &ClientIdentity,
+    ) -> Result<Arc<Self>, UpstreamError> {
         let mut session = UpstreamSession::build(
             upstream,
             era,
@@ -191,9 +216,10 @@ impl UpstreamSession {
     }
 
     /// Whether a store record can bring this session back later: Streamable
-    /// HTTP sessions can; a process or SSE stream ends with this node.
+    /// HTTP sessions can; a process or SSE stream ends with this node (and a
+    /// shared process is found again wherever it runs).
     pub fn is_reattachable(&self) -> bool {
-        matches!(self.wire, Wire::Http { .. })
+        matches!(self.wire, Wire::Http { .. }) && self.upstream.endpoint().is_some()
     }
 
     fn http_session_id(&self) -> Option<&HeaderValue> {

@@ -109,10 +109,9 @@ async fn a_shared_process_serves_every_session_without_mixing_replies() {
     assert_eq!(processes(&gw).len(), 1);
 }
 
-#[tokio::test]
-async fn progress_streams_through_a_process() {
-    let gw = tether(&stdio_config(""));
-    let c = Legacy::connect(&gw.mcp()).await;
+/// A 3-step `demo__progress` call with progress token "tok": its progress
+/// notifications (3 of them, checked) and the whole reply.
+async fn three_steps(c: &Legacy) -> (Vec<serde_json::Value>, crate::harness::Reply) {
     let reply = c
         .request(
             "tools/call",
@@ -123,10 +122,18 @@ async fn progress_streams_through_a_process() {
     let progress: Vec<_> = reply
         .messages
         .iter()
-        .map(|(_, m)| m)
+        .map(|(_, m)| m.clone())
         .filter(|m| m["method"] == "notifications/progress")
         .collect();
     assert_eq!(progress.len(), 3, "{:?}", reply.messages);
+    (progress, reply)
+}
+
+#[tokio::test]
+async fn progress_streams_through_a_process() {
+    let gw = tether(&stdio_config(""));
+    let c = Legacy::connect(&gw.mcp()).await;
+    let (progress, reply) = three_steps(&c).await;
     assert!(
         progress
             .iter()
@@ -154,4 +161,41 @@ async fn the_process_stderr_is_logged_under_the_upstream_name() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("stderr line not logged:\n{}", gw.log());
+}
+
+#[tokio::test]
+async fn a_shared_process_runs_once_for_the_whole_cluster() {
+    let pg = crate::harness::Postgres::start();
+    let config = format!(
+        "[store]\nurl = \"{}\"\n[cluster]\nsecret = \"s3cret\"\nheartbeat_ms = 200\ndead_after_ms = 1000\n{}",
+        pg.url,
+        stdio_config("shared = true")
+    );
+    async fn count(c: &Legacy) -> String {
+        text(&c.call("demo__counter_increment", json!({})).await).to_owned()
+    }
+    let mut nodes = [tether(&config), tether(&config)];
+    let clients = [
+        Legacy::connect(&nodes[0].mcp()).await,
+        Legacy::connect(&nodes[1].mcp()).await,
+    ];
+    assert_eq!(count(&clients[0]).await, "1");
+    assert_eq!(count(&clients[1]).await, "2", "one process, one counter");
+    // A reply streams back from the node running the process.
+    for c in &clients {
+        three_steps(c).await;
+    }
+    let running: Vec<usize> = nodes.iter().map(|n| processes(n).len()).collect();
+    assert_eq!(
+        running.iter().sum::<usize>(),
+        1,
+        "one process in the cluster: {running:?}"
+    );
+    // The node running it dies: the other node's client goes on with a
+    // process of its own node (the old one's state died with it).
+    let owner = running.iter().position(|n| *n == 1).unwrap();
+    let other = 1 - owner;
+    nodes[owner].kill();
+    assert_eq!(count(&clients[other]).await, "1");
+    wait_for_processes(&nodes[other], 1).await;
 }

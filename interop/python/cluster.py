@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from conftest import GATEWAY_LINE, Gateway, Launcher, _LIVE, _stop
@@ -30,6 +31,26 @@ SECRET = "interop-cluster-secret"
 HEARTBEAT_MS = 200
 DEAD_AFTER_MS = 1000
 DRAIN_SECS = 1
+
+
+def raw_session(url: str) -> dict:
+    """A legacy session opened with plain HTTP on `url` (initialize +
+    notifications/initialized); the headers its requests carry."""
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+    }
+    r = httpx2.post(url, json=init, headers={"accept": "application/json, text/event-stream"}, timeout=10)
+    assert r.status_code == 200, f"initialize on {url}: {r.status_code} {r.text}"
+    headers = {
+        "mcp-session-id": r.headers["mcp-session-id"],
+        "mcp-protocol-version": "2025-11-25",
+        "accept": "application/json, text/event-stream",
+    }
+    httpx2.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=10)
+    return headers
 
 
 def free_port() -> int:

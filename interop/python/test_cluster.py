@@ -15,7 +15,7 @@ import httpx2
 import pytest
 
 from checks import MODERN_VERSION, Sampler, dump, legacy_session, modern_client, reporter, sse_session, text_of
-from cluster import Cluster
+from cluster import Cluster, raw_session
 
 msg = reporter("cluster")
 
@@ -185,21 +185,6 @@ async def test_input_required_retry_on_another_node(cluster):
     assert passed_on >= 1, msg("retries passed on to the node holding the call", ">= 1", passed_on)
 
 
-def initialize(url: str) -> tuple[str, dict]:
-    body = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-    }
-    r = httpx2.post(url, json=body, headers={"accept": "application/json, text/event-stream"}, timeout=10)
-    assert r.status_code == 200, msg("initialize", 200, (r.status_code, r.text))
-    sid = r.headers["mcp-session-id"]
-    headers = {"mcp-session-id": sid, "mcp-protocol-version": "2025-11-25", "accept": "application/json, text/event-stream"}
-    httpx2.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=10)
-    return sid, headers
-
-
 def call(url: str, headers: dict, tool: str, arguments: dict | None = None, id_: int = 1) -> httpx2.Response:
     body = {"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": {"name": tool, "arguments": arguments or {}}}
     return httpx2.post(url, json=body, headers={**headers, "accept": "application/json"}, timeout=10)
@@ -212,7 +197,7 @@ def call_text(url: str, headers: dict, tool: str, arguments: dict | None = None)
 
 
 def test_delete_on_one_node_is_404_on_the_others_at_once(cluster):
-    sid, headers = initialize(cluster.node_url(0))
+    headers = raw_session(cluster.node_url(0))
     assert call(cluster.node_url(1), headers, "demo__counter_increment").status_code == 200
     deleted = httpx2.delete(cluster.node_url(2), headers=headers, timeout=10)
     assert deleted.status_code == 200, msg("DELETE on node 2", 200, deleted.status_code)
@@ -249,7 +234,7 @@ def test_get_stream_resumes_on_another_node(cluster):
     """The session lives on node 0; its GET stream is read through node 1,
     dropped, and resumed with Last-Event-ID through node 2: the events sent
     meanwhile arrive once each, in order, and nothing before them again."""
-    sid, headers = initialize(cluster.node_url(0))
+    headers = raw_session(cluster.node_url(0))
     call_text(cluster.node_url(2), headers, "demo__echo", {"text": "open the upstream session"})
     first = StreamReader(cluster.node_url(1), headers, want=1)
     # The upstream's own stream is relayed once Tether has it open.

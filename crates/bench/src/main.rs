@@ -70,6 +70,18 @@ struct Args {
     /// The gateway verifies a JWT (HS256) on every request; the client sends one.
     #[arg(long)]
     auth: bool,
+    /// Instead of starting a gateway: load this running endpoint (a cluster
+    /// behind its load balancer, say) at each `--concurrency` level for
+    /// `--seconds`, printing one JSON line per level (calls/s, p50, p99 µs).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// With `--url`: open the sessions at `--url` but send the calls here
+    /// (another node of the cluster: each call is passed on).
+    #[arg(long, value_name = "URL")]
+    call_url: Option<String>,
+    /// With `--url`: the tool to call.
+    #[arg(long, default_value = "demo__echo")]
+    tool: String,
 }
 
 /// The client that drives the load.
@@ -216,6 +228,18 @@ async fn load(
     window: (Duration, Duration),
     bearer: Option<&str>,
 ) -> (Vec<u32>, u64) {
+    load_at(url, url, tool, concurrency, window, bearer).await
+}
+
+/// [`load`] with the sessions opened at `url` and the calls sent to `call_url`.
+async fn load_at(
+    url: &str,
+    call_url: &str,
+    tool: &str,
+    concurrency: usize,
+    window: (Duration, Duration),
+    bearer: Option<&str>,
+) -> (Vec<u32>, u64) {
     let (warmup, measure) = window;
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -224,7 +248,9 @@ async fn load(
         .expect("client");
     let mut sessions = Vec::new();
     for _ in 0..concurrency {
-        sessions.push(open_as(&http, url, bearer).await);
+        let mut session = open_as(&http, url, bearer).await;
+        session.url = call_url.into();
+        sessions.push(session);
     }
     let start = Instant::now() + warmup;
     let end = start + measure;
@@ -308,6 +334,10 @@ fn stats(lat: &[u32], secs: f64) -> Stats {
 async fn main() {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(url) = &args.url {
+        load_endpoint(&args, url).await;
+        return;
+    }
     let bin = args.tether.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .expect("exe")
@@ -434,6 +464,21 @@ async fn main() {
     }
     drop(gateway);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--url`: loads a running endpoint and prints a JSON line per level.
+async fn load_endpoint(args: &Args, url: &str) {
+    let measure = Duration::from_secs(args.seconds.max(1));
+    let call_url = args.call_url.as_deref().unwrap_or(url);
+    for &c in &args.concurrency {
+        let window = (Duration::from_secs(1), measure);
+        let (lat, _) = load_at(url, call_url, &args.tool, c, window, None).await;
+        let s = stats(&lat, measure.as_secs_f64());
+        println!(
+            "{}",
+            json!({"concurrency": c, "rps": s.rps.round(), "p50_us": s.p50, "p99_us": s.p99})
+        );
+    }
 }
 
 /// Runs the Python SDK driver against both paths and prints first-call,

@@ -87,6 +87,11 @@ impl Members {
         }
     }
 
+    /// Whether `id` was among the nodes last read.
+    pub fn knows(&self, id: &str) -> bool {
+        read(&self.nodes).contains_key(id)
+    }
+
     /// The node `id` if it is alive and not this one.
     pub fn peer(&self, id: &str) -> Option<Peer> {
         if id == &*self.me {

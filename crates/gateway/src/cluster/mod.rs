@@ -19,15 +19,20 @@ pub use members::Peer;
 pub use shared_processes::{PROCESS_PATH, SharedProcesses};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::config::ClusterConfig;
-use crate::store::{Store, StoreError};
+use crate::store::{NodeRow, Store, StoreError};
+use crate::sync::lock;
 use members::Members;
+
+/// Least time between two reads of the nodes for a node id not heard of
+/// yet (so requests naming made-up nodes cannot flood the store).
+const LOOKUP_GAP: Duration = Duration::from_millis(100);
 
 /// Where a stored session is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +82,8 @@ pub struct Cluster {
     heartbeat: Duration,
     dead_after: Duration,
     drain: Duration,
+    /// When the nodes were last read for an unknown id.
+    looked_up: Mutex<Instant>,
 }
 
 impl Cluster {
@@ -127,6 +134,7 @@ impl Cluster {
             heartbeat: Duration::from_millis(config.heartbeat_ms),
             dead_after,
             drain: Duration::from_secs(config.drain_secs),
+            looked_up: Mutex::new(Instant::now()),
         });
         if let Ok(rows) = cluster.store.nodes().await {
             cluster.members.refresh(rows);
@@ -149,17 +157,57 @@ impl Cluster {
     }
 
     /// Where a session whose stored home is `stored` is served.
-    pub fn home(&self, stored: Option<&str>) -> Home {
+    pub async fn home(&self, stored: Option<&str>) -> Home {
         match stored {
             None => Home::Vacant,
             Some(node) if node == &*self.node => Home::Here,
-            Some(node) => self.members.peer(node).map_or(Home::Vacant, Home::Peer),
+            Some(node) => self.peer(node).await.map_or(Home::Vacant, Home::Peer),
         }
     }
 
-    /// The live node `id`, if it is another node.
-    pub fn peer(&self, id: &str) -> Option<Peer> {
+    /// Every node the store knows, as it knows them now.
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        self.store.nodes().await
+    }
+
+    /// Whether a node as the store knows it counts as alive.
+    pub fn counts_alive(&self, node: &NodeRow) -> bool {
+        *node.id == *self.node || node.silent_ms < self.dead_after.as_millis() as i64
+    }
+
+    /// The live node `id`, if it is another node. A node not heard of yet
+    /// (it joined since the last heartbeat) is looked up in the store first.
+    pub async fn peer(&self, id: &str) -> Option<Peer> {
+        if id != &*self.node && !self.members.knows(id) {
+            self.look_up_nodes().await;
+        }
         self.members.peer(id)
+    }
+
+    /// The live node `id` as last read (no store lookup).
+    pub fn known_peer(&self, id: &str) -> Option<Peer> {
+        self.members.peer(id)
+    }
+
+    async fn look_up_nodes(&self) {
+        {
+            let mut last = lock(&self.looked_up);
+            if last.elapsed() < LOOKUP_GAP {
+                return;
+            }
+            *last = Instant::now();
+        }
+        match self.store.nodes().await {
+            Ok(rows) => self.members.refresh(rows),
+            Err(e) => tracing::warn!(error = %e, "reading the cluster's nodes failed"),
+        }
+    }
+
+    /// Resolves once node `id` counts as dead (checked every heartbeat).
+    pub async fn until_dead(&self, id: &str) {
+        while self.members.peer(id).is_some() {
+            tokio::time::sleep(self.heartbeat).await;
+        }
     }
 
     /// Records that `peer` refused a connection: it counts as dead.

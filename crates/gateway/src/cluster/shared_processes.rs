@@ -94,7 +94,7 @@ impl ProcessPlacement for SharedProcesses {
                 let owner = store.owner(&resource).await.map_err(store_failed)?;
                 let claimed = match owner.as_deref() {
                     Some(node) if node == &**me => return Ok(None),
-                    Some(node) => match self.cluster.peer(node) {
+                    Some(node) => match self.cluster.peer(node).await {
                         Some(peer) => return self.endpoint(upstream, &peer).map(Some),
                         None => store.claim(&resource, Some(node), me).await,
                     },
@@ -116,7 +116,7 @@ impl ProcessPlacement for SharedProcesses {
             .iter()
             .find(|(_, e)| Arc::ptr_eq(e, endpoint))
             .map(|((_, node), _)| node.clone());
-        if let Some(peer) = node.and_then(|n| self.cluster.peer(&n)) {
+        if let Some(peer) = node.and_then(|n| self.cluster.known_peer(&n)) {
             self.cluster.unreachable(&peer);
         }
     }

@@ -49,6 +49,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", delete(evict_session))
         .route("/reload", post(reload))
+        .route("/cluster", get(show_cluster))
         .route_layer(
             tower::ServiceBuilder::new()
                 .layer(CheckLayer(CheckEdge(app.edge.clone())))
@@ -285,6 +286,34 @@ pub async fn own_sessions(
         .map(|s| session_view(s, now))
         .collect();
     Json(json!({ "sessions": mine })).into_response()
+}
+
+/// `GET /admin/cluster`: this node's id and every node the store knows.
+async fn show_cluster(State(app): State<Arc<App>>) -> Response {
+    let Some(cluster) = &app.cluster else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "this node is not part of a cluster (its store is not postgres://)",
+        );
+    };
+    match cluster.nodes().await {
+        Ok(nodes) => {
+            let nodes: Vec<Value> = nodes
+                .iter()
+                .map(|n| {
+                    json!({
+                        "id": n.id,
+                        "address": n.address,
+                        "silent_ms": n.silent_ms,
+                        "draining": n.draining,
+                        "alive": cluster.counts_alive(n),
+                    })
+                })
+                .collect();
+            Json(json!({ "node": &**cluster.node(), "nodes": nodes })).into_response()
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 async fn evict_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {

@@ -233,7 +233,7 @@ pub async fn message(
         // Another principal's stream is as unknown as a made-up id.
         .filter(|c| c.scope == scope && c.caller.principal == caller.principal)
     else {
-        let Some((cluster, peer)) = stream_node(&app, &parts, target.node.as_deref()) else {
+        let Some((cluster, peer)) = stream_node(&app, &parts, target.node.as_deref()).await else {
             return unknown_stream();
         };
         let raw = match app.read_body(&parts.headers, body).await {
@@ -261,7 +261,7 @@ pub async fn message(
 
 /// The live node `node` holding a stream this node does not, for a POST
 /// not passed on already.
-fn stream_node<'a>(
+async fn stream_node<'a>(
     app: &'a App,
     parts: &Parts,
     node: Option<&str>,
@@ -270,7 +270,7 @@ fn stream_node<'a>(
     if pass_on::is_passed_on(parts) {
         return None;
     }
-    Some((cluster, cluster.peer(node?)?))
+    Some((cluster, cluster.peer(node?).await?))
 }
 
 fn unknown_stream() -> Response {

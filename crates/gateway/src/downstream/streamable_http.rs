@@ -229,7 +229,7 @@ async fn to_waiting_node(app: &App, sent: &Sent<'_>, request: &JsonRpcRequest) -
         return None;
     }
     let node = router::waiting_node(request)?;
-    let peer = cluster.peer(&node)?;
+    let peer = cluster.peer(&node).await?;
     match pass_on::send(app, cluster, &peer, sent.parts, sent.raw.clone()).await {
         Ok(answer) | Err(Failure::Answer(answer)) => Some(answer),
         Err(Failure::Unreachable | Failure::Misdirected) => None,

@@ -230,7 +230,7 @@ impl SessionRegistry {
             && let Some(cluster) = &self.cluster
             && let Some(home) = self.homes.get(id).map(|h| h.clone())
         {
-            match cluster.peer(&home) {
+            match cluster.known_peer(&home) {
                 Some(peer) => return Located::Peer(peer),
                 None => {
                     self.homes.remove(id);
@@ -252,7 +252,7 @@ impl SessionRegistry {
             }
             if let Some(cluster) = &self.cluster {
                 let from = record.home_node.as_deref();
-                match cluster.home(from) {
+                match cluster.home(from).await {
                     Home::Here => {}
                     Home::Peer(_) if passed_on => return Located::Misdirected,
                     Home::Peer(peer) => {
@@ -361,7 +361,7 @@ impl SessionRegistry {
     /// Another node is now the session's home.
     pub fn moved(&self, id: &str, node: &str) {
         self.let_go(id);
-        if let Some(peer) = self.cluster.as_ref().and_then(|c| c.peer(node)) {
+        if let Some(peer) = self.cluster.as_ref().and_then(|c| c.known_peer(node)) {
             self.remember_home(id, &peer.node);
         }
     }
@@ -485,19 +485,17 @@ impl SessionRegistry {
     }
 
     /// Ends a session: closes its upstream sessions and removes it from the
-    /// store; true if it existed.
+    /// store; true if it existed. One held by no node (or by another node,
+    /// which then lets go of it) is ended from its stored record.
     pub async fn end(&self, id: &str) -> bool {
-        let held = self.unregister(id);
-        let stored = self.store.delete(id).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "removing a session from the store failed");
-            false
-        });
-        if stored {
-            self.announce_end(id).await;
-        }
-        let Some(session) = held else {
-            return stored;
+        let Some(session) = self.unregister(id) else {
+            return self.end_stored(id).await;
         };
+        match self.store.delete(id).await {
+            Ok(true) => self.announce_end(id).await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "removing a session from the store failed"),
+        }
         session.close(self.close_timeout).await;
         true
     }
@@ -556,7 +554,7 @@ impl SessionRegistry {
             return false;
         };
         match self.store.load(id).await {
-            Ok(Some(r)) => matches!(cluster.home(r.home_node.as_deref()), Home::Peer(_)),
+            Ok(Some(r)) => matches!(cluster.home(r.home_node.as_deref()).await, Home::Peer(_)),
             _ => false,
         }
     }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Legacy, Postgres, Proc, TempDir, demo, tether, tether_at, text};
+use crate::harness::{ADMIN, Legacy, Postgres, Proc, TempDir, demo, tether, tether_at, text};
 
 /// A gateway config on a SQLite file in `dir` with one upstream.
 fn sqlite_config(dir: &TempDir, upstream: &str) -> String {
@@ -92,7 +92,7 @@ async fn a_gracefully_stopped_gateway_keeps_sessions_for_the_next_one() {
 struct TwoNodes {
     _pg: Postgres,
     up: Proc,
-    _nodes: [Proc; 2],
+    nodes: [Proc; 2],
     on_a: Legacy,
     on_b: Legacy,
 }
@@ -101,7 +101,7 @@ async fn two_nodes(cluster: &str) -> TwoNodes {
     let pg = Postgres::start();
     let up = demo("legacy");
     let config = format!(
-        "[store]\nurl = \"{}\"\n{cluster}[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+        "{ADMIN}[store]\nurl = \"{}\"\n{cluster}[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
         pg.url,
         up.mcp()
     );
@@ -117,7 +117,7 @@ async fn two_nodes(cluster: &str) -> TwoNodes {
     TwoNodes {
         _pg: pg,
         up,
-        _nodes: [a, b],
+        nodes: [a, b],
         on_a,
         on_b,
     }
@@ -125,8 +125,17 @@ async fn two_nodes(cluster: &str) -> TwoNodes {
 
 #[tokio::test]
 async fn two_nodes_sharing_postgres_serve_one_session_in_turn() {
-    let nodes = two_nodes("[cluster]\nsecret = \"s3cret\"\n").await;
-    let TwoNodes { up, on_a, on_b, .. } = &nodes;
+    let two = two_nodes("[cluster]\nsecret = \"s3cret\"\n").await;
+    let TwoNodes { up, on_a, on_b, .. } = &two;
+    let (status, view) = two.nodes[0].admin("GET", "/cluster", None).await;
+    assert_eq!(status, 200, "{view}");
+    let alive: Vec<bool> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["alive"].as_bool().unwrap())
+        .collect();
+    assert_eq!(alive, [true, true], "{view}");
     for i in 1..=6 {
         let node = if i % 2 == 1 { on_a } else { on_b };
         let r = node.call("demo__counter_increment", json!({})).await;
@@ -152,8 +161,8 @@ async fn two_nodes_sharing_postgres_serve_one_session_in_turn() {
 
 #[tokio::test]
 async fn nodes_without_the_cluster_secret_refuse_to_split_a_session() {
-    let nodes = two_nodes("").await;
-    let TwoNodes { up, on_a, on_b, .. } = &nodes;
+    let two = two_nodes("").await;
+    let TwoNodes { up, on_a, on_b, .. } = &two;
     assert_eq!(
         text(&on_a.call("demo__counter_increment", json!({})).await),
         "1"

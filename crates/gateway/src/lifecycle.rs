@@ -155,8 +155,15 @@ impl Lifecycle {
             let _one = self.changing.lock().await;
             self.apply().await?
         };
-        if self.store.is_durable() && self.cluster.is_none() {
-            tokio::spawn(follow_store(Arc::downgrade(self)));
+        if self.store.is_durable() {
+            // In a cluster changes are announced; the poll is the backstop
+            // for an announcement lost.
+            let every = if self.cluster.is_some() {
+                STORE_BACKSTOP
+            } else {
+                STORE_SYNC
+            };
+            tokio::spawn(follow_store(Arc::downgrade(self), every));
         }
         Ok(change)
     }
@@ -290,6 +297,11 @@ impl Lifecycle {
     /// every node; returns how many this node closed.
     pub async fn evict_sessions(&self, name: &str) -> Result<usize, Refusal> {
         let upstream = self.set.get(name).ok_or(Refusal::NotFound)?;
+        // The stored bindings go too: the next use opens (and stores) new ones.
+        self.store
+            .forget_upstream(name)
+            .await
+            .map_err(Refusal::Store)?;
         let closed = self.close_sessions(&[upstream]).await;
         if let Some(cluster) = &self.cluster {
             cluster
@@ -307,7 +319,7 @@ impl Lifecycle {
     pub async fn follow_cluster(self: Arc<Self>, mut events: mpsc::Receiver<Event>) {
         while let Some(event) = events.recv().await {
             match event {
-                Event::SessionEnded(id) => self.sessions.let_go(&id),
+                Event::SessionEnded(id) => self.sessions.ended_elsewhere(&id),
                 Event::SessionMoved { session, node } => self.sessions.moved(&session, &node),
                 Event::UpstreamsChanged => self.sync_logged().await,
                 Event::UpstreamEvicted(name) => {
@@ -320,9 +332,10 @@ impl Lifecycle {
                     if let Some(cluster) = &self.cluster {
                         cluster.leaving(&node);
                     }
-                    self.sessions.forget_homes_on(&node);
+                    self.forget_node(&node);
                 }
                 Event::NodeGone(node) => {
+                    self.forget_node(&node);
                     let sessions = self.sessions.clone();
                     tokio::spawn(async move { sessions.reap_node(&node).await });
                 }
@@ -330,7 +343,16 @@ impl Lifecycle {
                     self.sync_logged().await;
                     self.sessions.resync().await;
                 }
+                Event::LeaseLost => self.sessions.let_go_all(),
             }
+        }
+    }
+
+    /// Forgets what points at a node that left or died.
+    fn forget_node(&self, node: &str) {
+        self.sessions.forget_homes_on(node);
+        if let Some(processes) = &self.processes {
+            processes.forget_node(node);
         }
     }
 
@@ -494,10 +516,12 @@ impl Lifecycle {
 
 /// How often a node looks for upstream definitions other nodes changed.
 const STORE_SYNC: Duration = Duration::from_secs(5);
+/// The same in a cluster, where changes are also announced at once.
+const STORE_BACKSTOP: Duration = Duration::from_secs(30);
 
-async fn follow_store(lifecycle: std::sync::Weak<Lifecycle>) {
+async fn follow_store(lifecycle: std::sync::Weak<Lifecycle>, every: Duration) {
     loop {
-        tokio::time::sleep(STORE_SYNC).await;
+        tokio::time::sleep(every).await;
         let Some(lifecycle) = lifecycle.upgrade() else {
             return;
         };

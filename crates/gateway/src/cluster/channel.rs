@@ -44,8 +44,12 @@ fn passes_on(name: &HeaderName) -> bool {
 /// Why a request did not reach, or did not come back from, a peer.
 #[derive(Debug)]
 pub enum SendError {
-    /// No connection could be made: nothing was sent (the peer is gone).
-    Unreachable(reqwest::Error),
+    /// The peer refused the connection: nothing was sent, and nothing
+    /// listens at its address any more (it is gone).
+    Refused(reqwest::Error),
+    /// No connection could be made otherwise (a timeout: a busy or cut-off
+    /// peer): nothing was sent.
+    NotSent(reqwest::Error),
     /// The request may have been delivered; its outcome is unknown.
     Broken(reqwest::Error),
 }
@@ -53,10 +57,23 @@ pub enum SendError {
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendError::Unreachable(e) => write!(f, "node unreachable: {e}"),
+            SendError::Refused(e) => write!(f, "node refused the connection: {e}"),
+            SendError::NotSent(e) => write!(f, "node not reached: {e}"),
             SendError::Broken(e) => write!(f, "node did not answer: {e}"),
         }
     }
+}
+
+/// Whether a failed request's connection was refused (found in its causes).
+fn refused(e: &reqwest::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The authenticated channel to the other nodes.
@@ -133,12 +150,10 @@ impl Channel {
             .body(body)
             .send()
             .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    SendError::Unreachable(e)
-                } else {
-                    SendError::Broken(e)
-                }
+            .map_err(|e| match (e.is_connect(), refused(&e)) {
+                (true, true) => SendError::Refused(e),
+                (true, false) => SendError::NotSent(e),
+                (false, _) => SendError::Broken(e),
             })
     }
 }
@@ -179,6 +194,33 @@ mod tests {
         assert!(!theirs.admits(&headers), "another cluster's secret");
         headers.insert(TOKEN_HEADER, HeaderValue::from_static("zz"));
         assert!(!ours.admits(&headers), "not hex");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_told_apart() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let channel = Channel::new("s3cret").unwrap();
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let gone = Peer {
+            node: "gone".into(),
+            address: format!("http://127.0.0.1:{port}").into(),
+        };
+        let sent = channel
+            .send(
+                &gone,
+                "me",
+                Method::POST,
+                "/mcp",
+                &HeaderMap::new(),
+                Bytes::new(),
+            )
+            .await;
+        assert!(matches!(sent, Err(SendError::Refused(_))), "{sent:?}");
     }
 
     #[test]

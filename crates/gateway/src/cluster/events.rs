@@ -35,6 +35,9 @@ pub enum Event {
     NodeGone(String),
     /// Events may have been missed: read the shared state again.
     Resync,
+    /// This node could not write its heartbeat for longer than `dead_after`:
+    /// the others may have taken its sessions over.
+    LeaseLost,
 }
 
 impl Event {
@@ -47,7 +50,7 @@ impl Event {
             Event::UpstreamsChanged => format!("{from} upstreams"),
             Event::UpstreamEvicted(name) => format!("{from} evicted {name}"),
             Event::NodeLeaving(node) => format!("{from} leaving {node}"),
-            Event::NodeGone(_) | Event::Resync => return None,
+            Event::NodeGone(_) | Event::Resync | Event::LeaseLost => return None,
         })
     }
 

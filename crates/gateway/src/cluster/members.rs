@@ -22,8 +22,9 @@ pub struct Peer {
 
 struct Member {
     address: Arc<str>,
-    /// Its last heartbeat, on this node's monotonic clock.
-    heard: Instant,
+    /// Its last heartbeat, on this node's monotonic clock (none: longer ago
+    /// than this clock goes back).
+    heard: Option<Instant>,
     draining: bool,
 }
 
@@ -59,7 +60,7 @@ impl Members {
                 let silent = Duration::from_millis(row.silent_ms.max(0) as u64);
                 let member = Member {
                     address: row.address.into(),
-                    heard: now.checked_sub(silent).unwrap_or(now),
+                    heard: now.checked_sub(silent),
                     draining: row.draining,
                 };
                 (Arc::from(row.id), member)
@@ -107,7 +108,9 @@ impl Members {
     }
 
     fn alive(&self, id: &str, member: &Member, unreachable: &HashMap<Arc<str>, Instant>) -> bool {
-        member.heard.elapsed() < self.dead_after
+        member
+            .heard
+            .is_some_and(|at| at.elapsed() < self.dead_after)
             && unreachable
                 .get(id)
                 .is_none_or(|at| at.elapsed() >= self.dead_after)

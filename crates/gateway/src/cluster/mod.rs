@@ -16,18 +16,18 @@ mod shared_processes;
 pub use channel::{Channel, SendError};
 pub use events::Event;
 pub use members::Peer;
+use shared_processes::process_resource;
 pub use shared_processes::{PROCESS_PATH, SharedProcesses};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::config::ClusterConfig;
 use crate::store::{NodeRow, Store, StoreError};
-use crate::sync::lock;
 use members::Members;
 
 /// Least time between two reads of the nodes for a node id not heard of
@@ -82,8 +82,11 @@ pub struct Cluster {
     heartbeat: Duration,
     dead_after: Duration,
     drain: Duration,
-    /// When the nodes were last read for an unknown id.
-    looked_up: Mutex<Instant>,
+    /// When the nodes were last read for an unknown id (held while reading).
+    looked_up: tokio::sync::Mutex<Option<Instant>>,
+    /// The heartbeat has failed for longer than `dead_after`: the other
+    /// nodes may have taken this one's sessions over.
+    lease_lost: AtomicBool,
 }
 
 impl Cluster {
@@ -120,7 +123,7 @@ impl Cluster {
             Some(Channel::new(&config.secret).map_err(JoinError::Channel)?)
         };
         let dead_after = Duration::from_millis(config.dead_after_ms);
-        store
+        let earlier_lives = store
             .register_node(&node, &address)
             .await
             .map_err(JoinError::Store)?;
@@ -134,13 +137,19 @@ impl Cluster {
             heartbeat: Duration::from_millis(config.heartbeat_ms),
             dead_after,
             drain: Duration::from_secs(config.drain_secs),
-            looked_up: Mutex::new(Instant::now()),
+            looked_up: tokio::sync::Mutex::new(None),
+            lease_lost: AtomicBool::new(false),
         });
         if let Ok(rows) = cluster.store.nodes().await {
             cluster.members.refresh(rows);
         }
         tracing::info!(node = %cluster.node, address = %cluster.address, "joined the cluster");
         let (tx, rx) = mpsc::channel(1024);
+        // What an earlier life of this node held is cleaned up like a dead node's.
+        for earlier in earlier_lives {
+            tracing::info!(node = %earlier, "replaced an earlier node at this address");
+            let _ = tx.try_send(Event::NodeGone(earlier));
+        }
         tokio::spawn(events::listen(url, node, tx.clone()));
         tokio::spawn(heartbeat(Arc::downgrade(&cluster), tx));
         Ok(Some((cluster, rx)))
@@ -189,18 +198,44 @@ impl Cluster {
         self.members.peer(id)
     }
 
-    async fn look_up_nodes(&self) {
-        {
-            let mut last = lock(&self.looked_up);
-            if last.elapsed() < LOOKUP_GAP {
-                return;
-            }
-            *last = Instant::now();
+    /// Reads the nodes again, unless that was done in the last
+    /// [`LOOKUP_GAP`]; callers arriving meanwhile wait for the read under way.
+    pub async fn look_up_nodes(&self) {
+        let mut last = self.looked_up.lock().await;
+        if last.is_some_and(|at| at.elapsed() < LOOKUP_GAP) {
+            return;
         }
         match self.store.nodes().await {
             Ok(rows) => self.members.refresh(rows),
             Err(e) => tracing::warn!(error = %e, "reading the cluster's nodes failed"),
         }
+        *last = Some(Instant::now());
+    }
+
+    /// Makes this node the session's home if its home is still `from`,
+    /// telling the other nodes in the same transaction; true when it did.
+    pub async fn adopt(&self, session: &str, from: Option<&str>) -> Result<bool, StoreError> {
+        let moved = Event::SessionMoved {
+            session: session.to_owned(),
+            node: self.node.to_string(),
+        };
+        let announce = moved.encode(&self.node).unwrap_or_default();
+        self.store
+            .move_home(session, from, &self.node, &announce)
+            .await
+    }
+
+    /// Whether the store names this node as the one running shared stdio
+    /// upstream `upstream`'s process.
+    pub async fn runs_process(&self, upstream: &str) -> Result<bool, StoreError> {
+        let owner = self.store.owner(&process_resource(upstream)).await?;
+        Ok(owner.as_deref() == Some(&*self.node))
+    }
+
+    /// Whether this node should not be sent requests: it is leaving, or it
+    /// has lost touch with the store (its sessions may be served elsewhere).
+    pub fn is_unready(&self) -> bool {
+        self.is_draining() || self.lease_lost.load(Ordering::Acquire)
     }
 
     /// Resolves once node `id` counts as dead (checked every heartbeat).
@@ -287,12 +322,33 @@ fn random_node_id() -> String {
 
 /// Heartbeats and membership until the cluster is dropped: writes this
 /// node's heartbeat, reads the others', and removes nodes silent for twice
-/// `dead_after` (the node whose removal succeeds cleans up after them).
+/// `dead_after` (the node whose removal succeeds cleans up after them). A
+/// node whose heartbeat fails for longer than `dead_after` counts itself as
+/// taken for dead: it lets go of its sessions ([`Event::LeaseLost`]) and
+/// reports not ready until a heartbeat succeeds again.
 async fn heartbeat(cluster: std::sync::Weak<Cluster>, events: mpsc::Sender<Event>) {
+    let mut last_written = Instant::now();
     loop {
         let Some(c) = cluster.upgrade() else { return };
         let period = c.heartbeat;
-        match c.store.heartbeat(&c.node, c.is_draining()).await {
+        let written = c.store.heartbeat(&c.node, c.is_draining()).await;
+        if written.is_ok() {
+            last_written = Instant::now();
+            if c.lease_lost.swap(false, Ordering::AcqRel) {
+                tracing::info!("the store is reachable again; serving");
+                if events.send(Event::Resync).await.is_err() {
+                    return;
+                }
+            }
+        } else if last_written.elapsed() > c.dead_after
+            && !c.lease_lost.swap(true, Ordering::AcqRel)
+        {
+            tracing::warn!(dead_after = ?c.dead_after, "no heartbeat written for longer than dead_after: letting go of this node's sessions");
+            if events.send(Event::LeaseLost).await.is_err() {
+                return;
+            }
+        }
+        match written {
             Ok(true) => {}
             Ok(false) if !c.is_draining() => {
                 tracing::warn!(node = %c.node, "this node was taken for dead and removed; joining again");

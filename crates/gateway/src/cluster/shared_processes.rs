@@ -21,6 +21,11 @@ use crate::upstream::{HttpEndpoint, ProcessPlacement, Upstream, UpstreamError};
 /// Where a node serves the shared process it runs (followed by the upstream's name).
 pub const PROCESS_PATH: &str = "/cluster/processes";
 
+/// What the store calls the process of shared stdio upstream `upstream`.
+pub fn process_resource(upstream: &str) -> String {
+    format!("stdio:{upstream}")
+}
+
 /// An upstream's name and a node's id.
 type ProcessKey = (Arc<str>, Arc<str>);
 
@@ -38,6 +43,11 @@ impl SharedProcesses {
             cluster,
             endpoints: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Forgets the endpoints of a node that left or died.
+    pub fn forget_node(&self, node: &str) {
+        lock(&self.endpoints).retain(|(_, n), _| **n != *node);
     }
 
     /// The endpoint of `upstream`'s process on `peer`.
@@ -87,7 +97,7 @@ impl ProcessPlacement for SharedProcesses {
             if self.cluster.channel().is_none() {
                 return Ok(None);
             }
-            let resource = format!("stdio:{}", upstream.name);
+            let resource = process_resource(&upstream.name);
             let (store, me) = (&self.cluster.store, self.cluster.node());
             // A lost claim reads the owner again, twice at most.
             for _ in 0..3 {

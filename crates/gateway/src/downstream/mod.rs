@@ -199,12 +199,13 @@ pub fn router(app: Arc<App>) -> axum::Router {
 }
 
 /// Ready while serving; 503 once the node is leaving (so load balancers
-/// stop sending to it before it stops accepting).
+/// stop sending to it before it stops accepting), or while a cluster node
+/// cannot reach the store.
 async fn readyz(State(app): State<Arc<App>>) -> axum::response::Response {
-    if app.cluster.as_ref().is_some_and(|c| c.is_draining()) {
+    if app.cluster.as_ref().is_some_and(|c| c.is_unready()) {
         return (
             http::StatusCode::SERVICE_UNAVAILABLE,
-            "draining: this node is leaving\n",
+            "not ready: this node is leaving, or cannot reach the session store\n",
         )
             .into_response();
     }

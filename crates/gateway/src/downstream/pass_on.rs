@@ -81,9 +81,16 @@ pub async fn send(
     };
     let answer = match sent {
         Ok(answer) => answer,
-        Err(SendError::Unreachable(_)) => {
+        Err(SendError::Refused(_)) => {
             cluster.unreachable(peer);
             return Err(Failure::Unreachable);
+        }
+        Err(e @ SendError::NotSent(_)) => {
+            tracing::warn!(node = %peer.node, error = %e, "a request could not be passed on");
+            return Err(Failure::Answer(reply::retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node serving this request could not be reached; retry",
+            )));
         }
         Err(e @ SendError::Broken(_)) => return Err(broken(app, peer, &e)),
     };

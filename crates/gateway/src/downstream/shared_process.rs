@@ -51,6 +51,15 @@ pub async fn serve(
             "no shared stdio upstream by that name",
         );
     };
+    // Another node may have claimed it (taking this one for dead): the
+    // asking node looks again rather than reach a second process.
+    let runs_here = match &app.cluster {
+        Some(cluster) => cluster.runs_process(&upstream.name).await.unwrap_or(false),
+        None => false,
+    };
+    if !runs_here {
+        return super::pass_on::misdirected();
+    }
     let raw = match app.read_body(&parts.headers, body).await {
         Ok(raw) => raw,
         Err(refusal) => return *refusal,

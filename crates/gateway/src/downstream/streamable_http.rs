@@ -328,6 +328,12 @@ async fn route(
         let peer = match app.sessions.locate(id, caller, passed_on).await {
             Located::Here(s) if s.scope == *scope && !s.is_closed() => return Ok(Route::Here(s)),
             Located::Here(_) | Located::Nowhere => return Err(Box::new(stale_session())),
+            Located::Unavailable => {
+                return Err(Box::new(reply::retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the session store cannot be read now; retry",
+                )));
+            }
             Located::Misdirected => return Err(Box::new(pass_on::misdirected())),
             Located::Peer(peer) => peer,
         };
@@ -337,7 +343,10 @@ async fn route(
         match pass_on::send(app, cluster, &peer, parts, body.clone()).await {
             Ok(answer) | Err(Failure::Answer(answer)) => return Ok(Route::Answered(answer)),
             Err(Failure::Unreachable) => {}
-            Err(Failure::Misdirected) => app.sessions.forget_home(id),
+            Err(Failure::Misdirected) => {
+                app.sessions.forget_home(id);
+                cluster.look_up_nodes().await;
+            }
         }
     }
     Err(Box::new(reply::retry_later(

@@ -59,6 +59,8 @@ pub enum Located {
     Misdirected,
     /// Nowhere: unknown, ended, expired or another principal's.
     Nowhere,
+    /// Not known now: the store could not be read (retry later).
+    Unavailable,
 }
 
 impl SessionRegistry {
@@ -244,7 +246,7 @@ impl SessionRegistry {
                 Ok(None) => return Located::Nowhere,
                 Err(e) => {
                     tracing::warn!(error = %e, "session store lookup failed");
-                    return Located::Nowhere;
+                    return Located::Unavailable;
                 }
             };
             if !self.servable(&record, caller) {
@@ -267,23 +269,17 @@ impl SessionRegistry {
                             _ => Located::Misdirected,
                         };
                     }
-                    Home::Vacant => match self.store.move_home(id, from, cluster.node()).await {
+                    Home::Vacant => match cluster.adopt(id, from).await {
                         Ok(true) => {
                             tracing::info!(session = %id, from = from.unwrap_or("-"), "adopted a client session");
                             self.metrics
                                 .sessions_adopted
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            cluster
-                                .publish(Event::SessionMoved {
-                                    session: id.to_owned(),
-                                    node: cluster.node().to_string(),
-                                })
-                                .await;
                         }
                         Ok(false) => continue,
                         Err(e) => {
                             tracing::warn!(error = %e, "adopting a client session failed");
-                            return Located::Nowhere;
+                            return Located::Unavailable;
                         }
                     },
                 }
@@ -358,6 +354,26 @@ impl SessionRegistry {
         }
     }
 
+    /// Another node ended the session: stops serving it and closes the
+    /// upstream sessions this node holds for it (in the background).
+    pub fn ended_elsewhere(&self, id: &str) {
+        self.homes.remove(id);
+        if let Some(session) = self.unregister(id) {
+            let timeout = self.close_timeout;
+            tokio::spawn(async move { session.close(timeout).await });
+            tracing::debug!(session = %id, "session ended on another node");
+        }
+    }
+
+    /// Lets go of every session (not those bound to a connection here): this
+    /// node can no longer tell whether another one took them over.
+    pub fn let_go_all(&self) {
+        self.homes.clear();
+        for session in self.held().into_iter().filter(|s| !s.stream_bound) {
+            self.let_go(&session.id);
+        }
+    }
+
     /// Another node is now the session's home.
     pub fn moved(&self, id: &str, node: &str) {
         self.let_go(id);
@@ -390,12 +406,14 @@ impl SessionRegistry {
     pub async fn release_homes(&self) {
         let Some(cluster) = &self.cluster else { return };
         self.flush_touches().await;
-        for session in self.held().into_iter().filter(|s| !s.stream_bound) {
-            self.let_go(&session.id);
-        }
+        // Homeless in the store first: from then on, a request for one of
+        // them here is passed on (this node is draining), never held again.
         match self.store.release_homes(cluster.node()).await {
             Ok(n) => tracing::info!(sessions = n, "left client sessions for the other nodes"),
             Err(e) => tracing::warn!(error = %e, "releasing client sessions failed"),
+        }
+        for session in self.held().into_iter().filter(|s| !s.stream_bound) {
+            self.let_go(&session.id);
         }
         cluster.announce_leaving().await;
     }
@@ -570,9 +588,11 @@ impl SessionRegistry {
         if seen.is_empty() {
             return;
         }
-        match self.store.touch(&seen).await {
-            // Ended on another node (DELETE, expiry): that node closed the
-            // upstream sessions; this one just stops serving it.
+        let home = self.cluster.as_ref().map(|c| &**c.node());
+        match self.store.touch(&seen, home).await {
+            // Ended on another node (DELETE, expiry), which closed the
+            // upstream sessions, or taken over by another node: this one
+            // just stops serving it.
             Ok(gone) => {
                 for id in gone {
                     self.let_go(&id);

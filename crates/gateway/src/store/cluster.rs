@@ -98,10 +98,11 @@ impl Store {
         .map_err(sql_error("count sessions"))?;
         let total: i64 = row.try_get(0).map_err(sql_error("count sessions"))?;
         let mine: i64 = row.try_get(1).map_err(sql_error("count sessions"))?;
-        if total >= caps.total as i64 {
+        let cap = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        if total >= cap(caps.total) {
             return Ok(Err(CapReached::Total));
         }
-        if mine >= caps.per_principal as i64 {
+        if mine >= cap(caps.per_principal) {
             return Ok(Err(CapReached::Principal));
         }
         insert_session(r)
@@ -113,13 +114,16 @@ impl Store {
     }
 
     /// Makes `node` the session's home if its home is still `from` (none:
-    /// `None`); true when this call moved it.
+    /// `None`); true when this call moved it, and then `announce` is sent on
+    /// [`CHANNEL`] with the move (in the same transaction: both or neither).
     pub async fn move_home(
         &self,
         id: &str,
         from: Option<&str>,
         node: &str,
+        announce: &str,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.shared()?.begin().await.map_err(sql_error("begin"))?;
         let done = sqlx::query(
             "UPDATE tether_sessions SET home_node = $1
              WHERE id = $2 AND COALESCE(home_node, '') = $3",
@@ -127,10 +131,22 @@ impl Store {
         .bind(node)
         .bind(id)
         .bind(from.unwrap_or(""))
-        .execute(self.shared()?)
+        .execute(&mut *tx)
         .await
         .map_err(sql_error("move session home"))?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(announce)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_error("notify"))?;
+        tx.commit()
+            .await
+            .map_err(sql_error("commit session home"))?;
+        Ok(true)
     }
 
     /// Leaves the sessions whose home is `node` without a home (the node is
@@ -163,8 +179,21 @@ impl Store {
             .collect()
     }
 
-    /// Registers (or re-registers) a node, heard from now.
-    pub async fn register_node(&self, id: &str, address: &str) -> Result<(), StoreError> {
+    /// Registers (or re-registers) a node, heard from now; returns the other
+    /// nodes registered at the same address, removed (earlier lives of this
+    /// node: two cannot listen at one address).
+    pub async fn register_node(&self, id: &str, address: &str) -> Result<Vec<String>, StoreError> {
+        let replaced =
+            sqlx::query("DELETE FROM tether_nodes WHERE address = $1 AND id <> $2 RETURNING id")
+                .bind(address)
+                .bind(id)
+                .fetch_all(self.shared()?)
+                .await
+                .map_err(sql_error("replace node"))?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(sql_error("read node"))?;
         sqlx::query(concat!(
             "INSERT INTO tether_nodes (id, address, started_ms, heartbeat_ms, draining)
              VALUES ($1, $2, ", db_now!(), ", ", db_now!(), ", 0)
@@ -176,7 +205,7 @@ impl Store {
         .execute(self.shared()?)
         .await
         .map_err(sql_error("register node"))?;
-        Ok(())
+        Ok(replaced)
     }
 
     /// Records a heartbeat of `id`; false when its row is gone (another node

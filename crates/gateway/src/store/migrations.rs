@@ -63,7 +63,10 @@ const MIGRATION_LOCK: i64 = 0x7465_7468_6572_0001;
 
 /// Brings the schema up to date.
 pub async fn migrate(pool: &AnyPool, postgres: bool) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(sql_error("migrate"))?;
+    // SQLite: take the write lock at once, so two processes opening one file
+    // together apply the steps one after the other.
+    let begin = if postgres { "BEGIN" } else { "BEGIN IMMEDIATE" };
+    let mut tx = pool.begin_with(begin).await.map_err(sql_error("migrate"))?;
     if postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)

@@ -255,8 +255,8 @@ impl Store {
                 .map_err(sql_error("read upstream session"))?;
                 match row {
                     Some(row) => binding_from(&row).map_err(sql_error("read binding"))?,
-                    // Forgotten in between: try again once.
-                    None => return Box::pin(self.bind_first(session, b)).await,
+                    // Forgotten in between (replaced): the next use stores its own.
+                    None => return Ok(None),
                 }
             }
         };
@@ -323,14 +323,22 @@ impl Store {
     }
 
     /// Updates last-seen times (batched by the caller); returns the ids that
-    /// are no longer stored (ended on another node).
-    pub async fn touch(&self, seen: &[(String, i64)]) -> Result<Vec<String>, StoreError> {
+    /// are no longer stored (ended on another node) or, with `home`, no
+    /// longer homed there (another node took them over).
+    pub async fn touch(
+        &self,
+        seen: &[(String, i64)],
+        home: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut gone = Vec::new();
         match self {
             Store::Memory(mem) => {
                 let mut map = lock(&mem.sessions);
                 for (id, at) in seen {
-                    match map.get_mut(id) {
+                    match map
+                        .get_mut(id)
+                        .filter(|r| home.is_none() || r.home_node.as_deref() == home)
+                    {
                         Some(r) => r.last_seen_ms = r.last_seen_ms.max(*at),
                         None => gone.push(id.clone()),
                     }
@@ -338,13 +346,16 @@ impl Store {
             }
             Store::Sql(Sql { pool, .. }) => {
                 for (id, at) in seen {
-                    let done =
-                        sqlx::query("UPDATE tether_sessions SET last_seen_ms = $1 WHERE id = $2")
-                            .bind(*at)
-                            .bind(id)
-                            .execute(pool)
-                            .await
-                            .map_err(sql_error("touch session"))?;
+                    let done = sqlx::query(
+                        "UPDATE tether_sessions SET last_seen_ms = $1
+                         WHERE id = $2 AND ($3 = '' OR home_node = $3)",
+                    )
+                    .bind(*at)
+                    .bind(id)
+                    .bind(home.unwrap_or(""))
+                    .execute(pool)
+                    .await
+                    .map_err(sql_error("touch session"))?;
                     if done.rows_affected() == 0 {
                         gone.push(id.clone());
                     }
@@ -511,10 +522,21 @@ mod tests {
         );
         store.unbind("a", &binding).await.unwrap();
         assert_eq!(store.bind_first("a", &replaced).await.unwrap(), None);
-        assert!(store.touch(&[("a".into(), 30)]).await.unwrap().is_empty());
+        assert!(
+            store
+                .touch(&[("a".into(), 30)], None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
-            store.touch(&[("zz".into(), 30)]).await.unwrap(),
+            store.touch(&[("zz".into(), 30)], None).await.unwrap(),
             vec!["zz".to_string()]
+        );
+        assert_eq!(
+            store.touch(&[("a".into(), 30)], Some("n2")).await.unwrap(),
+            vec!["a".to_string()],
+            "homed elsewhere"
         );
         store.set_log_level("a", "debug").await.unwrap();
         let a = store.load("a").await.unwrap().unwrap();

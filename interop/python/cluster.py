@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -180,13 +181,86 @@ backend tether
 {servers}"""
 
 
-class Cluster:
-    """N Tether nodes on one PostgreSQL behind HAProxy (see the module documentation)."""
+class Cut:
+    """A TCP relay to `port` that can be cut (every connection closed, new
+    ones refused) and restored: a node losing its database, say."""
 
-    def __init__(self, launcher: Launcher, upstreams: dict[str, str], nodes: int = 3, extra_toml: str = "") -> None:
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = free_port()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.server: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(64)
+        self.server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+
+
+class Cluster:
+    """N Tether nodes on one PostgreSQL behind HAProxy (see the module
+    documentation). `cut_store`: nodes that reach PostgreSQL through a
+    [`Cut`] relay (`self.cuts[i]`)."""
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        upstreams: dict[str, str],
+        nodes: int = 3,
+        extra_toml: str = "",
+        cut_store: tuple[int, ...] = (),
+    ) -> None:
         self.launcher = launcher
         self.tmp = launcher.tmp
         self.pg = Postgres()
+        self.cuts = {i: Cut(self.pg.port) for i in cut_store}
         self.ports = [free_port() for _ in range(nodes)]
         self.upstreams = upstreams
         self.extra_toml = extra_toml
@@ -234,13 +308,18 @@ drain_secs = {DRAIN_SECS}
             [str(self.launcher_bin()), "serve", "--config", str(self._config(i))],
             GATEWAY_LINE,
             env_extra={
-                "TETHER_STORE__URL": self.pg.url,
+                "TETHER_STORE__URL": self.store_url(i),
                 "TETHER_CLUSTER__SECRET": SECRET,
                 "TETHER_LOG": os.environ.get("INTEROP_CLUSTER_LOG", "info"),
             },
         )
         self.nodes[i] = node
         return node
+
+    def store_url(self, i: int) -> str:
+        """The PostgreSQL URL node i uses (through its relay, if it has one)."""
+        cut = self.cuts.get(i)
+        return self.pg.url if cut is None else self.pg.url.replace(f":{self.pg.port}/", f":{cut.port}/")
 
     @staticmethod
     def launcher_bin() -> Path:
@@ -293,4 +372,6 @@ drain_secs = {DRAIN_SECS}
         for node in self.nodes:
             if node is not None:
                 node.stop()
+        for cut in getattr(self, "cuts", {}).values():
+            cut.cut()
         self.pg.stop()

@@ -288,3 +288,36 @@ async def test_rolling_restart_under_load_fails_no_call(cluster, demo):
     for n, values in seen.items():
         check_counts(f"client {n} through a rolling restart", values, len(values), may_lose=0)
         assert len(values) > 10, msg(f"client {n}'s calls during the roll", "> 10", len(values))
+
+
+def test_a_node_cut_off_from_the_store_stops_serving_its_sessions(launcher, demo):
+    """Node 1 loses PostgreSQL (its connections cut, new ones refused)
+    while a session lives on it: node 0 adopts the session (upstream state
+    intact); node 1 reports not ready and does not serve its stale copy;
+    once the store is back, node 1 serves again and passes the session's
+    requests on to its new home."""
+    c = Cluster(launcher, {"demo": demo.url}, nodes=2, cut_store=(1,))
+    try:
+        headers = raw_session(c.node_url(1))
+        for want in ("1", "2"):
+            assert call_text(c.node_url(1), headers, "demo__counter_increment") == want
+        c.cuts[1].cut()
+        # After dead_after (1 s) node 0 takes node 1 for dead; node 1 lets go.
+        deadline = time.monotonic() + 10
+        while c.ready(1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not c.ready(1), msg("/readyz of the node cut off from the store", 503, "still ready")
+        got = call_text(c.node_url(0), headers, "demo__counter_increment")
+        assert got == "3", msg("the session on node 0 after node 1 lost the store", "3 (upstream state kept)", got)
+        stale = call(c.node_url(1), headers, "demo__counter_increment")
+        assert stale.status_code == 503, msg("the session on the cut-off node", 503, (stale.status_code, stale.text))
+        c.cuts[1].restore()
+        deadline = time.monotonic() + 10
+        while not c.ready(1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.ready(1), msg("/readyz once the store is back", 200, "not ready")
+        got = call_text(c.node_url(1), headers, "demo__counter_increment")
+        assert got == "4", msg("the session through node 1 again", "4", got)
+        assert demo.stats()["initializes"] == 1, msg("upstream sessions", "the same one throughout", demo.stats())
+    finally:
+        c.close()

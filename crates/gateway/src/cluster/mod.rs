@@ -331,7 +331,12 @@ async fn heartbeat(cluster: std::sync::Weak<Cluster>, events: mpsc::Sender<Event
     loop {
         let Some(c) = cluster.upgrade() else { return };
         let period = c.heartbeat;
-        let written = c.store.heartbeat(&c.node, c.is_draining()).await;
+        // Bounded: a store that stops answering must cost the lease, not
+        // stall the loop until the connection times out.
+        let written =
+            tokio::time::timeout(c.dead_after, c.store.heartbeat(&c.node, c.is_draining()))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::TimedOut("heartbeat")));
         if written.is_ok() {
             last_written = Instant::now();
             if c.lease_lost.swap(false, Ordering::AcqRel) {
@@ -361,7 +366,8 @@ async fn heartbeat(cluster: std::sync::Weak<Cluster>, events: mpsc::Sender<Event
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "heartbeat not written"),
         }
-        match c.store.nodes().await {
+        let rows = tokio::time::timeout(c.dead_after, c.store.nodes()).await;
+        match rows.unwrap_or_else(|_| Err(StoreError::TimedOut("list nodes"))) {
             Ok(rows) => {
                 let gone_after = 2 * c.dead_after.as_millis() as i64;
                 let dead: Vec<String> = rows

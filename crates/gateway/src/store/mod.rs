@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use sqlx::AnyPool;
 use sqlx::Row;
@@ -81,6 +82,8 @@ pub enum StoreError {
     UnsupportedUrl(String),
     /// A cluster operation on a store nodes cannot share (not Postgres).
     NotShared,
+    /// The database did not answer an operation in time.
+    TimedOut(&'static str),
 }
 
 impl std::fmt::Display for StoreError {
@@ -95,6 +98,9 @@ impl std::fmt::Display for StoreError {
             StoreError::NotShared => {
                 f.write_str("session store: only a postgres:// store is shared by a cluster")
             }
+            StoreError::TimedOut(operation) => {
+                write!(f, "session store: {operation}: no answer in time")
+            }
             StoreError::UnsupportedUrl(url) => write!(
                 f,
                 "session store: unsupported url {url:?} (memory, sqlite://, postgres://)"
@@ -108,7 +114,7 @@ impl std::error::Error for StoreError {
         match self {
             StoreError::Sql { source, .. } => Some(source),
             StoreError::Folder { source, .. } => Some(source),
-            StoreError::UnsupportedUrl(_) | StoreError::NotShared => None,
+            StoreError::UnsupportedUrl(_) | StoreError::NotShared | StoreError::TimedOut(_) => None,
         }
     }
 }
@@ -172,12 +178,17 @@ impl Store {
                 return Err(StoreError::UnsupportedUrl(url.to_owned()));
             }
         };
+        let sqlite = url.starts_with("sqlite");
         let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(if url.starts_with("sqlite") { 1 } else { 8 })
+            .max_connections(if sqlite { 1 } else { 8 })
+            // A database server that went away fails requests in seconds
+            // (503 + Retry-After), not after sqlx's default 30 s; a local
+            // SQLite file only queues behind its one connection.
+            .acquire_timeout(Duration::from_secs(if sqlite { 30 } else { 5 }))
             .connect(&url)
             .await
             .map_err(sql_error("connect"))?;
-        let postgres = (!url.starts_with("sqlite")).then(|| url.clone());
+        let postgres = (!sqlite).then(|| url.clone());
         migrations::migrate(&pool, postgres.is_some()).await?;
         Ok(Store::Sql(Sql { pool, postgres }))
     }

@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tether_wire::protocol;
 
 use super::error::UpstreamError;
+use super::http1;
+use super::response::HttpResponse;
 use crate::config::UpstreamConfig;
 
 /// Largest single upstream message or SSE event Tether accepts.
@@ -98,9 +99,20 @@ impl std::error::Error for BuildError {
 #[derive(Debug)]
 pub struct HttpEndpoint {
     url: reqwest::Url,
-    client: reqwest::Client,
+    /// The URL's path and query: the request target on the lean client.
+    target: String,
+    client: Client,
     headers: HeaderMap,
     timeout: Duration,
+}
+
+/// The client an endpoint's requests take.
+#[derive(Debug)]
+enum Client {
+    /// Plain `http://`: the lean HTTP/1.1 client.
+    Lean(http1::Client),
+    /// TLS (HTTP/1.1 or HTTP/2), or a client shared with other uses.
+    General(reqwest::Client),
 }
 
 /// Headers of one upstream POST beyond the static ones.
@@ -149,11 +161,12 @@ impl HttpEndpoint {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
+        let connect_timeout = Duration::from_secs(10);
         let mut client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .connect_timeout(Duration::from_secs(10));
+            .connect_timeout(connect_timeout);
         if let Some(ca) = &tls.ca {
             let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(BuildError::Client)?;
             if certs.is_empty() {
@@ -167,12 +180,28 @@ impl HttpEndpoint {
             client =
                 client.identity(reqwest::Identity::from_pem(identity).map_err(BuildError::Client)?);
         }
-        Ok(HttpEndpoint {
+        // TLS files are checked even for a plain-http URL: a bad file is a
+        // configuration error whichever client ends up in use.
+        if let Some(lean) = http1::Client::for_url(&url, connect_timeout) {
+            return Ok(HttpEndpoint::build(
+                url,
+                Client::Lean(lean),
+                headers,
+                config.timeout(),
+            ));
+        }
+        let client = Client::General(client.build().map_err(BuildError::Client)?);
+        Ok(HttpEndpoint::build(url, client, headers, config.timeout()))
+    }
+
+    fn build(url: reqwest::Url, client: Client, headers: HeaderMap, timeout: Duration) -> Self {
+        HttpEndpoint {
+            target: request_target(&url).to_owned(),
             url,
-            client: client.build().map_err(BuildError::Client)?,
+            client,
             headers,
-            timeout: config.timeout(),
-        })
+            timeout,
+        }
     }
 
     /// An endpoint at `url` reached with `client` (whose connections it
@@ -183,12 +212,7 @@ impl HttpEndpoint {
         headers: HeaderMap,
         timeout: Duration,
     ) -> HttpEndpoint {
-        HttpEndpoint {
-            url,
-            client,
-            headers,
-            timeout,
-        }
+        HttpEndpoint::build(url, Client::General(client), headers, timeout)
     }
 
     /// The upstream's URL.
@@ -207,32 +231,28 @@ impl HttpEndpoint {
         &self,
         body: Bytes,
         headers: PostHeaders<'_>,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let mut req = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream");
+    ) -> Result<HttpResponse, UpstreamError> {
+        let mut extra = Vec::with_capacity(6 + headers.extra.len());
+        extra.push((http::header::CONTENT_TYPE, JSON.clone()));
+        extra.push((http::header::ACCEPT, JSON_OR_SSE.clone()));
         if let Some(id) = headers.session_id {
-            req = req.header(protocol::HEADER_SESSION_ID, id.clone());
+            extra.push((SESSION_ID.clone(), id.clone()));
         }
         if let Some(v) = headers.protocol_version {
-            req = req.header(protocol::HEADER_PROTOCOL_VERSION, v);
+            extra.push((PROTOCOL_VERSION.clone(), value(v)?));
         }
         if let Some(m) = headers.method {
-            req = req.header(protocol::HEADER_METHOD, m);
+            extra.push((METHOD.clone(), value(m)?));
         }
         if let Some(n) = headers.name {
-            req = req.header(protocol::HEADER_NAME, protocol::encode_header_value(n));
+            let encoded = protocol::encode_header_value(n);
+            extra.push((NAME.clone(), value(&encoded)?));
         }
-        for (name, value) in headers.extra {
-            req = req.header(name, value);
-        }
+        extra.extend(headers.extra.iter().cloned());
         if let Some(credentials) = headers.credentials {
-            req = req.header(http::header::AUTHORIZATION, credentials);
+            extra.push((http::header::AUTHORIZATION, credentials));
         }
-        self.send(req.body(body)).await
+        self.send(http::Method::POST, None, &extra, body).await
     }
 
     /// POSTs one message to `endpoint` (an HTTP+SSE session's message
@@ -242,13 +262,10 @@ impl HttpEndpoint {
         endpoint: &reqwest::Url,
         body: Bytes,
     ) -> Result<(), UpstreamError> {
-        let req = self
-            .client
-            .post(endpoint.clone())
-            .headers(self.headers.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        let resp = self.send(req).await?;
+        let extra = [(http::header::CONTENT_TYPE, JSON.clone())];
+        let resp = self
+            .send(http::Method::POST, Some(endpoint), &extra, body)
+            .await?;
         match resp.status() {
             s if s.is_success() => Ok(()),
             http::StatusCode::NOT_FOUND => Err(UpstreamError::SessionLost),
@@ -265,43 +282,32 @@ impl HttpEndpoint {
         &self,
         session: Option<&SessionHeaders>,
         last_event_id: Option<&str>,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let mut req = self
-            .client
-            .get(self.url.clone())
-            .headers(self.headers.clone())
-            .header(http::header::ACCEPT, "text/event-stream");
+    ) -> Result<HttpResponse, UpstreamError> {
+        let mut extra = vec![(http::header::ACCEPT, SSE.clone())];
         if let Some(session) = session {
-            req = req.header(protocol::HEADER_PROTOCOL_VERSION, &session.protocol_version);
-            if let Some(id) = &session.session_id {
-                req = req.header(protocol::HEADER_SESSION_ID, id.clone());
-            }
-            if let Some(credentials) = &session.credentials {
-                req = req.header(http::header::AUTHORIZATION, credentials.clone());
-            }
+            extra.extend(session.headers()?);
         }
         if let Some(last) = last_event_id {
-            req = req.header(protocol::HEADER_LAST_EVENT_ID, last);
+            extra.push((LAST_EVENT_ID.clone(), value(last)?));
         }
-        self.send(req).await
+        self.send(http::Method::GET, None, &extra, Bytes::new())
+            .await
     }
 
     /// Ends a session with `DELETE`; bounded by the timeout, and only logged
     /// when it fails (the session is gone for Tether either way).
     pub async fn delete_session(&self, upstream: &str, session: &SessionHeaders) {
-        let Some(id) = &session.session_id else {
+        if session.session_id.is_none() {
             return;
-        };
-        let mut req = self
-            .client
-            .delete(self.url.clone())
-            .headers(self.headers.clone())
-            .header(protocol::HEADER_SESSION_ID, id.clone())
-            .header(protocol::HEADER_PROTOCOL_VERSION, &session.protocol_version);
-        if let Some(credentials) = &session.credentials {
-            req = req.header(http::header::AUTHORIZATION, credentials.clone());
         }
-        match self.send(req).await {
+        let sent = match session.headers() {
+            Ok(extra) => {
+                self.send(http::Method::DELETE, None, &extra, Bytes::new())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match sent {
             Ok(resp) => {
                 tracing::debug!(%upstream, status = resp.status().as_u16(), "closed upstream session");
             }
@@ -312,26 +318,83 @@ impl HttpEndpoint {
         }
     }
 
-    /// Sends a request, bounding the wait for the response head by the timeout.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, UpstreamError> {
-        tokio::time::timeout(self.timeout, req.send())
+    /// Sends a request to the upstream's URL (or to `url` on its origin),
+    /// bounding the wait for the response head by the timeout.
+    async fn send(
+        &self,
+        method: http::Method,
+        url: Option<&reqwest::Url>,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<HttpResponse, UpstreamError> {
+        let sent = async {
+            match &self.client {
+                Client::Lean(client) => {
+                    let target = url.map_or(self.target.as_str(), request_target);
+                    client
+                        .send(&method, target, &self.headers, extra, body)
+                        .await
+                        .map(HttpResponse::from)
+                        .map_err(UpstreamError::from_http1)
+                }
+                Client::General(client) => {
+                    let mut req = client
+                        .request(method, url.unwrap_or(&self.url).clone())
+                        .headers(self.headers.clone());
+                    for (name, value) in extra {
+                        req = req.header(name, value);
+                    }
+                    req.body(body)
+                        .send()
+                        .await
+                        .map(HttpResponse::from)
+                        .map_err(UpstreamError::from_reqwest)
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, sent)
             .await
             .map_err(|_| UpstreamError::Timeout)?
-            .map_err(UpstreamError::from_reqwest)
     }
 }
 
-/// Whether a response carries an event stream.
-pub fn is_event_stream(resp: &reqwest::Response) -> bool {
-    resp.headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+static SESSION_ID: HeaderName = HeaderName::from_static(protocol::HEADER_SESSION_ID);
+static PROTOCOL_VERSION: HeaderName = HeaderName::from_static(protocol::HEADER_PROTOCOL_VERSION);
+static METHOD: HeaderName = HeaderName::from_static(protocol::HEADER_METHOD);
+static NAME: HeaderName = HeaderName::from_static(protocol::HEADER_NAME);
+static LAST_EVENT_ID: HeaderName = HeaderName::from_static(protocol::HEADER_LAST_EVENT_ID);
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
+static JSON_OR_SSE: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+
+/// A header value from text Tether was given (a client's or upstream's).
+fn value(text: &str) -> Result<HeaderValue, UpstreamError> {
+    HeaderValue::from_str(text)
+        .map_err(|_| UpstreamError::Protocol(format!("not a valid header value: {text:?}").into()))
+}
+
+/// A URL's path and query: what the request line names.
+fn request_target(url: &reqwest::Url) -> &str {
+    &url[url::Position::BeforePath..url::Position::AfterQuery]
+}
+
+impl SessionHeaders {
+    /// The headers naming this session on a GET or DELETE.
+    fn headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, UpstreamError> {
+        let mut out = vec![(PROTOCOL_VERSION.clone(), value(&self.protocol_version)?)];
+        if let Some(id) = &self.session_id {
+            out.push((SESSION_ID.clone(), id.clone()));
+        }
+        if let Some(credentials) = &self.credentials {
+            out.push((http::header::AUTHORIZATION, credentials.clone()));
+        }
+        Ok(out)
+    }
 }
 
 /// Reads a whole response body (at most [`MAX_UPSTREAM_MESSAGE`]), waiting at
 /// most `timeout` for each chunk.
-pub async fn read_body(resp: reqwest::Response, timeout: Duration) -> Result<Bytes, UpstreamError> {
+pub async fn read_body(mut resp: HttpResponse, timeout: Duration) -> Result<Bytes, UpstreamError> {
     if resp
         .content_length()
         .is_some_and(|n| n as usize > MAX_UPSTREAM_MESSAGE)
@@ -343,15 +406,13 @@ pub async fn read_body(resp: reqwest::Response, timeout: Duration) -> Result<Byt
     // Usually the whole body is one chunk: keep it without copying.
     let mut first: Option<Bytes> = None;
     let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
     loop {
-        let chunk = tokio::time::timeout(timeout, stream.next())
+        let chunk = tokio::time::timeout(timeout, resp.chunk())
             .await
-            .map_err(|_| UpstreamError::Timeout)?;
+            .map_err(|_| UpstreamError::Timeout)??;
         match chunk {
             None => break,
-            Some(Err(e)) => return Err(UpstreamError::from_reqwest(e)),
-            Some(Ok(c)) => {
+            Some(c) => {
                 if first.is_none() && body.is_empty() {
                     first = Some(c);
                     continue;

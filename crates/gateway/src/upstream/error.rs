@@ -158,6 +158,16 @@ impl UpstreamError {
         UpstreamError::Protocol(Cause::new(e))
     }
 
+    /// Classifies a lean HTTP/1.1 client failure: connecting (not delivered)
+    /// or transport.
+    pub fn from_http1(e: super::http1::Error) -> Self {
+        if e.not_sent() {
+            UpstreamError::Connect(Cause::new(e))
+        } else {
+            UpstreamError::Transport(Cause::new(e))
+        }
+    }
+
     /// Classifies an HTTP client failure: connecting (not delivered), timeout or transport.
     pub fn from_reqwest(e: reqwest::Error) -> Self {
         if e.is_connect() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use http::HeaderValue;
 use tether_wire::jsonrpc::Message;
 use tether_wire::sse;
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::endpoint::{self, HttpEndpoint, MAX_UPSTREAM_MESSAGE, SessionHeaders};
 use super::error::UpstreamError;
+use super::response::HttpResponse;
 use crate::sync::lock;
 
 /// How many times a stream closed before its response is resumed with `Last-Event-ID`.
@@ -62,14 +64,12 @@ impl Reopen {
     }
 }
 
-type ByteStream = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
-
 /// Messages of an upstream SSE response (or of a message link's reply
 /// channel), in arrival order, never buffered beyond one network chunk.
 pub struct EventStream {
     /// Messages from a link instead of an HTTP body.
     channel: Option<mpsc::Receiver<Item>>,
-    body: Option<ByteStream>,
+    body: Option<BoxStream<'static, Item>>,
     decoder: sse::Decoder,
     ready: VecDeque<Bytes>,
     last_event_id: Option<String>,
@@ -81,10 +81,10 @@ pub struct EventStream {
 
 impl EventStream {
     /// The events of an HTTP response; `idle` bounds the wait for each chunk.
-    pub fn http(resp: reqwest::Response, reopen: Option<Reopen>, idle: Option<Duration>) -> Self {
+    pub fn http(resp: HttpResponse, reopen: Option<Reopen>, idle: Option<Duration>) -> Self {
         EventStream {
             channel: None,
-            body: Some(resp.bytes_stream().boxed()),
+            body: Some(resp.into_stream()),
             decoder: sse::Decoder::new(MAX_UPSTREAM_MESSAGE),
             ready: VecDeque::new(),
             last_event_id: None,
@@ -153,7 +153,7 @@ impl EventStream {
                 Ok(Some(Err(e))) => {
                     self.body = None;
                     if self.last_event_id.is_none() {
-                        return Some(Err(UpstreamError::from_reqwest(e)));
+                        return Some(Err(e));
                     }
                 }
                 Ok(Some(Ok(chunk))) => match self.decoder.feed(&chunk) {
@@ -192,7 +192,7 @@ impl EventStream {
             .open_stream(Some(&session), Some(&last))
             .await?;
         let resp = check_stream(resp, session.session_id.is_some())?;
-        self.body = Some(resp.bytes_stream().boxed());
+        self.body = Some(resp.into_stream());
         self.decoder = sse::Decoder::new(MAX_UPSTREAM_MESSAGE);
         Ok(true)
     }
@@ -207,9 +207,9 @@ pub fn message_data(event: sse::Event) -> Option<Bytes> {
 /// Accepts the answer to a GET that opens a session's stream: a success, or
 /// the session is gone (404 for a request that named one), or an unusable status.
 pub fn check_stream(
-    resp: reqwest::Response,
+    resp: HttpResponse,
     named_session: bool,
-) -> Result<reqwest::Response, UpstreamError> {
+) -> Result<HttpResponse, UpstreamError> {
     match resp.status() {
         s if s.is_success() => Ok(resp),
         http::StatusCode::NOT_FOUND if named_session => Err(UpstreamError::SessionLost),
@@ -225,7 +225,7 @@ pub fn check_stream(
 /// `reopen` says), a JSON message (also a JSON-RPC error answering the
 /// request with a 4xx), or an unusable status.
 pub async fn classify(
-    resp: reqwest::Response,
+    resp: HttpResponse,
     timeout: Duration,
     named_session: bool,
     reopen: impl FnOnce() -> Option<Reopen>,
@@ -237,7 +237,7 @@ pub async fn classify(
     if status == http::StatusCode::NOT_FOUND && named_session {
         return Err(UpstreamError::SessionLost);
     }
-    if status.is_success() && endpoint::is_event_stream(&resp) {
+    if status.is_success() && resp.is_event_stream() {
         return Ok(Reply::Stream(Box::new(EventStream::http(
             resp,
             reopen(),

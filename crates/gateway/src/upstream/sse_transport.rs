@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tether_wire::sse;
 
-use super::endpoint::{self, HttpEndpoint, MAX_UPSTREAM_MESSAGE};
+use super::endpoint::{HttpEndpoint, MAX_UPSTREAM_MESSAGE};
 use super::error::UpstreamError;
 use super::link::{Closer, Link, Outbound};
 use super::reply::message_data;
@@ -20,7 +20,7 @@ use super::reply::message_data;
 /// How long a probe waits for the `endpoint` event when detecting the transport.
 const PROBE_WAIT: Duration = Duration::from_secs(5);
 
-type ByteStream = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
+type ByteStream = futures_util::stream::BoxStream<'static, Result<Bytes, UpstreamError>>;
 
 /// POSTs a session's messages to the endpoint its stream announced.
 struct Poster {
@@ -63,19 +63,19 @@ async fn open(upstream: &HttpEndpoint, wait: Duration) -> Result<Opened, Upstrea
     let url = upstream.url();
     let resp = upstream.open_stream(None, None).await?;
     let status = resp.status();
-    if !status.is_success() || !endpoint::is_event_stream(&resp) {
+    if !status.is_success() || !resp.is_event_stream() {
         return Err(UpstreamError::Status {
             status: status.as_u16(),
             body: "GET did not open an SSE stream".into(),
         });
     }
-    let mut body = resp.bytes_stream().boxed();
+    let mut body = resp.into_stream();
     let mut decoder = sse::Decoder::new(MAX_UPSTREAM_MESSAGE);
     let read_endpoint = async {
         loop {
             let chunk = match body.next().await {
                 Some(Ok(c)) => c,
-                Some(Err(e)) => return Err(UpstreamError::from_reqwest(e)),
+                Some(Err(e)) => return Err(e),
                 None => {
                     return Err(UpstreamError::Protocol(
                         "SSE stream ended before its endpoint event".into(),

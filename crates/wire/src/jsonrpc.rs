@@ -324,7 +324,7 @@ impl Request {
 
     /// A string member of `params` (a tool name, a URI), if there is one.
     pub fn str_param(&self, key: &str) -> Option<String> {
-        self.params_object().ok().and_then(|p| str_member(&p, key))
+        crate::fields::str_field(self.params.as_deref()?.get(), key)
     }
 
     /// The value a modern request mirrors in `Mcp-Name` (the tool or prompt

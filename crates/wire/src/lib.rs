@@ -4,6 +4,7 @@
 //! newline-delimited framing for stdio, and the protocol's facts (versions,
 //! eras, header and `_meta` names, header value encoding).
 
+pub mod fields;
 pub mod jsonrpc;
 pub mod lines;
 pub mod method;

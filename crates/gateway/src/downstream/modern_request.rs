@@ -2,6 +2,7 @@
 //! (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`).
 
 use http::HeaderMap;
+use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tether_wire::jsonrpc::{self, ErrorObject, Incoming, RawObject, Request, code};
@@ -46,19 +47,57 @@ pub fn declares_meta_version(incoming: &Incoming) -> bool {
         && meta_version(params).is_some()
 }
 
+/// The `params` of a modern request, as far as validation reads them.
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(rename = "_meta", borrow)]
+    meta: Option<&'a RawValue>,
+}
+
+/// What a modern request's `_meta` says about its client (names as in
+/// `protocol::META_*`).
+#[derive(Deserialize, Default)]
+struct Meta<'a> {
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
+    version: Option<String>,
+    #[serde(rename = "io.modelcontextprotocol/clientInfo", borrow)]
+    info: Option<&'a RawValue>,
+    #[serde(rename = "io.modelcontextprotocol/clientCapabilities", borrow)]
+    capabilities: Option<&'a RawValue>,
+    #[serde(rename = "io.modelcontextprotocol/logLevel", borrow)]
+    log_level: Option<&'a RawValue>,
+}
+
+/// Reads `_meta` out of the request's params in one pass that skips the
+/// rest (arguments are never built); params that are not an object are
+/// refused as the envelope refuses them.
+fn read_meta(request: &Request) -> Result<Meta<'_>, Rejection> {
+    let Some(raw) = request.params.as_deref() else {
+        return Ok(Meta::default());
+    };
+    if !raw.get().trim_start().starts_with('{') {
+        let why = request
+            .params_object()
+            .err()
+            .map_or_else(|| "params must be an object".to_owned(), |e| e.message());
+        return Err(reject(code::INVALID_PARAMS, why));
+    }
+    let meta = serde_json::from_str::<Params>(raw.get())
+        .ok()
+        .and_then(|p| p.meta)
+        .and_then(|m| serde_json::from_str::<Meta>(m.get()).ok());
+    Ok(meta.unwrap_or_default())
+}
+
 /// Validates a modern request; returns the client identity and per-request
 /// options (log opt-in, `Mcp-Param-*` headers to pass on) it carries.
 pub fn validate(
     headers: &HeaderMap,
     request: &Request,
-    params: &RawObject,
 ) -> Result<(ClientIdentity, RequestOptions), Rejection> {
     let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
-    let meta: RawObject = params
-        .get("_meta")
-        .and_then(|m| serde_json::from_str(m.get()).ok())
-        .unwrap_or_default();
-    let Some(version) = jsonrpc::str_member(&meta, protocol::META_PROTOCOL_VERSION) else {
+    let meta = read_meta(request)?;
+    let Some(version) = meta.version.as_deref() else {
         return Err(reject(
             code::INVALID_PARAMS,
             format!(
@@ -82,7 +121,7 @@ pub fn validate(
             ),
         ));
     }
-    if !protocol::is_modern_version(&version) {
+    if !protocol::is_modern_version(version) {
         let mut rejection = reject(
             protocol::ERROR_UNSUPPORTED_VERSION,
             "Unsupported protocol version",
@@ -112,7 +151,7 @@ pub fn validate(
         Some(_) => {}
     }
     if let Some(key) = request.method.name_param() {
-        let body_value = jsonrpc::str_member(params, key).unwrap_or_default();
+        let body_value = request.str_param(key).unwrap_or_default();
         let Some(raw) = header(protocol::HEADER_NAME) else {
             return Err(reject(
                 protocol::ERROR_HEADER_MISMATCH,
@@ -130,7 +169,7 @@ pub fn validate(
             ));
         }
     }
-    if !meta.contains_key(protocol::META_CLIENT_CAPABILITIES) {
+    let Some(capabilities) = meta.capabilities else {
         return Err(reject(
             code::INVALID_PARAMS,
             format!(
@@ -138,13 +177,10 @@ pub fn validate(
                 protocol::META_CLIENT_CAPABILITIES
             ),
         ));
-    }
-    let info = meta
-        .get(protocol::META_CLIENT_INFO)
-        .cloned()
-        .unwrap_or_else(|| ClientIdentity::tether().info);
+    };
     let options = RequestOptions {
-        logs: meta.contains_key(protocol::META_LOG_LEVEL),
+        logs: meta.log_level.is_some(),
+        meta_complete: meta.info.is_some(),
         param_headers: headers
             .iter()
             .filter(|(name, _)| name.as_str().starts_with(protocol::HEADER_PARAM_PREFIX))
@@ -153,13 +189,11 @@ pub fn validate(
     };
     // Legacy upstreams are offered the client's real capabilities: their
     // server→client requests reach it as `input_required` results.
-    let capabilities = meta
-        .get(protocol::META_CLIENT_CAPABILITIES)
-        .cloned()
-        .unwrap_or_else(|| jsonrpc::to_raw(&json!({})));
     let identity = ClientIdentity {
-        info,
-        capabilities,
+        info: meta
+            .info
+            .map_or_else(|| ClientIdentity::tether().info, RawValue::to_owned),
+        capabilities: capabilities.to_owned(),
         credentials: None,
     };
     Ok((identity, options))
@@ -169,7 +203,7 @@ pub fn validate(
 mod tests {
     use super::*;
 
-    fn request(method: &str, name: Option<&str>, version: &str) -> (Request, RawObject) {
+    fn request(method: &str, name: Option<&str>, version: &str) -> Request {
         let mut params = json!({"_meta": {
             "io.modelcontextprotocol/protocolVersion": version,
             "io.modelcontextprotocol/clientCapabilities": {},
@@ -181,26 +215,25 @@ mod tests {
         let Ok(Incoming::Request(request)) = Incoming::parse(body.to_string().into()) else {
             panic!("a request")
         };
-        let p = request.params_object().unwrap();
-        (request, p)
+        request
     }
 
     use crate::downstream::test_headers as headers;
 
     #[test]
     fn accepts_matching_headers_including_sentinel() {
-        let (msg, p) = request("tools/call", Some("héllo"), "2026-07-28");
+        let msg = request("tools/call", Some("héllo"), "2026-07-28");
         let h = headers(&[
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "tools/call"),
             ("mcp-name", &protocol::encode_header_value("héllo")),
         ]);
-        assert!(validate(&h, &msg, &p).is_ok());
+        assert!(validate(&h, &msg).is_ok());
     }
 
     #[test]
     fn rejects_mismatches_and_unknown_versions() {
-        let (msg, p) = request("tools/call", Some("a"), "2026-07-28");
+        let msg = request("tools/call", Some("a"), "2026-07-28");
         let cases = [
             (
                 vec![("mcp-method", "tools/call"), ("mcp-name", "a")],
@@ -235,16 +268,16 @@ mod tests {
             ),
         ];
         for (pairs, code) in cases {
-            let r = validate(&headers(&pairs), &msg, &p).err().unwrap();
+            let r = validate(&headers(&pairs), &msg).err().unwrap();
             assert_eq!(r.error.code, code, "{pairs:?}");
             assert_eq!(r.status, http::StatusCode::BAD_REQUEST);
         }
-        let (msg, p) = request("tools/list", None, "2099-01-01");
+        let msg = request("tools/list", None, "2099-01-01");
         let h = headers(&[
             ("mcp-protocol-version", "2099-01-01"),
             ("mcp-method", "tools/list"),
         ]);
-        let r = validate(&h, &msg, &p).err().unwrap();
+        let r = validate(&h, &msg).err().unwrap();
         assert_eq!(r.error.code, protocol::ERROR_UNSUPPORTED_VERSION);
         assert_eq!(r.error.data.unwrap()["requested"], "2099-01-01");
     }

@@ -198,11 +198,7 @@ async fn modern(
     if let Some(answer) = to_waiting_node(app, &sent, &request).await {
         return answer;
     }
-    let params = match request.params_object() {
-        Ok(p) => p,
-        Err(e) => return reply::error(StatusCode::BAD_REQUEST, code::INVALID_PARAMS, e.message()),
-    };
-    let (identity, options) = match modern_request::validate(headers, &request, &params) {
+    let (identity, options) = match modern_request::validate(headers, &request) {
         Ok(v) => v,
         Err(r) => return reply::json(r.status, r.error.to_response(Some(&request.id))),
     };

@@ -22,6 +22,9 @@ pub struct RequestOptions {
     pub logs: bool,
     /// `Mcp-Param-*` headers to pass on to modern upstreams unchanged.
     pub param_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The request's `_meta` already names the protocol version, client
+    /// info and capabilities (modern upstreams get it as it was sent).
+    pub meta_complete: bool,
 }
 
 impl Default for RequestOptions {
@@ -29,6 +32,7 @@ impl Default for RequestOptions {
         RequestOptions {
             logs: true,
             param_headers: Vec::new(),
+            meta_complete: false,
         }
     }
 }

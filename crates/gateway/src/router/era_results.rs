@@ -2,6 +2,7 @@
 //! upstream does not send, and what a legacy client cannot receive.
 
 use bytes::Bytes;
+use tether_wire::fields;
 use tether_wire::jsonrpc::{self, Message, Method, RawObject};
 use tether_wire::protocol::Era;
 
@@ -28,6 +29,17 @@ fn complete_for_modern(method: &Method, body: Bytes) -> Bytes {
     let Some(result) = msg.result.as_ref() else {
         return body;
     };
+    // Most modern upstreams send what a modern client needs: find that out
+    // without building the result.
+    let needed: &[&str] = if method.is_cacheable() {
+        &["resultType", "ttlMs", "cacheScope"]
+    } else {
+        &["resultType"]
+    };
+    let all = (1u64 << needed.len()) - 1;
+    if fields::keys_present(result.get(), needed) == Some(all) {
+        return body;
+    }
     let Ok(mut obj) = serde_json::from_str::<RawObject>(result.get()) else {
         return body;
     };

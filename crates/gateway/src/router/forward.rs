@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tether_wire::jsonrpc::{ErrorObject, Method, RawObject, Request, code};
+use tether_wire::protocol::Era;
 use tokio::sync::mpsc;
 
 use super::connector::Connector;
@@ -57,7 +58,6 @@ impl Forwarder {
         request: Request,
         params: Option<RawObject>,
     ) -> Outcome {
-        let name = request.name_value(params.as_ref());
         let mut last_error = None;
         for attempt in 0..2 {
             let session = match self.connector.session_for(ctx, upstream).await {
@@ -65,9 +65,15 @@ impl Forwarder {
                 Err(e) => return unavailable(&request, upstream, &e, false),
             };
             let level = ctx.log_level();
-            let body = match session.prepare(&request, params.as_ref(), level.as_deref()) {
+            let as_sent = ctx.options.meta_complete;
+            let body = match session.prepare(&request, params.as_ref(), level.as_deref(), as_sent) {
                 Ok(b) => b,
                 Err(e) => return error(&request, code::INVALID_PARAMS, e.message()),
+            };
+            // Only a modern upstream is told the name (in `Mcp-Name`).
+            let name = match session.era {
+                Era::Modern => request.name_value(params.as_ref()),
+                Era::Legacy => None,
             };
             let reply = session
                 .request(

@@ -233,7 +233,7 @@ impl InputRounds {
         let level = self.ctx.log_level();
         let body = self
             .session
-            .prepare(&retry, Some(&params), level.as_deref())
+            .prepare(&retry, Some(&params), level.as_deref(), false)
             .map_err(InputFailure::Retry)?;
         let reply = self
             .session

@@ -203,7 +203,7 @@ async fn open(
         )),
     );
     let body = session
-        .prepare(&request, None, None)
+        .prepare(&request, None, None, false)
         .map_err(ListenFailure::Request)?;
     match session.request(body, &request.method, None, &[]).await {
         Ok(Reply::Stream(stream)) => Ok(stream.without_idle_timeout()),

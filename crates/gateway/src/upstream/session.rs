@@ -379,15 +379,22 @@ impl UpstreamSession {
     /// nothing changes; otherwise with `params` replaced and, for modern
     /// upstreams, the per-request `_meta` identity added. `log_level` is the
     /// legacy client's `logging/setLevel` choice, which a modern upstream
-    /// needs in every request's `_meta` to send log messages.
+    /// needs in every request's `_meta` to send log messages. `meta_complete`:
+    /// the request's own `_meta` already names the protocol version, client
+    /// info and capabilities (a 2026-07-28 client's request), so a modern
+    /// upstream gets it as it was sent.
     pub fn prepare(
         &self,
         request: &Request,
         params: Option<&RawObject>,
         log_level: Option<&str>,
+        meta_complete: bool,
     ) -> Result<Bytes, EnvelopeError> {
         let params = match (params, self.era) {
             (None, Era::Legacy) => return Ok(request.raw.clone()),
+            (None, Era::Modern) if meta_complete && log_level.is_none() => {
+                return Ok(request.raw.clone());
+            }
             (Some(p), Era::Legacy) => jsonrpc::to_raw(p),
             (given, Era::Modern) => {
                 let mut params = match given {
@@ -521,7 +528,7 @@ impl UpstreamSession {
             Some(jsonrpc::to_raw(&params)),
         );
         let body = self
-            .prepare(&request, None, None)
+            .prepare(&request, None, None, false)
             .map_err(UpstreamError::malformed)?;
         first_response(self.request(body, &request.method, None, &[]).await?).await
     }

@@ -9,6 +9,7 @@
 mod evict;
 mod idle;
 mod transports;
+mod wrk;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -27,8 +28,30 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Comma-separated numbers of concurrent client sessions.
-    #[arg(long, default_value = "1,64", value_delimiter = ',')]
+    #[arg(long, default_value = "1,16", value_delimiter = ',')]
     concurrency: Vec<usize>,
+    /// Client eras (comma-separated): `legacy` (initialize + session) and
+    /// `modern` (2026-07-28 stateless requests with `_meta`).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "legacy,modern",
+        value_delimiter = ','
+    )]
+    era: Vec<ClientEra>,
+    /// Tether endpoints (comma-separated): `single` (`/u/demo/mcp`) and
+    /// `federated` (`/mcp`, tool names prefixed).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "single,federated",
+        value_delimiter = ','
+    )]
+    endpoint: Vec<Endpoint>,
+    /// Drive the same cases with wrk (an independent HTTP load generator,
+    /// Debian package `wrk`) instead of this tool's client.
+    #[arg(long)]
+    wrk: bool,
     /// Alternating direct/through rounds per concurrency level; the summary
     /// line gives the medians (a shared VM is noisy from one minute to the next).
     #[arg(long, default_value_t = 3)]
@@ -82,6 +105,24 @@ struct Args {
     /// With `--url`: the tool to call.
     #[arg(long, default_value = "demo__echo")]
     tool: String,
+}
+
+/// How the load's client speaks MCP.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum ClientEra {
+    /// `initialize`, then calls in the session (`Mcp-Session-Id`).
+    Legacy,
+    /// 2026-07-28: every call stands alone, identity in `_meta`.
+    Modern,
+}
+
+/// Which Tether endpoint the through-Tether case uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum Endpoint {
+    /// `/u/demo/mcp`: one upstream, names as the upstream has them.
+    Single,
+    /// `/mcp`: every upstream, names prefixed (`demo__echo`).
+    Federated,
 }
 
 /// The client that drives the load.
@@ -166,20 +207,57 @@ struct Session {
     version: String,
     /// A bearer token sent with every request (`--auth`).
     bearer: Option<String>,
+    era: ClientEra,
+}
+
+/// The 2026-07-28 protocol version.
+const MODERN: &str = "2026-07-28";
+
+impl Session {
+    /// The headers every request of this session carries.
+    fn headers(&self, body: &Value) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("content-type", "application/json".to_owned()),
+            ("accept", "application/json, text/event-stream".to_owned()),
+            ("mcp-protocol-version", self.version.clone()),
+        ];
+        if let Some(id) = &self.id {
+            h.push(("mcp-session-id", id.clone()));
+        }
+        if let Some(token) = &self.bearer {
+            h.push(("authorization", format!("Bearer {token}")));
+        }
+        if self.era == ClientEra::Modern {
+            h.push((
+                "mcp-method",
+                body["method"].as_str().unwrap_or("").to_owned(),
+            ));
+            if let Some(name) = body["params"]["name"].as_str() {
+                h.push(("mcp-name", name.to_owned()));
+            }
+        }
+        h
+    }
+
+    /// A `tools/call` of `tool` with id `n`, in this session's era.
+    fn call(&self, n: u64, tool: &str) -> Value {
+        let mut body = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"text": "hello"}}});
+        if self.era == ClientEra::Modern {
+            body["params"]["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientInfo": {"name": "tether-bench", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {},
+            });
+        }
+        body
+    }
 }
 
 async fn post(http: &reqwest::Client, s: &Session, body: &Value) -> (Option<String>, Value) {
-    let mut req = http
-        .post(&s.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", &s.version)
-        .body(body.to_string());
-    if let Some(id) = &s.id {
-        req = req.header("mcp-session-id", id);
-    }
-    if let Some(token) = &s.bearer {
-        req = req.bearer_auth(token);
+    let mut req = http.post(&s.url).body(body.to_string());
+    for (name, value) in s.headers(body) {
+        req = req.header(name, value);
     }
     let resp = req.send().await.expect("request");
     let sid = resp
@@ -195,16 +273,27 @@ async fn post(http: &reqwest::Client, s: &Session, body: &Value) -> (Option<Stri
 }
 
 async fn open(http: &reqwest::Client, url: &str) -> Session {
-    open_as(http, url, None).await
+    open_as(http, url, None, ClientEra::Legacy).await
 }
 
-async fn open_as(http: &reqwest::Client, url: &str, bearer: Option<&str>) -> Session {
+/// A session at `url`: a legacy one initialized, a modern one (nothing to open).
+async fn open_as(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    era: ClientEra,
+) -> Session {
     let mut s = Session {
         url: url.into(),
         id: None,
         version: "2025-11-25".into(),
         bearer: bearer.map(str::to_owned),
+        era,
     };
+    if era == ClientEra::Modern {
+        s.version = MODERN.into();
+        return s;
+    }
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "tether-bench", "version": "1"}}});
     let (sid, reply) = post(http, &s, &init).await;
@@ -227,8 +316,9 @@ async fn load(
     concurrency: usize,
     window: (Duration, Duration),
     bearer: Option<&str>,
+    era: ClientEra,
 ) -> (Vec<u32>, u64) {
-    load_at(url, url, tool, concurrency, window, bearer).await
+    load_at(url, url, tool, concurrency, window, bearer, era).await
 }
 
 /// [`load`] with the sessions opened at `url` and the calls sent to `call_url`.
@@ -239,6 +329,7 @@ async fn load_at(
     concurrency: usize,
     window: (Duration, Duration),
     bearer: Option<&str>,
+    era: ClientEra,
 ) -> (Vec<u32>, u64) {
     let (warmup, measure) = window;
     let http = reqwest::Client::builder()
@@ -248,7 +339,7 @@ async fn load_at(
         .expect("client");
     let mut sessions = Vec::new();
     for _ in 0..concurrency {
-        let mut session = open_as(&http, url, bearer).await;
+        let mut session = open_as(&http, url, bearer, era).await;
         session.url = call_url.into();
         sessions.push(session);
     }
@@ -263,8 +354,7 @@ async fn load_at(
             let mut n = 0u64;
             loop {
                 n += 1;
-                let body = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
-                    "params": {"name": &*tool, "arguments": {"text": "hello"}}});
+                let body = s.call(n, &tool);
                 let t0 = Instant::now();
                 let (_, reply) = post(&http, &s, &body).await;
                 let t1 = Instant::now();
@@ -276,11 +366,13 @@ async fn load_at(
                     lat.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
                 }
             }
-            let _ = http
-                .delete(&s.url)
-                .header("mcp-session-id", s.id.clone().unwrap_or_default())
-                .send()
-                .await;
+            if let Some(id) = &s.id {
+                let _ = http
+                    .delete(&s.url)
+                    .header("mcp-session-id", id)
+                    .send()
+                    .await;
+            }
             (lat, n)
         })
     });
@@ -345,13 +437,7 @@ async fn main() {
     });
     let upstream = spawn(
         &bin,
-        &[
-            "demo-upstream",
-            "--listen",
-            "127.0.0.1:0",
-            "--era",
-            "legacy",
-        ],
+        &["demo-upstream", "--listen", "127.0.0.1:0", "--era", "dual"],
     );
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -394,76 +480,177 @@ async fn main() {
         return;
     }
     let measure = Duration::from_secs(args.seconds.max(1));
-    let warmup = Duration::from_secs(1);
     println!(
-        "tools/call echo, {}s per case after 1s warm-up; latency in µs",
-        measure.as_secs()
-    );
-    println!(
-        "{:>5} {:>7} {:>7} {:>7} {:>9} {:>13} {:>13} | {:>6} {:>6} {:>6}",
-        "conc",
-        "path",
-        "p50",
-        "p99",
-        "req/s",
-        "upstream-cpu",
-        "tether-cpu",
-        "+p50",
-        "+p99",
-        "thru×"
-    );
-    let cpu = |p: &Proc| cpu_micros(p.0.id()).unwrap_or(0);
-    for &c in &args.concurrency {
-        let mut added_p50 = Vec::new();
-        let mut added_p99 = Vec::new();
-        let mut ratio = Vec::new();
-        for _ in 0..args.rounds.max(1) {
-            let (u0, g0) = (cpu(&upstream), cpu(&gateway));
-            let window = (warmup, measure);
-            let (direct, direct_calls) = load(&upstream.1, "echo", c, window, None).await;
-            let (u1, g1) = (cpu(&upstream), cpu(&gateway));
-            let (through, through_calls) =
-                load(&gateway.1, "demo__echo", c, window, bearer.as_deref()).await;
-            let (u2, g2) = (cpu(&upstream), cpu(&gateway));
-            let d = stats(&direct, measure.as_secs_f64());
-            let t = stats(&through, measure.as_secs_f64());
-            let per = |us: u64, n: u64| format!("{:.1}µs/req", us as f64 / n.max(1) as f64);
-            println!(
-                "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} |",
-                "direct",
-                d.p50,
-                d.p99,
-                d.rps,
-                per(u1 - u0, direct_calls),
-                per(g1 - g0, direct_calls)
-            );
-            println!(
-                "{c:>5} {:>7} {:>7.0} {:>7.0} {:>9.0} {:>13} {:>13} | {:>6.0} {:>6.0} {:>6.2}",
-                "tether",
-                t.p50,
-                t.p99,
-                t.rps,
-                per(u2 - u1, through_calls),
-                per(g2 - g1, through_calls),
-                t.p50 - d.p50,
-                t.p99 - d.p99,
-                t.rps / d.rps
-            );
-            added_p50.push(t.p50 - d.p50);
-            added_p99.push(t.p99 - d.p99);
-            ratio.push(t.rps / d.rps);
+        "tools/call echo, {}s per case after 1s warm-up, load by {}; latency in µs; CPU per call of each process",
+        measure.as_secs(),
+        if args.wrk {
+            "wrk"
+        } else {
+            "this tool's client"
         }
-        println!(
-            "{c:>5} {:>7} {:>71} | {:>6.0} {:>6.0} {:>6.2}",
-            "median",
-            "",
-            median(&mut added_p50),
-            median(&mut added_p99),
-            median(&mut ratio)
-        );
+    );
+    let gateway_base = gateway.1.trim_end_matches("/mcp").to_owned();
+    for &endpoint in &args.endpoint {
+        let (through_url, through_tool) = match endpoint {
+            Endpoint::Single => (format!("{gateway_base}/u/demo/mcp"), "echo"),
+            Endpoint::Federated => (gateway.1.clone(), "demo__echo"),
+        };
+        for &era in &args.era {
+            println!("\n{endpoint:?} endpoint, {era:?} client");
+            println!(
+                "{:>5} {:>7} {:>7} {:>7} {:>9} {:>10} {:>10} {:>10} | {:>6} {:>6} {:>6} {:>7}",
+                "conc",
+                "path",
+                "p50",
+                "p99",
+                "req/s",
+                "client",
+                "upstream",
+                "tether",
+                "+p50",
+                "+p99",
+                "thru×",
+                "cpu t/u"
+            );
+            for &c in &args.concurrency {
+                let mut added_p50 = Vec::new();
+                let mut added_p99 = Vec::new();
+                let mut ratio = Vec::new();
+                let mut cpu_ratio = Vec::new();
+                for _ in 0..args.rounds.max(1) {
+                    let run = |url: String, tool: &'static str, bearer: Option<String>| {
+                        let processes = (&upstream, &gateway);
+                        let dir = &dir;
+                        async move {
+                            let case = Case {
+                                url,
+                                tool,
+                                concurrency: c,
+                                era,
+                                measure,
+                                bearer,
+                            };
+                            measure_case(&case, args.wrk, processes, dir).await
+                        }
+                    };
+                    let d = run(upstream.1.clone(), "echo", None).await;
+                    let t = run(through_url.clone(), through_tool, bearer.clone()).await;
+                    d.print(c, "direct", None);
+                    t.print(c, "tether", Some(&d));
+                    added_p50.push(t.p50 - d.p50);
+                    added_p99.push(t.p99 - d.p99);
+                    ratio.push(t.rps / d.rps);
+                    cpu_ratio.push(t.tether_cpu / d.upstream_cpu);
+                }
+                println!(
+                    "{c:>5} {:>7} {:>67} | {:>6.0} {:>6.0} {:>6.2} {:>7.2}",
+                    "median",
+                    "",
+                    median(&mut added_p50),
+                    median(&mut added_p99),
+                    median(&mut ratio),
+                    median(&mut cpu_ratio)
+                );
+            }
+        }
     }
     drop(gateway);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One measured load: where, which tool, how many sessions, which era.
+struct Case {
+    url: String,
+    tool: &'static str,
+    concurrency: usize,
+    era: ClientEra,
+    measure: Duration,
+    bearer: Option<String>,
+}
+
+/// What one case measured: latency, throughput, CPU per call (µs) of the
+/// client, the upstream and the gateway.
+struct Measured {
+    p50: f64,
+    p99: f64,
+    rps: f64,
+    client_cpu: f64,
+    upstream_cpu: f64,
+    tether_cpu: f64,
+}
+
+impl Measured {
+    fn print(&self, c: usize, path: &str, direct: Option<&Measured>) {
+        let cpu = |v: f64| {
+            if v.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{v:.1}")
+            }
+        };
+        print!(
+            "{c:>5} {path:>7} {:>7.0} {:>7.0} {:>9.0} {:>10} {:>10} {:>10} |",
+            self.p50,
+            self.p99,
+            self.rps,
+            cpu(self.client_cpu),
+            cpu(self.upstream_cpu),
+            cpu(self.tether_cpu),
+        );
+        match direct {
+            Some(d) => println!(
+                " {:>6.0} {:>6.0} {:>6.2} {:>7.2}",
+                self.p50 - d.p50,
+                self.p99 - d.p99,
+                self.rps / d.rps,
+                self.tether_cpu / d.upstream_cpu
+            ),
+            None => println!(),
+        }
+    }
+}
+
+/// Runs `case` with this tool's client or wrk, reading the CPU time the
+/// upstream and the gateway spent on it.
+async fn measure_case(
+    case: &Case,
+    wrk: bool,
+    (upstream, gateway): (&Proc, &Proc),
+    dir: &std::path::Path,
+) -> Measured {
+    let cpu = |p: &Proc| cpu_micros(p.0.id()).unwrap_or(0);
+    let me = std::process::id();
+    let (u0, g0, c0) = (cpu(upstream), cpu(gateway), cpu_micros(me).unwrap_or(0));
+    let (stats, calls, client_cpu) = if wrk {
+        let (stats, calls) = wrk::load(case, dir).await;
+        (stats, calls, f64::NAN)
+    } else {
+        let window = (Duration::from_secs(1), case.measure);
+        let (lat, calls) = load(
+            &case.url,
+            case.tool,
+            case.concurrency,
+            window,
+            case.bearer.as_deref(),
+            case.era,
+        )
+        .await;
+        let client = cpu_micros(me).unwrap_or(0) - c0;
+        (
+            stats(&lat, case.measure.as_secs_f64()),
+            calls,
+            client as f64 / calls.max(1) as f64,
+        )
+    };
+    let per = |us: u64| us as f64 / calls.max(1) as f64;
+    Measured {
+        p50: stats.p50,
+        p99: stats.p99,
+        rps: stats.rps,
+        client_cpu,
+        upstream_cpu: per(cpu(upstream) - u0),
+        tether_cpu: per(cpu(gateway) - g0),
+    }
 }
 
 /// `--url`: loads a running endpoint and prints a JSON line per level.
@@ -472,7 +659,16 @@ async fn load_endpoint(args: &Args, url: &str) {
     let call_url = args.call_url.as_deref().unwrap_or(url);
     for &c in &args.concurrency {
         let window = (Duration::from_secs(1), measure);
-        let (lat, _) = load_at(url, call_url, &args.tool, c, window, None).await;
+        let (lat, _) = load_at(
+            url,
+            call_url,
+            &args.tool,
+            c,
+            window,
+            None,
+            ClientEra::Legacy,
+        )
+        .await;
         let s = stats(&lat, measure.as_secs_f64());
         println!(
             "{}",
@@ -592,6 +788,7 @@ async fn sessions_report(
                 id: s.id.clone(),
                 version: s.version.clone(),
                 bearer: None,
+                era: ClientEra::Legacy,
             };
             let t0 = Instant::now();
             let (_, r) = post(&http, &on_b, &echo(2)).await;

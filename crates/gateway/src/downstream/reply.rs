@@ -70,18 +70,28 @@ impl Accepts {
                 sse: true,
             };
         };
-        let has = |m: &str| {
-            v.split(',').any(|p| {
-                p.split(';')
-                    .next()
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case(m))
-            })
+        // One pass over the media ranges, parameters ignored.
+        let mut accepts = Accepts {
+            json: false,
+            sse: false,
         };
-        let any = has("*/*");
-        Accepts {
-            json: any || has("application/json") || has("application/*"),
-            sse: any || has("text/event-stream") || has("text/*"),
+        for range in v.split(',') {
+            let media = range.split(';').next().unwrap_or("").trim();
+            let (kind, sub) = media.split_once('/').unwrap_or((media, ""));
+            let any_sub = sub == "*";
+            if kind == "*" && any_sub {
+                return Accepts {
+                    json: true,
+                    sse: true,
+                };
+            }
+            if kind.eq_ignore_ascii_case("application") {
+                accepts.json |= any_sub || sub.eq_ignore_ascii_case("json");
+            } else if kind.eq_ignore_ascii_case("text") {
+                accepts.sse |= any_sub || sub.eq_ignore_ascii_case("event-stream");
+            }
         }
+        accepts
     }
 }
 
@@ -388,5 +398,14 @@ mod tests {
         h.insert(header::ACCEPT, "text/html".parse().unwrap());
         let a = Accepts::from_headers(&h);
         assert!(!a.json && !a.sse);
+        h.insert(
+            header::ACCEPT,
+            "Application/*; q=0.5, TEXT/html".parse().unwrap(),
+        );
+        let a = Accepts::from_headers(&h);
+        assert!(a.json && !a.sse);
+        h.insert(header::ACCEPT, "image/png, */*;q=0.1".parse().unwrap());
+        let a = Accepts::from_headers(&h);
+        assert!(a.json && a.sse);
     }
 }

@@ -137,6 +137,11 @@ pub fn parse_response(
         (false, false, Some(n)) => Framing::Length(n),
         (false, false, None) => Framing::UntilClose,
     };
+    // Both lengths at once may be an attempt at response smuggling: the
+    // chunked coding wins and the connection is not reused (RFC 9112 §6.3).
+    if chunked && length.is_some() {
+        close = true;
+    }
     let _ = buf.split_to(len);
     Ok(Some(ResponseHead {
         status,
@@ -207,6 +212,16 @@ mod tests {
         );
         assert_eq!(h.framing, Framing::Chunked);
         assert!(!h.keep_alive);
+
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::POST,
+        );
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(
+            !h.keep_alive,
+            "a response with both lengths is not kept alive"
+        );
 
         let h = head(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n",

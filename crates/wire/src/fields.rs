@@ -1,7 +1,7 @@
-//! Reading what the relay needs from a raw JSON object — which keys it has,
-//! one string member — in one pass that skips every other value, without
-//! building the object (no map, no boxed values): the hot path asks these
-//! questions of every request and response.
+//! Reading what the relay needs from a raw JSON object — which keys one of
+//! its members has, one string member — in one pass that skips every other
+//! value, without building the object (no map, no boxed values): the hot
+//! path asks these questions of every request and response.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,11 +9,13 @@ use std::fmt;
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-/// Which of `keys` (at most 64) the object `raw` has at its top level: bit
-/// `i` for `keys[i]`. `None` when `raw` is not a JSON object.
-pub fn keys_present(raw: &str, keys: &[&str]) -> Option<u64> {
+/// Which of `keys` (at most 64) the object member `member` of the object
+/// `raw` has at its top level — bit `i` for `keys[i]` — read in one pass
+/// over `raw`. `None` when
+/// `raw` is not an object or `member` is missing or not an object.
+pub fn member_keys_present(raw: &str, member: &str, keys: &[&str]) -> Option<u64> {
     debug_assert!(keys.len() <= 64);
-    run(raw, KeysPresent(keys))
+    run(raw, MemberKeys { member, keys }).flatten()
 }
 
 /// The string member `key` of the object `raw`; `None` when `raw` is not an
@@ -77,6 +79,37 @@ impl<'de> Visitor<'de> for KeysPresent<'_> {
     }
 }
 
+struct MemberKeys<'k> {
+    member: &'k str,
+    keys: &'k [&'k str],
+}
+
+impl<'de> DeserializeSeed<'de> for MemberKeys<'_> {
+    type Value = Option<u64>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberKeys<'_> {
+    type Value = Option<u64>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
+        let mut found: Option<u64> = None;
+        while let Some(Key(key)) = map.next_key()? {
+            if found.is_none() && key == self.member {
+                // A member that is not an object fails the whole read: `None`.
+                found = Some(map.next_value_seed(KeysPresent(self.keys))?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
 struct StrField<'k>(&'k str);
 
 impl<'de> DeserializeSeed<'de> for StrField<'_> {
@@ -112,12 +145,23 @@ mod tests {
 
     #[test]
     fn finds_top_level_keys_only() {
-        let raw = r#"{"content":[{"resultType":"x"}],"ttl\u004ds":1,"isError":false}"#;
+        let raw = r#"{"r":{"content":[{"resultType":"x"}],"ttl\u004ds":1,"isError":false}}"#;
         let keys = ["resultType", "ttlMs", "isError"];
-        assert_eq!(keys_present(raw, &keys), Some(0b110));
-        assert_eq!(keys_present("[1,2]", &keys), None);
-        assert_eq!(keys_present("{} x", &keys), None);
-        assert_eq!(keys_present("{}", &keys), Some(0));
+        assert_eq!(member_keys_present(raw, "r", &keys), Some(0b110));
+        assert_eq!(member_keys_present("[1,2]", "r", &keys), None);
+        assert_eq!(member_keys_present(r#"{"r":{}} x"#, "r", &keys), None);
+        assert_eq!(member_keys_present(r#"{"r":{}}"#, "r", &keys), Some(0));
+    }
+
+    #[test]
+    fn finds_keys_of_a_member() {
+        let keys = ["resultType", "ttlMs"];
+        let ok = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"resultType":"complete"}}"#;
+        assert_eq!(member_keys_present(ok, "result", &keys), Some(0b01));
+        let error = r#"{"jsonrpc":"2.0","id":1,"error":{"code":1}}"#;
+        assert_eq!(member_keys_present(error, "result", &keys), None);
+        let odd = r#"{"result":[1],"id":1}"#;
+        assert_eq!(member_keys_present(odd, "result", &keys), None);
     }
 
     #[test]

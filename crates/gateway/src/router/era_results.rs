@@ -20,6 +20,20 @@ pub fn adapt_response(client_era: Era, method: &Method, body: Bytes) -> Bytes {
 }
 
 fn complete_for_modern(method: &Method, body: Bytes) -> Bytes {
+    // Most modern upstreams send what a modern client needs: find that out
+    // in one pass, without building the message or its result.
+    let needed: &[&str] = if method.is_cacheable() {
+        &["resultType", "ttlMs", "cacheScope"]
+    } else {
+        &["resultType"]
+    };
+    let all = (1u64 << needed.len()) - 1;
+    let complete = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|text| fields::member_keys_present(text, "result", needed));
+    if complete == Some(all) {
+        return body;
+    }
     let Ok(mut msg) = Message::parse(&body) else {
         return body;
     };
@@ -29,17 +43,6 @@ fn complete_for_modern(method: &Method, body: Bytes) -> Bytes {
     let Some(result) = msg.result.as_ref() else {
         return body;
     };
-    // Most modern upstreams send what a modern client needs: find that out
-    // without building the result.
-    let needed: &[&str] = if method.is_cacheable() {
-        &["resultType", "ttlMs", "cacheScope"]
-    } else {
-        &["resultType"]
-    };
-    let all = (1u64 << needed.len()) - 1;
-    if fields::keys_present(result.get(), needed) == Some(all) {
-        return body;
-    }
     let Ok(mut obj) = serde_json::from_str::<RawObject>(result.get()) else {
         return body;
     };

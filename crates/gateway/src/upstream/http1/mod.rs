@@ -135,7 +135,11 @@ impl Pool {
         None
     }
 
-    fn give_back(&self, conn: Conn) {
+    fn give_back(&self, mut conn: Conn) {
+        // An idle connection holds no read buffer (the last one may sit in
+        // a large allocation a big response head grew); the next read
+        // allocates one.
+        conn.buf = BytesMut::new();
         let mut idle = lock(&self.idle);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
@@ -410,6 +414,8 @@ mod tests {
         (url, conns)
     }
 
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
     async fn post(client: &Client, body: &'static [u8]) -> Result<Response, Error> {
         let body = Bytes::from_static(body);
         client
@@ -448,9 +454,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idle_connection_holds_no_read_buffer() {
+        // A 40 KiB response head grows the read buffer while it arrives.
+        let mut big = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-big: ".to_vec();
+        big.resize(big.len() + 40_000, b'x');
+        big.extend_from_slice(b"\r\n\r\nok");
+        let (url, _) = server(vec![Box::leak(big.into_boxed_slice()), OK]).await;
+        let client = Client::for_url(&url, Duration::from_secs(5)).unwrap();
+        let r = post(&client, b"{}").await.unwrap();
+        assert_eq!(r.headers["x-big"].len(), 40_000);
+        assert_eq!(body(r).await, b"ok");
+        let kept = lock(&client.pool.idle)[0].conn.buf.capacity();
+        assert_eq!(kept, 0, "an idle connection holds no read buffer");
+        let r = post(&client, b"{}").await.unwrap();
+        assert_eq!(body(r).await, b"ok");
+    }
+
+    #[tokio::test]
     async fn a_connection_closed_while_idle_is_replaced() {
         // Each connection answers once, then the server closes it.
-        let (url, conns) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
+        let (url, conns) = server(vec![OK]).await;
         let client = Client::for_url(&url, Duration::from_secs(5)).unwrap();
         for _ in 0..3 {
             let r = post(&client, b"{}").await.unwrap();

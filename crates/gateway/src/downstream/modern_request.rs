@@ -47,11 +47,30 @@ pub fn declares_meta_version(incoming: &Incoming) -> bool {
         && meta_version(params).is_some()
 }
 
-/// The `params` of a modern request, as far as validation reads them.
-#[derive(Deserialize)]
+/// The `params` of a modern request, as far as validation reads them: one
+/// pass that skips everything else (arguments are never built).
+#[derive(Deserialize, Default)]
 struct Params<'a> {
-    #[serde(rename = "_meta", borrow)]
-    meta: Option<&'a RawValue>,
+    #[serde(rename = "_meta", borrow, default)]
+    meta: Meta<'a>,
+    /// The tool or prompt name, raw (read as a string only when needed).
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    /// The resource URI, raw.
+    #[serde(borrow)]
+    uri: Option<&'a RawValue>,
+}
+
+impl Params<'_> {
+    /// The string member `key` (`name` or `uri`), if it is one.
+    fn str_member(&self, key: &str) -> Option<String> {
+        let raw = match key {
+            "name" => self.name?,
+            "uri" => self.uri?,
+            _ => return None,
+        };
+        serde_json::from_str(raw.get()).ok()
+    }
 }
 
 /// What a modern request's `_meta` says about its client (names as in
@@ -68,12 +87,12 @@ struct Meta<'a> {
     log_level: Option<&'a RawValue>,
 }
 
-/// Reads `_meta` out of the request's params in one pass that skips the
-/// rest (arguments are never built); params that are not an object are
-/// refused as the envelope refuses them.
-fn read_meta(request: &Request) -> Result<Meta<'_>, Rejection> {
+/// Reads the request's params (see [`Params`]); params that are not an
+/// object are refused as the envelope refuses them, and a `_meta` that is
+/// not what it should be reads as absent (its members are then missing).
+fn read_params(request: &Request) -> Result<Params<'_>, Rejection> {
     let Some(raw) = request.params.as_deref() else {
-        return Ok(Meta::default());
+        return Ok(Params::default());
     };
     if !raw.get().trim_start().starts_with('{') {
         let why = request
@@ -82,11 +101,7 @@ fn read_meta(request: &Request) -> Result<Meta<'_>, Rejection> {
             .map_or_else(|| "params must be an object".to_owned(), |e| e.message());
         return Err(reject(code::INVALID_PARAMS, why));
     }
-    let meta = serde_json::from_str::<Params>(raw.get())
-        .ok()
-        .and_then(|p| p.meta)
-        .and_then(|m| serde_json::from_str::<Meta>(m.get()).ok());
-    Ok(meta.unwrap_or_default())
+    Ok(serde_json::from_str::<Params>(raw.get()).unwrap_or_default())
 }
 
 /// Validates a modern request; returns the client identity and per-request
@@ -96,7 +111,8 @@ pub fn validate(
     request: &Request,
 ) -> Result<(ClientIdentity, RequestOptions), Rejection> {
     let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
-    let meta = read_meta(request)?;
+    let params = read_params(request)?;
+    let meta = &params.meta;
     let Some(version) = meta.version.as_deref() else {
         return Err(reject(
             code::INVALID_PARAMS,
@@ -150,8 +166,9 @@ pub fn validate(
         }
         Some(_) => {}
     }
+    let mut name = None;
     if let Some(key) = request.method.name_param() {
-        let body_value = request.str_param(key).unwrap_or_default();
+        let body_value = params.str_member(key).unwrap_or_default();
         let Some(raw) = header(protocol::HEADER_NAME) else {
             return Err(reject(
                 protocol::ERROR_HEADER_MISMATCH,
@@ -168,6 +185,7 @@ pub fn validate(
                 ),
             ));
         }
+        name = Some(body_value);
     }
     let Some(capabilities) = meta.capabilities else {
         return Err(reject(
@@ -181,6 +199,7 @@ pub fn validate(
     let options = RequestOptions {
         logs: meta.log_level.is_some(),
         meta_complete: meta.info.is_some(),
+        name,
         param_headers: headers
             .iter()
             .filter(|(name, _)| name.as_str().starts_with(protocol::HEADER_PARAM_PREFIX))

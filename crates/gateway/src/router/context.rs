@@ -25,6 +25,9 @@ pub struct RequestOptions {
     /// The request's `_meta` already names the protocol version, client
     /// info and capabilities (modern upstreams get it as it was sent).
     pub meta_complete: bool,
+    /// The name a modern request mirrors in `Mcp-Name` (tool, prompt or
+    /// resource), as validated against the header.
+    pub name: Option<String>,
 }
 
 impl Default for RequestOptions {
@@ -33,6 +36,7 @@ impl Default for RequestOptions {
             logs: true,
             param_headers: Vec::new(),
             meta_complete: false,
+            name: None,
         }
     }
 }

@@ -125,12 +125,15 @@ impl<'de> Visitor<'de> for StrField<'_> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        // The last occurrence of a repeated key counts, as when the object
+        // is built (and as most JSON readers upstream read it).
         let mut value = None;
         while let Some(Key(key)) = map.next_key()? {
-            if value.is_none() && key == self.0 {
-                if let serde_json::Value::String(s) = map.next_value()? {
-                    value = Some(s);
-                }
+            if key == self.0 {
+                value = match map.next_value()? {
+                    serde_json::Value::String(s) => Some(s),
+                    _ => None,
+                };
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -171,5 +174,10 @@ mod tests {
         assert_eq!(str_field(raw, "n"), None);
         assert_eq!(str_field(raw, "missing"), None);
         assert_eq!(str_field("\"name\"", "name"), None);
+        assert_eq!(
+            str_field(r#"{"uri":"a","uri":"b"}"#, "uri").as_deref(),
+            Some("b")
+        );
+        assert_eq!(str_field(r#"{"uri":"a","uri":1}"#, "uri"), None);
     }
 }

@@ -88,8 +88,7 @@ struct Meta<'a> {
 }
 
 /// Reads the request's params (see [`Params`]); params that are not an
-/// object are refused as the envelope refuses them, and a `_meta` that is
-/// not what it should be reads as absent (its members are then missing).
+/// object, or that repeat a member validation reads, are refused.
 fn read_params(request: &Request) -> Result<Params<'_>, Rejection> {
     let Some(raw) = request.params.as_deref() else {
         return Ok(Params::default());
@@ -101,7 +100,14 @@ fn read_params(request: &Request) -> Result<Params<'_>, Rejection> {
             .map_or_else(|| "params must be an object".to_owned(), |e| e.message());
         return Err(reject(code::INVALID_PARAMS, why));
     }
-    Ok(serde_json::from_str::<Params>(raw.get()).unwrap_or_default())
+    // A repeated member (or a `_meta` that is not an object) is refused with
+    // what is wrong, rather than read one way here and another upstream.
+    serde_json::from_str::<Params>(raw.get()).map_err(|e| {
+        reject(
+            code::INVALID_PARAMS,
+            format!("params could not be read: {e}"),
+        )
+    })
 }
 
 /// Validates a modern request; returns the client identity and per-request
@@ -248,6 +254,25 @@ mod tests {
             ("mcp-name", &protocol::encode_header_value("héllo")),
         ]);
         assert!(validate(&h, &msg).is_ok());
+    }
+
+    #[test]
+    fn a_repeated_member_is_refused_not_read_twice() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b",
+            "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        let Ok(Incoming::Request(msg)) = Incoming::parse(body.into()) else {
+            panic!("a request")
+        };
+        let h = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "b"),
+        ]);
+        let Err(r) = validate(&h, &msg) else {
+            panic!("a repeated name is refused")
+        };
+        assert_eq!(r.error.code, code::INVALID_PARAMS);
+        assert!(r.error.message.contains("duplicate"), "{}", r.error.message);
     }
 
     #[test]

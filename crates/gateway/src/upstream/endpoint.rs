@@ -4,6 +4,7 @@
 //! stream, a DELETE that ends a session — each bounded by the upstream's
 //! timeout.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -156,6 +157,11 @@ impl HttpEndpoint {
         for (k, v) in configured {
             let name = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|e| BuildError::Header(format!("{k:?}: {e}")))?;
+            if FRAMING.contains(&name) {
+                return Err(BuildError::Header(format!(
+                    "{k:?} frames the request and is set by Tether"
+                )));
+            }
             let mut value =
                 HeaderValue::from_str(v).map_err(|e| BuildError::Header(format!("{k:?}: {e}")))?;
             value.set_sensitive(true);
@@ -182,7 +188,10 @@ impl HttpEndpoint {
         }
         // TLS files are checked even for a plain-http URL: a bad file is a
         // configuration error whichever client ends up in use.
-        if let Some(lean) = http1::Client::for_url(&url, connect_timeout) {
+        let lean = (!proxy_configured())
+            .then(|| http1::Client::for_url(&url, connect_timeout))
+            .flatten();
+        if let Some(lean) = lean {
             return Ok(HttpEndpoint::build(
                 url,
                 Client::Lean(lean),
@@ -330,12 +339,19 @@ impl HttpEndpoint {
         let sent = async {
             match &self.client {
                 Client::Lean(client) => {
-                    let target = url.map_or(self.target.as_str(), request_target);
-                    client
-                        .send(&method, target, &self.headers, extra, body)
-                        .await
-                        .map(HttpResponse::from)
-                        .map_err(UpstreamError::from_http1)
+                    let mut target =
+                        Cow::Borrowed(url.map_or(self.target.as_str(), request_target));
+                    for _ in 0..=MAX_REDIRECTS {
+                        let resp = client
+                            .send(&method, &target, &self.headers, extra, body.clone())
+                            .await
+                            .map_err(UpstreamError::from_http1)?;
+                        match self.same_origin_redirect(&target, &resp) {
+                            Some(next) => target = Cow::Owned(next),
+                            None => return Ok(HttpResponse::from(resp)),
+                        }
+                    }
+                    Err(UpstreamError::Protocol("too many redirects".into()))
                 }
                 Client::General(client) => {
                     let mut req = client
@@ -358,6 +374,26 @@ impl HttpEndpoint {
     }
 }
 
+/// Redirects followed at most per request.
+const MAX_REDIRECTS: usize = 5;
+
+/// Headers that frame a request: Tether writes them, a definition may not.
+static FRAMING: [HeaderName; 5] = [
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONNECTION,
+    http::header::UPGRADE,
+    http::header::TE,
+];
+
+/// Whether an HTTP proxy is configured in the environment: then every
+/// request takes the general client, which honours it (and `NO_PROXY`).
+fn proxy_configured() -> bool {
+    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+}
+
 static SESSION_ID: HeaderName = HeaderName::from_static(protocol::HEADER_SESSION_ID);
 static PROTOCOL_VERSION: HeaderName = HeaderName::from_static(protocol::HEADER_PROTOCOL_VERSION);
 static METHOD: HeaderName = HeaderName::from_static(protocol::HEADER_METHOD);
@@ -366,6 +402,21 @@ static LAST_EVENT_ID: HeaderName = HeaderName::from_static(protocol::HEADER_LAST
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 static SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
 static JSON_OR_SSE: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+
+impl HttpEndpoint {
+    /// Where a 307/308 answer to a request for `target` sends it again, when
+    /// that is on the upstream's origin (the request is then repeated as it
+    /// was: the upstream did not act on it). Other answers, and redirects
+    /// elsewhere, are the answer.
+    fn same_origin_redirect(&self, target: &str, resp: &http1::Response) -> Option<String> {
+        if !matches!(resp.status.as_u16(), 307 | 308) {
+            return None;
+        }
+        let location = resp.headers.get(http::header::LOCATION)?.to_str().ok()?;
+        let next = self.url.join(target).ok()?.join(location).ok()?;
+        (next.origin() == self.url.origin()).then(|| request_target(&next).to_owned())
+    }
+}
 
 /// A header value from text Tether was given (a client's or upstream's).
 fn value(text: &str) -> Result<HeaderValue, UpstreamError> {
@@ -430,4 +481,72 @@ pub async fn read_body(mut resp: HttpResponse, timeout: Duration) -> Result<Byte
         }
     }
     Ok(first.unwrap_or_else(|| Bytes::from(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn endpoint(url: &str, headers: &[(&str, &str)]) -> Result<HttpEndpoint, BuildError> {
+        let configured = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = UpstreamConfig::http("up", url);
+        HttpEndpoint::new(&config, &TlsMaterial::default(), &configured)
+    }
+
+    /// A server that redirects `/mcp` to `/mcp/` (307, as web frameworks
+    /// do for a mount point) and answers there; the paths it was asked for.
+    async fn redirecting_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                        let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                        let answer: &[u8] = if path == "/mcp" {
+                            b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /mcp/\r\ncontent-length: 0\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                        };
+                        let _ = tx.send(path);
+                        s.write_all(answer).await.unwrap();
+                    }
+                });
+            }
+        });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn follows_a_same_origin_redirect_with_the_same_request() {
+        let (url, mut asked) = redirecting_server().await;
+        let endpoint = endpoint(&url, &[]).unwrap();
+        let resp = endpoint
+            .post(Bytes::from_static(b"{}"), PostHeaders::default())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        assert_eq!(asked.recv().await.as_deref(), Some("/mcp"));
+        assert_eq!(asked.recv().await.as_deref(), Some("/mcp/"));
+    }
+
+    #[test]
+    fn framing_headers_are_refused_in_a_definition() {
+        for name in ["content-length", "Transfer-Encoding", "connection"] {
+            let e = endpoint("http://127.0.0.1:1/mcp", &[(name, "1")]).unwrap_err();
+            assert!(e.to_string().contains("set by Tether"), "{name}: {e}");
+        }
+        assert!(endpoint("http://127.0.0.1:1/mcp", &[("x-api-key", "k")]).is_ok());
+    }
 }

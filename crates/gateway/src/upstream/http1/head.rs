@@ -12,7 +12,7 @@ use super::framing::Framing;
 /// Largest response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most response headers accepted.
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = 100;
 
 /// Appends a request head to `out`: the request line, `Host`, the
 /// `configured` headers then the `extra` ones, and a `Content-Length` for
@@ -29,9 +29,13 @@ pub fn write_request(
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // A `Host` the upstream's definition sets replaces the URL's.
+    if !configured.contains_key(http::header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     let extra = extra.iter().map(|(name, value)| (name, value));
     for (name, value) in configured.iter().chain(extra) {
         out.extend_from_slice(name.as_str().as_bytes());
@@ -98,20 +102,22 @@ pub fn parse_response(
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| HeadError(e.to_string()))?;
         let value = HeaderValue::from_bytes(h.value).map_err(|e| HeadError(e.to_string()))?;
         if name == http::header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(h.value)
+            let digits = h.value.trim_ascii();
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError("bad content-length".into()));
+            }
+            let n = std::str::from_utf8(digits)
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| HeadError("bad content-length".into()))?;
             if length.is_some_and(|m| m != n) {
                 return Err(HeadError("conflicting content-length".into()));
             }
             length = Some(n);
         } else if name == http::header::TRANSFER_ENCODING {
-            chunked = h.value.eq_ignore_ascii_case(b"chunked")
-                || h.value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // Tether asks for no content coding; a compressed body it could
+            // not read is refused rather than relayed as if it were JSON.
+            chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
             if !chunked {
                 return Err(HeadError("unsupported transfer-encoding".into()));
             }
@@ -177,6 +183,21 @@ mod tests {
             out,
             b"POST /mcp?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-api-key: k\r\nmcp-session-id: abc\r\ncontent-length: 12\r\n\r\n"
         );
+        // A configured Host replaces the URL's.
+        configured.insert("host", HeaderValue::from_static("mcp.internal"));
+        let mut out = Vec::new();
+        write_request(
+            &mut out,
+            &Method::GET,
+            "/mcp",
+            "127.0.0.1:9",
+            &configured,
+            &[],
+            None,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("host: ").count(), 1, "{text}");
+        assert!(text.contains("host: mcp.internal\r\n"), "{text}");
     }
 
     fn parse(raw: &[u8], method: &Method) -> Result<Option<ResponseHead>, HeadError> {
@@ -207,7 +228,7 @@ mod tests {
         assert_eq!(h.headers["mcp-session-id"], "s");
 
         let h = head(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
             &Method::GET,
         );
         assert_eq!(h.framing, Framing::Chunked);
@@ -276,7 +297,18 @@ mod tests {
             )
             .is_err()
         );
-        assert!(parse(b"SMTP ready\r\n\r\n", &Method::POST).is_err());
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ] {
+            assert!(
+                parse(bad, &Method::POST).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         let mut huge = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
         huge.resize(MAX_HEAD + 10, b'a');
         assert!(parse(&huge, &Method::POST).is_err());

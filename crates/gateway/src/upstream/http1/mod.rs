@@ -9,8 +9,10 @@
 //! to the end and both sides allow keep-alive; a response dropped before
 //! its end drops the connection. A pooled connection the upstream closed
 //! while idle is noticed before reuse (the socket reads EOF) and replaced;
-//! a request whose write fails on a reused connection never reached the
-//! upstream and is written once more on a new one.
+//! a request whose write fails on a reused connection before any of its
+//! bytes left is written once more on a new one — never one that may have
+//! partly arrived. Connections carry TCP keepalive, so a silent peer fails
+//! a quiet stream instead of holding it forever.
 
 mod framing;
 mod head;
@@ -37,6 +39,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const INLINE_BODY: usize = 64 * 1024;
 /// Read buffer growth per read.
 const READ_SIZE: usize = 8 * 1024;
+/// TCP keepalive: first probe after this much silence, then every this long.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// TCP keepalive probes unanswered before the connection is dead.
+const KEEPALIVE_PROBES: u32 = 3;
+/// Data unacknowledged this long fails the connection (Linux).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a request failed.
 #[derive(Debug)]
@@ -141,6 +150,13 @@ impl Pool {
         // allocates one.
         conn.buf = BytesMut::new();
         let mut idle = lock(&self.idle);
+        // The oldest come first: close those idle too long (after a burst
+        // they would otherwise stay open until taken).
+        let expired = idle
+            .iter()
+            .take_while(|e| e.since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
                 conn,
@@ -161,11 +177,26 @@ impl Pool {
             .map_err(|_| Error::ConnectTimeout)?
             .map_err(Error::Connect)?;
         let _ = stream.set_nodelay(true);
+        keep_alive(&stream);
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_SIZE),
         })
     }
+}
+
+/// Makes a silent peer (powered off, partitioned, dropped by a NAT) fail
+/// the connection within about a minute, even on a stream that waits for
+/// events without a timeout of its own.
+fn keep_alive(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE)
+        .with_interval(KEEPALIVE)
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = socket.set_tcp_keepalive(&probes);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
 }
 
 /// A client for one `http://` origin (see the module documentation).
@@ -240,8 +271,11 @@ impl Client {
         let mut conn = match self.pool.take() {
             Some(mut conn) => match write(&mut conn, &out, inline, &body).await {
                 Ok(()) => conn,
-                // The upstream had closed it: nothing was delivered.
-                Err(_) => self.fresh(&out, inline, &body).await?,
+                // The upstream had closed it before a byte left: nothing
+                // was delivered, so the request goes out on a new one.
+                Err(Unsent::Nothing(_)) => self.fresh(&out, inline, &body).await?,
+                // Part of it may have arrived: never sent again.
+                Err(Unsent::Partly(e)) => return Err(Error::Io(e)),
             },
             None => self.fresh(&out, inline, &body).await?,
         };
@@ -258,6 +292,7 @@ impl Client {
             decoder: Decoder::new(head.framing),
             keep_alive: head.keep_alive,
             pool: self.pool.clone(),
+            failed: false,
         };
         body.release_if_done();
         Ok(Response {
@@ -275,17 +310,39 @@ impl Client {
     /// A new connection with the request written on it.
     async fn fresh(&self, out: &[u8], inline: bool, body: &Bytes) -> Result<Conn, Error> {
         let mut conn = self.pool.connect().await?;
-        write(&mut conn, out, inline, body)
-            .await
-            .map_err(Error::Io)?;
-        Ok(conn)
+        match write(&mut conn, out, inline, body).await {
+            Ok(()) => Ok(conn),
+            Err(Unsent::Nothing(e) | Unsent::Partly(e)) => Err(Error::Io(e)),
+        }
     }
 }
 
-async fn write(conn: &mut Conn, out: &[u8], inline: bool, body: &Bytes) -> io::Result<()> {
-    conn.stream.write_all(out).await?;
-    if !inline {
-        conn.stream.write_all(body).await?;
+/// A request write that failed: before any byte left, or after some did.
+enum Unsent {
+    Nothing(io::Error),
+    Partly(io::Error),
+}
+
+/// Writes the request (`out`, then `body` unless it is inline in `out`).
+async fn write(conn: &mut Conn, out: &[u8], inline: bool, body: &Bytes) -> Result<(), Unsent> {
+    let mut sent = 0usize;
+    let parts: [&[u8]; 2] = [out, if inline { &[] } else { body }];
+    for part in parts {
+        let mut rest = part;
+        while !rest.is_empty() {
+            let written = match conn.stream.write(rest).await {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                other => other,
+            };
+            match written {
+                Ok(n) => {
+                    sent += n;
+                    rest = &rest[n..];
+                }
+                Err(e) if sent == 0 => return Err(Unsent::Nothing(e)),
+                Err(e) => return Err(Unsent::Partly(e)),
+            }
+        }
     }
     Ok(())
 }
@@ -317,11 +374,25 @@ pub struct Body {
     decoder: Decoder,
     keep_alive: bool,
     pool: Arc<Pool>,
+    /// A read failed: the body stays failed (never looks complete).
+    failed: bool,
 }
 
 impl Body {
     /// The next piece of the body; `None` at its end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        if self.failed {
+            return Err(Error::Closed);
+        }
+        let next = self.next_chunk().await;
+        if next.is_err() {
+            self.failed = true;
+            self.conn = None;
+        }
+        next
+    }
+
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Ok(None);
@@ -337,10 +408,7 @@ impl Body {
                         self.conn = None;
                         return Ok(None);
                     }
-                    Err(e) => {
-                        self.conn = None;
-                        return Err(e);
-                    }
+                    Err(e) => return Err(e),
                     Ok(()) => {}
                 },
             }
@@ -444,6 +512,13 @@ mod tests {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.content_length, Some(5));
         assert_eq!(body(r).await, b"first");
+        let keepalive = {
+            let idle = lock(&client.pool.idle);
+            socket2::SockRef::from(&idle[0].conn.stream)
+                .keepalive()
+                .unwrap()
+        };
+        assert!(keepalive, "pooled connections carry TCP keepalive");
         let r = post(&client, b"{}").await.unwrap();
         assert_eq!(body(r).await, b"second");
         // Not read at all: an empty body still frees the connection.

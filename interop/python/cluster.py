@@ -207,6 +207,10 @@ class Cut:
                 client, _ = server.accept()
             except OSError:
                 return
+            if self.server is not server:
+                # Accepted as the relay was being cut: refused after all.
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target))
             except OSError:
@@ -231,9 +235,15 @@ class Cut:
                 pass
 
     def cut(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        server, self.server = self.server, None
+        if server is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone
+            # would leave it accepting on the old socket.
+            try:
+                server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            server.close()
         with self.lock:
             conns, self.conns = self.conns, []
         for c in conns:

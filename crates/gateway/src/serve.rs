@@ -124,7 +124,8 @@ pub async fn run(
 
 /// Bounded shutdown ([invariant: bounded-shutdown]) after a cluster node's
 /// drain period: stop accepting, end the client
-/// sessions' GET streams so they don't hold the drain open, give in-flight
+/// sessions' GET streams (and those relayed from other nodes) so they don't
+/// hold the drain open, give in-flight
 /// requests up to one shutdown timeout, then close every client session and
 /// its upstream sessions in parallel, bounded by another.
 async fn shutdown(
@@ -137,6 +138,7 @@ async fn shutdown(
     let _ = stop_accepting.send(());
     app.sessions.close_streams();
     app.sse.close_all();
+    app.relays.close_all();
     if tokio::time::timeout(timeout, server).await.is_err() {
         tracing::warn!(
             ?timeout,

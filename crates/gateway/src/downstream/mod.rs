@@ -23,6 +23,7 @@ mod streamable_http;
 pub use checks::edge::EdgePolicy;
 pub use http_sse::SseHub;
 pub use listener::Listener;
+pub use pass_on::Relays;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// HTTP+SSE connections of this node.
     pub sse: SseHub,
+    /// Session streams relayed from other nodes.
+    pub relays: Relays,
     /// The upstream lifecycle (admin API).
     pub lifecycle: Arc<Lifecycle>,
     /// Who is calling.
@@ -99,6 +102,7 @@ impl App {
             sessions,
             metrics,
             sse: SseHub::default(),
+            relays: Relays::default(),
             lifecycle,
             auth,
             cluster,

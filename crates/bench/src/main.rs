@@ -7,6 +7,7 @@
 //! ```
 
 mod evict;
+mod footprint;
 mod idle;
 mod transports;
 mod wrk;
@@ -86,6 +87,11 @@ struct Args {
     /// client sessions.
     #[arg(long, value_name = "N")]
     idle_sse: Option<usize>,
+    /// Instead of load: start-up time to the first answered request, and
+    /// resident memory idle, with this many idle client sessions, and after
+    /// they are deleted.
+    #[arg(long, value_name = "SESSIONS")]
+    footprint: Option<usize>,
     /// Instead of load: the time a connect-affecting upstream change takes
     /// when it closes this many upstream sessions.
     #[arg(long, value_name = "N")]
@@ -239,6 +245,17 @@ impl Session {
         h
     }
 
+    /// Ends a legacy session (`DELETE`); a modern one has nothing to end.
+    async fn close(&self, http: &reqwest::Client) {
+        if let Some(id) = &self.id {
+            let _ = http
+                .delete(&self.url)
+                .header("mcp-session-id", id)
+                .send()
+                .await;
+        }
+    }
+
     /// A `tools/call` of `tool` with id `n`, in this session's era.
     fn call(&self, n: u64, tool: &str) -> Value {
         let mut body = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
@@ -366,13 +383,7 @@ async fn load_at(
                     lat.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
                 }
             }
-            if let Some(id) = &s.id {
-                let _ = http
-                    .delete(&s.url)
-                    .header("mcp-session-id", id)
-                    .send()
-                    .await;
-            }
+            s.close(&http).await;
             (lat, n)
         })
     });
@@ -461,9 +472,15 @@ async fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
-    if args.transports || args.idle_sse.is_some() || args.evict.is_some() {
+    if args.transports
+        || args.idle_sse.is_some()
+        || args.evict.is_some()
+        || args.footprint.is_some()
+    {
         drop(gateway);
-        if let Some(n) = args.idle_sse {
+        if let Some(n) = args.footprint {
+            footprint::report(&bin, &dir, &upstream.1, n).await;
+        } else if let Some(n) = args.idle_sse {
             idle::report(&bin, &dir, &upstream.1, n).await;
         } else if let Some(n) = args.evict {
             evict::report(&bin, &dir, &upstream.1, n).await;

@@ -45,13 +45,7 @@ pub async fn load(case: &Case, dir: &std::path::Path) -> (Stats, u64) {
     };
     run(1);
     let out = run(case.measure.as_secs().max(1));
-    if let Some(id) = &session.id {
-        let _ = http
-            .delete(&case.url)
-            .header("mcp-session-id", id)
-            .send()
-            .await;
-    }
+    session.close(&http).await;
     let errors = field(&out, "Non-2xx or 3xx responses:").unwrap_or(0.0);
     assert!(errors == 0.0, "wrk saw {errors} failed calls:\n{out}");
     let calls = out

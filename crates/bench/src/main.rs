@@ -325,30 +325,15 @@ async fn open_as(
     s
 }
 
-/// Latencies (µs) of echo calls made in the measured window, and the number
-/// of calls made in total (warm-up included).
-async fn load(
-    url: &str,
-    tool: &str,
-    concurrency: usize,
-    window: (Duration, Duration),
-    bearer: Option<&str>,
-    era: ClientEra,
-) -> (Vec<u32>, u64) {
-    load_at(url, url, tool, concurrency, window, bearer, era).await
-}
+/// Warm-up before each measured window.
+const WARMUP: Duration = Duration::from_secs(1);
 
-/// [`load`] with the sessions opened at `url` and the calls sent to `call_url`.
-async fn load_at(
-    url: &str,
-    call_url: &str,
-    tool: &str,
-    concurrency: usize,
-    window: (Duration, Duration),
-    bearer: Option<&str>,
-    era: ClientEra,
-) -> (Vec<u32>, u64) {
-    let (warmup, measure) = window;
+/// Latencies (µs) of the case's echo calls made in its measured window
+/// (after [`WARMUP`]), and the number of calls made in total (warm-up
+/// included). The sessions are opened at the case's URL and the calls sent
+/// to `call_url` (another node of a cluster, say).
+async fn load(case: &Case, call_url: &str) -> (Vec<u32>, u64) {
+    let concurrency = case.concurrency;
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(concurrency)
@@ -356,13 +341,13 @@ async fn load_at(
         .expect("client");
     let mut sessions = Vec::new();
     for _ in 0..concurrency {
-        let mut session = open_as(&http, url, bearer, era).await;
+        let mut session = open_as(&http, &case.url, case.bearer.as_deref(), case.era).await;
         session.url = call_url.into();
         sessions.push(session);
     }
-    let start = Instant::now() + warmup;
-    let end = start + measure;
-    let tool = Arc::<str>::from(tool);
+    let start = Instant::now() + WARMUP;
+    let end = start + case.measure;
+    let tool = Arc::<str>::from(case.tool.as_str());
     let workers = sessions.into_iter().map(|s| {
         let http = http.clone();
         let tool = tool.clone();
@@ -541,7 +526,7 @@ async fn main() {
                         async move {
                             let case = Case {
                                 url,
-                                tool,
+                                tool: tool.to_owned(),
                                 concurrency: c,
                                 era,
                                 measure,
@@ -578,7 +563,7 @@ async fn main() {
 /// One measured load: where, which tool, how many sessions, which era.
 struct Case {
     url: String,
-    tool: &'static str,
+    tool: String,
     concurrency: usize,
     era: ClientEra,
     measure: Duration,
@@ -642,16 +627,7 @@ async fn measure_case(
         let (stats, calls) = wrk::load(case, dir).await;
         (stats, calls, f64::NAN)
     } else {
-        let window = (Duration::from_secs(1), case.measure);
-        let (lat, calls) = load(
-            &case.url,
-            case.tool,
-            case.concurrency,
-            window,
-            case.bearer.as_deref(),
-            case.era,
-        )
-        .await;
+        let (lat, calls) = load(case, &case.url).await;
         let client = cpu_micros(me).unwrap_or(0) - c0;
         (
             stats(&lat, case.measure.as_secs_f64()),
@@ -674,22 +650,20 @@ async fn measure_case(
 async fn load_endpoint(args: &Args, url: &str) {
     let measure = Duration::from_secs(args.seconds.max(1));
     let call_url = args.call_url.as_deref().unwrap_or(url);
-    for &c in &args.concurrency {
-        let window = (Duration::from_secs(1), measure);
-        let (lat, _) = load_at(
-            url,
-            call_url,
-            &args.tool,
-            c,
-            window,
-            None,
-            ClientEra::Legacy,
-        )
-        .await;
+    for &concurrency in &args.concurrency {
+        let case = Case {
+            url: url.to_owned(),
+            tool: args.tool.clone(),
+            concurrency,
+            era: ClientEra::Legacy,
+            measure,
+            bearer: None,
+        };
+        let (lat, _) = load(&case, call_url).await;
         let s = stats(&lat, measure.as_secs_f64());
         println!(
             "{}",
-            json!({"concurrency": c, "rps": s.rps.round(), "p50_us": s.p50, "p99_us": s.p99})
+            json!({"concurrency": concurrency, "rps": s.rps.round(), "p50_us": s.p50, "p99_us": s.p99})
         );
     }
 }

@@ -13,7 +13,7 @@ use super::{Case, Stats, open_as, post};
 pub async fn load(case: &Case, dir: &std::path::Path) -> (Stats, u64) {
     let http = reqwest::Client::new();
     let session = open_as(&http, &case.url, case.bearer.as_deref(), case.era).await;
-    let body = session.call(1, case.tool);
+    let body = session.call(1, &case.tool);
     let (_, reply) = post(&http, &session, &body).await;
     assert!(
         reply.get("result").is_some(),

@@ -11,8 +11,8 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 /// Which of `keys` (at most 64) the object member `member` of the object
 /// `raw` has at its top level — bit `i` for `keys[i]` — read in one pass
-/// over `raw`. `None` when
-/// `raw` is not an object or `member` is missing or not an object.
+/// over `raw`. `None` when `raw` is not an object or `member` is missing or
+/// not an object. A repeated member counts by its last occurrence.
 pub fn member_keys_present(raw: &str, member: &str, keys: &[&str]) -> Option<u64> {
     debug_assert!(keys.len() <= 64);
     run(raw, MemberKeys { member, keys }).flatten()
@@ -99,7 +99,7 @@ impl<'de> Visitor<'de> for MemberKeys<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
         let mut found: Option<u64> = None;
         while let Some(Key(key)) = map.next_key()? {
-            if found.is_none() && key == self.member {
+            if key == self.member {
                 // A member that is not an object fails the whole read: `None`.
                 found = Some(map.next_value_seed(KeysPresent(self.keys))?);
             } else {

@@ -320,6 +320,18 @@ fn random_node_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A store operation, failed as [`StoreError::TimedOut`] when it takes
+/// longer than `limit`.
+async fn within<T>(
+    limit: Duration,
+    operation: &'static str,
+    op: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut(operation)))
+}
+
 /// Heartbeats and membership until the cluster is dropped: writes this
 /// node's heartbeat, reads the others', and removes nodes silent for twice
 /// `dead_after` (the node whose removal succeeds cleans up after them). A
@@ -333,10 +345,8 @@ async fn heartbeat(cluster: std::sync::Weak<Cluster>, events: mpsc::Sender<Event
         let period = c.heartbeat;
         // Bounded: a store that stops answering must cost the lease, not
         // stall the loop until the connection times out.
-        let written =
-            tokio::time::timeout(c.dead_after, c.store.heartbeat(&c.node, c.is_draining()))
-                .await
-                .unwrap_or_else(|_| Err(StoreError::TimedOut("heartbeat")));
+        let heartbeat = c.store.heartbeat(&c.node, c.is_draining());
+        let written = within(c.dead_after, "heartbeat", heartbeat).await;
         if written.is_ok() {
             last_written = Instant::now();
             if c.lease_lost.swap(false, Ordering::AcqRel) {
@@ -366,8 +376,7 @@ async fn heartbeat(cluster: std::sync::Weak<Cluster>, events: mpsc::Sender<Event
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "heartbeat not written"),
         }
-        let rows = tokio::time::timeout(c.dead_after, c.store.nodes()).await;
-        match rows.unwrap_or_else(|_| Err(StoreError::TimedOut("list nodes"))) {
+        match within(c.dead_after, "list nodes", c.store.nodes()).await {
             Ok(rows) => {
                 let gone_after = 2 * c.dead_after.as_millis() as i64;
                 let dead: Vec<String> = rows

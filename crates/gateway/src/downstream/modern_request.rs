@@ -5,7 +5,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tether_wire::jsonrpc::{self, ErrorObject, Incoming, RawObject, Request, code};
+use tether_wire::jsonrpc::{self, ErrorObject, Incoming, Request, code};
 use tether_wire::protocol;
 
 use crate::router::RequestOptions;
@@ -28,9 +28,10 @@ fn reject(code: i64, message: impl Into<String>) -> Rejection {
 
 /// The protocol version in `params._meta`, when there is one.
 fn meta_version(params: Option<&RawValue>) -> Option<String> {
-    let params: RawObject = serde_json::from_str(params?.get()).ok()?;
-    let meta: RawObject = serde_json::from_str(params.get("_meta")?.get()).ok()?;
-    jsonrpc::str_member(&meta, protocol::META_PROTOCOL_VERSION)
+    serde_json::from_str::<Params>(params?.get())
+        .ok()?
+        .meta
+        .version
 }
 
 /// Whether a message declares a protocol version in `params._meta` (as only

@@ -73,11 +73,14 @@ impl Forwarder {
             // Only a modern upstream is told the name (in `Mcp-Name`): the
             // one the client's request was validated with, unless the router
             // rewrote the params (a federated name without its prefix).
-            let validated = params.is_none() && request.method.name_param().is_some();
             let name = match session.era {
-                Era::Modern if validated && ctx.options.name.is_some() => ctx.options.name.clone(),
-                Era::Modern => request.name_value(params.as_ref()),
                 Era::Legacy => None,
+                Era::Modern if params.is_none() && request.method.name_param().is_some() => ctx
+                    .options
+                    .name
+                    .clone()
+                    .or_else(|| request.name_value(None)),
+                Era::Modern => request.name_value(params.as_ref()),
             };
             let reply = session
                 .request(

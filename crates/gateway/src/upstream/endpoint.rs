@@ -309,13 +309,12 @@ impl HttpEndpoint {
         if session.session_id.is_none() {
             return;
         }
-        let sent = match session.headers() {
-            Ok(extra) => {
-                self.send(http::Method::DELETE, None, &extra, Bytes::new())
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let sent = async {
+            let extra = session.headers()?;
+            self.send(http::Method::DELETE, None, &extra, Bytes::new())
+                .await
+        }
+        .await;
         match sent {
             Ok(resp) => {
                 tracing::debug!(%upstream, status = resp.status().as_u16(), "closed upstream session");
@@ -338,21 +337,7 @@ impl HttpEndpoint {
     ) -> Result<HttpResponse, UpstreamError> {
         let sent = async {
             match &self.client {
-                Client::Lean(client) => {
-                    let mut target =
-                        Cow::Borrowed(url.map_or(self.target.as_str(), request_target));
-                    for _ in 0..=MAX_REDIRECTS {
-                        let resp = client
-                            .send(&method, &target, &self.headers, extra, body.clone())
-                            .await
-                            .map_err(UpstreamError::from_http1)?;
-                        match self.same_origin_redirect(&target, &resp) {
-                            Some(next) => target = Cow::Owned(next),
-                            None => return Ok(HttpResponse::from(resp)),
-                        }
-                    }
-                    Err(UpstreamError::Protocol("too many redirects".into()))
-                }
+                Client::Lean(client) => self.send_lean(client, &method, url, extra, body).await,
                 Client::General(client) => {
                     let mut req = client
                         .request(method, url.unwrap_or(&self.url).clone())
@@ -371,6 +356,42 @@ impl HttpEndpoint {
         tokio::time::timeout(self.timeout, sent)
             .await
             .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    /// [`Self::send`] on the lean client, following same-origin redirects.
+    async fn send_lean(
+        &self,
+        client: &http1::Client,
+        method: &http::Method,
+        url: Option<&reqwest::Url>,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<HttpResponse, UpstreamError> {
+        let mut target = Cow::Borrowed(url.map_or(self.target.as_str(), request_target));
+        for _ in 0..=MAX_REDIRECTS {
+            let resp = client
+                .send(method, &target, &self.headers, extra, body.clone())
+                .await
+                .map_err(UpstreamError::from_http1)?;
+            match self.same_origin_redirect(&target, &resp) {
+                Some(next) => target = Cow::Owned(next),
+                None => return Ok(HttpResponse::from(resp)),
+            }
+        }
+        Err(UpstreamError::Protocol("too many redirects".into()))
+    }
+
+    /// Where a 307/308 answer to a request for `target` sends it again, when
+    /// that is on the upstream's origin (the request is then repeated as it
+    /// was: the upstream did not act on it). Other answers, and redirects
+    /// elsewhere, are the answer.
+    fn same_origin_redirect(&self, target: &str, resp: &http1::Response) -> Option<String> {
+        if !matches!(resp.status.as_u16(), 307 | 308) {
+            return None;
+        }
+        let location = resp.headers.get(http::header::LOCATION)?.to_str().ok()?;
+        let next = self.url.join(target).ok()?.join(location).ok()?;
+        (next.origin() == self.url.origin()).then(|| request_target(&next).to_owned())
     }
 }
 
@@ -402,21 +423,6 @@ static LAST_EVENT_ID: HeaderName = HeaderName::from_static(protocol::HEADER_LAST
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 static SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
 static JSON_OR_SSE: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
-
-impl HttpEndpoint {
-    /// Where a 307/308 answer to a request for `target` sends it again, when
-    /// that is on the upstream's origin (the request is then repeated as it
-    /// was: the upstream did not act on it). Other answers, and redirects
-    /// elsewhere, are the answer.
-    fn same_origin_redirect(&self, target: &str, resp: &http1::Response) -> Option<String> {
-        if !matches!(resp.status.as_u16(), 307 | 308) {
-            return None;
-        }
-        let location = resp.headers.get(http::header::LOCATION)?.to_str().ok()?;
-        let next = self.url.join(target).ok()?.join(location).ok()?;
-        (next.origin() == self.url.origin()).then(|| request_target(&next).to_owned())
-    }
-}
 
 /// A header value from text Tether was given (a client's or upstream's).
 fn value(text: &str) -> Result<HeaderValue, UpstreamError> {

@@ -248,13 +248,8 @@ impl Client {
         body: Bytes,
     ) -> Result<Response, Error> {
         let carries_body = !body.is_empty() || *method == Method::POST || *method == Method::PUT;
-        let mut out = Vec::with_capacity(
-            256 + if body.len() <= INLINE_BODY {
-                body.len()
-            } else {
-                0
-            },
-        );
+        let inline = body.len() <= INLINE_BODY;
+        let mut out = Vec::with_capacity(256 + if inline { body.len() } else { 0 });
         head::write_request(
             &mut out,
             method,
@@ -264,20 +259,25 @@ impl Client {
             extra,
             carries_body.then_some(body.len()),
         );
-        let inline = body.len() <= INLINE_BODY;
-        if inline {
+        // The request as written: the head (with a small body behind it),
+        // then a large body as it is.
+        let tail: &[u8] = if inline {
             out.extend_from_slice(&body);
-        }
+            &[]
+        } else {
+            &body
+        };
+        let request = [out.as_slice(), tail];
         let mut conn = match self.pool.take() {
-            Some(mut conn) => match write(&mut conn, &out, inline, &body).await {
+            Some(mut conn) => match write(&mut conn, request).await {
                 Ok(()) => conn,
                 // The upstream had closed it before a byte left: nothing
                 // was delivered, so the request goes out on a new one.
-                Err(Unsent::Nothing(_)) => self.fresh(&out, inline, &body).await?,
+                Err(Unsent::Nothing(_)) => self.fresh(request).await?,
                 // Part of it may have arrived: never sent again.
                 Err(Unsent::Partly(e)) => return Err(Error::Io(e)),
             },
-            None => self.fresh(&out, inline, &body).await?,
+            None => self.fresh(request).await?,
         };
         let head = loop {
             match head::parse_response(&mut conn.buf, method).map_err(Error::Head)? {
@@ -308,9 +308,9 @@ impl Client {
     }
 
     /// A new connection with the request written on it.
-    async fn fresh(&self, out: &[u8], inline: bool, body: &Bytes) -> Result<Conn, Error> {
+    async fn fresh(&self, request: [&[u8]; 2]) -> Result<Conn, Error> {
         let mut conn = self.pool.connect().await?;
-        match write(&mut conn, out, inline, body).await {
+        match write(&mut conn, request).await {
             Ok(()) => Ok(conn),
             Err(Unsent::Nothing(e) | Unsent::Partly(e)) => Err(Error::Io(e)),
         }
@@ -323,10 +323,9 @@ enum Unsent {
     Partly(io::Error),
 }
 
-/// Writes the request (`out`, then `body` unless it is inline in `out`).
-async fn write(conn: &mut Conn, out: &[u8], inline: bool, body: &Bytes) -> Result<(), Unsent> {
+/// Writes the request's parts in order.
+async fn write(conn: &mut Conn, parts: [&[u8]; 2]) -> Result<(), Unsent> {
     let mut sent = 0usize;
-    let parts: [&[u8]; 2] = [out, if inline { &[] } else { body }];
     for part in parts {
         let mut rest = part;
         while !rest.is_empty() {

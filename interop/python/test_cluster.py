@@ -262,14 +262,16 @@ def test_get_stream_resumes_on_another_node(cluster):
 async def test_rolling_restart_under_load_fails_no_call(cluster, demo):
     stop = anyio.Event()
     seen: dict[int, list[int | None]] = {n: [] for n in range(4)}
+    failures: dict[int, list[str]] = {n: [] for n in range(4)}
 
     async def client(n: int) -> None:
         async with legacy_session(cluster.url) as session:
             while not stop.is_set():
                 try:
                     seen[n].append(await increment(session))
-                except Exception:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001
                     seen[n].append(None)
+                    failures[n].append(f"{time.monotonic():.3f} {e!r}")
 
     async def roll() -> None:
         await anyio.sleep(0.5)
@@ -286,7 +288,7 @@ async def test_rolling_restart_under_load_fails_no_call(cluster, demo):
             for n in range(4):
                 tg.start_soon(client, n)
     for n, values in seen.items():
-        check_counts(f"client {n} through a rolling restart", values, len(values), may_lose=0)
+        check_counts(f"client {n} through a rolling restart (failures: {failures[n]})", values, len(values), may_lose=0)
         assert len(values) > 10, msg(f"client {n}'s calls during the roll", "> 10", len(values))
 
 

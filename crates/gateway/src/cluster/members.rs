@@ -1,9 +1,11 @@
 //! Who is in the cluster, as this node last read it from the store: each
-//! node's address, how long it has been silent, whether it is leaving; and
+//! node's address, how long it has been silent, whether it is draining; and
 //! which nodes this node found unreachable since (a refused connection is
-//! a surer sign of death than a missed heartbeat, and a faster one).
+//! a surer sign of death than a missed heartbeat, and a faster one), or
+//! heard announce that they are leaving (no longer a home for anything,
+//! though they still answer the requests they hold).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -35,6 +37,8 @@ pub struct Members {
     nodes: RwLock<HashMap<Arc<str>, Member>>,
     /// Nodes that refused a connection, and when.
     unreachable: RwLock<HashMap<Arc<str>, Instant>>,
+    /// Nodes that announced they are leaving.
+    leaving: RwLock<HashSet<Arc<str>>>,
     /// Live nodes as of the last change (read on every rate-limited request).
     live: AtomicUsize,
 }
@@ -47,6 +51,7 @@ impl Members {
             dead_after,
             nodes: RwLock::new(HashMap::new()),
             unreachable: RwLock::new(HashMap::new()),
+            leaving: RwLock::new(HashSet::new()),
             live: AtomicUsize::new(1),
         }
     }
@@ -54,7 +59,7 @@ impl Members {
     /// Takes in the store's list of nodes, read just now.
     pub fn refresh(&self, rows: Vec<NodeRow>) {
         let now = Instant::now();
-        let nodes = rows
+        let nodes: HashMap<Arc<str>, Member> = rows
             .into_iter()
             .map(|row| {
                 let silent = Duration::from_millis(row.silent_ms.max(0) as u64);
@@ -66,6 +71,7 @@ impl Members {
                 (Arc::from(row.id), member)
             })
             .collect();
+        write(&self.leaving).retain(|id| nodes.contains_key(id));
         *write(&self.nodes) = nodes;
         write(&self.unreachable).retain(|_, at| at.elapsed() < self.dead_after);
         self.count_live();
@@ -79,13 +85,25 @@ impl Members {
     /// Marks `node` unreachable (it refused a connection): it counts as
     /// dead until it proves otherwise or `dead_after` passes.
     pub fn unreachable(&self, node: &str) {
-        let known = read(&self.nodes)
-            .get_key_value(node)
-            .map(|(id, _)| id.clone());
-        if let Some(id) = known {
+        if let Some(id) = self.known_id(node) {
             write(&self.unreachable).insert(id, Instant::now());
             self.count_live();
         }
+    }
+
+    /// Marks `node` leaving (it said so): no longer a peer to pass requests
+    /// on to, though it still answers those it holds until it stops.
+    pub fn leaving(&self, node: &str) {
+        if let Some(id) = self.known_id(node) {
+            write(&self.leaving).insert(id);
+            self.count_live();
+        }
+    }
+
+    fn known_id(&self, node: &str) -> Option<Arc<str>> {
+        read(&self.nodes)
+            .get_key_value(node)
+            .map(|(id, _)| id.clone())
     }
 
     /// Whether `id` was among the nodes last read.
@@ -93,36 +111,47 @@ impl Members {
         read(&self.nodes).contains_key(id)
     }
 
-    /// The node `id` if it is alive and not this one.
+    /// The node `id` if it is alive, not leaving and not this one.
     pub fn peer(&self, id: &str) -> Option<Peer> {
         if id == &*self.me {
             return None;
         }
         let nodes = read(&self.nodes);
         let (node, member) = nodes.get_key_value(id)?;
-        self.alive(id, member, &read(&self.unreachable))
-            .then(|| Peer {
-                node: node.clone(),
-                address: member.address.clone(),
-            })
+        self.alive(id, member).then(|| Peer {
+            node: node.clone(),
+            address: member.address.clone(),
+        })
     }
 
-    fn alive(&self, id: &str, member: &Member, unreachable: &HashMap<Arc<str>, Instant>) -> bool {
+    /// Whether node `id` still answers: it heartbeats and has not refused a
+    /// connection (leaving or not).
+    pub fn answering(&self, id: &str) -> bool {
+        read(&self.nodes)
+            .get(id)
+            .is_some_and(|member| self.answers(id, member))
+    }
+
+    fn answers(&self, id: &str, member: &Member) -> bool {
         member
             .heard
             .is_some_and(|at| at.elapsed() < self.dead_after)
-            && unreachable
+            && read(&self.unreachable)
                 .get(id)
                 .is_none_or(|at| at.elapsed() >= self.dead_after)
     }
 
-    /// For each other live node, whether it is serving (not leaving).
+    /// Answers, and has not announced it is leaving.
+    fn alive(&self, id: &str, member: &Member) -> bool {
+        self.answers(id, member) && !read(&self.leaving).contains(id)
+    }
+
+    /// For each other live node, whether it is serving (not draining).
     fn others(&self) -> impl Iterator<Item = bool> {
         let nodes = read(&self.nodes);
-        let unreachable = read(&self.unreachable);
         nodes
             .iter()
-            .filter(|(id, m)| **id != self.me && self.alive(id, m, &unreachable))
+            .filter(|(id, m)| **id != self.me && self.alive(id, m))
             .map(|(_, m)| !m.draining)
             .collect::<Vec<_>>()
             .into_iter()
@@ -134,13 +163,12 @@ impl Members {
         self.live.load(Ordering::Relaxed)
     }
 
-    /// A live node that is serving (not leaving), other than this one.
+    /// A live node that is serving (not draining), other than this one.
     pub fn serving_peer(&self) -> Option<Peer> {
         let nodes = read(&self.nodes);
-        let unreachable = read(&self.unreachable);
         nodes
             .iter()
-            .find(|(id, m)| **id != self.me && !m.draining && self.alive(id, m, &unreachable))
+            .find(|(id, m)| **id != self.me && !m.draining && self.alive(id, m))
             .map(|(id, m)| Peer {
                 node: id.clone(),
                 address: m.address.clone(),
@@ -187,5 +215,43 @@ mod tests {
         assert_eq!(members.peer("a"), None, "refused a connection");
         assert!(!members.others_serving(), "c is leaving");
         assert_eq!(members.live(), 2);
+        assert!(!members.answering("a"), "refused a connection");
+    }
+
+    #[test]
+    fn a_leaving_node_takes_no_work_but_still_answers_what_it_holds() {
+        let members = Members::new("me".into(), Duration::from_secs(5));
+        members.refresh(vec![
+            row("me", 0, false),
+            row("a", 0, true),
+            row("b", 0, false),
+        ]);
+        members.leaving("a");
+        assert_eq!(
+            members.peer("a"),
+            None,
+            "no new requests for a leaving node"
+        );
+        assert!(
+            members.answering("a"),
+            "its requests in flight are still answered"
+        );
+        assert_eq!(members.live(), 2, "me and b");
+        members.refresh(vec![
+            row("me", 0, false),
+            row("a", 9_000, true),
+            row("b", 0, false),
+        ]);
+        assert!(!members.answering("a"), "silent longer than dead_after");
+        members.refresh(vec![row("me", 0, false), row("b", 0, false)]);
+        members.refresh(vec![
+            row("me", 0, false),
+            row("a", 0, false),
+            row("b", 0, false),
+        ]);
+        assert!(
+            members.peer("a").is_some(),
+            "forgotten as leaving once gone from the store"
+        );
     }
 }

@@ -240,7 +240,7 @@ impl Cluster {
 
     /// Resolves once node `id` counts as dead (checked every heartbeat).
     pub async fn until_dead(&self, id: &str) {
-        while self.members.peer(id).is_some() {
+        while self.members.answering(id) {
             tokio::time::sleep(self.heartbeat).await;
         }
     }
@@ -293,9 +293,10 @@ impl Cluster {
         }
     }
 
-    /// Another node announced it is leaving: it counts as gone.
+    /// Another node announced it is leaving: no new requests go to it (it
+    /// answers those it already holds).
     pub fn leaving(&self, node: &str) {
-        self.members.unreachable(node);
+        self.members.leaving(node);
     }
 
     /// A live node that is not leaving, other than this one, if any.

@@ -17,3 +17,58 @@ pub fn read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 pub fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Gives back a map's spare room once it is less than a quarter full, so a
+/// burst of sessions does not pin their table after they end. Halving on a
+/// quarter keeps the cost amortised: a map that shrank must lose half its
+/// entries again before the next shrink.
+pub fn shrink_when_sparse<K: Eq + std::hash::Hash, V>(map: &mut std::collections::HashMap<K, V>) {
+    if map.len() * 4 < map.capacity() && map.capacity() > SPARSE_FLOOR {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
+/// The same for a [`dashmap::DashMap`] (each shard is resized under its own lock).
+pub fn shrink_dashmap_when_sparse<K: Eq + std::hash::Hash, V>(map: &dashmap::DashMap<K, V>) {
+    let capacity = map.capacity();
+    if map.len() * 4 < capacity && capacity > SPARSE_FLOOR {
+        map.shrink_to_fit();
+    }
+}
+
+/// Below this many slots a map keeps its room: not worth a reallocation.
+const SPARSE_FLOOR: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparse_map_gives_back_its_room_and_a_full_one_keeps_it() {
+        let mut map: std::collections::HashMap<u32, u32> = (0..4096).map(|i| (i, i)).collect();
+        let full = map.capacity();
+        shrink_when_sparse(&mut map);
+        assert_eq!(map.capacity(), full, "a full map keeps its room");
+        map.retain(|k, _| *k < 100);
+        shrink_when_sparse(&mut map);
+        assert!(
+            map.capacity() < full / 8,
+            "capacity {} after 100 of 4096 entries remain",
+            map.capacity()
+        );
+        assert_eq!(map.len(), 100);
+
+        let dash: dashmap::DashMap<u32, u32> = (0..4096).map(|i| (i, i)).collect();
+        let full = dash.capacity();
+        (100..4096).for_each(|k| {
+            dash.remove(&k);
+        });
+        shrink_dashmap_when_sparse(&dash);
+        assert!(
+            dash.capacity() < full / 8,
+            "dashmap capacity {} of {full}",
+            dash.capacity()
+        );
+        assert_eq!(dash.len(), 100);
+    }
+}

@@ -5,16 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod admin_cli;
+mod allocator;
 mod connect;
 
 use clap::{Parser, Subcommand};
 use tether_demo::{DemoEra, DemoProfile, DemoServer};
 use tether_gateway::config::{Config, UpstreamConfig};
-
-/// glibc malloc spends a fifth of the relay's CPU time under load; mimalloc
-/// is markedly cheaper for the many small, short-lived allocations of a proxy.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -171,6 +167,7 @@ fn main() -> std::process::ExitCode {
     {
         runtime.worker_threads(n);
     }
+    runtime.on_thread_park(allocator::tidy_when_idle);
     let runtime = runtime.enable_all().build().expect("tokio runtime starts");
     let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {

@@ -105,6 +105,7 @@ impl SessionRegistry {
     /// Forgets a held session (ended here or elsewhere) and gives back its place.
     fn unregister(&self, id: &str) -> Option<Arc<ClientSession>> {
         let (_, session) = self.sessions.remove(id)?;
+        crate::sync::shrink_dashmap_when_sparse(&self.sessions);
         session.vacate();
         Some(session)
     }
@@ -234,9 +235,7 @@ impl SessionRegistry {
         {
             match cluster.known_peer(&home) {
                 Some(peer) => return Located::Peer(peer),
-                None => {
-                    self.homes.remove(id);
-                }
+                None => self.forget_home(id),
             }
         }
         // Twice at most: a lost race to adopt it reads it again.
@@ -337,17 +336,19 @@ impl SessionRegistry {
     /// does not): the next lookup reads the store.
     pub fn forget_home(&self, id: &str) {
         self.homes.remove(id);
+        crate::sync::shrink_dashmap_when_sparse(&self.homes);
     }
 
     /// Forgets every session home on `node` (it is leaving).
     pub fn forget_homes_on(&self, node: &str) {
         self.homes.retain(|_, home| **home != *node);
+        crate::sync::shrink_dashmap_when_sparse(&self.homes);
     }
 
     /// Stops serving a session another node ended or took over: forgets it
     /// without closing its upstream sessions (they are not this node's now).
     pub fn let_go(&self, id: &str) {
-        self.homes.remove(id);
+        self.forget_home(id);
         if let Some(session) = self.unregister(id) {
             session.forget();
             tracing::debug!(session = %id, "session ended or moved on another node");
@@ -357,7 +358,7 @@ impl SessionRegistry {
     /// Another node ended the session: stops serving it and closes the
     /// upstream sessions this node holds for it (in the background).
     pub fn ended_elsewhere(&self, id: &str) {
-        self.homes.remove(id);
+        self.forget_home(id);
         if let Some(session) = self.unregister(id) {
             let timeout = self.close_timeout;
             tokio::spawn(async move { session.close(timeout).await });

@@ -400,7 +400,12 @@ impl Store {
     /// Removes a session and its bindings; true if it existed.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(mem) => Ok(lock(&mem.sessions).remove(id).is_some()),
+            Store::Memory(mem) => {
+                let mut sessions = lock(&mem.sessions);
+                let existed = sessions.remove(id).is_some();
+                crate::sync::shrink_when_sparse(&mut sessions);
+                Ok(existed)
+            }
             Store::Sql(Sql { pool, .. }) => {
                 sqlx::query("DELETE FROM tether_upstream_sessions WHERE session_id = $1")
                     .bind(id)

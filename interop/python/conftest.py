@@ -220,12 +220,12 @@ class Launcher:
         self.procs.append(proc)
         return proc
 
-    def upstream(self, era: str, name: str | None = None) -> Upstream:
-        """A `tether demo-upstream` of the given era (legacy, modern or dual)."""
+    def upstream(self, era: str, name: str | None = None, profile: str = "demo") -> Upstream:
+        """A `tether demo-upstream` of the given era (legacy, modern or dual), serving the
+        demo tools or (`profile="conformance"`) the conformance suite's fixture."""
         name = name or f"upstream-{era}-{len(self.procs)}"
-        return self._start(
-            Upstream, name, ["demo-upstream", "--listen", "127.0.0.1:0", "--era", era], UPSTREAM_LINE, era=era
-        )
+        argv = ["demo-upstream", "--listen", "127.0.0.1:0", "--era", era, "--profile", profile]
+        return self._start(Upstream, name, argv, UPSTREAM_LINE, era=era)
 
     def gateway(self, upstreams: dict[str, str | dict], name: str | None = None) -> Gateway:
         """`tether serve` with a temp config federating `upstreams`: name -> URL, or

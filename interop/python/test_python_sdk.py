@@ -202,3 +202,50 @@ async def test_auto_client_sampling_via_input_required(gateway_modern):
     seen = sampler.seen
     assert len(seen) == 1, msg(op, "exactly one sampling request (input_required round)", [dump(p) for p in seen])
     expect_text(result, "sampled: modern reply", op, msg)
+
+
+# --------------------------------------------------------------------------
+# Mcp-Param-* headers (x-mcp-header) across eras
+# --------------------------------------------------------------------------
+
+HEADER_TOOL = "test_custom_headers"
+HEADER_ARGS = {"region": "Zürich", "priority": 5, "verbose": False}
+
+
+@bounded
+async def test_legacy_session_calls_a_modern_tool_that_wants_its_arguments_in_headers(launcher):
+    """A modern upstream refuses a tools/call without the Mcp-Param-* headers its tool
+    declares; a legacy session sends none, so Tether renders them from the tool's schema."""
+    upstream = launcher.upstream("modern", profile="conformance")
+    gateway = launcher.gateway({"conf": upstream.url})
+    for url, tool in [(gateway.single("conf"), HEADER_TOOL), (gateway.url, f"conf__{HEADER_TOOL}")]:
+        where = f"legacy ClientSession via {url} -> modern upstream"
+        async with legacy_session(url) as session:
+            result = await session.call_tool(tool, HEADER_ARGS)
+        op = f"tools/call {tool} {HEADER_ARGS} via {where}"
+        assert not result.is_error and (text_of(result) or "").startswith("Custom headers tool called with"), msg(
+            op, "the tool's answer (the upstream accepted the headers)", dump(result)
+        )
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+@bounded
+async def test_modern_client_headers_reach_or_are_checked_for_any_upstream(launcher, era):
+    """The SDK's Client mirrors x-mcp-header arguments from the federated tools/list: a
+    modern upstream checks them itself, and Tether checks them for a legacy one."""
+    upstream = launcher.upstream(era, profile="conformance")
+    gateway = launcher.gateway({"conf": upstream.url})
+    where = f"tether /mcp -> {era} upstream (Client mode=auto)"
+    wire = Wire()
+    tool = f"conf__{HEADER_TOOL}"
+    async with modern_client(gateway.url, where, msg, wire) as client:
+        assert tool in await tool_names(client), msg(f"tools/list via {where}", f"a tool named {tool}", "missing")
+        result = await client.call_tool(tool, HEADER_ARGS)
+    op = f"tools/call {tool} {HEADER_ARGS} via {where}"
+    assert not result.is_error and (text_of(result) or "").startswith("Custom headers tool called with"), msg(
+        op, "the tool's answer", dump(result)
+    )
+    sent = [h for _, _, h, body in wire.requests if body and json.loads(body).get("method") == "tools/call"]
+    assert sent and sent[-1].get("mcp-param-priority") == "5", msg(
+        f"{op}: request headers", "Mcp-Param-Priority: 5 (rendered by the SDK)", wire.summary()
+    )

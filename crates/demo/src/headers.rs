@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::err;
 use tether_wire::jsonrpc::{ErrorObject, Method};
-use tether_wire::protocol;
+use tether_wire::{param_headers, protocol};
 
 fn mismatch(message: impl Into<String>) -> ErrorObject {
     err(
@@ -53,20 +53,6 @@ pub(super) fn protocol_version(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// Whether a header value mirrors a body value: strings exactly, booleans as
-/// `true`/`false`, numbers numerically (`42.0` equals `42`).
-fn mirrors(header: &str, body: &Value) -> bool {
-    match body {
-        Value::String(s) => header == s,
-        Value::Bool(b) => header == if *b { "true" } else { "false" },
-        Value::Number(n) => match (header.parse::<f64>(), n.as_f64()) {
-            (Ok(h), Some(b)) => h == b,
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
 /// Validates a modern request's headers against its body. `input_schema` is
 /// the called tool's input schema (for `tools/call`), whose `x-mcp-header`
 /// properties name the `Mcp-Param-*` headers to check.
@@ -102,31 +88,13 @@ pub(super) fn validate(
             Some(_) => {}
         }
     }
-    let properties = input_schema
-        .and_then(|s| s.get("properties"))
-        .and_then(Value::as_object);
-    for (arg, schema) in properties.into_iter().flatten() {
-        let Some(suffix) = schema.get("x-mcp-header").and_then(Value::as_str) else {
-            continue;
-        };
-        let body = params.get("arguments").and_then(|a| a.get(arg));
-        let Some(body) = body.filter(|v| !v.is_null()) else {
-            continue;
-        };
-        let name = format!(
-            "{}{}",
-            protocol::HEADER_PARAM_PREFIX,
-            suffix.to_ascii_lowercase()
-        );
-        match decoded(headers, &name)? {
-            None => return Err(mismatch(format!("Mcp-Param-{suffix} header is required"))),
-            Some(h) if !mirrors(&h, body) => {
-                return Err(mismatch(format!(
-                    "Mcp-Param-{suffix} header value '{h}' does not match body value {body}"
-                )));
-            }
-            Some(_) => {}
-        }
+    if let Some(schema) = input_schema {
+        let declared = param_headers::declarations(schema).map_err(mismatch)?;
+        let arguments = params.get("arguments").unwrap_or(&Value::Null);
+        param_headers::check(&declared, arguments, |name| {
+            headers.get(name).map(|v| v.as_bytes())
+        })
+        .map_err(mismatch)?;
     }
     Ok(())
 }
@@ -274,14 +242,5 @@ mod tests {
             ("mcp-param-verbose", "false"),
         ];
         assert!(check(all, &h).is_err());
-    }
-
-    #[test]
-    fn mirrors_values() {
-        assert!(
-            mirrors("42", &json!(42)) && mirrors("42.0", &json!(42)) && !mirrors("x", &json!(42))
-        );
-        assert!(mirrors("true", &json!(true)) && !mirrors("True", &json!(true)));
-        assert!(!mirrors("{}", &json!({})));
     }
 }

@@ -8,5 +8,6 @@ pub mod fields;
 pub mod jsonrpc;
 pub mod lines;
 pub mod method;
+pub mod param_headers;
 pub mod protocol;
 pub mod sse;

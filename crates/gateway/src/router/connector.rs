@@ -3,7 +3,7 @@
 //! [invariant: isolation]), probed before reuse when it sat idle, recorded
 //! in the store so another node or a restart re-attaches it, told the
 //! client's log level, and relayed into the client's GET stream. Also the
-//! requests Tether itself makes on it (catalogue listing), retried once on a
+//! requests Tether itself makes on it (listing every page of a catalogue), retried once on a
 //! fresh session when the old one was lost.
 
 use std::sync::Arc;
@@ -11,14 +11,19 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_wire::jsonrpc::Method;
+use serde_json::json;
+use tether_wire::jsonrpc::{self, Message, Method, RawObject};
 use tether_wire::protocol::Era;
 
+use super::catalog::ListKind;
 use super::context::RequestContext;
 use super::session_stream;
 use crate::session::ClientSession;
 use crate::store::Store;
 use crate::upstream::{ClientIdentity, Upstream, UpstreamError, UpstreamSession};
+
+/// Pages fetched per upstream list before giving up on a runaway cursor.
+const MAX_PAGES: usize = 64;
 
 /// Hands requests their upstream sessions (see the module documentation).
 pub struct Connector {
@@ -151,6 +156,48 @@ impl Connector {
                 }
             }
         }
+    }
+
+    /// Every page of one upstream's list. A JSON-RPC error (e.g. the upstream
+    /// has no prompts) counts as an empty list; transport failures are errors.
+    pub async fn list_all(
+        &self,
+        ctx: &RequestContext,
+        upstream: &Arc<Upstream>,
+        kind: ListKind,
+    ) -> Result<Vec<RawObject>, UpstreamError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let params = match &cursor {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            let answer = self.call(ctx, upstream, kind.method(), params).await?;
+            let Ok(msg) = Message::parse(&answer) else {
+                return Err(UpstreamError::Protocol(
+                    "list answer is not JSON-RPC".into(),
+                ));
+            };
+            let Some(result) = msg.result else {
+                return Ok(items);
+            };
+            let obj: RawObject = serde_json::from_str(result.get())
+                .map_err(|_| UpstreamError::Protocol("list result is not an object".into()))?;
+            if let Some(page) = obj.get(kind.items_key()) {
+                let page: Vec<RawObject> = serde_json::from_str(page.get()).map_err(|_| {
+                    UpstreamError::Protocol(
+                        format!("{} is not a list of objects", kind.items_key()).into(),
+                    )
+                })?;
+                items.extend(page);
+            }
+            cursor = jsonrpc::str_member(&obj, "nextCursor");
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(items)
     }
 
     /// Starts relaying the streams of the client session's upstream sessions

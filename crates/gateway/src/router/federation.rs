@@ -6,8 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
-use serde_json::json;
-use tether_wire::jsonrpc::{self, Message, Method, RawObject, Request, code};
+use tether_wire::jsonrpc::{self, Method, RawObject, Request, code};
 use tether_wire::protocol::Era;
 
 use super::catalog::{self, ListKind, Routes};
@@ -18,9 +17,6 @@ use super::outcome::{Outcome, answer, error};
 use crate::config::{FederationConfig, Naming};
 use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamError, UpstreamSet};
-
-/// Pages fetched per upstream list before giving up on a runaway cursor.
-const MAX_PAGES: usize = 64;
 
 /// No upstream answered a list request (each one's failure).
 #[derive(Debug)]
@@ -100,7 +96,11 @@ impl Federation {
         upstream: &Arc<Upstream>,
         request: &Request,
     ) -> Outcome {
-        let items = match self.list_all(ctx, upstream, ListKind::Tools).await {
+        let items = match self
+            .connector
+            .list_all(ctx, upstream, ListKind::Tools)
+            .await
+        {
             Ok(items) => items,
             Err(e) => {
                 return error(
@@ -146,8 +146,10 @@ impl Federation {
             .iter()
             .filter(|u| u.is_healthy() && access.reaches_upstream(&u.name))
             .collect();
-        let lists =
-            futures_util::future::join_all(live.iter().map(|u| self.list_all(ctx, u, kind))).await;
+        let lists = futures_util::future::join_all(
+            live.iter().map(|u| self.connector.list_all(ctx, u, kind)),
+        )
+        .await;
         let mut ok = Vec::new();
         let mut failures = Vec::new();
         for (upstream, result) in live.iter().zip(lists) {
@@ -182,51 +184,6 @@ impl Federation {
             tracing::warn!(names = ?merged.collisions, naming = ?self.config.naming, "several upstreams expose the same {} names", kind.items_key());
         }
         Ok(merged.items)
-    }
-
-    /// Every page of one upstream's list. A JSON-RPC error (e.g. the upstream
-    /// has no prompts) counts as an empty list; transport failures are errors.
-    async fn list_all(
-        &self,
-        ctx: &RequestContext,
-        upstream: &Arc<Upstream>,
-        kind: ListKind,
-    ) -> Result<Vec<RawObject>, UpstreamError> {
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let params = match &cursor {
-                Some(c) => json!({ "cursor": c }),
-                None => json!({}),
-            };
-            let answer = self
-                .connector
-                .call(ctx, upstream, kind.method(), params)
-                .await?;
-            let Ok(msg) = Message::parse(&answer) else {
-                return Err(UpstreamError::Protocol(
-                    "list answer is not JSON-RPC".into(),
-                ));
-            };
-            let Some(result) = msg.result else {
-                return Ok(items);
-            };
-            let obj: RawObject = serde_json::from_str(result.get())
-                .map_err(|_| UpstreamError::Protocol("list result is not an object".into()))?;
-            if let Some(page) = obj.get(kind.items_key()) {
-                let page: Vec<RawObject> = serde_json::from_str(page.get()).map_err(|_| {
-                    UpstreamError::Protocol(
-                        format!("{} is not a list of objects", kind.items_key()).into(),
-                    )
-                })?;
-                items.extend(page);
-            }
-            cursor = jsonrpc::str_member(&obj, "nextCursor");
-            if cursor.is_none() {
-                break;
-            }
-        }
-        Ok(items)
     }
 
     /// Finds the upstream and original name behind an exposed tool/prompt name,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tether_wire::jsonrpc::{ErrorObject, Method, RawObject, Request, code};
-use tether_wire::protocol::Era;
+use tether_wire::protocol::{ERROR_HEADER_MISMATCH, Era};
 use tokio::sync::mpsc;
 
 use super::connector::Connector;
@@ -18,6 +18,7 @@ use super::context::RequestContext;
 use super::era_results::adapt_response;
 use super::input_rounds::{self, InputRounds};
 use super::outcome::{Outcome, error};
+use super::param_mirror;
 use super::reply_relay::ReplyRelay;
 use super::waiting_calls::{Parked, WaitingCalls};
 use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
@@ -59,6 +60,7 @@ impl Forwarder {
         params: Option<RawObject>,
     ) -> Outcome {
         let mut last_error = None;
+        let mut relist = false;
         for attempt in 0..2 {
             let session = match self.connector.session_for(ctx, upstream).await {
                 Ok(s) => s,
@@ -82,15 +84,37 @@ impl Forwarder {
                     .or_else(|| request.name_value(None)),
                 Era::Modern => request.name_value(params.as_ref()),
             };
+            // A legacy client renders no Mcp-Param-* headers; a modern
+            // upstream wants those its tool declares.
+            let mirrored = match (&name, ctx.era, session.era, &request.method) {
+                (Some(tool), Era::Legacy, Era::Modern, Method::ToolsCall) => {
+                    let call = (tool.as_str(), &request, params.as_ref());
+                    let connector = &self.connector;
+                    Some(param_mirror::headers(connector, ctx, upstream, call, relist).await)
+                }
+                (_, Era::Modern, Era::Legacy, Method::ToolsCall) => {
+                    let tool = request.name_value(params.as_ref()).unwrap_or_default();
+                    let call = (tool.as_str(), &request, params.as_ref());
+                    if let Err(why) =
+                        param_mirror::check(&self.connector, ctx, upstream, call).await
+                    {
+                        return error(&request, ERROR_HEADER_MISMATCH, why);
+                    }
+                    None
+                }
+                _ => None,
+            };
+            let extra = mirrored.as_deref().unwrap_or(&ctx.options.param_headers);
             let reply = session
-                .request(
-                    body,
-                    &request.method,
-                    name.as_deref(),
-                    &ctx.options.param_headers,
-                )
+                .request(body, &request.method, name.as_deref(), extra)
                 .await;
             match reply {
+                Ok(Reply::Json(answer))
+                    if mirrored.is_some() && !relist && param_mirror::refused(&answer) =>
+                {
+                    tracing::debug!(upstream = %upstream.name, "Mcp-Param headers refused; listing the tools again");
+                    relist = true;
+                }
                 Ok(reply) => return self.relay(ctx, session, request, params, reply),
                 Err(e) => {
                     if e.poisons_session() {

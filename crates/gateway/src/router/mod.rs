@@ -20,6 +20,7 @@ mod input_required;
 mod input_rounds;
 mod log_level;
 mod outcome;
+mod param_mirror;
 mod reply_relay;
 mod server_requests;
 mod session_stream;

@@ -17,6 +17,7 @@ mod session;
 mod session_set;
 mod sse_transport;
 mod stdio;
+mod tool_headers;
 mod upstream_set;
 
 pub use discovery::Eras;
@@ -28,6 +29,7 @@ pub use placement::ProcessPlacement;
 pub use reply::{EventStream, Reply, classify, first_response};
 pub use session::UpstreamSession;
 pub use session_set::SessionSet;
+pub use tool_headers::ToolHeaders;
 pub use upstream_set::{UpstreamSet, Upstreams};
 
 use std::sync::Arc;
@@ -72,6 +74,8 @@ pub struct Upstream {
     wiring: Mutex<Option<Wiring>>,
     eras: Mutex<Option<Eras>>,
     discovered: Mutex<Option<Arc<RawValue>>>,
+    /// Its tools' `Mcp-Param-*` declarations, as last listed (none: not yet).
+    tool_headers: Mutex<Option<Arc<ToolHeaders>>>,
     detect: tokio::sync::Mutex<()>,
     pool: SessionPool,
     /// The one process of a shared stdio upstream.
@@ -126,6 +130,7 @@ impl Upstream {
             wiring: Mutex::new(wiring),
             eras: Mutex::new(eras),
             discovered: Mutex::new(None),
+            tool_headers: Mutex::new(None),
             detect: tokio::sync::Mutex::new(()),
             pool: SessionPool::default(),
             shared_process: tokio::sync::Mutex::new(None),
@@ -145,6 +150,16 @@ impl Upstream {
     /// How to reach the upstream over HTTP (`None` for stdio upstreams).
     pub fn endpoint(&self) -> Option<&Arc<HttpEndpoint>> {
         self.endpoint.as_ref()
+    }
+
+    /// Its tools' `Mcp-Param-*` declarations as last listed, if listed.
+    pub fn tool_headers(&self) -> Option<Arc<ToolHeaders>> {
+        lock(&self.tool_headers).clone()
+    }
+
+    /// Keeps `table` as its tools' declarations.
+    pub fn set_tool_headers(&self, table: Arc<ToolHeaders>) {
+        *lock(&self.tool_headers) = Some(table);
     }
 
     /// The eras the upstream answers, probing it once (concurrent callers

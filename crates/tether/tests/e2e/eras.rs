@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Legacy, config, demo, modern, tether, text};
+use crate::harness::{Legacy, Reply, config, demo, modern, modern_with, spawn_demo, tether, text};
 
 async fn exercise_legacy_client(url: &str) {
     let c = Legacy::connect(url).await;
@@ -215,5 +215,83 @@ async fn environment_overrides_config_and_ignores_unrelated_variables() {
     assert!(
         c.session.is_none(),
         "TETHER_SERVER__STATELESS=true made the gateway stateless"
+    );
+}
+
+/// The conformance fixture's tool whose `region`, `priority` and `verbose`
+/// arguments travel in `Mcp-Param-*` headers too (`x-mcp-header`).
+const HEADER_TOOL: &str = "test_custom_headers";
+
+#[tokio::test]
+async fn legacy_client_calls_a_modern_tool_that_wants_its_arguments_in_headers() {
+    // The modern upstream refuses a call without the headers its tool
+    // declares; a legacy client renders none, so Tether does.
+    let up = spawn_demo(&["--era", "modern", "--profile", "conformance"]);
+    let gw = tether(&config(&[("conf", &up.mcp())], ""));
+    let args = json!({"region": "Zürich, eu-central", "priority": 7, "verbose": true});
+    for (url, tool) in [
+        (
+            gw.mcp().replace("/mcp", "/u/conf/mcp"),
+            HEADER_TOOL.to_string(),
+        ),
+        (gw.mcp(), format!("conf__{HEADER_TOOL}")),
+    ] {
+        let client = Legacy::connect(&url).await;
+        let result = client.call(&tool, args.clone()).await;
+        assert!(
+            text(&result).starts_with("Custom headers tool called with"),
+            "{url}: {result}"
+        );
+        // Arguments without a header form, or absent, get no header.
+        let result = client.call(&tool, json!({"region": "r"})).await;
+        assert!(
+            text(&result).contains("\"region\":\"r\""),
+            "{url}: {result}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_modern_clients_param_headers_are_checked_when_the_upstream_cannot() {
+    // A legacy upstream does not check Mcp-Param-* headers: Tether does,
+    // against the tool's schema as the upstream lists it.
+    let up = spawn_demo(&["--era", "legacy", "--profile", "conformance"]);
+    let gw = tether(&config(&[("conf", &up.mcp())], ""));
+    let url = gw.mcp().replace("/mcp", "/u/conf/mcp");
+    let params = json!({"name": HEADER_TOOL, "arguments": {"region": "us-west1", "priority": 3}});
+    let refused = |reply: &Reply, why: &str| {
+        assert_eq!(reply.status, 400, "{why}: {:?}", reply.messages);
+        let error = &reply.last()["error"];
+        assert_eq!(error["code"], -32020, "{why}: {error}");
+        error["message"].as_str().unwrap_or_default().to_owned()
+    };
+    let missing = modern_with(
+        &url,
+        "tools/call",
+        params.clone(),
+        &[("mcp-param-region", "us-west1")],
+    )
+    .await;
+    let message = refused(&missing, "Priority header missing");
+    assert!(message.contains("Mcp-Param-Priority"), "{message}");
+    let wrong = [
+        ("mcp-param-region", "us-east1"),
+        ("mcp-param-priority", "3"),
+    ];
+    let message = refused(
+        &modern_with(&url, "tools/call", params.clone(), &wrong).await,
+        "region differs",
+    );
+    assert!(message.contains("us-east1"), "{message}");
+    let right = [
+        ("mcp-param-region", "us-west1"),
+        ("mcp-param-priority", "3.0"),
+    ];
+    let reply = modern_with(&url, "tools/call", params, &right).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.messages);
+    assert!(
+        text(&reply.last()["result"]).starts_with("Custom headers tool called with"),
+        "{:?}",
+        reply.messages
     );
 }

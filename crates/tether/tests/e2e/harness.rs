@@ -495,7 +495,17 @@ impl Legacy {
 }
 
 /// A 2026-07-28 (stateless) request with correct headers and `_meta`.
-pub async fn modern(url: &str, method: &str, mut params: Value) -> Reply {
+pub async fn modern(url: &str, method: &str, params: Value) -> Reply {
+    modern_with(url, method, params, &[]).await
+}
+
+/// [`modern`] with `extra` headers (`Mcp-Param-*`, say).
+pub async fn modern_with(
+    url: &str,
+    method: &str,
+    mut params: Value,
+    extra: &[(&'static str, &str)],
+) -> Reply {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientInfo": {"name": "tether-tests", "version": "1"},
@@ -513,6 +523,7 @@ pub async fn modern(url: &str, method: &str, mut params: Value) -> Reply {
     if let Some(n) = name {
         headers.push(("mcp-name", n));
     }
+    headers.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     post(
         url,
         &headers,

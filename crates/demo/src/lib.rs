@@ -761,23 +761,31 @@ impl Call {
     }
 
     async fn progress(&self, steps: u64, delay: Duration) -> Result<Value, ErrorObject> {
-        let token = self.params.pointer("/_meta/progressToken").cloned();
         for i in 1..=steps {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.gone() => return Err(cancelled()),
             }
-            if let Some(token) = &token {
-                let note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
-                    "progressToken": token, "progress": i, "total": steps,
-                    "message": format!("step {i} of {steps}"),
-                }});
-                if !self.emit(&note).await {
-                    return Err(cancelled());
-                }
+            if !self
+                .report_progress(i, steps, &format!("step {i} of {steps}"))
+                .await
+            {
+                return Err(cancelled());
             }
         }
         Ok(text_result(&format!("completed {steps} steps")))
+    }
+
+    /// Sends a progress notification when the request asked for progress;
+    /// false when the client stopped listening.
+    async fn report_progress(&self, progress: u64, total: u64, message: &str) -> bool {
+        let Some(token) = self.params.pointer("/_meta/progressToken") else {
+            return true;
+        };
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
+            "progressToken": token, "progress": progress, "total": total, "message": message,
+        }});
+        self.emit(&note).await
     }
 
     /// The session whose client can be asked something on this call's
@@ -903,6 +911,10 @@ impl Call {
                 sampling_params(prompt),
             )
             .await?;
+        if matches!(asked, Asked::Answered(_)) {
+            // Progress after the client's answer (a resumed call's progress).
+            self.report_progress(1, 1, "the client answered").await;
+        }
         Ok(match asked {
             Asked::TimedOut => tool_error("sampling timed out after 30 s"),
             Asked::Abandoned => tool_error("sampling request abandoned"),

@@ -19,6 +19,7 @@ use super::era_results::adapt_response;
 use super::input_rounds::{self, InputRounds};
 use super::outcome::{Outcome, error};
 use super::param_mirror;
+use super::progress_swap::ProgressSwap;
 use super::reply_relay::ReplyRelay;
 use super::waiting_calls::{Parked, WaitingCalls};
 use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
@@ -187,7 +188,7 @@ impl Forwarder {
                     request_params: request_params(),
                     upstream_id: Some(request.id.clone()),
                 };
-                self.stream_reply(call, Some(request.id), *stream)
+                self.stream_reply(call, Some(request.id), *stream, None)
             }
         }
     }
@@ -196,6 +197,7 @@ impl Forwarder {
     /// upstream has the answer; the rest of its reply goes to `retry` (the
     /// client's new request).
     pub fn resume(&self, parked: Parked, retry: &Request) -> Outcome {
+        let progress = ProgressSwap::new(&parked.request_params, retry);
         let call = Call {
             ctx: parked.ctx,
             session: parked.session,
@@ -203,7 +205,7 @@ impl Forwarder {
             request_params: parked.request_params,
             upstream_id: Some(parked.upstream_id),
         };
-        self.stream_reply(call, Some(retry.id.clone()), parked.stream)
+        self.stream_reply(call, Some(retry.id.clone()), parked.stream, progress)
     }
 
     /// Relays `stream`, the reply to `call`, to the client (who knows the
@@ -213,6 +215,7 @@ impl Forwarder {
         call: Call,
         client_id: Option<Box<RawValue>>,
         stream: EventStream,
+        progress: Option<ProgressSwap>,
     ) -> Outcome {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let relay = ReplyRelay {
@@ -225,6 +228,7 @@ impl Forwarder {
             send_timeout: self.send_timeout,
             request_params: call.request_params,
             waiting: self.waiting.clone(),
+            progress,
         };
         tokio::spawn(relay.run(stream));
         Outcome::Stream(rx)

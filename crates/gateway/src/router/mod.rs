@@ -21,6 +21,7 @@ mod input_rounds;
 mod log_level;
 mod outcome;
 mod param_mirror;
+mod progress_swap;
 mod reply_relay;
 mod server_requests;
 mod session_stream;

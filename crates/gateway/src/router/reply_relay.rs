@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::context::RequestContext;
 use super::era_results::adapt_response;
 use super::input_rounds::{self, InputRounds};
+use super::progress_swap::ProgressSwap;
 use super::server_requests::relay_server_request;
 use super::waiting_calls::{self, Parked, WaitingCalls};
 use crate::upstream::{EventStream, UpstreamSession};
@@ -38,6 +39,8 @@ pub struct ReplyRelay {
     pub request_params: RawObject,
     /// Calls waiting for a modern client's input.
     pub waiting: Arc<WaitingCalls>,
+    /// A call resumed by a modern client's retry: its progress renamed.
+    pub progress: Option<ProgressSwap>,
 }
 
 impl ReplyRelay {
@@ -83,7 +86,11 @@ impl ReplyRelay {
                     ))
                 }
                 Ok(Kind::Response) => None,
-                Ok(Kind::Notification) => self.notification(&msg).then_some(bytes),
+                Ok(Kind::Notification) if !self.notification(&msg) => None,
+                Ok(Kind::Notification) => match &self.progress {
+                    Some(swap) => swap.apply(&msg, bytes),
+                    None => Some(bytes),
+                },
                 Ok(Kind::Request)
                     if waiting_calls::asks_modern_client(&self.ctx, &self.method, &msg) =>
                 {

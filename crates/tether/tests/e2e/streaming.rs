@@ -274,6 +274,74 @@ async fn modern_client_answers_a_legacy_upstreams_request_as_input_required() {
 }
 
 #[tokio::test]
+async fn a_resumed_calls_progress_names_the_retrys_token() {
+    // The legacy upstream reports progress after the client's answer, under
+    // the token of the request it was sent; the modern client waits on its
+    // retry, which named another token (or none).
+    let up = demo("legacy");
+    let gw = tether(&config(&[("demo", &up.mcp())], ""));
+    let url = format!("{}/u/demo/mcp", gw.base);
+    let call = |extra: Value, token: Option<Value>| {
+        let mut params = json!({"name": "sample", "arguments": {"prompt": "say hi"}});
+        for (k, v) in extra.as_object().unwrap() {
+            params[k] = v.clone();
+        }
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {"sampling": {}},
+        });
+        if let Some(token) = token {
+            params["_meta"]["progressToken"] = token;
+        }
+        let headers = vec![
+            ("mcp-protocol-version", "2026-07-28".to_string()),
+            ("mcp-method", "tools/call".to_string()),
+            ("mcp-name", "sample".to_string()),
+        ];
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params});
+        let url = url.clone();
+        async move { crate::harness::post(&url, &headers, &body).await }
+    };
+    let answer =
+        json!({"role": "assistant", "content": {"type": "text", "text": "hello"}, "model": "m"});
+    for retry_token in [Some(json!("retry-token")), None] {
+        let first = call(json!({}), Some(json!("first-token"))).await;
+        let result = first.last()["result"].clone();
+        assert_eq!(result["resultType"], "input_required", "{result}");
+        let key = result["inputRequests"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap()
+            .clone();
+        let retry =
+            json!({"inputResponses": {key: answer}, "requestState": result["requestState"]});
+        let done = call(retry, retry_token.clone()).await;
+        assert_eq!(
+            text(&done.last()["result"]),
+            "sampled: hello",
+            "{:?}",
+            done.messages
+        );
+        let tokens: Vec<&Value> = done
+            .messages
+            .iter()
+            .filter(|(_, m)| m["method"] == "notifications/progress")
+            .map(|(_, m)| &m["params"]["progressToken"])
+            .collect();
+        match &retry_token {
+            Some(token) => assert_eq!(tokens, [token], "{:?}", done.messages),
+            None => assert!(
+                tokens.is_empty(),
+                "no progress asked for: {:?}",
+                done.messages
+            ),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_dropped_stream_resumes_with_last_event_id() {
     let up = demo("legacy");
     let gw = tether(&config(&[("demo", &up.mcp())], ""));

@@ -32,6 +32,7 @@ from checks import (
     wait_for_stats,
 )
 from mcp import ClientSession
+from mcp.client.subscriptions import ToolsListChanged
 
 msg = reporter("python-sdk")
 
@@ -249,3 +250,34 @@ async def test_modern_client_headers_reach_or_are_checked_for_any_upstream(launc
     assert sent and sent[-1].get("mcp-param-priority") == "5", msg(
         f"{op}: request headers", "Mcp-Param-Priority: 5 (rendered by the SDK)", wire.summary()
     )
+
+
+# --------------------------------------------------------------------------
+# subscriptions/listen over upstreams of both eras
+# --------------------------------------------------------------------------
+
+
+@bounded
+async def test_listen_on_the_federated_endpoint_hears_both_eras(launcher):
+    """One `Client.listen()` stream on /mcp: tool-list changes of a legacy upstream (its GET
+    stream, bridged) and of a modern one (its own listen stream) both arrive; prompt
+    changes, not asked for, do not."""
+    old = launcher.upstream("legacy", profile="conformance")
+    new = launcher.upstream("modern", profile="conformance")
+    gateway = launcher.gateway({"old": old.url, "new": new.url})
+    where = "tether /mcp -> legacy + modern upstreams (Client.listen)"
+    async with modern_client(gateway.url, where, msg) as client:
+        async with client.listen(tools_list_changed=True) as sub:
+            honored = sub.honored.model_dump(by_alias=True, exclude_none=True)
+            assert honored.get("toolsListChanged") is True and not honored.get("promptsListChanged"), msg(
+                f"acknowledgement via {where}", "toolsListChanged honoured, nothing else", honored
+            )
+            events = aiter(sub)
+            for upstream in ("old", "new"):
+                await client.call_tool(f"{upstream}__test_trigger_prompt_change", {})
+                await client.call_tool(f"{upstream}__test_trigger_tool_change", {})
+                with anyio.fail_after(10):
+                    event = await anext(events)
+                assert isinstance(event, ToolsListChanged), msg(
+                    f"first event after {upstream}'s prompt then tool change via {where}", "ToolsListChanged", event
+                )

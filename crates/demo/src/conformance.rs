@@ -215,9 +215,7 @@ impl Call {
             }
             "test_trigger_tool_change" => {
                 let added = !self.shared.extra_tool.fetch_xor(true, Ordering::Relaxed);
-                self.shared
-                    .changes
-                    .publish(listen::Change::ToolsListChanged);
+                self.shared.announce(listen::Change::ToolsListChanged);
                 Ok(text_result(&format!(
                     "Tool list changed: {EXTRA_TOOL} {}",
                     if added { "added" } else { "removed" }
@@ -225,9 +223,7 @@ impl Call {
             }
             "test_trigger_prompt_change" => {
                 let added = !self.shared.extra_prompt.fetch_xor(true, Ordering::Relaxed);
-                self.shared
-                    .changes
-                    .publish(listen::Change::PromptsListChanged);
+                self.shared.announce(listen::Change::PromptsListChanged);
                 Ok(text_result(&format!(
                     "Prompt list changed: {EXTRA_PROMPT} {}",
                     if added { "added" } else { "removed" }

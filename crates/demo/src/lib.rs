@@ -115,6 +115,18 @@ struct Shared {
     extra_prompt: AtomicBool,
 }
 
+impl Shared {
+    /// Announces a list change: on every `subscriptions/listen` stream, and
+    /// on every legacy session's GET stream.
+    fn announce(&self, change: listen::Change) {
+        let note = json!({"jsonrpc": "2.0", "method": change.method().as_str()});
+        for session in self.sessions.iter() {
+            let _ = session.announcements.send(note.clone());
+        }
+        self.changes.publish(change);
+    }
+}
+
 /// One legacy session (Streamable HTTP or HTTP+SSE) or the implicit stdio session.
 struct Session {
     counter: AtomicU64,

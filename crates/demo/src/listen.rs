@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use tether_wire::jsonrpc::Method;
 use tether_wire::sse;
+use tether_wire::subscriptions;
 
-/// `_meta` key tagging notifications with the listen request's id.
-pub(super) const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 /// Interval between keepalive comments on a listen stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -66,77 +66,39 @@ pub(super) struct Support {
 /// The notification types one listen stream carries: the requested subset
 /// the server supports.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct Filter {
-    tools: bool,
-    prompts: bool,
-    resources: bool,
-    uris: Vec<String>,
-}
+pub(super) struct Filter(subscriptions::Filter);
 
 impl Filter {
     /// The part of a request's `params.notifications` that `support` can honour.
     pub(super) fn honoured(requested: &Value, support: &Support) -> Filter {
-        let flag = |key: &str| requested.get(key).and_then(Value::as_bool) == Some(true);
-        let mut uris: Vec<String> = requested
-            .get("resourceSubscriptions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter(|u| (support.known_uri)(u))
-            .map(str::to_owned)
-            .collect();
-        uris.dedup();
-        Filter {
-            tools: support.tools && flag("toolsListChanged"),
-            prompts: support.prompts && flag("promptsListChanged"),
-            resources: support.resources && flag("resourcesListChanged"),
-            uris,
-        }
-    }
-
-    /// The filter as a `SubscriptionFilter` object (only what is on).
-    pub(super) fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        for (on, key) in [
-            (self.tools, "toolsListChanged"),
-            (self.prompts, "promptsListChanged"),
-            (self.resources, "resourcesListChanged"),
-        ] {
-            if on {
-                out.insert(key.into(), Value::Bool(true));
-            }
-        }
-        if !self.uris.is_empty() {
-            out.insert("resourceSubscriptions".into(), json!(self.uris));
-        }
-        Value::Object(out)
+        let mut f = subscriptions::Filter::requested(requested);
+        f.tools &= support.tools;
+        f.prompts &= support.prompts;
+        f.resources &= support.resources;
+        f.uris.retain(|u| (support.known_uri)(u));
+        Filter(f)
     }
 
     /// Whether `change` passes the filter.
     pub(super) fn wants(&self, change: &Change) -> bool {
-        match change {
-            Change::ToolsListChanged => self.tools,
-            Change::PromptsListChanged => self.prompts,
+        self.0.wants(&change.method(), None)
+    }
+}
+
+impl Change {
+    /// The notification method announcing the change.
+    pub(super) fn method(&self) -> Method {
+        match self {
+            Change::ToolsListChanged => Method::ToolsListChanged,
+            Change::PromptsListChanged => Method::PromptsListChanged,
         }
     }
 }
 
-/// The stream's first message: what it will carry, tagged with its id.
-pub(super) fn acknowledged(filter: &Filter, subscription: &Value) -> Value {
-    json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": {
-        "notifications": filter.to_json(),
-        "_meta": {META_SUBSCRIPTION_ID: subscription},
-    }})
-}
-
 /// The notification reporting `change` on subscription `subscription`.
-pub(super) fn notification(change: &Change, subscription: &Value) -> Value {
-    let method = match change {
-        Change::ToolsListChanged => "notifications/tools/list_changed",
-        Change::PromptsListChanged => "notifications/prompts/list_changed",
-    };
-    json!({"jsonrpc": "2.0", "method": method, "params": {"_meta": {META_SUBSCRIPTION_ID: subscription}}})
+fn notification(change: &Change, subscription: &Value) -> Value {
+    let bare = json!({"jsonrpc": "2.0", "method": change.method().as_str()});
+    subscriptions::tagged(bare, subscription)
 }
 
 /// The SSE events of one listen stream: the acknowledgement, then each
@@ -148,7 +110,8 @@ pub(super) fn events(
     filter: Filter,
     subscription: Value,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let ack = sse::message_event(acknowledged(&filter, &subscription).to_string().as_bytes());
+    let ack = subscriptions::acknowledged(&filter.0, &subscription);
+    let ack = sse::message_event(ack.to_string().as_bytes());
     let mut tick = tokio::time::interval(KEEPALIVE);
     tick.reset();
     let state = (changes, filter, subscription, tick);
@@ -191,30 +154,15 @@ mod tests {
             &SUPPORT,
         );
         assert_eq!(
-            f.to_json(),
+            f.0.to_json(),
             json!({"toolsListChanged": true, "resourceSubscriptions": ["test://a"]})
         );
         assert!(f.wants(&Change::ToolsListChanged));
         assert!(!f.wants(&Change::PromptsListChanged));
         assert_eq!(
-            Filter::honoured(&Value::Null, &SUPPORT).to_json(),
+            Filter::honoured(&Value::Null, &SUPPORT).0.to_json(),
             json!({})
         );
-    }
-
-    #[test]
-    fn messages_carry_the_subscription_id() {
-        let f = Filter::honoured(&json!({"promptsListChanged": true}), &SUPPORT);
-        let ack = acknowledged(&f, &json!(7));
-        assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
-        assert_eq!(
-            ack["params"]["notifications"],
-            json!({"promptsListChanged": true})
-        );
-        assert_eq!(ack["params"]["_meta"][META_SUBSCRIPTION_ID], 7);
-        let n = notification(&Change::PromptsListChanged, &json!("s"));
-        assert_eq!(n["method"], "notifications/prompts/list_changed");
-        assert_eq!(n["params"]["_meta"][META_SUBSCRIPTION_ID], "s");
     }
 
     #[tokio::test]
@@ -229,7 +177,8 @@ mod tests {
         let next = s.next().await.and_then(Result::ok).unwrap_or_default();
         let text = String::from_utf8_lossy(&next);
         assert!(
-            text.contains("tools/list_changed") && text.contains(META_SUBSCRIPTION_ID),
+            text.contains("tools/list_changed")
+                && text.contains(subscriptions::META_SUBSCRIPTION_ID),
             "{text}"
         );
     }

@@ -139,6 +139,7 @@ async fn shutdown(
     app.sessions.close_streams();
     app.sse.close_all();
     app.relays.close_all();
+    app.router.close_listens();
     if tokio::time::timeout(timeout, server).await.is_err() {
         tracing::warn!(
             ?timeout,

@@ -18,6 +18,35 @@ pub fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> 
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A one-way signal ending long-lived streams at shutdown (and any opened
+/// after it), so they do not hold the shutdown open.
+pub struct Closing {
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Closing {
+    fn default() -> Self {
+        Closing {
+            closed: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl Closing {
+    /// Ends every stream waiting on [`Closing::closed`], now and later.
+    pub fn close_all(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Resolves once [`Closing::close_all`] was called.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+}
+
 /// Gives back a map's spare room once it is less than a quarter full, so a
 /// burst of sessions does not pin their table after they end. Halving on a
 /// quarter keeps the cost amortised: a map that shrank must lose half its

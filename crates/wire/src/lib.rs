@@ -11,3 +11,4 @@ pub mod method;
 pub mod param_headers;
 pub mod protocol;
 pub mod sse;
+pub mod subscriptions;

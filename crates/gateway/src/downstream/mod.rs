@@ -23,7 +23,6 @@ mod streamable_http;
 pub use checks::edge::EdgePolicy;
 pub use http_sse::SseHub;
 pub use listener::Listener;
-pub use pass_on::Relays;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +40,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::session::SessionRegistry;
+use crate::sync::Closing;
 use checks::authenticate::{self, AuthenticateLayer, METADATA_PATH};
 use checks::edge::CheckEdge;
 use checks::inflight::Admit;
@@ -61,8 +61,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// HTTP+SSE connections of this node.
     pub sse: SseHub,
-    /// Session streams relayed from other nodes.
-    pub relays: Relays,
+    /// Ends the session GET streams this node relays from other nodes when
+    /// it shuts down, as the streams it serves itself end: the client opens
+    /// its stream again elsewhere and resumes it with `Last-Event-ID`.
+    pub relays: Closing,
     /// The upstream lifecycle (admin API).
     pub lifecycle: Arc<Lifecycle>,
     /// Who is calling.
@@ -102,7 +104,7 @@ impl App {
             sessions,
             metrics,
             sse: SseHub::default(),
-            relays: Relays::default(),
+            relays: Closing::default(),
             lifecycle,
             auth,
             cluster,

@@ -3,7 +3,6 @@
 //! call), and relaying that node's answer back as it is produced — a live
 //! SSE stream included ([invariant: one-home]).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -31,37 +30,6 @@ pub struct PassedOn;
 /// Whether another node passed this request on.
 pub fn is_passed_on(parts: &Parts) -> bool {
     parts.extensions.get::<PassedOn>().is_some()
-}
-
-/// The session GET streams this node relays from other nodes. They end
-/// when this node shuts down, as the streams it serves itself do: the
-/// client opens its stream again elsewhere and resumes it with
-/// `Last-Event-ID`, and the shutdown is not held open by them.
-pub struct Relays {
-    closed: tokio::sync::watch::Sender<bool>,
-}
-
-impl Default for Relays {
-    fn default() -> Self {
-        Relays {
-            closed: tokio::sync::watch::channel(false).0,
-        }
-    }
-}
-
-impl Relays {
-    /// Ends every relayed stream, and any relayed from now on.
-    pub fn close_all(&self) {
-        self.closed.send_replace(true);
-    }
-
-    /// Resolves when the streams are closed.
-    fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.closed.subscribe();
-        async move {
-            let _ = rx.wait_for(|closed| *closed).await;
-        }
-    }
 }
 
 /// Why a request passed on got no answer to relay.

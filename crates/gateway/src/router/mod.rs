@@ -18,6 +18,7 @@ mod federation;
 mod forward;
 mod input_required;
 mod input_rounds;
+mod listen;
 mod log_level;
 mod outcome;
 mod param_mirror;
@@ -39,11 +40,13 @@ use tether_wire::jsonrpc::{
     self, Incoming, Method, Notification, RawObject, Request, Response, code,
 };
 use tether_wire::protocol::Era;
+use tether_wire::subscriptions::Filter;
 
 use crate::config::FederationConfig;
 use crate::metrics::Metrics;
 use crate::session::{ClientSession, PendingRequest, Scope};
 use crate::store::Store;
+use crate::sync::Closing;
 use crate::upstream::{Upstream, UpstreamSet, Upstreams};
 use catalog::ListKind;
 use connector::Connector;
@@ -77,6 +80,9 @@ pub struct Router {
     waiting: Arc<WaitingCalls>,
     store: Arc<Store>,
     close_timeout: Duration,
+    send_timeout: Duration,
+    /// Ends the `subscriptions/listen` streams Tether serves at shutdown.
+    listens: Closing,
 }
 
 impl Router {
@@ -101,6 +107,8 @@ impl Router {
             waiting,
             store,
             close_timeout: timeouts.close,
+            send_timeout: timeouts.send,
+            listens: Closing::default(),
         }
     }
 
@@ -112,6 +120,12 @@ impl Router {
     /// Closes every call still waiting for client input (shutdown).
     pub async fn close_waiting(&self) {
         self.waiting.close_all().await;
+    }
+
+    /// Ends the `subscriptions/listen` streams Tether serves, and any opened
+    /// from now on (shutdown).
+    pub fn close_listens(&self) {
+        self.listens.close_all();
     }
 
     /// The upstreams now, in definition order.
@@ -201,6 +215,9 @@ impl Router {
         if !access.reaches_upstream(name) {
             return forbidden(&request, &format!("upstream {name}"));
         }
+        if request.method == Method::SubscriptionsListen {
+            return self.listen(ctx, request, Some(upstream)).await;
+        }
         if !access.restricts() {
             return self.forwarder.forward(ctx, &upstream, request, None).await;
         }
@@ -239,6 +256,7 @@ impl Router {
             Method::PromptsGet => self.call_named(ctx, ListKind::Prompts, request).await,
             Method::ResourcesRead => self.read_resource(ctx, request).await,
             Method::CompletionComplete => self.complete(ctx, request).await,
+            Method::SubscriptionsListen => self.listen(ctx, request, None).await,
             // Answered before routing, or by the transport (the handshake
             // and `server/discover`): nothing to federate.
             Method::Initialize
@@ -247,8 +265,6 @@ impl Router {
             | Method::LoggingSetLevel
             | Method::ResourcesSubscribe
             | Method::ResourcesUnsubscribe
-            // Not served on the federated endpoint.
-            | Method::SubscriptionsListen
             // What servers ask clients, and notifications: not client requests.
             | Method::SamplingCreateMessage
             | Method::ElicitationCreate
@@ -264,6 +280,68 @@ impl Router {
             | Method::SubscriptionsAcknowledged
             | Method::Other(_) => method_not_found(&request, ctx.era),
         }
+    }
+
+    /// `subscriptions/listen`: on `/u/<upstream>/mcp` (`single`) one stream
+    /// over that upstream, on `/mcp` over every upstream the caller reaches,
+    /// each resource asked of the upstream serving it (see `listen`).
+    async fn listen(
+        &self,
+        ctx: &Arc<RequestContext>,
+        request: Request,
+        single: Option<Arc<Upstream>>,
+    ) -> Outcome {
+        let requested = request
+            .params_object()
+            .ok()
+            .and_then(|p| serde_json::from_str(p.get("notifications")?.get()).ok())
+            .map(|n: serde_json::Value| Filter::requested(&n))
+            .unwrap_or_default();
+        let access = ctx.access();
+        let shares = match single {
+            Some(upstream) => vec![listen::Share {
+                upstream,
+                filter: requested,
+            }],
+            None => {
+                let reached: Vec<Arc<Upstream>> = self
+                    .upstreams
+                    .snapshot()
+                    .iter()
+                    .filter(|u| access.reaches_upstream(&u.name))
+                    .cloned()
+                    .collect();
+                let mut shares: Vec<listen::Share> = reached
+                    .into_iter()
+                    .map(|upstream| listen::Share {
+                        upstream,
+                        filter: Filter {
+                            uris: Vec::new(),
+                            ..requested.clone()
+                        },
+                    })
+                    .collect();
+                for uri in &requested.uris {
+                    let Some(serving) = self.federation.resolve_resource(ctx, uri).await else {
+                        continue;
+                    };
+                    if let Some(share) = shares.iter_mut().find(|s| s.upstream.name == serving.name)
+                    {
+                        share.filter.uris.push(uri.clone());
+                    }
+                }
+                shares
+            }
+        };
+        listen::serve(
+            &self.connector,
+            ctx,
+            &request,
+            shares,
+            &self.listens,
+            self.send_timeout,
+        )
+        .await
     }
 
     /// `tools/call` or `prompts/get` by an exposed name: to the upstream

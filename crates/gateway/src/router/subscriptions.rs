@@ -93,7 +93,7 @@ pub async fn subscribe(
 
 /// Why a `subscriptions/listen` stream was not held.
 #[derive(Debug)]
-enum ListenFailure {
+pub(super) enum ListenFailure {
     /// The request could not be built.
     Request(EnvelopeError),
     /// The upstream could not be reached.
@@ -149,7 +149,7 @@ async fn listen(
     let mut ack = Some(ack);
     let mut backoff = Duration::from_secs(1);
     loop {
-        match open(&session, &uris).await {
+        match open(&session, json!({ "resourceSubscriptions": uris })).await {
             Ok(mut stream) => {
                 while let Some(Ok(bytes)) = stream.next_message().await {
                     let Ok(msg) = Message::parse(&bytes) else {
@@ -191,16 +191,16 @@ async fn listen(
     }
 }
 
-async fn open(
+/// Opens a `subscriptions/listen` stream on a modern upstream session for
+/// `notifications` (a `SubscriptionFilter`).
+pub(super) async fn open(
     session: &Arc<UpstreamSession>,
-    uris: &[String],
+    notifications: serde_json::Value,
 ) -> Result<Box<EventStream>, ListenFailure> {
     let request = Request::new(
         jsonrpc::to_raw("tether-listen"),
         Method::SubscriptionsListen,
-        Some(jsonrpc::to_raw(
-            &json!({ "notifications": { "resourceSubscriptions": uris } }),
-        )),
+        Some(jsonrpc::to_raw(&json!({ "notifications": notifications }))),
     );
     let body = session
         .prepare(&request, None, None, false)

@@ -10,6 +10,7 @@ mod federation;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod listen;
 mod protocol;
 mod security;
 mod sse_client;

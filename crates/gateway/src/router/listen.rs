@@ -1,0 +1,248 @@
+//! `subscriptions/listen` (2026-07-28) served by Tether: on the federated
+//! `/mcp` one stream fans in every upstream the caller reaches; on
+//! `/u/<upstream>/mcp` it covers that upstream (a legacy one, which has no
+//! such method, bridged). Each upstream is asked in its own era: a modern one with a
+//! listen stream of its own for its share of the filter (the resources it
+//! serves), a legacy one by its GET stream and a `resources/subscribe` per
+//! resource. The client's stream opens with the acknowledgement of what it
+//! will carry; every notification on it passes the filter and carries the
+//! client's subscription id. It ends when the client leaves or Tether shuts
+//! down; an upstream stream that ends is opened again, with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tether_wire::jsonrpc::{Kind, Message, Method, Request, code};
+use tether_wire::protocol::Era;
+use tether_wire::subscriptions::{self, Filter};
+use tokio::sync::mpsc;
+
+use super::connector::Connector;
+use super::context::RequestContext;
+use super::outcome::{Outcome, error};
+use super::subscriptions::open;
+use crate::sync::Closing;
+use crate::upstream::{EventStream, Upstream, UpstreamSession};
+
+/// Messages buffered for a client's listen stream; a client that leaves
+/// them unread for the send timeout loses the stream.
+const QUEUE: usize = 32;
+/// Longest wait between attempts to open an upstream's stream again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One upstream's part of a listen stream: the list changes asked for, and
+/// the resources it serves among those asked for.
+pub struct Share {
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
+    /// Its part of the filter.
+    pub filter: Filter,
+}
+
+/// Serves `request` (a `subscriptions/listen`) with `shares`. `closing`
+/// ends the stream at shutdown; `send_timeout` bounds a slow client.
+pub async fn serve(
+    connector: &Arc<Connector>,
+    ctx: &Arc<RequestContext>,
+    request: &Request,
+    shares: Vec<Share>,
+    closing: &Closing,
+    send_timeout: Duration,
+) -> Outcome {
+    let subscription: Value = serde_json::from_str(request.id.get()).unwrap_or(Value::Null);
+    let opened = futures_util::future::join_all(
+        shares
+            .into_iter()
+            .map(|share| attach(connector, ctx, share)),
+    )
+    .await;
+    let feeds: Vec<Feed> = opened.into_iter().flatten().collect();
+    if feeds.is_empty() {
+        return error(
+            request,
+            code::INTERNAL_ERROR,
+            "no upstream could be listened to",
+        );
+    }
+    let mut honoured = Filter::default();
+    for feed in &feeds {
+        honoured.tools |= feed.filter.tools;
+        honoured.prompts |= feed.filter.prompts;
+        honoured.resources |= feed.filter.resources;
+        honoured.uris.extend(feed.filter.uris.iter().cloned());
+    }
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let ack = subscriptions::acknowledged(&honoured, &subscription);
+    let _ = tx.try_send(Bytes::from(ack.to_string()));
+    for feed in feeds {
+        let relay = Relay {
+            _ctx: ctx.clone(),
+            tx: tx.clone(),
+            subscription: subscription.clone(),
+            send_timeout,
+        };
+        let closed = closing.closed();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = relay.run(feed) => {}
+                () = closed => {}
+            }
+        });
+    }
+    Outcome::Stream(rx)
+}
+
+/// An upstream's stream of changes, as attached.
+struct Feed {
+    session: Arc<UpstreamSession>,
+    stream: Box<EventStream>,
+    /// What it was asked for and took.
+    filter: Filter,
+}
+
+/// Asks one upstream for its share; `None` when it cannot be listened to.
+async fn attach(connector: &Connector, ctx: &RequestContext, share: Share) -> Option<Feed> {
+    let name = share.upstream.name.clone();
+    let session = match connector.session_for(ctx, &share.upstream).await {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::debug!(upstream = %name, error = %e, "not listened to");
+            return None;
+        }
+    };
+    let (stream, filter) = match open_feed(&session, share.filter).await {
+        Ok(opened) => opened,
+        Err(why) => {
+            tracing::debug!(upstream = %name, %why, "not listened to");
+            return None;
+        }
+    };
+    Some(Feed {
+        session,
+        stream,
+        filter,
+    })
+}
+
+/// Opens `session`'s stream of changes for `filter`; what it takes of it.
+async fn open_feed(
+    session: &Arc<UpstreamSession>,
+    mut filter: Filter,
+) -> Result<(Box<EventStream>, Filter), String> {
+    match session.era {
+        Era::Modern => {
+            let mut stream = open(session, filter.to_json())
+                .await
+                .map_err(|e| e.to_string())?;
+            // The upstream says what it honours before anything else.
+            while let Some(Ok(bytes)) = stream.next_message().await {
+                let Ok(msg) = Message::parse(&bytes) else {
+                    continue;
+                };
+                if msg.method == Some(Method::SubscriptionsAcknowledged) {
+                    let taken = msg
+                        .params
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                        .map(|p| Filter::requested(&p["notifications"]))
+                        .unwrap_or_default();
+                    return Ok((stream, taken));
+                }
+            }
+            Err("the upstream's listen stream ended before its acknowledgement".into())
+        }
+        Era::Legacy => {
+            let stream = session.listen().await.map_err(|e| e.to_string())?;
+            let mut taken = Vec::new();
+            for uri in filter.uris.drain(..) {
+                let answer = session
+                    .call(Method::ResourcesSubscribe, json!({ "uri": uri }))
+                    .await;
+                match answer.map(|body| Message::parse(&body).map(|m| m.result.is_some())) {
+                    Ok(Ok(true)) => taken.push(uri),
+                    _ => {
+                        tracing::debug!(upstream = %session.upstream.name, %uri, "subscription refused")
+                    }
+                }
+            }
+            filter.uris = taken;
+            Ok((Box::new(stream), filter))
+        }
+    }
+}
+
+/// Relays one upstream's changes into the client's listen stream.
+struct Relay {
+    /// Keeps the request's upstream sessions open while it listens.
+    _ctx: Arc<RequestContext>,
+    tx: mpsc::Sender<Bytes>,
+    subscription: Value,
+    send_timeout: Duration,
+}
+
+impl Relay {
+    /// Until the client leaves; the upstream's stream is opened again
+    /// whenever it ends.
+    async fn run(self, mut feed: Feed) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let item = tokio::select! {
+                item = feed.stream.next_message() => item,
+                () = self.tx.closed() => return,
+            };
+            match item {
+                Some(Ok(bytes)) => {
+                    if !self.relay(&feed.filter, &bytes).await {
+                        return;
+                    }
+                    backoff = Duration::from_secs(1);
+                }
+                Some(Err(_)) | None => {
+                    if feed.session.is_closed() {
+                        return;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.tx.closed() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    match open_feed(&feed.session, feed.filter.clone()).await {
+                        Ok((stream, _)) => feed.stream = stream,
+                        Err(why) => {
+                            tracing::debug!(upstream = %feed.session.upstream.name, %why, "listening again failed")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Relays one upstream message if it is a wanted change; false when
+    /// the client is gone or stopped reading.
+    async fn relay(&self, filter: &Filter, bytes: &[u8]) -> bool {
+        let Ok(msg) = Message::parse(bytes) else {
+            return true;
+        };
+        let (Ok(Kind::Notification), Some(method)) = (msg.kind(), msg.method.as_ref()) else {
+            return true;
+        };
+        let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
+            return true;
+        };
+        let uri = value["params"]["uri"].as_str();
+        if !filter.wants(method, uri) {
+            return true;
+        }
+        let out = subscriptions::tagged(value, &self.subscription);
+        matches!(
+            tokio::time::timeout(
+                self.send_timeout,
+                self.tx.send(Bytes::from(out.to_string()))
+            )
+            .await,
+            Ok(Ok(()))
+        )
+    }
+}

@@ -6,6 +6,7 @@
 //! cargo build --release --workspace && target/release/tether-bench [--seconds 5] [--concurrency 1,64]
 //! ```
 
+mod catalog;
 mod evict;
 mod footprint;
 mod idle;
@@ -96,6 +97,10 @@ struct Args {
     /// when it closes this many upstream sessions.
     #[arg(long, value_name = "N")]
     evict: Option<usize>,
+    /// Instead of load: the federated `tools/list` over this many upstreams,
+    /// with the result cache on and off (latency, upstream lists made).
+    #[arg(long, value_name = "UPSTREAMS")]
+    catalog: Option<usize>,
     /// The gateway verifies a JWT (HS256) on every request; the client sends one.
     #[arg(long)]
     auth: bool,
@@ -258,8 +263,13 @@ impl Session {
 
     /// A `tools/call` of `tool` with id `n`, in this session's era.
     fn call(&self, n: u64, tool: &str) -> Value {
-        let mut body = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
-            "params": {"name": tool, "arguments": {"text": "hello"}}});
+        let params = json!({"name": tool, "arguments": {"text": "hello"}});
+        self.request(n, "tools/call", params)
+    }
+
+    /// A request of `method` with id `n` and `params`, in this session's era.
+    fn request(&self, n: u64, method: &str, params: Value) -> Value {
+        let mut body = json!({"jsonrpc": "2.0", "id": n, "method": method, "params": params});
         if self.era == ClientEra::Modern {
             body["params"]["_meta"] = json!({
                 "io.modelcontextprotocol/protocolVersion": MODERN,
@@ -461,9 +471,12 @@ async fn main() {
         || args.idle_sse.is_some()
         || args.evict.is_some()
         || args.footprint.is_some()
+        || args.catalog.is_some()
     {
         drop(gateway);
-        if let Some(n) = args.footprint {
+        if let Some(n) = args.catalog {
+            catalog::report(&bin, &dir, n).await;
+        } else if let Some(n) = args.footprint {
             footprint::report(&bin, &dir, &upstream.1, n).await;
         } else if let Some(n) = args.idle_sse {
             idle::report(&bin, &dir, &upstream.1, n).await;

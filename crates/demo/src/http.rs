@@ -440,6 +440,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
         "live_sessions": shared.sessions.len(),
         "sse_sessions": shared.sse_sessions.len(),
         "modern_requests": shared.modern_requests.load(Ordering::Relaxed),
+        "cacheable_requests": shared.cacheable_requests.load(Ordering::Relaxed),
         "tool_calls": shared.tool_calls.load(Ordering::Relaxed),
         "log_level_sets": shared.log_level_sets.load(Ordering::Relaxed),
     });

@@ -113,6 +113,19 @@ struct Shared {
     extra_tool: AtomicBool,
     /// Conformance profile: whether `test_trigger_prompt_change` has added its extra prompt.
     extra_prompt: AtomicBool,
+    /// What modern cacheable results say about caching them.
+    cache_hint: CacheHint,
+    /// Modern cacheable requests answered (list methods, `resources/read`).
+    cacheable_requests: AtomicU64,
+}
+
+/// The `ttlMs` and `cacheScope` modern cacheable results carry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheHint {
+    /// How long a client (or a gateway) may reuse the result.
+    pub ttl_ms: u64,
+    /// `private`: only for the one who asked; else `public`.
+    pub private: bool,
 }
 
 impl Shared {
@@ -205,6 +218,15 @@ impl DemoServer {
                 ..Shared::default()
             }),
         }
+    }
+
+    /// Modern cacheable results say `hint` about caching them (default:
+    /// `ttlMs: 0`, `public`).
+    pub fn with_cache_hint(mut self, hint: CacheHint) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.cache_hint = hint;
+        }
+        self
     }
 
     /// The axum router serving `/mcp` (POST/GET/DELETE), the HTTP+SSE
@@ -366,11 +388,12 @@ fn finish(
     method: &str,
     id: &RawValue,
     outcome: Result<Value, ErrorObject>,
+    hint: CacheHint,
 ) -> (u16, Vec<u8>) {
     match outcome {
         Ok(mut result) => {
             if era == Era::Modern {
-                decorate_modern(method, &mut result);
+                decorate_modern(method, &mut result, hint);
             }
             (
                 200,
@@ -381,14 +404,15 @@ fn finish(
     }
 }
 
-fn decorate_modern(method: &str, result: &mut Value) {
+fn decorate_modern(method: &str, result: &mut Value, hint: CacheHint) {
     let Some(obj) = result.as_object_mut() else {
         return;
     };
     obj.entry("resultType").or_insert_with(|| json!("complete"));
     if Method::parse(method).is_cacheable() {
-        obj.entry("ttlMs").or_insert_with(|| json!(0));
-        obj.entry("cacheScope").or_insert_with(|| json!("public"));
+        let scope = if hint.private { "private" } else { "public" };
+        obj.entry("ttlMs").or_insert_with(|| json!(hint.ttl_ms));
+        obj.entry("cacheScope").or_insert_with(|| json!(scope));
     }
     let meta = obj.entry("_meta").or_insert_with(|| json!({}));
     if let Some(meta) = meta.as_object_mut() {
@@ -564,7 +588,14 @@ impl Call {
 
     /// Runs the request and serializes its response, with the HTTP status.
     async fn run(&self, method: &str, id: &RawValue) -> (u16, Vec<u8>) {
-        finish(self.era, method, id, self.dispatch(method).await)
+        let outcome = self.dispatch(method).await;
+        let counted = Method::parse(method);
+        if self.era == Era::Modern && counted.is_cacheable() && counted != Method::ServerDiscover {
+            self.shared
+                .cacheable_requests
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        finish(self.era, method, id, outcome, self.shared.cache_hint)
     }
 
     /// Runs one request method (everything except `initialize`, which transports own).
@@ -1132,7 +1163,7 @@ mod tests {
     #[test]
     fn decorates_modern_results() {
         let mut r = json!({"tools": []});
-        decorate_modern("tools/list", &mut r);
+        decorate_modern("tools/list", &mut r, CacheHint::default());
         assert_eq!(r["resultType"], "complete");
         assert_eq!(
             (r["ttlMs"].clone(), r["cacheScope"].clone()),
@@ -1143,7 +1174,7 @@ mod tests {
             "tether-demo-upstream"
         );
         let mut r = json!({"resultType": "input_required"});
-        decorate_modern("tools/call", &mut r);
+        decorate_modern("tools/call", &mut r, CacheHint::default());
         assert_eq!(r["resultType"], "input_required");
         assert!(r.get("ttlMs").is_none());
         let id = tether_wire::jsonrpc::to_raw(&1);
@@ -1152,6 +1183,7 @@ mod tests {
             "x",
             &id,
             Err(err(code::METHOD_NOT_FOUND, "no")),
+            CacheHint::default(),
         );
         assert_eq!(status, 404);
         assert_eq!(
@@ -1159,7 +1191,8 @@ mod tests {
                 Era::Legacy,
                 "x",
                 &id,
-                Err(err(code::METHOD_NOT_FOUND, "no"))
+                Err(err(code::METHOD_NOT_FOUND, "no")),
+                CacheHint::default(),
             )
             .0,
             200

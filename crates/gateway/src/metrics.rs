@@ -147,6 +147,10 @@ pub struct Metrics {
     pub passed_on_failed: AtomicU64,
     /// Client sessions this node adopted from a node that left or died.
     pub sessions_adopted: AtomicU64,
+    /// Upstream results served from the cache.
+    pub cache_hits: AtomicU64,
+    /// Cacheable upstream requests the cache could not answer.
+    pub cache_misses: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -159,6 +163,8 @@ impl Default for Metrics {
             passed_on: AtomicU64::new(0),
             passed_on_failed: AtomicU64::new(0),
             sessions_adopted: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
         }
     }
 }
@@ -249,6 +255,16 @@ impl Metrics {
                 "tether_sessions_adopted_total",
                 "Client sessions adopted from a cluster node that left or died.",
                 &self.sessions_adopted,
+            ),
+            (
+                "tether_cache_hits_total",
+                "Upstream list and resources/read results served from the cache.",
+                &self.cache_hits,
+            ),
+            (
+                "tether_cache_misses_total",
+                "Cacheable upstream requests the cache could not answer.",
+                &self.cache_misses,
             ),
         ] {
             let _ = writeln!(

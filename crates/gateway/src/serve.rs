@@ -46,6 +46,7 @@ pub async fn run(
     let router = Router::new(
         upstreams.clone(),
         config.federation.clone(),
+        config.cache.clone(),
         metrics.clone(),
         store.clone(),
         Timeouts {

@@ -9,7 +9,7 @@ mod allocator;
 mod connect;
 
 use clap::{Parser, Subcommand};
-use tether_demo::{DemoEra, DemoProfile, DemoServer};
+use tether_demo::{CacheHint, DemoEra, DemoProfile, DemoServer};
 use tether_gateway::config::{Config, UpstreamConfig};
 
 #[derive(Parser)]
@@ -51,6 +51,12 @@ enum Command {
         /// Require `Authorization: Bearer <TOKEN>` on HTTP requests.
         #[arg(long, value_name = "TOKEN")]
         bearer: Option<String>,
+        /// The `ttlMs` of modern list and `resources/read` results.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        ttl_ms: u64,
+        /// Mark those results `cacheScope: "private"` (default `public`).
+        #[arg(long)]
+        private_cache: bool,
     },
     /// Serve MCP on stdin/stdout, relaying every message to a remote
     /// Streamable HTTP MCP server (for clients that only launch stdio servers).
@@ -186,8 +192,14 @@ fn main() -> std::process::ExitCode {
                 era,
                 profile,
                 bearer,
+                ttl_ms,
+                private_cache,
             } => {
-                let server = DemoServer::with_options(era, profile, bearer);
+                let hint = CacheHint {
+                    ttl_ms,
+                    private: private_cache,
+                };
+                let server = DemoServer::with_options(era, profile, bearer).with_cache_hint(hint);
                 if stdio {
                     server.serve_stdio().await?;
                 } else {

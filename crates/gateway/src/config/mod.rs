@@ -40,6 +40,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// How `/mcp` merges upstream catalogues.
     pub federation: FederationConfig,
+    /// Gateway-side caching of upstream results (`[cache]`).
+    pub cache: CacheConfig,
     /// The upstream MCP servers.
     pub upstreams: Vec<UpstreamConfig>,
     /// The admin API.
@@ -189,6 +191,29 @@ impl Default for FederationConfig {
         FederationConfig {
             naming: Naming::Prefix,
             separator: "__".into(),
+        }
+    }
+}
+
+/// Caching of upstream list and `resources/read` results, as far as their
+/// `ttlMs`/`cacheScope` allow.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Whether results are cached at all.
+    pub enabled: bool,
+    /// Results kept at most.
+    pub max_entries: usize,
+    /// Bytes of results kept at most (one result at most a quarter of it).
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            max_entries: 1024,
+            max_bytes: 16 << 20,
         }
     }
 }

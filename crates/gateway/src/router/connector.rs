@@ -17,6 +17,7 @@ use tether_wire::protocol::Era;
 
 use super::catalog::ListKind;
 use super::context::RequestContext;
+use super::result_cache::ResultCache;
 use super::session_stream;
 use crate::session::ClientSession;
 use crate::store::Store;
@@ -29,16 +30,24 @@ const MAX_PAGES: usize = 64;
 pub struct Connector {
     store: Arc<Store>,
     send_timeout: Duration,
+    cache: Arc<ResultCache>,
 }
 
 impl Connector {
     /// Records upstream sessions in `store`; a client that leaves a relayed
-    /// message unread for `send_timeout` loses its GET stream.
-    pub fn new(store: Arc<Store>, send_timeout: Duration) -> Self {
+    /// message unread for `send_timeout` loses its GET stream. Tether's own
+    /// list calls are answered from `cache` when they may be.
+    pub fn new(store: Arc<Store>, send_timeout: Duration, cache: Arc<ResultCache>) -> Self {
         Connector {
             store,
             send_timeout,
+            cache,
         }
+    }
+
+    /// The cache of upstream results.
+    pub fn cache(&self) -> &Arc<ResultCache> {
+        &self.cache
     }
 
     /// The request's session with `upstream`, opened on first use.
@@ -140,11 +149,26 @@ impl Connector {
         method: Method,
         params: serde_json::Value,
     ) -> Result<Bytes, UpstreamError> {
+        let raw = jsonrpc::to_raw(&params);
+        let principal = &ctx.caller.principal;
+        if let Some(result) = self
+            .cache
+            .get(&upstream.name, &method, Some(&raw), principal)
+        {
+            return Ok(Bytes::from(jsonrpc::response(
+                &jsonrpc::to_raw("tether"),
+                &result,
+            )));
+        }
         let mut attempt = 0;
         loop {
             let session = self.session_for(ctx, upstream).await?;
             match session.call(method.clone(), params.clone()).await {
-                Ok(b) => return Ok(b),
+                Ok(b) => {
+                    self.cache
+                        .put(&upstream.name, &method, Some(&raw), principal, &b);
+                    return Ok(b);
+                }
                 Err(e) => {
                     if e.poisons_session() {
                         ctx.upstreams().evict(&session);
@@ -203,6 +227,6 @@ impl Connector {
     /// Starts relaying the streams of the client session's upstream sessions
     /// (those not relayed yet) into its GET stream.
     pub fn relay_streams(&self, client: &Arc<ClientSession>) {
-        session_stream::relay_upstream_streams(client, self.send_timeout);
+        session_stream::relay_upstream_streams(client, self.send_timeout, &self.cache);
     }
 }

@@ -8,8 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
-use tether_wire::jsonrpc::{ErrorObject, Method, RawObject, Request, code};
+use tether_wire::jsonrpc::{self, ErrorObject, Method, RawObject, Request, code};
 use tether_wire::protocol::{ERROR_HEADER_MISMATCH, Era};
 use tokio::sync::mpsc;
 
@@ -60,6 +61,22 @@ impl Forwarder {
         request: Request,
         params: Option<RawObject>,
     ) -> Outcome {
+        let cache = self.connector.cache();
+        let cached_params = cache.covers(&request.method).then(|| match &params {
+            Some(p) => Some(jsonrpc::to_raw(p)),
+            None => request.params.clone(),
+        });
+        if let Some(sent) = &cached_params
+            && let Some(result) = cache.get(
+                &upstream.name,
+                &request.method,
+                sent.as_deref(),
+                &ctx.caller.principal,
+            )
+        {
+            let answer = Bytes::from(jsonrpc::response(&request.id, &result));
+            return Outcome::Message(adapt_response(ctx.era, &request.method, answer));
+        }
         let mut last_error = None;
         let mut relist = false;
         for attempt in 0..2 {
@@ -116,7 +133,19 @@ impl Forwarder {
                     tracing::debug!(upstream = %upstream.name, "Mcp-Param headers refused; listing the tools again");
                     relist = true;
                 }
-                Ok(reply) => return self.relay(ctx, session, request, params, reply),
+                Ok(reply) => {
+                    if let (Reply::Json(answer), Some(sent)) = (&reply, &cached_params) {
+                        let principal = &ctx.caller.principal;
+                        cache.put(
+                            &upstream.name,
+                            &request.method,
+                            sent.as_deref(),
+                            principal,
+                            answer,
+                        );
+                    }
+                    return self.relay(ctx, session, request, params, reply);
+                }
                 Err(e) => {
                     if e.poisons_session() {
                         ctx.upstreams().evict(&session);
@@ -229,6 +258,7 @@ impl Forwarder {
             request_params: call.request_params,
             waiting: self.waiting.clone(),
             progress,
+            cache: self.connector.cache().clone(),
         };
         tokio::spawn(relay.run(stream));
         Outcome::Stream(rx)

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::connector::Connector;
 use super::context::RequestContext;
 use super::outcome::{Outcome, error};
+use super::result_cache::ResultCache;
 use super::subscriptions::open;
 use crate::sync::Closing;
 use crate::upstream::{EventStream, Upstream, UpstreamSession};
@@ -79,6 +80,7 @@ pub async fn serve(
     for feed in feeds {
         let relay = Relay {
             _ctx: ctx.clone(),
+            cache: connector.cache().clone(),
             tx: tx.clone(),
             subscription: subscription.clone(),
             send_timeout,
@@ -177,6 +179,8 @@ async fn open_feed(
 struct Relay {
     /// Keeps the request's upstream sessions open while it listens.
     _ctx: Arc<RequestContext>,
+    /// What the upstream's notifications make stale is dropped here.
+    cache: Arc<ResultCache>,
     tx: mpsc::Sender<Bytes>,
     subscription: Value,
     send_timeout: Duration,
@@ -194,7 +198,10 @@ impl Relay {
             };
             match item {
                 Some(Ok(bytes)) => {
-                    if !self.relay(&feed.filter, &bytes).await {
+                    if !self
+                        .relay(&feed.session.upstream.name, &feed.filter, &bytes)
+                        .await
+                    {
                         return;
                     }
                     backoff = Duration::from_secs(1);
@@ -221,10 +228,11 @@ impl Relay {
 
     /// Relays one upstream message if it is a wanted change; false when
     /// the client is gone or stopped reading.
-    async fn relay(&self, filter: &Filter, bytes: &[u8]) -> bool {
+    async fn relay(&self, upstream: &str, filter: &Filter, bytes: &[u8]) -> bool {
         let Ok(msg) = Message::parse(bytes) else {
             return true;
         };
+        self.cache.invalidate_by(upstream, &msg);
         let (Ok(Kind::Notification), Some(method)) = (msg.kind(), msg.method.as_ref()) else {
             return true;
         };

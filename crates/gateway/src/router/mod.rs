@@ -24,6 +24,7 @@ mod outcome;
 mod param_mirror;
 mod progress_swap;
 mod reply_relay;
+mod result_cache;
 mod server_requests;
 mod session_stream;
 mod subscriptions;
@@ -42,7 +43,7 @@ use tether_wire::jsonrpc::{
 use tether_wire::protocol::Era;
 use tether_wire::subscriptions::Filter;
 
-use crate::config::FederationConfig;
+use crate::config::{CacheConfig, FederationConfig};
 use crate::metrics::Metrics;
 use crate::session::{ClientSession, PendingRequest, Scope};
 use crate::store::Store;
@@ -53,6 +54,7 @@ use connector::Connector;
 use federation::Federation;
 use forward::Forwarder;
 use outcome::{error, forbidden, method_not_found, resource_not_found};
+use result_cache::ResultCache;
 use waiting_calls::{Resume, WaitingCalls};
 
 /// The cluster node a modern retry's Tether-issued `requestState` names
@@ -92,12 +94,14 @@ impl Router {
     pub fn new(
         upstreams: Arc<UpstreamSet>,
         federation: FederationConfig,
+        cache: CacheConfig,
         metrics: Arc<Metrics>,
         store: Arc<Store>,
         timeouts: Timeouts,
         node: Option<Arc<str>>,
     ) -> Self {
-        let connector = Arc::new(Connector::new(store.clone(), timeouts.send));
+        let cache = Arc::new(ResultCache::new(cache, metrics.clone()));
+        let connector = Arc::new(Connector::new(store.clone(), timeouts.send, cache));
         let waiting = Arc::new(WaitingCalls::on_node(node));
         Router {
             forwarder: Forwarder::new(connector.clone(), waiting.clone(), timeouts.send),

@@ -15,6 +15,7 @@ use super::context::RequestContext;
 use super::era_results::adapt_response;
 use super::input_rounds::{self, InputRounds};
 use super::progress_swap::ProgressSwap;
+use super::result_cache::ResultCache;
 use super::server_requests::relay_server_request;
 use super::waiting_calls::{self, Parked, WaitingCalls};
 use crate::upstream::{EventStream, UpstreamSession};
@@ -41,6 +42,8 @@ pub struct ReplyRelay {
     pub waiting: Arc<WaitingCalls>,
     /// A call resumed by a modern client's retry: its progress renamed.
     pub progress: Option<ProgressSwap>,
+    /// What the upstream's notifications make stale is dropped here.
+    pub cache: Arc<ResultCache>,
 }
 
 impl ReplyRelay {
@@ -72,6 +75,9 @@ impl ReplyRelay {
             let Ok(msg) = Message::parse(&bytes) else {
                 continue;
             };
+            if matches!(msg.kind(), Ok(Kind::Notification)) {
+                self.cache.invalidate_by(&self.session.upstream.name, &msg);
+            }
             let out = match msg.kind() {
                 Ok(Kind::Response) if msg.id_text() == own_id.as_deref() => {
                     answered = true;

@@ -8,16 +8,21 @@ use std::time::Duration;
 use tether_wire::jsonrpc::{Kind, Message};
 use tether_wire::protocol::Era;
 
+use super::result_cache::ResultCache;
 use super::server_requests::relay_server_request;
 use crate::session::ClientSession;
 use crate::upstream::{UpstreamError, UpstreamSession};
 
 /// Starts relaying the streams of `client`'s upstream sessions that are not
 /// relayed yet into its GET stream.
-pub fn relay_upstream_streams(client: &Arc<ClientSession>, send_timeout: Duration) {
+pub fn relay_upstream_streams(
+    client: &Arc<ClientSession>,
+    send_timeout: Duration,
+    cache: &Arc<ResultCache>,
+) {
     for session in client.unrelayed_upstreams() {
         if session.era == Era::Legacy {
-            tokio::spawn(relay(client.clone(), session, send_timeout));
+            tokio::spawn(relay(client.clone(), session, send_timeout, cache.clone()));
         }
     }
 }
@@ -26,7 +31,12 @@ pub fn relay_upstream_streams(client: &Arc<ClientSession>, send_timeout: Duratio
 /// own; stops when no client stream is left, or the upstream stream ends. It
 /// holds no sender of the client's stream while waiting, so ending that stream
 /// (shutdown, a client too slow to read) takes effect at once.
-async fn relay(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>, send_timeout: Duration) {
+async fn relay(
+    ctx: Arc<ClientSession>,
+    session: Arc<UpstreamSession>,
+    send_timeout: Duration,
+    cache: Arc<ResultCache>,
+) {
     let mut stream = match session.listen().await {
         Ok(s) => s,
         Err(e) => {
@@ -59,7 +69,10 @@ async fn relay(ctx: Arc<ClientSession>, session: Arc<UpstreamSession>, send_time
         };
         let out = match msg.kind() {
             Ok(Kind::Request) => relay_server_request(Some(&ctx), &session, msg).await,
-            Ok(Kind::Notification) => Some(bytes),
+            Ok(Kind::Notification) => {
+                cache.invalidate_by(&session.upstream.name, &msg);
+                Some(bytes)
+            }
             _ => None,
         };
         let Some(out) = out else { continue };

@@ -17,6 +17,7 @@ use super::connector::Connector;
 use super::context::RequestContext;
 use super::forward::Forwarder;
 use super::outcome::{Outcome, empty_answer, error};
+use super::result_cache::ResultCache;
 use crate::session::{ClientSession, MAX_SUBSCRIPTIONS};
 use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
 
@@ -52,14 +53,16 @@ pub async fn subscribe(
     let listening = match ctx.session() {
         None => {
             if on {
-                let listener = listen(None, session.clone(), vec![uri], ack_tx);
+                let cache = connector.cache().clone();
+                let listener = listen(None, session.clone(), vec![uri], ack_tx, cache);
                 asking = Some(AbortOnDrop(tokio::spawn(listener).abort_handle()));
             }
             on
         }
         Some(client) => {
             let task = |uris| {
-                let listener = listen(Some(client.clone()), session.clone(), uris, ack_tx);
+                let cache = connector.cache().clone();
+                let listener = listen(Some(client.clone()), session.clone(), uris, ack_tx, cache);
                 tokio::spawn(listener).abort_handle()
             };
             match client.resubscribe(&upstream.name, uri, on, task) {
@@ -145,6 +148,7 @@ async fn listen(
     session: Arc<UpstreamSession>,
     uris: Vec<String>,
     ack: oneshot::Sender<Result<(), ListenFailure>>,
+    cache: Arc<ResultCache>,
 ) {
     let mut ack = Some(ack);
     let mut backoff = Duration::from_secs(1);
@@ -158,6 +162,7 @@ async fn listen(
                     if !matches!(msg.kind(), Ok(Kind::Notification)) {
                         break;
                     }
+                    cache.invalidate_by(&session.upstream.name, &msg);
                     if msg.method == Some(Method::SubscriptionsAcknowledged) {
                         if let Some(ack) = ack.take() {
                             let _ = ack.send(Ok(()));

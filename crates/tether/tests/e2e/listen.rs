@@ -10,7 +10,7 @@ use tether_wire::sse::Decoder;
 use crate::harness::{Proc, config, http, modern, spawn_demo, tether};
 
 /// A client's open listen stream.
-struct Listening {
+pub struct Listening {
     stream: reqwest::Response,
     decoder: Decoder,
     ready: std::collections::VecDeque<Value>,
@@ -18,7 +18,7 @@ struct Listening {
 
 impl Listening {
     /// Sends `subscriptions/listen` (request id 41) for `notifications`.
-    async fn open(url: &str, notifications: Value) -> Listening {
+    pub async fn open(url: &str, notifications: Value) -> Listening {
         let body = json!({"jsonrpc": "2.0", "id": 41, "method": "subscriptions/listen", "params": {
         "notifications": notifications,
         "_meta": {
@@ -60,7 +60,7 @@ impl Listening {
         }
     }
 
-    async fn next(&mut self) -> Value {
+    pub async fn next(&mut self) -> Value {
         self.next_within(Duration::from_secs(10))
             .await
             .expect("a message within 10 s")

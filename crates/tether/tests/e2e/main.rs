@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+mod caching;
 mod connect;
 mod durability;
 mod eras;

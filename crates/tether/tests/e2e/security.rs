@@ -527,3 +527,37 @@ async fn upstream_credentials_come_from_the_environment_or_the_client() {
         "a credential was logged"
     );
 }
+
+#[tokio::test]
+async fn a_private_result_is_cached_for_its_principal_only() {
+    let up =
+        crate::harness::spawn_demo(&["--era", "modern", "--ttl-ms", "60000", "--private-cache"]);
+    let gw = tether_env(
+        &jwt_config(&[("demo", up.mcp())], ""),
+        &[("TEST_JWT_SECRET", SECRET)],
+    );
+    let url = gw.mcp().replace("/mcp", "/u/demo/mcp");
+    let list = |bearer: String| {
+        let url = url.clone();
+        async move {
+            let auth = format!("Bearer {bearer}");
+            let reply = crate::harness::modern_with(
+                &url,
+                "tools/list",
+                json!({}),
+                &[("authorization", &auth)],
+            )
+            .await;
+            assert_eq!(reply.status, 200, "{:?}", reply.messages);
+            reply.last()["result"]["cacheScope"].clone()
+        }
+    };
+    let asked = || async { up.stats().await["cacheable_requests"].as_u64().unwrap() };
+    assert_eq!(list(token("ann", json!({}))).await, "private");
+    list(token("ann", json!({}))).await;
+    assert_eq!(asked().await, 1, "ann's second list came from the cache");
+    list(token("bob", json!({}))).await;
+    assert_eq!(asked().await, 2, "bob never gets ann's private list");
+    list(token("bob", json!({}))).await;
+    assert_eq!(asked().await, 2, "bob's own is cached for him");
+}

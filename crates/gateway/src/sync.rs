@@ -57,7 +57,8 @@ pub fn shrink_when_sparse<K: Eq + std::hash::Hash, V>(map: &mut std::collections
     }
 }
 
-/// The same for a [`dashmap::DashMap`] (each shard is resized under its own lock).
+/// [`shrink_when_sparse`] for a [`dashmap::DashMap`]: once less than a
+/// quarter full, every shard is shrunk to fit (each under its own lock).
 pub fn shrink_dashmap_when_sparse<K: Eq + std::hash::Hash, V>(map: &dashmap::DashMap<K, V>) {
     let capacity = map.capacity();
     if map.len() * 4 < capacity && capacity > SPARSE_FLOOR {

@@ -138,12 +138,20 @@ pub fn headers_for<'a>(
 }
 
 /// Whether a decoded header value mirrors a body value: strings exactly,
-/// booleans as `true`/`false`, numbers numerically (`42.0` is `42`; within
-/// a relative 1e-9).
+/// booleans as `true`/`false`, integers exactly (`42.0` is `42`), other
+/// numbers within a relative 1e-9.
 pub fn mirrors(header: &str, body: &Value) -> bool {
     match body {
         Value::String(s) => header == s,
         Value::Bool(b) => header == if *b { "true" } else { "false" },
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            let whole = header.strip_suffix(".0").unwrap_or(header);
+            match (n.as_i64(), n.as_u64()) {
+                (Some(b), _) => whole.parse::<i64>() == Ok(b),
+                (None, Some(b)) => whole.parse::<u64>() == Ok(b),
+                _ => false,
+            }
+        }
         Value::Number(n) => match (header.parse::<f64>(), n.as_f64()) {
             (Ok(h), Some(b)) => h == b || (h - b).abs() <= 1e-9 * h.abs().max(b.abs()),
             _ => false,
@@ -328,6 +336,11 @@ mod tests {
             mirrors("42", &json!(42)) && mirrors("42.0", &json!(42)) && !mirrors("x", &json!(42))
         );
         assert!(mirrors("0.30000000000000004", &json!(0.3)));
+        assert!(
+            !mirrors("12345678900000000", &json!(12345678901234567u64)),
+            "integers exactly"
+        );
+        assert!(mirrors("-7", &json!(-7)) && !mirrors("7", &json!(-7)));
         assert!(mirrors("true", &json!(true)) && !mirrors("True", &json!(true)));
         assert!(!mirrors("{}", &json!({})));
     }

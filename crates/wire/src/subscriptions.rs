@@ -6,6 +6,9 @@ use serde_json::{Map, Value, json};
 
 use crate::method::Method;
 
+/// Resource URIs one listen request may name (more are ignored).
+pub const MAX_URIS: usize = 256;
+
 /// `_meta` key tagging notifications with the listen request's id.
 pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
@@ -25,21 +28,20 @@ pub struct Filter {
 
 impl Filter {
     /// What a request's `params.notifications` asks for (unknown members
-    /// and non-string URIs ignored, URIs once each).
+    /// and non-string URIs ignored, URIs once each, the first [`MAX_URIS`]).
     pub fn requested(notifications: &Value) -> Filter {
         let flag = |key: &str| notifications.get(key).and_then(Value::as_bool) == Some(true);
-        let mut uris: Vec<String> = Vec::new();
-        for uri in notifications
+        let mut seen = std::collections::HashSet::new();
+        let uris: Vec<String> = notifications
             .get("resourceSubscriptions")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-        {
-            if !uris.iter().any(|u| u == uri) {
-                uris.push(uri.to_owned());
-            }
-        }
+            .filter(|uri| seen.insert(*uri))
+            .take(MAX_URIS)
+            .map(str::to_owned)
+            .collect();
         Filter {
             tools: flag("toolsListChanged"),
             prompts: flag("promptsListChanged"),

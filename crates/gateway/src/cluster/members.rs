@@ -71,7 +71,9 @@ impl Members {
                 (Arc::from(row.id), member)
             })
             .collect();
-        write(&self.leaving).retain(|id| nodes.contains_key(id));
+        // A leaving node drains until it is gone; a row that does not drain
+        // (gone, or started again under its id) is not leaving.
+        write(&self.leaving).retain(|id| nodes.get(id).is_some_and(|m| m.draining));
         *write(&self.nodes) = nodes;
         write(&self.unreachable).retain(|_, at| at.elapsed() < self.dead_after);
         self.count_live();
@@ -146,7 +148,7 @@ impl Members {
         self.answers(id, member) && !read(&self.leaving).contains(id)
     }
 
-    /// For each other live node, whether it is serving (not draining).
+    /// For each other live node (not leaving), whether it is serving (not draining).
     fn others(&self) -> impl Iterator<Item = bool> {
         let nodes = read(&self.nodes);
         nodes
@@ -243,7 +245,6 @@ mod tests {
             row("b", 0, false),
         ]);
         assert!(!members.answering("a"), "silent longer than dead_after");
-        members.refresh(vec![row("me", 0, false), row("b", 0, false)]);
         members.refresh(vec![
             row("me", 0, false),
             row("a", 0, false),
@@ -251,7 +252,7 @@ mod tests {
         ]);
         assert!(
             members.peer("a").is_some(),
-            "forgotten as leaving once gone from the store"
+            "started again under its id: not leaving"
         );
     }
 }

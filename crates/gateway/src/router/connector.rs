@@ -151,6 +151,7 @@ impl Connector {
     ) -> Result<Bytes, UpstreamError> {
         let raw = jsonrpc::to_raw(&params);
         let principal = &ctx.caller.principal;
+        let since = self.cache.generation();
         if let Some(result) = self
             .cache
             .get(&upstream.name, &method, Some(&raw), principal)
@@ -165,8 +166,9 @@ impl Connector {
             let session = self.session_for(ctx, upstream).await?;
             match session.call(method.clone(), params.clone()).await {
                 Ok(b) => {
+                    let asked = (&**principal, since);
                     self.cache
-                        .put(&upstream.name, &method, Some(&raw), principal, &b);
+                        .put(&upstream.name, &method, Some(&raw), asked, &b);
                     return Ok(b);
                 }
                 Err(e) => {

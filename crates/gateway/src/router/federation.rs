@@ -217,17 +217,35 @@ impl Federation {
 
     /// Finds the upstream serving `uri`, listing resources and templates once if needed.
     pub async fn resolve_resource(&self, ctx: &RequestContext, uri: &str) -> Option<Arc<Upstream>> {
+        let uris = [uri.to_owned()];
+        self.resolve_resources(ctx, &uris).await.pop().flatten()
+    }
+
+    /// The upstream serving each of `uris`, listing resources and templates
+    /// at most once for all of them.
+    pub async fn resolve_resources(
+        &self,
+        ctx: &RequestContext,
+        uris: &[String],
+    ) -> Vec<Option<Arc<Upstream>>> {
         let upstreams = self.upstreams.snapshot();
         if upstreams.len() == 1 {
-            return upstreams.iter().next().cloned();
+            return vec![upstreams.iter().next().cloned(); uris.len()];
         }
-        let mut found = crate::sync::read(&self.routes).resource(uri);
-        if found.is_none() {
+        let lookup = || {
+            let routes = crate::sync::read(&self.routes);
+            uris.iter().map(|u| routes.resource(u)).collect::<Vec<_>>()
+        };
+        let mut found = lookup();
+        if found.iter().any(Option::is_none) {
             self.refresh(ctx, ListKind::Resources).await;
             self.refresh(ctx, ListKind::Templates).await;
-            found = crate::sync::read(&self.routes).resource(uri);
+            found = lookup();
         }
-        upstreams.get(&found?).cloned()
+        found
+            .into_iter()
+            .map(|up| upstreams.get(&up?).cloned())
+            .collect()
     }
 }
 

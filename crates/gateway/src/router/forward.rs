@@ -62,6 +62,7 @@ impl Forwarder {
         params: Option<RawObject>,
     ) -> Outcome {
         let cache = self.connector.cache();
+        let since = cache.generation();
         let cached_params = cache.covers(&request.method).then(|| match &params {
             Some(p) => Some(jsonrpc::to_raw(p)),
             None => request.params.clone(),
@@ -128,19 +129,19 @@ impl Forwarder {
                 .await;
             match reply {
                 Ok(Reply::Json(answer))
-                    if mirrored.is_some() && !relist && param_mirror::refused(&answer) =>
+                    if attempt == 0 && mirrored.is_some() && param_mirror::refused(&answer) =>
                 {
                     tracing::debug!(upstream = %upstream.name, "Mcp-Param headers refused; listing the tools again");
                     relist = true;
                 }
                 Ok(reply) => {
                     if let (Reply::Json(answer), Some(sent)) = (&reply, &cached_params) {
-                        let principal = &ctx.caller.principal;
+                        let asked = (&*ctx.caller.principal, since);
                         cache.put(
                             &upstream.name,
                             &request.method,
                             sent.as_deref(),
-                            principal,
+                            asked,
                             answer,
                         );
                     }

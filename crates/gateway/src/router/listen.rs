@@ -23,6 +23,7 @@ use super::connector::Connector;
 use super::context::RequestContext;
 use super::outcome::{Outcome, error};
 use super::result_cache::ResultCache;
+use super::server_requests::relay_server_request;
 use super::subscriptions::open;
 use crate::sync::Closing;
 use crate::upstream::{EventStream, Upstream, UpstreamSession};
@@ -114,10 +115,17 @@ async fn attach(connector: &Connector, ctx: &RequestContext, share: Share) -> Op
             return None;
         }
     };
-    let (stream, filter) = match open_feed(&session, share.filter).await {
-        Ok(opened) => opened,
-        Err(why) => {
+    // An upstream that never acknowledges holds no one's stream open.
+    let limit = share.upstream.config.timeout();
+    let opened = tokio::time::timeout(limit, open_feed(&session, share.filter)).await;
+    let (stream, filter) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(why)) => {
             tracing::debug!(upstream = %name, %why, "not listened to");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(upstream = %name, "not listened to: no acknowledgement in time");
             return None;
         }
     };
@@ -198,10 +206,7 @@ impl Relay {
             };
             match item {
                 Some(Ok(bytes)) => {
-                    if !self
-                        .relay(&feed.session.upstream.name, &feed.filter, &bytes)
-                        .await
-                    {
+                    if !self.relay(&feed.session, &feed.filter, &bytes).await {
                         return;
                     }
                     backoff = Duration::from_secs(1);
@@ -215,7 +220,12 @@ impl Relay {
                         () = self.tx.closed() => return,
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    match open_feed(&feed.session, feed.filter.clone()).await {
+                    let again = open_feed(&feed.session, feed.filter.clone());
+                    let opened = tokio::select! {
+                        opened = again => opened,
+                        () = self.tx.closed() => return,
+                    };
+                    match opened {
                         Ok((stream, _)) => feed.stream = stream,
                         Err(why) => {
                             tracing::debug!(upstream = %feed.session.upstream.name, %why, "listening again failed")
@@ -228,11 +238,16 @@ impl Relay {
 
     /// Relays one upstream message if it is a wanted change; false when
     /// the client is gone or stopped reading.
-    async fn relay(&self, upstream: &str, filter: &Filter, bytes: &[u8]) -> bool {
+    async fn relay(&self, session: &Arc<UpstreamSession>, filter: &Filter, bytes: &[u8]) -> bool {
         let Ok(msg) = Message::parse(bytes) else {
             return true;
         };
-        self.cache.invalidate_by(upstream, &msg);
+        if matches!(msg.kind(), Ok(Kind::Request)) {
+            // Nobody here to ask (a ping, sampling): refused, not left hanging.
+            relay_server_request(None, session, msg).await;
+            return true;
+        }
+        self.cache.invalidate_by(&session.upstream.name, &msg);
         let (Ok(Kind::Notification), Some(method)) = (msg.kind(), msg.method.as_ref()) else {
             return true;
         };

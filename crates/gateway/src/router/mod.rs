@@ -325,8 +325,12 @@ impl Router {
                         },
                     })
                     .collect();
-                for uri in &requested.uris {
-                    let Some(serving) = self.federation.resolve_resource(ctx, uri).await else {
+                let serving = self
+                    .federation
+                    .resolve_resources(ctx, &requested.uris)
+                    .await;
+                for (uri, serving) in requested.uris.iter().zip(serving) {
+                    let Some(serving) = serving else {
                         continue;
                     };
                     if let Some(share) = shares.iter_mut().find(|s| s.upstream.name == serving.name)

@@ -19,6 +19,10 @@ use super::connector::Connector;
 use super::context::RequestContext;
 use crate::upstream::{ToolHeaders, Upstream};
 
+/// A table this recent is not listed again on a refusal (a client sending
+/// wrong headers cannot make Tether list an upstream's tools per call).
+const RELIST_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The headers `tool`'s call carries to `upstream`; its arguments are read
 /// from `params` (rewritten by the router) or else the request's own.
 /// `relist`: list the upstream's tools again first. Empty when the tool
@@ -59,6 +63,12 @@ pub async fn check(
     call: (&str, &Request, Option<&RawObject>),
 ) -> Result<(), String> {
     let (tool, request, params) = call;
+    if declared(connector, ctx, upstream, tool, false)
+        .await
+        .is_none()
+    {
+        return Ok(());
+    }
     let arguments = arguments(request, params).unwrap_or_default();
     let sent = &ctx.options.param_headers;
     let agrees = |declared: &[Declaration]| {
@@ -91,18 +101,25 @@ async fn declared(
     relist: bool,
 ) -> Option<Arc<[Declaration]>> {
     let table = match upstream.tool_headers() {
-        Some(table) if !relist => table,
-        _ => match connector.list_all(ctx, upstream, ListKind::Tools).await {
-            Ok(items) => {
-                let table = Arc::new(ToolHeaders::from_tools(&items));
-                upstream.set_tool_headers(table.clone());
-                table
+        Some(table) if !relist || table.listed_within(RELIST_AFTER) => table,
+        _ => {
+            // A fresh listing, not the cached one the table came from.
+            let tools_changed = &tether_wire::jsonrpc::Method::ToolsListChanged;
+            connector
+                .cache()
+                .invalidate(&upstream.name, tools_changed, None);
+            match connector.list_all(ctx, upstream, ListKind::Tools).await {
+                Ok(items) => {
+                    let table = Arc::new(ToolHeaders::from_tools(&items));
+                    upstream.set_tool_headers(table.clone());
+                    table
+                }
+                Err(e) => {
+                    tracing::debug!(upstream = %upstream.name, error = %e, "tools not listed for Mcp-Param headers");
+                    return None;
+                }
             }
-            Err(e) => {
-                tracing::debug!(upstream = %upstream.name, error = %e, "tools not listed for Mcp-Param headers");
-                return None;
-            }
-        },
+        }
     };
     table.of(tool)
 }

@@ -5,8 +5,11 @@
 //! ones only to the principal they were fetched for (policies filter what
 //! each caller sees after the cache, so one entry serves every view). A
 //! list-changed notification from the upstream drops its lists of that
-//! kind, a `resources/updated` the reads of that URI. A hit reports the
-//! time left in `ttlMs`. Bounded in entries and bytes.
+//! kind, a `resources/updated` the reads of that URI (and an answer
+//! fetched while such a notification arrived is not kept). A hit reports
+//! the time left in `ttlMs`. Without authentication every caller is the
+//! same principal, so `private` results are then not kept at all. Bounded
+//! in entries and bytes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use tether_wire::jsonrpc::{self, Message, Method, RawObject};
 
+use crate::auth::ANONYMOUS;
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
 use crate::sync::lock;
@@ -32,7 +36,7 @@ struct Key {
 }
 
 struct Entry {
-    result: Box<RawValue>,
+    result: Arc<RawValue>,
     expires: Instant,
 }
 
@@ -41,6 +45,8 @@ pub struct ResultCache {
     config: CacheConfig,
     entries: Mutex<HashMap<Key, Entry>>,
     bytes: AtomicU64,
+    /// Counts invalidations: an answer fetched across one is not kept.
+    generation: AtomicU64,
     /// Hits and misses are counted here.
     metrics: Arc<Metrics>,
 }
@@ -53,8 +59,15 @@ impl ResultCache {
             config,
             entries: Mutex::new(HashMap::new()),
             bytes: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             metrics,
         }
+    }
+
+    /// The invalidation count, read before asking the upstream and handed
+    /// to [`ResultCache::put`] with its answer.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Whether `method`'s results are cached at all.
@@ -94,17 +107,18 @@ impl ResultCache {
             return None;
         };
         self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-        Some(with_ttl(&result, left).unwrap_or(result))
+        with_ttl(&result, left).or_else(|| RawValue::from_string(result.get().to_owned()).ok())
     }
 
     /// Keeps the result of an upstream's JSON-RPC `answer` to `method` with
-    /// `params`, fetched for `principal`, if it says it may be reused.
+    /// `params`, fetched for `principal` since [`ResultCache::generation`]
+    /// was `since`, if it says it may be reused.
     pub fn put(
         &self,
         upstream: &str,
         method: &Method,
         params: Option<&RawValue>,
-        principal: &str,
+        (principal, since): (&str, u64),
         answer: &[u8],
     ) {
         let Some(method_key) = kind(method).filter(|_| self.config.enabled) else {
@@ -132,6 +146,9 @@ impl ResultCache {
             return;
         }
         let private = jsonrpc::str_member(&fields, "cacheScope").as_deref() != Some("public");
+        if private && principal == ANONYMOUS {
+            return;
+        }
         let key = Key {
             upstream: upstream.to_owned(),
             method: method_key,
@@ -140,6 +157,9 @@ impl ResultCache {
         };
         let now = Instant::now();
         let mut entries = lock(&self.entries);
+        if self.generation.load(Ordering::Acquire) != since {
+            return;
+        }
         if let Some(old) = entries.remove(&key) {
             self.bytes
                 .fetch_sub(old.result.get().len() as u64, Ordering::Relaxed);
@@ -170,7 +190,7 @@ impl ResultCache {
         entries.insert(
             key,
             Entry {
-                result,
+                result: Arc::from(result),
                 expires: now + Duration::from_millis(ttl),
             },
         );
@@ -187,6 +207,7 @@ impl ResultCache {
             _ => return,
         };
         let mut entries = lock(&self.entries);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         entries.retain(|k, e| {
             let keep = k.upstream != upstream
                 || !stale.contains(&k.method)
@@ -284,7 +305,7 @@ mod tests {
             "up",
             &list,
             None,
-            "ann",
+            ("ann", c.generation()),
             &answer(r#"{"tools":[],"ttlMs":60000,"cacheScope":"public"}"#),
         );
         let hit = c
@@ -300,7 +321,7 @@ mod tests {
             "up",
             &read,
             Some(&p),
-            "ann",
+            ("ann", c.generation()),
             &answer(r#"{"contents":[],"ttlMs":60000,"cacheScope":"private"}"#),
         );
         assert!(c.get("up", &read, Some(&p), "ann").is_some());
@@ -334,16 +355,22 @@ mod tests {
             "up",
             &list,
             None,
-            "p",
+            ("p", c.generation()),
             &answer(r#"{"prompts":[],"ttlMs":0,"cacheScope":"public"}"#),
         );
-        c.put("up", &list, None, "p", &answer(r#"{"prompts":[]}"#));
+        c.put(
+            "up",
+            &list,
+            None,
+            ("p", c.generation()),
+            &answer(r#"{"prompts":[]}"#),
+        );
         assert!(c.get("up", &list, None, "p").is_none());
         c.put(
             "up",
             &list,
             None,
-            "p",
+            ("p", c.generation()),
             &answer(r#"{"prompts":[],"ttlMs":1,"cacheScope":"public"}"#),
         );
         std::thread::sleep(Duration::from_millis(5));
@@ -357,7 +384,7 @@ mod tests {
             "up",
             &list,
             None,
-            "p",
+            ("p", off.generation()),
             &answer(r#"{"prompts":[],"ttlMs":60000,"cacheScope":"public"}"#),
         );
         assert!(off.get("up", &list, None, "p").is_none(), "switched off");
@@ -368,11 +395,41 @@ mod tests {
         let c = cache();
         let long = r#"{"x":[],"ttlMs":60000,"cacheScope":"public"}"#;
         let (a, b) = (raw(r#"{"uri":"a://1"}"#), raw(r#"{"uri":"a://2"}"#));
-        c.put("up", &Method::ToolsList, None, "p", &answer(long));
-        c.put("up", &Method::PromptsList, None, "p", &answer(long));
-        c.put("up", &Method::ResourcesRead, Some(&a), "p", &answer(long));
-        c.put("up", &Method::ResourcesRead, Some(&b), "p", &answer(long));
-        c.put("other", &Method::ToolsList, None, "p", &answer(long));
+        c.put(
+            "up",
+            &Method::ToolsList,
+            None,
+            ("p", c.generation()),
+            &answer(long),
+        );
+        c.put(
+            "up",
+            &Method::PromptsList,
+            None,
+            ("p", c.generation()),
+            &answer(long),
+        );
+        c.put(
+            "up",
+            &Method::ResourcesRead,
+            Some(&a),
+            ("p", c.generation()),
+            &answer(long),
+        );
+        c.put(
+            "up",
+            &Method::ResourcesRead,
+            Some(&b),
+            ("p", c.generation()),
+            &answer(long),
+        );
+        c.put(
+            "other",
+            &Method::ToolsList,
+            None,
+            ("p", c.generation()),
+            &answer(long),
+        );
         c.invalidate("up", &Method::ToolsListChanged, None);
         assert!(c.get("up", &Method::ToolsList, None, "p").is_none());
         assert!(c.get("up", &Method::PromptsList, None, "p").is_some());
@@ -380,6 +437,25 @@ mod tests {
         c.invalidate("up", &Method::ResourceUpdated, Some("a://1"));
         assert!(c.get("up", &Method::ResourcesRead, Some(&a), "p").is_none());
         assert!(c.get("up", &Method::ResourcesRead, Some(&b), "p").is_some());
+    }
+
+    #[test]
+    fn no_private_entry_without_a_principal_and_none_across_an_invalidation() {
+        let c = cache();
+        let list = Method::ToolsList;
+        let body = answer(r#"{"tools":[],"ttlMs":60000,"cacheScope":"private"}"#);
+        c.put("up", &list, None, (ANONYMOUS, c.generation()), &body);
+        assert!(
+            c.get("up", &list, None, ANONYMOUS).is_none(),
+            "everyone is anonymous"
+        );
+        let before = c.generation();
+        c.invalidate("up", &Method::ToolsListChanged, None);
+        c.put("up", &list, None, ("ann", before), &body);
+        assert!(
+            c.get("up", &list, None, "ann").is_none(),
+            "fetched across a change"
+        );
     }
 
     #[test]
@@ -394,7 +470,7 @@ mod tests {
                 "up",
                 &Method::ToolsList,
                 Some(&p),
-                "p",
+                ("p", c.generation()),
                 &answer(r#"{"tools":[],"ttlMs":60000,"cacheScope":"public"}"#),
             );
         }

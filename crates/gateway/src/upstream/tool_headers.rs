@@ -9,9 +9,10 @@ use tether_wire::jsonrpc::{RawObject, str_member};
 use tether_wire::param_headers::{self, Declaration};
 
 /// Tool name → its declarations (tools without any are not kept).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ToolHeaders {
     tools: HashMap<String, Arc<[Declaration]>>,
+    listed: std::time::Instant,
 }
 
 impl ToolHeaders {
@@ -41,7 +42,15 @@ impl ToolHeaders {
                 }
             }
         }
-        ToolHeaders { tools }
+        ToolHeaders {
+            tools,
+            listed: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether the listing behind the table is younger than `age`.
+    pub fn listed_within(&self, age: std::time::Duration) -> bool {
+        self.listed.elapsed() < age
     }
 
     /// The declarations of `tool` (none when it declares none or is unknown).

@@ -57,6 +57,60 @@ impl ListKind {
     }
 }
 
+/// What a list's answers say about reusing them: the shortest `ttlMs` of
+/// its pages (0 when one says nothing), and whether any is `private`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// How long the whole list may be reused.
+    pub ttl_ms: u64,
+    /// Whether it may only be reused for the one who asked.
+    pub private: bool,
+}
+
+impl Reuse {
+    /// For a list nothing has been said about yet (combine pages into it).
+    pub const UNSAID: Reuse = Reuse {
+        ttl_ms: u64::MAX,
+        private: false,
+    };
+
+    /// What one page's result says.
+    pub fn of(result: &RawObject) -> Reuse {
+        Reuse {
+            ttl_ms: result
+                .get("ttlMs")
+                .and_then(|t| t.get().parse().ok())
+                .unwrap_or(0),
+            private: jsonrpc::str_member(result, "cacheScope").as_deref() != Some("public"),
+        }
+    }
+
+    /// Both lists together.
+    pub fn and(self, other: Reuse) -> Reuse {
+        Reuse {
+            ttl_ms: self.ttl_ms.min(other.ttl_ms),
+            private: self.private || other.private,
+        }
+    }
+
+    /// The same list, private (filtered for its caller).
+    pub fn for_caller(self) -> Reuse {
+        Reuse {
+            private: true,
+            ..self
+        }
+    }
+}
+
+/// One upstream's list: its items, every page, and what the pages say
+/// about reusing them.
+pub struct Listing {
+    /// The items.
+    pub items: Vec<RawObject>,
+    /// How the list may be reused.
+    pub reuse: Reuse,
+}
+
 /// Where a federated name or URI leads.
 #[derive(Debug, Default, Clone)]
 pub struct Routes {

@@ -15,7 +15,7 @@ use serde_json::json;
 use tether_wire::jsonrpc::{self, Message, Method, RawObject};
 use tether_wire::protocol::Era;
 
-use super::catalog::ListKind;
+use super::catalog::{ListKind, Listing, Reuse};
 use super::context::RequestContext;
 use super::result_cache::ResultCache;
 use super::session_stream;
@@ -191,8 +191,9 @@ impl Connector {
         ctx: &RequestContext,
         upstream: &Arc<Upstream>,
         kind: ListKind,
-    ) -> Result<Vec<RawObject>, UpstreamError> {
+    ) -> Result<Listing, UpstreamError> {
         let mut items = Vec::new();
+        let mut reuse = Reuse::UNSAID;
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let params = match &cursor {
@@ -206,10 +207,14 @@ impl Connector {
                 ));
             };
             let Some(result) = msg.result else {
-                return Ok(items);
+                return Ok(Listing {
+                    items,
+                    reuse: Reuse { ttl_ms: 0, ..reuse },
+                });
             };
             let obj: RawObject = serde_json::from_str(result.get())
                 .map_err(|_| UpstreamError::Protocol("list result is not an object".into()))?;
+            reuse = reuse.and(Reuse::of(&obj));
             if let Some(page) = obj.get(kind.items_key()) {
                 let page: Vec<RawObject> = serde_json::from_str(page.get()).map_err(|_| {
                     UpstreamError::Protocol(
@@ -220,10 +225,14 @@ impl Connector {
             }
             cursor = jsonrpc::str_member(&obj, "nextCursor");
             if cursor.is_none() {
-                break;
+                return Ok(Listing { items, reuse });
             }
         }
-        Ok(items)
+        // A runaway cursor: what was listed, not to be reused.
+        Ok(Listing {
+            items,
+            reuse: Reuse { ttl_ms: 0, ..reuse },
+        })
     }
 
     /// Starts relaying the streams of the client session's upstream sessions

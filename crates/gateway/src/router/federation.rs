@@ -9,10 +9,9 @@ use std::sync::{Arc, RwLock};
 use tether_wire::jsonrpc::{self, Method, RawObject, Request, code};
 use tether_wire::protocol::Era;
 
-use super::catalog::{self, ListKind, Routes};
+use super::catalog::{self, ListKind, Reuse, Routes};
 use super::connector::Connector;
 use super::context::RequestContext;
-use super::era_results::add_cache_fields;
 use super::outcome::{Outcome, answer, error};
 use crate::config::{FederationConfig, Naming};
 use crate::metrics::Metrics;
@@ -68,12 +67,16 @@ impl Federation {
 
     /// Answers a list request on `/mcp` with every upstream's items merged.
     pub async fn list(&self, ctx: &RequestContext, kind: ListKind, request: &Request) -> Outcome {
-        let items = match self.collect(ctx, kind).await {
-            Ok(items) => items,
+        let (items, mut reuse) = match self.collect(ctx, kind).await {
+            Ok(collected) => collected,
             Err(why) => return error(request, code::INTERNAL_ERROR, why.to_string()),
         };
-        // What the caller may not reach is not listed.
+        // What the caller may not reach is not listed (then the list is
+        // the caller's own).
         let access = ctx.access();
+        if access.restricts() {
+            reuse = reuse.for_caller();
+        }
         let items: Vec<RawObject> = items
             .into_iter()
             .filter(|(upstream, item)| match kind {
@@ -85,7 +88,7 @@ impl Federation {
             })
             .map(|(_, item)| item)
             .collect();
-        list_answer(ctx, kind, request, items)
+        list_answer(ctx, kind, request, items, reuse)
     }
 
     /// `tools/list` on `/u/<upstream>/mcp` for a caller who may use only some
@@ -96,12 +99,12 @@ impl Federation {
         upstream: &Arc<Upstream>,
         request: &Request,
     ) -> Outcome {
-        let items = match self
+        let listing = match self
             .connector
             .list_all(ctx, upstream, ListKind::Tools)
             .await
         {
-            Ok(items) => items,
+            Ok(listing) => listing,
             Err(e) => {
                 return error(
                     request,
@@ -111,7 +114,8 @@ impl Federation {
             }
         };
         let access = ctx.access();
-        let items: Vec<RawObject> = items
+        let items: Vec<RawObject> = listing
+            .items
             .into_iter()
             .filter(|item| {
                 access.reaches_tool(
@@ -120,7 +124,8 @@ impl Federation {
                 )
             })
             .collect();
-        list_answer(ctx, ListKind::Tools, request, items)
+        let reuse = listing.reuse.for_caller();
+        list_answer(ctx, ListKind::Tools, request, items, reuse)
     }
 
     /// Lists without answering anyone: refreshes the routing tables.
@@ -131,13 +136,15 @@ impl Federation {
     }
 
     /// Lists `kind` on every upstream, merges the lists under the naming
-    /// policy and updates the routing tables. Upstreams that fail are left out
-    /// (and logged); it is an error only when every upstream failed.
+    /// policy and updates the routing tables; how long the merged list may
+    /// be reused (the shortest of its parts; not at all when an upstream was
+    /// left out). Upstreams that fail are left out (and logged); it is an
+    /// error only when every upstream failed.
     async fn collect(
         &self,
         ctx: &RequestContext,
         kind: ListKind,
-    ) -> Result<Vec<(Arc<str>, RawObject)>, NoListAnswered> {
+    ) -> Result<(Vec<(Arc<str>, RawObject)>, Reuse), NoListAnswered> {
         let upstreams = self.upstreams.snapshot();
         // An unhealthy upstream is left out at once, not waited for; one the
         // caller may not reach is not even contacted on its behalf.
@@ -152,9 +159,13 @@ impl Federation {
         .await;
         let mut ok = Vec::new();
         let mut failures = Vec::new();
+        let mut reuse = Reuse::UNSAID;
         for (upstream, result) in live.iter().zip(lists) {
             match result {
-                Ok(items) => ok.push((upstream.name.clone(), items)),
+                Ok(listing) => {
+                    reuse = reuse.and(listing.reuse);
+                    ok.push((upstream.name.clone(), listing.items));
+                }
                 Err(e) => {
                     tracing::warn!(upstream = %upstream.name, method = %kind.method(), error = %e, "upstream left out of the federated list");
                     failures.push((upstream.name.clone(), e));
@@ -166,6 +177,14 @@ impl Federation {
                 method: kind.method(),
                 failures,
             });
+        }
+        let reachable = upstreams
+            .iter()
+            .filter(|u| access.reaches_upstream(&u.name))
+            .count();
+        if !failures.is_empty() || live.len() < reachable || ok.is_empty() {
+            // Incomplete (or empty): asked again next time.
+            reuse.ttl_ms = 0;
         }
         let merged = {
             let mut routes = crate::sync::write(&self.routes);
@@ -183,7 +202,7 @@ impl Federation {
                 .fetch_add(merged.collisions.len() as u64, Ordering::Relaxed);
             tracing::warn!(names = ?merged.collisions, naming = ?self.config.naming, "several upstreams expose the same {} names", kind.items_key());
         }
-        Ok(merged.items)
+        Ok((merged.items, reuse))
     }
 
     /// Finds the upstream and original name behind an exposed tool/prompt name,
@@ -255,12 +274,15 @@ fn list_answer(
     kind: ListKind,
     request: &Request,
     items: Vec<RawObject>,
+    reuse: Reuse,
 ) -> Outcome {
     let mut result = RawObject::new();
     result.insert(kind.items_key().into(), jsonrpc::to_raw(&items));
     if ctx.era == Era::Modern {
+        let scope = if reuse.private { "private" } else { "public" };
         result.insert("resultType".into(), jsonrpc::to_raw("complete"));
-        add_cache_fields(&mut result);
+        result.insert("ttlMs".into(), jsonrpc::to_raw(&reuse.ttl_ms));
+        result.insert("cacheScope".into(), jsonrpc::to_raw(scope));
     }
     answer(request, &jsonrpc::to_raw(&result))
 }

@@ -109,8 +109,8 @@ async fn declared(
                 .cache()
                 .invalidate(&upstream.name, tools_changed, None);
             match connector.list_all(ctx, upstream, ListKind::Tools).await {
-                Ok(items) => {
-                    let table = Arc::new(ToolHeaders::from_tools(&items));
+                Ok(listing) => {
+                    let table = Arc::new(ToolHeaders::from_tools(&listing.items));
                     upstream.set_tool_headers(table.clone());
                     table
                 }

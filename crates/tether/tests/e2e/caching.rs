@@ -38,6 +38,12 @@ async fn a_public_list_is_fetched_once_for_every_endpoint_and_era() {
     assert!(
         federated["tools"].as_array().unwrap().len() == first["tools"].as_array().unwrap().len()
     );
+    let left = federated["ttlMs"].as_u64().unwrap();
+    assert!(
+        left > 0 && left <= 60000,
+        "the merged list's time left: {federated}"
+    );
+    assert_eq!(federated["cacheScope"], "public");
     assert_eq!(asked(&up).await, 1, "no further upstream list");
     // A read is cached per URI.
     for _ in 0..2 {
@@ -105,4 +111,19 @@ async fn a_list_change_drops_the_cached_list() {
         "the new tool is listed: the stale list was dropped"
     );
     assert_eq!(asked(&up).await, 2);
+}
+
+#[tokio::test]
+async fn a_federated_list_may_be_reused_as_long_as_its_shortest_part() {
+    let long = spawn_demo(&["--era", "modern", "--ttl-ms", "60000"]);
+    let short = spawn_demo(&["--era", "modern", "--ttl-ms", "5000", "--private-cache"]);
+    let none = spawn_demo(&["--era", "modern"]);
+    let gw = tether(&config(&[("a", &long.mcp()), ("b", &short.mcp())], ""));
+    let merged = list_tools(&gw.mcp()).await;
+    let left = merged["ttlMs"].as_u64().unwrap();
+    assert!(left > 0 && left <= 5000, "the shortest part: {merged}");
+    assert_eq!(merged["cacheScope"], "private", "one part is private");
+    let gw = tether(&config(&[("a", &long.mcp()), ("c", &none.mcp())], ""));
+    let merged = list_tools(&gw.mcp()).await;
+    assert_eq!(merged["ttlMs"], 0, "one part says nothing: {merged}");
 }

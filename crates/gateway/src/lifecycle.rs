@@ -472,6 +472,8 @@ impl Lifecycle {
                 Scope::Federated => true,
                 Scope::Single(name) => touched.iter().any(|t| **t == **name),
             });
+            self.set
+                .announce(touched.iter().map(|t| Arc::from(t.as_str())).collect());
         }
         Ok(change)
     }
@@ -503,12 +505,16 @@ impl Lifecycle {
     /// What happens when an upstream's health changes: clients are told the lists changed.
     fn health_change(&self) -> HealthChange {
         let sessions = Arc::downgrade(&self.sessions);
+        let set = Arc::downgrade(&self.set);
         Arc::new(move |upstream: &Arc<Upstream>, _healthy: bool| {
             if let Some(sessions) = sessions.upgrade() {
                 sessions.announce_list_changes(|scope| match scope {
                     Scope::Federated => true,
                     Scope::Single(name) => **name == *upstream.name,
                 });
+            }
+            if let Some(set) = set.upgrade() {
+                set.announce(vec![upstream.name.clone()]);
             }
         })
     }

@@ -6,22 +6,24 @@
 //! serves), a legacy one by its GET stream and a `resources/subscribe` per
 //! resource. The client's stream opens with the acknowledgement of what it
 //! will carry; every notification on it passes the filter and carries the
-//! client's subscription id. It ends when the client leaves or Tether shuts
-//! down; an upstream stream that ends is opened again, with backoff.
+//! client's subscription id. Changes of Tether's own catalogue (an upstream
+//! added, replaced, removed, or its health changed) are list changes too.
+//! It ends when the client leaves or Tether shuts down; an upstream stream
+//! that ends is opened again, with backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tether_wire::jsonrpc::{Kind, Message, Method, Request, code};
+use tether_wire::jsonrpc::{Kind, Message, Method, Request};
 use tether_wire::protocol::Era;
 use tether_wire::subscriptions::{self, Filter};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use super::connector::Connector;
 use super::context::RequestContext;
-use super::outcome::{Outcome, error};
+use super::outcome::Outcome;
 use super::result_cache::ResultCache;
 use super::server_requests::relay_server_request;
 use super::subscriptions::open;
@@ -43,13 +45,26 @@ pub struct Share {
     pub filter: Filter,
 }
 
-/// Serves `request` (a `subscriptions/listen`) with `shares`. `closing`
-/// ends the stream at shutdown; `send_timeout` bounds a slow client.
+/// Changes of Tether's own catalogue a listen stream hears: those touching
+/// `only` (an upstream's own endpoint), or any (`None`: federated), as the
+/// list changes the client asked for.
+pub struct CatalogChanges {
+    /// Announced changes (names of the upstreams touched).
+    pub changes: broadcast::Receiver<Arc<[Arc<str>]>>,
+    /// The one upstream the stream covers, if not all.
+    pub only: Option<Arc<str>>,
+    /// The list changes asked for (Tether honours them all: its own
+    /// catalogue changes are list changes, whatever the upstreams report).
+    pub lists: Filter,
+}
+
+/// Serves `request` (a `subscriptions/listen`) with `shares` and `catalog`'s
+/// changes. `closing` ends the stream at shutdown; `send_timeout` bounds a
+/// slow client.
 pub async fn serve(
     connector: &Arc<Connector>,
     ctx: &Arc<RequestContext>,
-    request: &Request,
-    shares: Vec<Share>,
+    (request, shares, catalog): (&Request, Vec<Share>, CatalogChanges),
     closing: &Closing,
     send_timeout: Duration,
 ) -> Outcome {
@@ -61,40 +76,36 @@ pub async fn serve(
     )
     .await;
     let feeds: Vec<Feed> = opened.into_iter().flatten().collect();
-    if feeds.is_empty() {
-        return error(
-            request,
-            code::INTERNAL_ERROR,
-            "no upstream could be listened to",
-        );
-    }
-    let mut honoured = Filter::default();
+    let mut honoured = catalog.lists.clone();
     for feed in &feeds {
-        honoured.tools |= feed.filter.tools;
-        honoured.prompts |= feed.filter.prompts;
-        honoured.resources |= feed.filter.resources;
         honoured.uris.extend(feed.filter.uris.iter().cloned());
     }
     let (tx, rx) = mpsc::channel(QUEUE);
     let ack = subscriptions::acknowledged(&honoured, &subscription);
     let _ = tx.try_send(Bytes::from(ack.to_string()));
+    let relay = Relay {
+        _ctx: ctx.clone(),
+        cache: connector.cache().clone(),
+        tx,
+        subscription,
+        send_timeout,
+    };
+    spawn_until(closing, relay.clone().catalog(catalog));
     for feed in feeds {
-        let relay = Relay {
-            _ctx: ctx.clone(),
-            cache: connector.cache().clone(),
-            tx: tx.clone(),
-            subscription: subscription.clone(),
-            send_timeout,
-        };
-        let closed = closing.closed();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = relay.run(feed) => {}
-                () = closed => {}
-            }
-        });
+        spawn_until(closing, relay.clone().run(feed));
     }
     Outcome::Stream(rx)
+}
+
+/// Runs `task` until it ends or Tether shuts down.
+fn spawn_until(closing: &Closing, task: impl Future<Output = ()> + Send + 'static) {
+    let closed = closing.closed();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            () = closed => {}
+        }
+    });
 }
 
 /// An upstream's stream of changes, as attached.
@@ -183,7 +194,8 @@ async fn open_feed(
     }
 }
 
-/// Relays one upstream's changes into the client's listen stream.
+/// Relays one source of changes into the client's listen stream.
+#[derive(Clone)]
 struct Relay {
     /// Keeps the request's upstream sessions open while it listens.
     _ctx: Arc<RequestContext>,
@@ -236,6 +248,56 @@ impl Relay {
         }
     }
 
+    /// Announces Tether's own catalogue changes as the list changes `lists`
+    /// lets through, until the client leaves.
+    async fn catalog(self, mut catalog: CatalogChanges) {
+        loop {
+            let change = tokio::select! {
+                change = catalog.changes.recv() => change,
+                () = self.tx.closed() => return,
+            };
+            let touches = match change {
+                Ok(touched) => catalog
+                    .only
+                    .as_ref()
+                    .is_none_or(|only| touched.iter().any(|t| t == only)),
+                // Missed some: say everything may have changed.
+                Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if !touches {
+                continue;
+            }
+            for method in [
+                Method::ToolsListChanged,
+                Method::PromptsListChanged,
+                Method::ResourcesListChanged,
+            ] {
+                if catalog.lists.wants(&method, None)
+                    && !self
+                        .send(json!({"jsonrpc": "2.0", "method": method.as_str()}))
+                        .await
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends one notification, tagged; false when the client is gone or
+    /// stopped reading.
+    async fn send(&self, notification: Value) -> bool {
+        let out = subscriptions::tagged(notification, &self.subscription);
+        matches!(
+            tokio::time::timeout(
+                self.send_timeout,
+                self.tx.send(Bytes::from(out.to_string()))
+            )
+            .await,
+            Ok(Ok(()))
+        )
+    }
+
     /// Relays one upstream message if it is a wanted change; false when
     /// the client is gone or stopped reading.
     async fn relay(&self, session: &Arc<UpstreamSession>, filter: &Filter, bytes: &[u8]) -> bool {
@@ -258,14 +320,6 @@ impl Relay {
         if !filter.wants(method, uri) {
             return true;
         }
-        let out = subscriptions::tagged(value, &self.subscription);
-        matches!(
-            tokio::time::timeout(
-                self.send_timeout,
-                self.tx.send(Bytes::from(out.to_string()))
-            )
-            .await,
-            Ok(Ok(()))
-        )
+        self.send(value).await
     }
 }

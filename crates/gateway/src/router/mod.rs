@@ -302,6 +302,13 @@ impl Router {
             .map(|n: serde_json::Value| Filter::requested(&n))
             .unwrap_or_default();
         let access = ctx.access();
+        // Heard from now on: no change between here and the acknowledgement is lost.
+        let changes = self.upstreams.changes();
+        let only = single.as_ref().map(|u| u.name.clone());
+        let lists = Filter {
+            uris: Vec::new(),
+            ..requested.clone()
+        };
         let shares = match single {
             Some(upstream) => vec![listen::Share {
                 upstream,
@@ -341,11 +348,15 @@ impl Router {
                 shares
             }
         };
+        let catalog = listen::CatalogChanges {
+            changes,
+            only,
+            lists,
+        };
         listen::serve(
             &self.connector,
             ctx,
-            &request,
-            shares,
+            (&request, shares, catalog),
             &self.listens,
             self.send_timeout,
         )

@@ -48,9 +48,21 @@ impl Upstreams {
 }
 
 /// The current upstream set, shared by the router and the session registry.
-#[derive(Default)]
 pub struct UpstreamSet {
     current: RwLock<Arc<Upstreams>>,
+    /// Names of upstreams whose lists changed for clients (added, replaced,
+    /// removed, or their health changed), for the listen streams Tether
+    /// serves (bounded; a slow listener misses some and hears the next).
+    changes: tokio::sync::broadcast::Sender<Arc<[Arc<str>]>>,
+}
+
+impl Default for UpstreamSet {
+    fn default() -> Self {
+        UpstreamSet {
+            current: RwLock::default(),
+            changes: tokio::sync::broadcast::Sender::new(16),
+        }
+    }
 }
 
 impl UpstreamSet {
@@ -67,5 +79,15 @@ impl UpstreamSet {
     /// Makes `list` the current set.
     pub fn replace(&self, list: Vec<Arc<Upstream>>) {
         *write(&self.current) = Arc::new(Upstreams::new(list));
+    }
+
+    /// Tells listeners that the lists of the upstreams named `touched` changed.
+    pub fn announce(&self, touched: Vec<Arc<str>>) {
+        let _ = self.changes.send(touched.into());
+    }
+
+    /// Hears announced changes from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Arc<[Arc<str>]>> {
+        self.changes.subscribe()
     }
 }

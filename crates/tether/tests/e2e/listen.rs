@@ -168,3 +168,46 @@ async fn an_open_listen_stream_does_not_hold_the_shutdown() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_catalogue_change_reaches_the_listeners_it_concerns() {
+    let a = spawn_demo(&["--era", "modern"]);
+    let b = spawn_demo(&["--era", "legacy"]);
+    let gw = tether(&config(&[("a", &a.mcp())], crate::harness::ADMIN));
+    let mut federated = Listening::open(
+        &gw.mcp(),
+        json!({"toolsListChanged": true, "promptsListChanged": true}),
+    )
+    .await;
+    let mut only_a = Listening::open(
+        &gw.mcp().replace("/mcp", "/u/a/mcp"),
+        json!({"toolsListChanged": true}),
+    )
+    .await;
+    federated.next().await;
+    only_a.next().await;
+    let (status, answer) = gw
+        .admin(
+            "POST",
+            "/upstreams",
+            Some(json!({"name": "b", "url": b.mcp()})),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let tools = federated.next().await;
+    assert_eq!(
+        tools["method"], "notifications/tools/list_changed",
+        "{tools}"
+    );
+    assert_eq!(tools["params"]["_meta"][SUBSCRIPTION], 41);
+    let prompts = federated.next().await;
+    assert_eq!(
+        prompts["method"], "notifications/prompts/list_changed",
+        "{prompts}"
+    );
+    assert_eq!(
+        only_a.next_within(Duration::from_millis(300)).await,
+        None,
+        "upstream a did not change"
+    );
+}

@@ -150,25 +150,21 @@ impl Connector {
         params: serde_json::Value,
     ) -> Result<Bytes, UpstreamError> {
         let raw = jsonrpc::to_raw(&params);
-        let principal = &ctx.caller.principal;
-        let since = self.cache.generation();
-        if let Some(result) = self
+        let ask = self
             .cache
-            .get(&upstream.name, &method, Some(&raw), principal)
-        {
-            return Ok(Bytes::from(jsonrpc::response(
-                &jsonrpc::to_raw("tether"),
-                &result,
-            )));
+            .ask(&upstream.name, &method, Some(&raw), &ctx.caller.principal);
+        if let Some(result) = ask.as_ref().and_then(|a| a.cached()) {
+            let id = jsonrpc::to_raw("tether");
+            return Ok(Bytes::from(jsonrpc::response(&id, &result)));
         }
         let mut attempt = 0;
         loop {
             let session = self.session_for(ctx, upstream).await?;
             match session.call(method.clone(), params.clone()).await {
                 Ok(b) => {
-                    let asked = (&**principal, since);
-                    self.cache
-                        .put(&upstream.name, &method, Some(&raw), asked, &b);
+                    if let Some(ask) = &ask {
+                        ask.keep(&b);
+                    }
                     return Ok(b);
                 }
                 Err(e) => {

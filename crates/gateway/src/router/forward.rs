@@ -62,19 +62,13 @@ impl Forwarder {
         params: Option<RawObject>,
     ) -> Outcome {
         let cache = self.connector.cache();
-        let since = cache.generation();
-        let cached_params = cache.covers(&request.method).then(|| match &params {
-            Some(p) => Some(jsonrpc::to_raw(p)),
-            None => request.params.clone(),
-        });
-        if let Some(sent) = &cached_params
-            && let Some(result) = cache.get(
-                &upstream.name,
-                &request.method,
-                sent.as_deref(),
-                &ctx.caller.principal,
-            )
-        {
+        // Only a cached method's rewritten params are serialised for its key.
+        let rewritten = (params.as_ref())
+            .filter(|_| cache.caches(&request.method))
+            .map(jsonrpc::to_raw);
+        let sent = rewritten.as_deref().or(request.params.as_deref());
+        let ask = cache.ask(&upstream.name, &request.method, sent, &ctx.caller.principal);
+        if let Some(result) = ask.as_ref().and_then(|a| a.cached()) {
             let answer = Bytes::from(jsonrpc::response(&request.id, &result));
             return Outcome::Message(adapt_response(ctx.era, &request.method, answer));
         }
@@ -135,15 +129,8 @@ impl Forwarder {
                     relist = true;
                 }
                 Ok(reply) => {
-                    if let (Reply::Json(answer), Some(sent)) = (&reply, &cached_params) {
-                        let asked = (&*ctx.caller.principal, since);
-                        cache.put(
-                            &upstream.name,
-                            &request.method,
-                            sent.as_deref(),
-                            asked,
-                            answer,
-                        );
+                    if let (Reply::Json(answer), Some(ask)) = (&reply, &ask) {
+                        ask.keep(answer);
                     }
                     return self.relay(ctx, session, request, params, reply);
                 }

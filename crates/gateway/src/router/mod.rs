@@ -315,21 +315,11 @@ impl Router {
                 filter: requested,
             }],
             None => {
-                let reached: Vec<Arc<Upstream>> = self
-                    .upstreams
-                    .snapshot()
-                    .iter()
+                let mut shares: Vec<listen::Share> = (self.upstreams.snapshot().iter())
                     .filter(|u| access.reaches_upstream(&u.name))
-                    .cloned()
-                    .collect();
-                let mut shares: Vec<listen::Share> = reached
-                    .into_iter()
                     .map(|upstream| listen::Share {
-                        upstream,
-                        filter: Filter {
-                            uris: Vec::new(),
-                            ..requested.clone()
-                        },
+                        upstream: upstream.clone(),
+                        filter: lists.clone(),
                     })
                     .collect();
                 let serving = self

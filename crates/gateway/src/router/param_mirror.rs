@@ -63,12 +63,9 @@ pub async fn check(
     call: (&str, &Request, Option<&RawObject>),
 ) -> Result<(), String> {
     let (tool, request, params) = call;
-    if declared(connector, ctx, upstream, tool, false)
-        .await
-        .is_none()
-    {
+    let Some(as_listed) = declared(connector, ctx, upstream, tool, false).await else {
         return Ok(());
-    }
+    };
     let arguments = arguments(request, params).unwrap_or_default();
     let sent = &ctx.options.param_headers;
     let agrees = |declared: &[Declaration]| {
@@ -78,17 +75,13 @@ pub async fn check(
                 .map(|(_, v)| v.as_bytes())
         })
     };
-    for relist in [false, true] {
-        match declared(connector, ctx, upstream, tool, relist).await {
-            None => return Ok(()),
-            Some(declared) => match agrees(&declared) {
-                Ok(()) => return Ok(()),
-                Err(why) if relist => return Err(format!("Header mismatch: {why}")),
-                Err(_) => {}
-            },
-        }
+    if agrees(&as_listed).is_ok() {
+        return Ok(());
     }
-    Ok(())
+    match declared(connector, ctx, upstream, tool, true).await {
+        None => Ok(()),
+        Some(fresh) => agrees(&fresh).map_err(|why| format!("Header mismatch: {why}")),
+    }
 }
 
 /// `tool`'s declarations on `upstream`, listing its tools when they are not

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use tether_wire::jsonrpc::{self, Message, Method, RawObject};
 
+use super::catalog::Reuse;
 use crate::auth::ANONYMOUS;
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
@@ -28,7 +29,7 @@ use crate::sync::lock;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     upstream: String,
-    method: &'static str,
+    method: Method,
     /// The list cursor, or the URI read.
     argument: String,
     /// The principal a `private` result belongs to; `None`: public.
@@ -40,15 +41,41 @@ struct Entry {
     expires: Instant,
 }
 
+/// The entries and the bytes their results take, under one lock.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Key, Entry>,
+    bytes: u64,
+}
+
+impl Entries {
+    fn remove(&mut self, key: &Key) {
+        if let Some(gone) = self.map.remove(key) {
+            self.bytes -= gone.result.get().len() as u64;
+        }
+    }
+}
+
 /// The cache (see the module documentation).
 pub struct ResultCache {
     config: CacheConfig,
-    entries: Mutex<HashMap<Key, Entry>>,
-    bytes: AtomicU64,
+    entries: Mutex<Entries>,
     /// Counts invalidations: an answer fetched across one is not kept.
     generation: AtomicU64,
     /// Hits and misses are counted here.
     metrics: Arc<Metrics>,
+}
+
+/// One cacheable request on its way to an upstream: answered from the
+/// cache, or its answer kept when it comes.
+pub struct Ask<'a> {
+    cache: &'a ResultCache,
+    upstream: &'a str,
+    method: &'a Method,
+    argument: String,
+    principal: &'a str,
+    /// The invalidation count when the request left.
+    since: u64,
 }
 
 impl ResultCache {
@@ -57,76 +84,119 @@ impl ResultCache {
     pub fn new(config: CacheConfig, metrics: Arc<Metrics>) -> Self {
         ResultCache {
             config,
-            entries: Mutex::new(HashMap::new()),
-            bytes: AtomicU64::new(0),
+            entries: Mutex::default(),
             generation: AtomicU64::new(0),
             metrics,
         }
     }
 
-    /// The invalidation count, read before asking the upstream and handed
-    /// to [`ResultCache::put`] with its answer.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// Whether `method`'s results are cached (the cache is on, and it is a
+    /// list or `resources/read`).
+    pub fn caches(&self, method: &Method) -> bool {
+        self.config.enabled && cached(method)
     }
 
-    /// Whether `method`'s results are cached at all.
-    pub fn covers(&self, method: &Method) -> bool {
-        self.config.enabled && kind(method).is_some()
-    }
-
-    /// A cached result for `method` with `params` on `upstream`, for
-    /// `principal`, with `ttlMs` set to the time it has left.
-    pub fn get(
-        &self,
-        upstream: &str,
-        method: &Method,
+    /// `method` with `params` to `upstream` for `principal`, if its result
+    /// may be cached (`None`: not a cached method, the cache is off, or a
+    /// read names no URI).
+    pub fn ask<'a>(
+        &'a self,
+        upstream: &'a str,
+        method: &'a Method,
         params: Option<&RawValue>,
-        principal: &str,
-    ) -> Option<Box<RawValue>> {
-        let method_key = kind(method).filter(|_| self.config.enabled)?;
-        let argument = argument(method, params)?;
-        let mut key = Key {
-            upstream: upstream.to_owned(),
-            method: method_key,
-            argument,
-            principal: Some(principal.to_owned()),
+        principal: &'a str,
+    ) -> Option<Ask<'a>> {
+        if !self.caches(method) {
+            return None;
+        }
+        Some(Ask {
+            cache: self,
+            upstream,
+            method,
+            argument: argument(method, params)?,
+            principal,
+            since: self.generation.load(Ordering::Acquire),
+        })
+    }
+
+    /// Drops what an upstream's notification (`method`, naming `uri` for
+    /// `resources/updated`) makes stale.
+    pub fn invalidate(&self, upstream: &str, method: &Method, uri: Option<&str>) {
+        let stale: &[Method] = match method {
+            Method::ToolsListChanged => &[Method::ToolsList],
+            Method::PromptsListChanged => &[Method::PromptsList],
+            Method::ResourcesListChanged => {
+                &[Method::ResourcesList, Method::ResourcesTemplatesList]
+            }
+            Method::ResourceUpdated => &[Method::ResourcesRead],
+            _ => return,
         };
+        let mut entries = lock(&self.entries);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let gone: Vec<Key> = entries
+            .map
+            .keys()
+            .filter(|k| {
+                k.upstream == upstream
+                    && stale.contains(&k.method)
+                    && (*method != Method::ResourceUpdated || Some(k.argument.as_str()) == uri)
+            })
+            .cloned()
+            .collect();
+        for key in &gone {
+            entries.remove(key);
+        }
+    }
+
+    /// Drops what an upstream notification in `message` makes stale.
+    pub fn invalidate_by(&self, upstream: &str, message: &Message) {
+        let Some(method) = &message.method else {
+            return;
+        };
+        let uri = match method {
+            Method::ResourceUpdated => message
+                .params
+                .as_deref()
+                .and_then(|p| tether_wire::fields::str_field(p.get(), "uri")),
+            _ => None,
+        };
+        self.invalidate(upstream, method, uri.as_deref());
+    }
+}
+
+impl Ask<'_> {
+    fn key(&self, principal: Option<&str>) -> Key {
+        Key {
+            upstream: self.upstream.to_owned(),
+            method: self.method.clone(),
+            argument: self.argument.clone(),
+            principal: principal.map(str::to_owned),
+        }
+    }
+
+    /// The cached result, with `ttlMs` set to the time it has left.
+    pub fn cached(&self) -> Option<Box<RawValue>> {
         let now = Instant::now();
         let found = {
-            let entries = lock(&self.entries);
-            let fresh = |k: &Key| entries.get(k).filter(|e| e.expires > now);
-            let hit = fresh(&key).or_else(|| {
-                key.principal = None;
-                fresh(&key)
-            });
-            hit.map(|e| (e.result.clone(), e.expires - now))
+            let entries = lock(&self.cache.entries);
+            let fresh = |k: Key| entries.map.get(&k).filter(|e| e.expires > now);
+            fresh(self.key(Some(self.principal)))
+                .or_else(|| fresh(self.key(None)))
+                .map(|e| (e.result.clone(), e.expires - now))
         };
+        let metrics = &self.cache.metrics;
         let Some((result, left)) = found else {
-            self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+            metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+        metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
         with_ttl(&result, left).or_else(|| RawValue::from_string(result.get().to_owned()).ok())
     }
 
-    /// Keeps the result of an upstream's JSON-RPC `answer` to `method` with
-    /// `params`, fetched for `principal` since [`ResultCache::generation`]
-    /// was `since`, if it says it may be reused.
-    pub fn put(
-        &self,
-        upstream: &str,
-        method: &Method,
-        params: Option<&RawValue>,
-        (principal, since): (&str, u64),
-        answer: &[u8],
-    ) {
-        let Some(method_key) = kind(method).filter(|_| self.config.enabled) else {
-            return;
-        };
-        let Some(argument) = argument(method, params) else {
-            return;
-        };
+    /// Keeps the result of the upstream's JSON-RPC `answer`, if it says it
+    /// may be reused and no invalidation came since the request left.
+    pub fn keep(&self, answer: &[u8]) {
+        let cache = self.cache;
         let Some(result) = Message::parse(answer).ok().and_then(|m| m.result) else {
             return;
         };
@@ -137,125 +207,45 @@ impl ResultCache {
         if jsonrpc::str_member(&fields, "resultType").is_some_and(|t| t != "complete") {
             return;
         }
-        let ttl = fields
-            .get("ttlMs")
-            .and_then(|t| t.get().parse::<u64>().ok())
-            .unwrap_or(0);
+        let reuse = Reuse::of(&fields);
         let size = result.get().len() as u64;
-        if ttl == 0 || size > self.config.max_bytes / 4 {
+        if reuse.ttl_ms == 0 || size > cache.config.max_bytes / 4 {
             return;
         }
-        let private = jsonrpc::str_member(&fields, "cacheScope").as_deref() != Some("public");
-        if private && principal == ANONYMOUS {
+        if reuse.private && self.principal == ANONYMOUS {
             return;
         }
-        let key = Key {
-            upstream: upstream.to_owned(),
-            method: method_key,
-            argument,
-            principal: private.then(|| principal.to_owned()),
-        };
+        let key = self.key(reuse.private.then_some(self.principal));
         let now = Instant::now();
-        let mut entries = lock(&self.entries);
-        if self.generation.load(Ordering::Acquire) != since {
+        let mut entries = lock(&cache.entries);
+        if cache.generation.load(Ordering::Acquire) != self.since {
             return;
         }
-        if let Some(old) = entries.remove(&key) {
-            self.bytes
-                .fetch_sub(old.result.get().len() as u64, Ordering::Relaxed);
-        }
-        while entries.len() >= self.config.max_entries
-            || self.bytes.load(Ordering::Relaxed) + size > self.config.max_bytes
+        entries.remove(&key);
+        while entries.map.len() >= cache.config.max_entries
+            || entries.bytes + size > cache.config.max_bytes
         {
             // Expired entries first, else the one expiring soonest.
             let victim = entries
+                .map
                 .iter()
-                .min_by_key(|(_, e)| {
-                    if e.expires <= now {
-                        None
-                    } else {
-                        Some(e.expires)
-                    }
-                })
+                .min_by_key(|(_, e)| (e.expires > now).then_some(e.expires))
                 .map(|(k, _)| k.clone());
             let Some(victim) = victim else {
                 return;
             };
-            if let Some(gone) = entries.remove(&victim) {
-                self.bytes
-                    .fetch_sub(gone.result.get().len() as u64, Ordering::Relaxed);
-            }
+            entries.remove(&victim);
         }
-        self.bytes.fetch_add(size, Ordering::Relaxed);
-        entries.insert(
-            key,
-            Entry {
-                result: Arc::from(result),
-                expires: now + Duration::from_millis(ttl),
-            },
-        );
-    }
-
-    /// Drops what an upstream's notification (`method`, naming `uri` for
-    /// `resources/updated`) makes stale.
-    pub fn invalidate(&self, upstream: &str, method: &Method, uri: Option<&str>) {
-        let stale: &[&str] = match method {
-            Method::ToolsListChanged => &["tools/list"],
-            Method::PromptsListChanged => &["prompts/list"],
-            Method::ResourcesListChanged => &["resources/list", "resources/templates/list"],
-            Method::ResourceUpdated => &["resources/read"],
-            _ => return,
-        };
-        let mut entries = lock(&self.entries);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.retain(|k, e| {
-            let keep = k.upstream != upstream
-                || !stale.contains(&k.method)
-                || (*method == Method::ResourceUpdated && Some(k.argument.as_str()) != uri);
-            if !keep {
-                self.bytes
-                    .fetch_sub(e.result.get().len() as u64, Ordering::Relaxed);
-            }
-            keep
-        });
-    }
-
-    /// Drops what an upstream notification in `message` makes stale.
-    pub fn invalidate_by(&self, upstream: &str, message: &Message) {
-        let Some(method) = &message.method else {
-            return;
-        };
-        if !matches!(
-            method,
-            Method::ToolsListChanged
-                | Method::PromptsListChanged
-                | Method::ResourcesListChanged
-                | Method::ResourceUpdated
-        ) {
-            return;
-        }
-        let uri = (*method == Method::ResourceUpdated)
-            .then(|| {
-                message
-                    .params
-                    .as_deref()
-                    .and_then(|p| tether_wire::fields::str_field(p.get(), "uri"))
-            })
-            .flatten();
-        self.invalidate(upstream, method, uri.as_deref());
+        entries.bytes += size;
+        let expires = now + Duration::from_millis(reuse.ttl_ms);
+        let result = Arc::from(result);
+        entries.map.insert(key, Entry { result, expires });
     }
 }
 
-/// The methods whose results are cached, by name.
-fn kind(method: &Method) -> Option<&'static str> {
-    Some(match method {
-        Method::ToolsList => "tools/list",
-        Method::PromptsList => "prompts/list",
-        Method::ResourcesList => "resources/list",
-        Method::ResourcesTemplatesList => "resources/templates/list",
-        Method::ResourcesRead => "resources/read",
-        _ => return None,
-    })
+/// Whether `method`'s results are cached: the lists and `resources/read`.
+fn cached(method: &Method) -> bool {
+    method.is_cacheable() && *method != Method::ServerDiscover
 }
 
 /// What distinguishes one cacheable request from another of its method:
@@ -289,171 +279,135 @@ mod tests {
         ResultCache::new(config, Arc::default())
     }
 
-    fn answer(result: &str) -> Vec<u8> {
-        format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#).into_bytes()
-    }
-
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()
     }
 
+    /// A request of `method` (params `params`, if any) to `up` by `who`.
+    fn ask<'a>(
+        c: &'a ResultCache,
+        up: &'a str,
+        method: &'a Method,
+        params: &str,
+        who: &'a str,
+    ) -> Ask<'a> {
+        let params = (!params.is_empty()).then(|| raw(params));
+        c.ask(up, method, params.as_deref(), who)
+            .expect("a cached method")
+    }
+
+    /// Asks, then keeps the answer `result`.
+    fn put(c: &ResultCache, up: &str, method: &Method, params: &str, who: &str, result: &str) {
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
+        ask(c, up, method, params, who).keep(answer.as_bytes());
+    }
+
+    fn get(
+        c: &ResultCache,
+        up: &str,
+        method: &Method,
+        params: &str,
+        who: &str,
+    ) -> Option<Box<RawValue>> {
+        ask(c, up, method, params, who).cached()
+    }
+
+    const PUBLIC: &str = r#"{"x":[],"ttlMs":60000,"cacheScope":"public"}"#;
+    const PRIVATE: &str = r#"{"x":[],"ttlMs":60000,"cacheScope":"private"}"#;
+
     #[test]
     fn public_results_serve_everyone_private_ones_their_principal() {
         let c = cache();
-        let list = Method::ToolsList;
-        c.put(
-            "up",
-            &list,
-            None,
-            ("ann", c.generation()),
-            &answer(r#"{"tools":[],"ttlMs":60000,"cacheScope":"public"}"#),
-        );
-        let hit = c
-            .get("up", &list, None, "bob")
-            .expect("public: served to bob");
-        let ttl: u64 = serde_json::from_str::<serde_json::Value>(hit.get()).unwrap()["ttlMs"]
-            .as_u64()
-            .unwrap();
+        let (list, read) = (Method::ToolsList, Method::ResourcesRead);
+        put(&c, "up", &list, "", "ann", PUBLIC);
+        let hit = get(&c, "up", &list, "", "bob").expect("public: served to bob");
+        let hit: serde_json::Value = serde_json::from_str(hit.get()).unwrap();
+        let ttl = hit["ttlMs"].as_u64().unwrap();
         assert!(ttl > 0 && ttl <= 60000, "{ttl}");
-        let read = Method::ResourcesRead;
-        let p = raw(r#"{"uri":"a://1"}"#);
-        c.put(
-            "up",
-            &read,
-            Some(&p),
-            ("ann", c.generation()),
-            &answer(r#"{"contents":[],"ttlMs":60000,"cacheScope":"private"}"#),
-        );
-        assert!(c.get("up", &read, Some(&p), "ann").is_some());
+        let a1 = r#"{"uri":"a://1"}"#;
+        put(&c, "up", &read, a1, "ann", PRIVATE);
+        assert!(get(&c, "up", &read, a1, "ann").is_some());
         assert!(
-            c.get("up", &read, Some(&p), "bob").is_none(),
+            get(&c, "up", &read, a1, "bob").is_none(),
             "private: never another principal"
         );
         assert!(
-            c.get("other", &read, Some(&p), "ann").is_none(),
+            get(&c, "other", &read, a1, "ann").is_none(),
             "another upstream"
         );
-        assert!(
-            c.get("up", &read, Some(&raw(r#"{"uri":"a://2"}"#)), "ann")
-                .is_none()
-        );
+        assert!(get(&c, "up", &read, r#"{"uri":"a://2"}"#, "ann").is_none());
         let counted = (&c.metrics.cache_hits, &c.metrics.cache_misses);
-        assert_eq!(
-            (
-                counted.0.load(Ordering::Relaxed),
-                counted.1.load(Ordering::Relaxed)
-            ),
-            (2, 3)
+        let counts = (
+            counted.0.load(Ordering::Relaxed),
+            counted.1.load(Ordering::Relaxed),
         );
+        assert_eq!(counts, (2, 3));
     }
 
     #[test]
     fn nothing_without_a_ttl_and_nothing_once_it_passed() {
         let c = cache();
         let list = Method::PromptsList;
-        c.put(
+        put(
+            &c,
             "up",
             &list,
-            None,
-            ("p", c.generation()),
-            &answer(r#"{"prompts":[],"ttlMs":0,"cacheScope":"public"}"#),
+            "",
+            "p",
+            r#"{"prompts":[],"ttlMs":0,"cacheScope":"public"}"#,
         );
-        c.put(
+        put(&c, "up", &list, "", "p", r#"{"prompts":[]}"#);
+        assert!(get(&c, "up", &list, "", "p").is_none());
+        put(
+            &c,
             "up",
             &list,
-            None,
-            ("p", c.generation()),
-            &answer(r#"{"prompts":[]}"#),
-        );
-        assert!(c.get("up", &list, None, "p").is_none());
-        c.put(
-            "up",
-            &list,
-            None,
-            ("p", c.generation()),
-            &answer(r#"{"prompts":[],"ttlMs":1,"cacheScope":"public"}"#),
+            "",
+            "p",
+            r#"{"prompts":[],"ttlMs":1,"cacheScope":"public"}"#,
         );
         std::thread::sleep(Duration::from_millis(5));
-        assert!(c.get("up", &list, None, "p").is_none(), "expired");
-        assert!(!c.covers(&Method::ToolsCall));
+        assert!(get(&c, "up", &list, "", "p").is_none(), "expired");
+        assert!(c.ask("up", &Method::ToolsCall, None, "p").is_none());
         let off = with(CacheConfig {
             enabled: false,
             ..CacheConfig::default()
         });
-        off.put(
-            "up",
-            &list,
-            None,
-            ("p", off.generation()),
-            &answer(r#"{"prompts":[],"ttlMs":60000,"cacheScope":"public"}"#),
-        );
-        assert!(off.get("up", &list, None, "p").is_none(), "switched off");
+        assert!(off.ask("up", &list, None, "p").is_none(), "switched off");
     }
 
     #[test]
     fn notifications_drop_what_they_make_stale() {
         let c = cache();
-        let long = r#"{"x":[],"ttlMs":60000,"cacheScope":"public"}"#;
-        let (a, b) = (raw(r#"{"uri":"a://1"}"#), raw(r#"{"uri":"a://2"}"#));
-        c.put(
-            "up",
-            &Method::ToolsList,
-            None,
-            ("p", c.generation()),
-            &answer(long),
-        );
-        c.put(
-            "up",
-            &Method::PromptsList,
-            None,
-            ("p", c.generation()),
-            &answer(long),
-        );
-        c.put(
-            "up",
-            &Method::ResourcesRead,
-            Some(&a),
-            ("p", c.generation()),
-            &answer(long),
-        );
-        c.put(
-            "up",
-            &Method::ResourcesRead,
-            Some(&b),
-            ("p", c.generation()),
-            &answer(long),
-        );
-        c.put(
-            "other",
-            &Method::ToolsList,
-            None,
-            ("p", c.generation()),
-            &answer(long),
-        );
+        let (a, b) = (r#"{"uri":"a://1"}"#, r#"{"uri":"a://2"}"#);
+        put(&c, "up", &Method::ToolsList, "", "p", PUBLIC);
+        put(&c, "up", &Method::PromptsList, "", "p", PUBLIC);
+        put(&c, "up", &Method::ResourcesRead, a, "p", PUBLIC);
+        put(&c, "up", &Method::ResourcesRead, b, "p", PUBLIC);
+        put(&c, "other", &Method::ToolsList, "", "p", PUBLIC);
         c.invalidate("up", &Method::ToolsListChanged, None);
-        assert!(c.get("up", &Method::ToolsList, None, "p").is_none());
-        assert!(c.get("up", &Method::PromptsList, None, "p").is_some());
-        assert!(c.get("other", &Method::ToolsList, None, "p").is_some());
+        assert!(get(&c, "up", &Method::ToolsList, "", "p").is_none());
+        assert!(get(&c, "up", &Method::PromptsList, "", "p").is_some());
+        assert!(get(&c, "other", &Method::ToolsList, "", "p").is_some());
         c.invalidate("up", &Method::ResourceUpdated, Some("a://1"));
-        assert!(c.get("up", &Method::ResourcesRead, Some(&a), "p").is_none());
-        assert!(c.get("up", &Method::ResourcesRead, Some(&b), "p").is_some());
+        assert!(get(&c, "up", &Method::ResourcesRead, a, "p").is_none());
+        assert!(get(&c, "up", &Method::ResourcesRead, b, "p").is_some());
     }
 
     #[test]
     fn no_private_entry_without_a_principal_and_none_across_an_invalidation() {
         let c = cache();
         let list = Method::ToolsList;
-        let body = answer(r#"{"tools":[],"ttlMs":60000,"cacheScope":"private"}"#);
-        c.put("up", &list, None, (ANONYMOUS, c.generation()), &body);
+        put(&c, "up", &list, "", ANONYMOUS, PRIVATE);
         assert!(
-            c.get("up", &list, None, ANONYMOUS).is_none(),
+            get(&c, "up", &list, "", ANONYMOUS).is_none(),
             "everyone is anonymous"
         );
-        let before = c.generation();
+        let before = ask(&c, "up", &list, "", "ann");
         c.invalidate("up", &Method::ToolsListChanged, None);
-        c.put("up", &list, None, ("ann", before), &body);
+        before.keep(format!(r#"{{"jsonrpc":"2.0","id":1,"result":{PRIVATE}}}"#).as_bytes());
         assert!(
-            c.get("up", &list, None, "ann").is_none(),
+            get(&c, "up", &list, "", "ann").is_none(),
             "fetched across a change"
         );
     }
@@ -465,15 +419,15 @@ mod tests {
             ..CacheConfig::default()
         });
         for cursor in ["a", "b", "c"] {
-            let p = raw(&format!(r#"{{"cursor":"{cursor}"}}"#));
-            c.put(
+            put(
+                &c,
                 "up",
                 &Method::ToolsList,
-                Some(&p),
-                ("p", c.generation()),
-                &answer(r#"{"tools":[],"ttlMs":60000,"cacheScope":"public"}"#),
+                &format!(r#"{{"cursor":"{cursor}"}}"#),
+                "p",
+                PUBLIC,
             );
         }
-        assert_eq!(lock(&c.entries).len(), 2);
+        assert_eq!(lock(&c.entries).map.len(), 2);
     }
 }

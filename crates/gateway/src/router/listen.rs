@@ -31,7 +31,7 @@ use crate::sync::Closing;
 use crate::upstream::{EventStream, Upstream, UpstreamSession};
 
 /// Messages buffered for a client's listen stream; a client that leaves
-/// them unread for the send timeout loses the stream.
+/// them unread for the send timeout loses the stream [invariant: bounded].
 const QUEUE: usize = 32;
 /// Longest wait between attempts to open an upstream's stream again.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -9,7 +9,7 @@
 //! fetched while such a notification arrived is not kept). A hit reports
 //! the time left in `ttlMs`. Without authentication every caller is the
 //! same principal, so `private` results are then not kept at all. Bounded
-//! in entries and bytes.
+//! in entries and bytes [invariant: bounded].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

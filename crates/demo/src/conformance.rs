@@ -12,7 +12,8 @@
 //! `test_logging_tool`), the list-mutating `test_trigger_tool_change` /
 //! `test_trigger_prompt_change` whose changes reach `subscriptions/listen`
 //! streams ([`super::listen`]), and `test_custom_headers`, whose arguments
-//! are mirrored into `Mcp-Param-*` headers (`x-mcp-header`).
+//! are mirrored into `Mcp-Param-*` headers (`x-mcp-header`), and the tasks
+//! extension's tools and methods ([`super::tasks`]).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use super::{
 };
 use tether_wire::jsonrpc::ErrorObject;
 use tether_wire::protocol::Era;
+use tether_wire::tasks;
 
 /// The `instructions` of the legacy `InitializeResult`.
 pub(super) const INSTRUCTIONS: &str =
@@ -48,7 +50,8 @@ pub(super) fn capabilities(era: Era) -> Value {
         Era::Legacy => json!({"tools": {}, "resources": {"subscribe": true}, "prompts": {},
             "logging": {}, "completions": {}}),
         Era::Modern => json!({"tools": {"listChanged": true}, "resources": {},
-            "prompts": {"listChanged": true}, "logging": {}, "completions": {}}),
+            "prompts": {"listChanged": true}, "logging": {}, "completions": {},
+            "extensions": {tasks::EXTENSION: {}}}),
     }
 }
 
@@ -77,6 +80,9 @@ pub(super) fn streams(era: Era, tool: &str) -> bool {
         | "test_elicitation"
         | "test_elicitation_sep1034_defaults"
         | "test_elicitation_sep1330_enums"
+        | "confirm_delete"
+        | "multi_input"
+        | "test_tool_with_task"
         | RECONNECTION_TOOL => era == Era::Legacy,
         _ => false,
     }
@@ -123,6 +129,7 @@ impl Call {
             "completion/complete" => {
                 Ok(json!({"completion": {"values": [], "total": 0, "hasMore": false}}))
             }
+            "tasks/get" | "tasks/update" | "tasks/cancel" if !legacy => self.task_method(method),
             _ => Err(method_not_found(method)),
         }
     }
@@ -236,6 +243,7 @@ impl Call {
                 "This tool was added by test_trigger_tool_change.",
             )),
             name if input_required::is_tool(name) => self.input_required_tool(name),
+            name if super::tasks::is_tool(name) => self.task_tool(name, &args).await,
             RECONNECTION_TOOL => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 Ok(text_result(
@@ -320,7 +328,7 @@ impl Call {
     /// server→client request on this call's stream, modern with MRTR (input
     /// under `key`). `Ok(Ok(answer))` is the client's result; `Ok(Err(result))`
     /// is what the tool returns instead (`input_required`, or a tool error).
-    async fn ask(
+    pub(super) async fn ask(
         &self,
         capability: &str,
         key: &str,
@@ -378,6 +386,7 @@ pub(super) fn tool_list(shared: &Shared) -> Value {
             list.push(json!({"name": name, "description": description,
                 "inputSchema": {"type": "object", "properties": {}}}));
         }
+        list.extend(super::tasks::tools());
         if shared.extra_tool.load(Ordering::Relaxed) {
             list.push(json!({"name": EXTRA_TOOL, "description": "A tool added by test_trigger_tool_change",
                 "inputSchema": {"type": "object", "properties": {}}}));
@@ -608,13 +617,13 @@ mod tests {
         let shared = Shared::default();
         let tools = tool_list(&shared);
         let tools = tools.as_array().map(Vec::as_slice).unwrap_or_default();
-        assert_eq!(tools.len(), 28);
+        assert_eq!(tools.len(), 35);
         let names: Vec<_> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "{names:?}");
         assert!(!names.contains(&EXTRA_TOOL));
         shared.extra_tool.store(true, Ordering::Relaxed);
-        assert_eq!(tool_list(&shared).as_array().map(Vec::len), Some(29));
+        assert_eq!(tool_list(&shared).as_array().map(Vec::len), Some(36));
         assert_eq!(tools[0]["name"], "test_simple_text");
         assert!(tools[0]["inputSchema"].get("required").is_none());
         for t in tools {

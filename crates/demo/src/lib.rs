@@ -24,6 +24,7 @@ mod replies;
 mod resume;
 mod sse;
 mod stdio;
+mod tasks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -117,6 +118,8 @@ struct Shared {
     cache_hint: CacheHint,
     /// Modern cacheable requests answered (list methods, `resources/read`).
     cacheable_requests: AtomicU64,
+    /// Conformance profile: the tasks of the tasks extension.
+    tasks: tasks::Tasks,
 }
 
 /// The `ttlMs` and `cacheScope` modern cacheable results carry.

@@ -12,3 +12,4 @@ pub mod param_headers;
 pub mod protocol;
 pub mod sse;
 pub mod subscriptions;
+pub mod tasks;

@@ -45,6 +45,12 @@ pub enum Method {
     LoggingSetLevel,
     /// `subscriptions/listen` (2026-07-28).
     SubscriptionsListen,
+    /// `tasks/get` (2026-07-28 tasks extension).
+    TasksGet,
+    /// `tasks/update` (2026-07-28 tasks extension).
+    TasksUpdate,
+    /// `tasks/cancel` (2026-07-28 tasks extension).
+    TasksCancel,
     /// `sampling/createMessage` (server→client).
     SamplingCreateMessage,
     /// `elicitation/create` (server→client).
@@ -75,7 +81,7 @@ pub enum Method {
 
 /// The methods a client sends as requests, in a fixed order (for tables
 /// indexed by method, such as the request metrics).
-pub const CLIENT_REQUESTS: [Method; 15] = [
+pub const CLIENT_REQUESTS: [Method; 18] = [
     Method::Initialize,
     Method::Ping,
     Method::ServerDiscover,
@@ -91,6 +97,9 @@ pub const CLIENT_REQUESTS: [Method; 15] = [
     Method::CompletionComplete,
     Method::LoggingSetLevel,
     Method::SubscriptionsListen,
+    Method::TasksGet,
+    Method::TasksUpdate,
+    Method::TasksCancel,
 ];
 
 impl Method {
@@ -112,6 +121,9 @@ impl Method {
             "completion/complete" => Method::CompletionComplete,
             "logging/setLevel" => Method::LoggingSetLevel,
             "subscriptions/listen" => Method::SubscriptionsListen,
+            "tasks/get" => Method::TasksGet,
+            "tasks/update" => Method::TasksUpdate,
+            "tasks/cancel" => Method::TasksCancel,
             "sampling/createMessage" => Method::SamplingCreateMessage,
             "elicitation/create" => Method::ElicitationCreate,
             "roots/list" => Method::RootsList,
@@ -146,6 +158,9 @@ impl Method {
             Method::CompletionComplete => "completion/complete",
             Method::LoggingSetLevel => "logging/setLevel",
             Method::SubscriptionsListen => "subscriptions/listen",
+            Method::TasksGet => "tasks/get",
+            Method::TasksUpdate => "tasks/update",
+            Method::TasksCancel => "tasks/cancel",
             Method::SamplingCreateMessage => "sampling/createMessage",
             Method::ElicitationCreate => "elicitation/create",
             Method::RootsList => "roots/list",
@@ -198,8 +213,18 @@ impl Method {
         match self {
             Method::ToolsCall | Method::PromptsGet => Some("name"),
             Method::ResourcesRead => Some("uri"),
+            m if m.is_task_method() => Some("taskId"),
             _ => None,
         }
+    }
+
+    /// Whether the method is one of the tasks extension's (`tasks/get`,
+    /// `tasks/update`, `tasks/cancel`).
+    pub fn is_task_method(&self) -> bool {
+        matches!(
+            self,
+            Method::TasksGet | Method::TasksUpdate | Method::TasksCancel
+        )
     }
 
     /// The client capability a server→client request needs.
@@ -293,6 +318,11 @@ mod tests {
         assert!(!Method::ToolsCall.is_cacheable());
         assert_eq!(Method::ResourcesRead.name_param(), Some("uri"));
         assert_eq!(Method::ToolsList.name_param(), None);
+        assert_eq!(Method::TasksCancel.name_param(), Some("taskId"));
+        assert_eq!(
+            Method::parse("tasks/result"),
+            Method::Other("tasks/result".into())
+        );
         assert_eq!(Method::RootsList.client_capability(), Some("roots"));
         assert_eq!(Method::ToolsCall.client_request_index(), Some(4));
         assert_eq!(Method::Progress.client_request_index(), None);

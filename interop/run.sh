@@ -13,8 +13,9 @@
 #   Node (interop/node, node --test): the TypeScript SDK v1 client (ts-sdk-v1),
 #     the v2 client on the 2026-07-28 era (ts-sdk-v2), the MCP Inspector CLI
 #     (inspector-cli), and the TS clients against server-everything.
-#   The official conformance suite (interop/conformance/run.sh --suite all)
-#     against the conformance fixture directly and through Tether
+#   The official conformance suite (interop/conformance/run.sh --suite all,
+#     and 0.2.0-alpha.12 --requirements 2026-07-28) against the conformance
+#     fixture directly and through Tether
 #     (INTEROP_SKIP_CONFORMANCE=1 skips it).
 #
 #   interop/run.sh [extra pytest args]
@@ -243,17 +244,24 @@ if [[ $passed -eq 0 && $failed -eq 0 ]]; then
   echo "interop: no test ran" >&2
   failed=1
 fi
-# The official conformance suite, direct and through Tether (scenarios count as tests).
-if [[ -z "${INTEROP_SKIP_CONFORMANCE:-}" ]]; then
-  conformance_out=$("$here/conformance/run.sh" --suite all 2>&1) || true
-  grep -E '^(  |conformance )' <<<"$conformance_out" | grep -vE '^  PASS ' || true
-  read -r c_passed c_failed < <(tail -n 1 <<<"$conformance_out" | sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/p')
+# The official conformance suite, direct and through Tether (scenarios count
+# as tests): the released suite in full, and the 2026-07-28 requirements
+# (tasks, subscriptions, custom headers, caching) of the pre-release one.
+conformance() {
+  local out c_passed c_failed
+  out=$(env "$@" 2>&1) || true
+  grep -E '^(  |conformance )' <<<"$out" | grep -vE '^  PASS ' || true
+  read -r c_passed c_failed < <(tail -n 1 <<<"$out" | sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/p')
   if [[ -z "${c_passed:-}" ]]; then
     echo "interop: the conformance suite did not run:" >&2
-    tail -n 20 <<<"$conformance_out" >&2
+    tail -n 20 <<<"$out" >&2
     c_passed=0 c_failed=1
   fi
   passed=$((passed + c_passed)); failed=$((failed + c_failed))
+}
+if [[ -z "${INTEROP_SKIP_CONFORMANCE:-}" ]]; then
+  conformance "$here/conformance/run.sh" --suite all
+  conformance CONFORMANCE_VERSION=0.2.0-alpha.12 "$here/conformance/run.sh" --requirements 2026-07-28
 fi
 echo "interop: $(($(date +%s) - start)) s"
 echo "$passed passed, $failed failed"

@@ -45,8 +45,11 @@ pub async fn run(
     let upstreams = Arc::new(UpstreamSet::default());
     let router = Router::new(
         upstreams.clone(),
-        config.federation.clone(),
-        config.cache.clone(),
+        (
+            config.federation.clone(),
+            config.cache.clone(),
+            config.tasks.clone(),
+        ),
         metrics.clone(),
         store.clone(),
         Timeouts {

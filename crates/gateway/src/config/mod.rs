@@ -22,6 +22,8 @@ const SECTIONS: &[&str] = &[
     "session",
     "store",
     "federation",
+    "cache",
+    "tasks",
     "upstreams",
     "admin",
     "auth",
@@ -42,6 +44,8 @@ pub struct Config {
     pub federation: FederationConfig,
     /// Gateway-side caching of upstream results (`[cache]`).
     pub cache: CacheConfig,
+    /// Tasks (the 2026-07-28 tasks extension) Tether runs itself (`[tasks]`).
+    pub tasks: TasksConfig,
     /// The upstream MCP servers.
     pub upstreams: Vec<UpstreamConfig>,
     /// The admin API.
@@ -218,6 +222,37 @@ impl Default for CacheConfig {
     }
 }
 
+/// Tasks (the 2026-07-28 tasks extension): a modern client that declares
+/// the extension may get a task handle for a `tools/call`. Upstreams that
+/// run tasks answer with their own (relayed); for the others Tether turns a
+/// call still running after `promote_after_ms` into a task it runs itself.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasksConfig {
+    /// Whether Tether runs tasks itself (relayed upstream tasks always work).
+    pub enabled: bool,
+    /// How long a call runs before it becomes a task.
+    pub promote_after_ms: u64,
+    /// How long a task is kept after it was created.
+    pub ttl_ms: u64,
+    /// The polling interval suggested to clients.
+    pub poll_interval_ms: u64,
+    /// Tasks one node runs at once; beyond this, calls stay synchronous.
+    pub max_running: usize,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            enabled: true,
+            promote_after_ms: 1000,
+            ttl_ms: 3_600_000,
+            poll_interval_ms: 500,
+            max_running: 1024,
+        }
+    }
+}
+
 /// A configuration problem found at load time.
 #[derive(Debug)]
 pub enum ConfigError {
@@ -325,6 +360,11 @@ impl Config {
 
     /// Checks cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tasks.ttl_ms == 0 || self.tasks.poll_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "tasks.ttl_ms and tasks.poll_interval_ms must be positive".into(),
+            ));
+        }
         let sep = &self.federation.separator;
         if sep.is_empty() {
             return Err(ConfigError::Invalid(

@@ -10,6 +10,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use tether_wire::jsonrpc::{self, ErrorObject, RawObject, Request, code};
 use tether_wire::protocol::{self, Era};
+use tether_wire::tasks;
 
 use super::App;
 use super::reply::{self, ReplyStyle};
@@ -253,6 +254,16 @@ fn strip_change_notifications(capabilities: &mut RawObject) {
     }
 }
 
+/// Adds the tasks extension to server capabilities: Tether runs tasks for
+/// upstreams that do not (and relays those of upstreams that do).
+fn offer_tasks(capabilities: &mut RawObject) {
+    let mut extensions: RawObject = (capabilities.get("extensions"))
+        .and_then(|e| serde_json::from_str(e.get()).ok())
+        .unwrap_or_default();
+    extensions.insert(tasks::EXTENSION.into(), jsonrpc::to_raw(&json!({})));
+    capabilities.insert("extensions".into(), jsonrpc::to_raw(&extensions));
+}
+
 /// Answers a modern `server/discover`.
 pub async fn discover(app: &Arc<App>, ctx: &RequestContext, request: &Request) -> Response {
     let id = &request.id;
@@ -292,6 +303,9 @@ pub async fn discover(app: &Arc<App>, ctx: &RequestContext, request: &Request) -
     };
     if !listen_passes_through {
         strip_change_notifications(&mut capabilities);
+    }
+    if app.config.tasks.enabled {
+        offer_tasks(&mut capabilities);
     }
     result.insert("capabilities".into(), jsonrpc::to_raw(&capabilities));
     if let Some(i) = desc.get("instructions") {

@@ -60,14 +60,18 @@ struct Params<'a> {
     /// The resource URI, raw.
     #[serde(borrow)]
     uri: Option<&'a RawValue>,
+    /// The task id (tasks extension methods), raw.
+    #[serde(rename = "taskId", borrow)]
+    task_id: Option<&'a RawValue>,
 }
 
 impl Params<'_> {
-    /// The string member `key` (`name` or `uri`), if it is one.
+    /// The string member `key` (`name`, `uri` or `taskId`), if it is one.
     fn str_member(&self, key: &str) -> Option<String> {
         let raw = match key {
             "name" => self.name?,
             "uri" => self.uri?,
+            "taskId" => self.task_id?,
             _ => return None,
         };
         serde_json::from_str(raw.get()).ok()

@@ -22,7 +22,7 @@ use super::outcome::{Outcome, error};
 use super::param_mirror;
 use super::progress_swap::ProgressSwap;
 use super::reply_relay::ReplyRelay;
-use super::waiting_calls::{Parked, WaitingCalls};
+use super::waiting_calls::{Parked, Resume, WaitingCalls};
 use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
 
 /// Messages buffered between an upstream stream and the client; beyond this
@@ -210,10 +210,41 @@ impl Forwarder {
         }
     }
 
+    /// A modern retry carrying the input a call waiting inside Tether asked
+    /// for (its Tether-issued `requestState` is `state`): the rest of the
+    /// call's reply, answering the retry.
+    pub async fn resume_waiting(
+        &self,
+        ctx: &Arc<RequestContext>,
+        state: &str,
+        retry: Request,
+    ) -> Outcome {
+        match self.waiting.resume(state, &retry, ctx).await {
+            Resume::Continue(parked) => self.resume(*parked, &retry),
+            Resume::Again(ask) => Outcome::Message(ask.to_response(&retry.id).into()),
+            Resume::Unknown => error(
+                &retry,
+                code::INVALID_PARAMS,
+                "requestState is unknown or expired (or names another call); send the request again without it",
+            ),
+        }
+    }
+
+    /// The upstream of the call waiting inside Tether under `state`.
+    pub fn waiting_upstream(&self, state: &str) -> Option<Arc<Upstream>> {
+        self.waiting.upstream_of(state)
+    }
+
+    /// Gives up the call waiting inside Tether under `state` (its input will
+    /// never come).
+    pub async fn abandon_waiting(&self, state: &str) {
+        self.waiting.cancel(state).await;
+    }
+
     /// Continues a call that waited for a modern client's input: the
     /// upstream has the answer; the rest of its reply goes to `retry` (the
     /// client's new request).
-    pub fn resume(&self, parked: Parked, retry: &Request) -> Outcome {
+    fn resume(&self, parked: Parked, retry: &Request) -> Outcome {
         let progress = ProgressSwap::new(&parked.request_params, retry);
         let call = Call {
             ctx: parked.ctx,

@@ -28,6 +28,9 @@ mod result_cache;
 mod server_requests;
 mod session_stream;
 mod subscriptions;
+mod task_relay;
+mod task_runs;
+mod tasks;
 mod waiting_calls;
 
 pub use context::{RequestContext, RequestOptions};
@@ -43,7 +46,7 @@ use tether_wire::jsonrpc::{
 use tether_wire::protocol::Era;
 use tether_wire::subscriptions::Filter;
 
-use crate::config::{CacheConfig, FederationConfig};
+use crate::config::{CacheConfig, FederationConfig, TasksConfig};
 use crate::metrics::Metrics;
 use crate::session::{ClientSession, PendingRequest, Scope};
 use crate::store::Store;
@@ -55,11 +58,17 @@ use federation::Federation;
 use forward::Forwarder;
 use outcome::{error, forbidden, method_not_found, resource_not_found};
 use result_cache::ResultCache;
-use waiting_calls::{Resume, WaitingCalls};
+use tasks::Tasks;
+use waiting_calls::WaitingCalls;
 
-/// The cluster node a modern retry's Tether-issued `requestState` names
-/// (its call waits there), if it names one.
+/// The cluster node a modern request must be served on, if it names one:
+/// the node a retry's Tether-issued `requestState` names (its call waits
+/// there), or the one running the task a `tasks/update` or `tasks/cancel`
+/// is for.
 pub fn waiting_node(request: &Request) -> Option<String> {
+    if let Some(node) = tasks::run_node(request) {
+        return Some(node);
+    }
     let state = waiting_calls::request_state(request)?;
     waiting_calls::state_node(&state).map(str::to_owned)
 }
@@ -77,8 +86,9 @@ pub struct Timeouts {
 pub struct Router {
     upstreams: Arc<UpstreamSet>,
     connector: Arc<Connector>,
-    forwarder: Forwarder,
+    forwarder: Arc<Forwarder>,
     federation: Federation,
+    tasks: Tasks,
     waiting: Arc<WaitingCalls>,
     store: Arc<Store>,
     close_timeout: Duration,
@@ -93,8 +103,7 @@ impl Router {
     /// `node`: this node's id in a cluster.
     pub fn new(
         upstreams: Arc<UpstreamSet>,
-        federation: FederationConfig,
-        cache: CacheConfig,
+        (federation, cache, tasks): (FederationConfig, CacheConfig, TasksConfig),
         metrics: Arc<Metrics>,
         store: Arc<Store>,
         timeouts: Timeouts,
@@ -102,9 +111,15 @@ impl Router {
     ) -> Self {
         let cache = Arc::new(ResultCache::new(cache, metrics.clone()));
         let connector = Arc::new(Connector::new(store.clone(), timeouts.send, cache));
-        let waiting = Arc::new(WaitingCalls::on_node(node));
+        let waiting = Arc::new(WaitingCalls::on_node(node.clone()));
+        let forwarder = Arc::new(Forwarder::new(
+            connector.clone(),
+            waiting.clone(),
+            timeouts.send,
+        ));
         Router {
-            forwarder: Forwarder::new(connector.clone(), waiting.clone(), timeouts.send),
+            tasks: Tasks::new(store.clone(), tasks, forwarder.clone(), node),
+            forwarder,
             federation: Federation::new(upstreams.clone(), connector.clone(), federation, metrics),
             upstreams,
             connector,
@@ -121,9 +136,10 @@ impl Router {
         self.close_timeout
     }
 
-    /// Closes every call still waiting for client input (shutdown).
+    /// Closes every call still waiting for client input, and stops the
+    /// tasks this node runs (shutdown).
     pub async fn close_waiting(&self) {
-        self.waiting.close_all().await;
+        tokio::join!(self.waiting.close_all(), self.tasks.runs().stop_all());
     }
 
     /// Ends the `subscriptions/listen` streams Tether serves, and any opened
@@ -177,7 +193,10 @@ impl Router {
         if ctx.era == Era::Modern
             && let Some(state) = waiting_calls::request_state(&request)
         {
-            return self.resume(&ctx, &state, request).await;
+            if tasks::declared(&ctx) {
+                return self.tasks.resume(&ctx, &state, request).await;
+            }
+            return self.forwarder.resume_waiting(&ctx, &state, request).await;
         }
         match request.method {
             Method::Ping => outcome::empty_answer(&request),
@@ -185,23 +204,15 @@ impl Router {
             Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
                 self.subscription(&ctx, request).await
             }
+            Method::TasksGet | Method::TasksUpdate | Method::TasksCancel
+                if ctx.era == Era::Modern =>
+            {
+                self.tasks.method(&ctx, &self.upstreams, request).await
+            }
             _ => match ctx.scope.clone() {
                 Scope::Single(name) => self.single(&ctx, &name, request).await,
                 Scope::Federated => self.federated(&ctx, request).await,
             },
-        }
-    }
-
-    /// A modern client's retry carrying the input a waiting call asked for.
-    async fn resume(&self, ctx: &Arc<RequestContext>, state: &str, request: Request) -> Outcome {
-        match self.waiting.resume(state, &request, ctx).await {
-            Resume::Continue(parked) => self.forwarder.resume(*parked, &request),
-            Resume::Again(ask) => Outcome::Message(ask.to_response(&request.id).into()),
-            Resume::Unknown => error(
-                &request,
-                code::INVALID_PARAMS,
-                "requestState is unknown or expired (or names another call); send the request again without it",
-            ),
         }
     }
 
@@ -223,6 +234,9 @@ impl Router {
             return self.listen(ctx, request, Some(upstream)).await;
         }
         if !access.restricts() {
+            if request.method == Method::ToolsCall {
+                return self.call_tool(ctx, &upstream, request, None).await;
+            }
             return self.forwarder.forward(ctx, &upstream, request, None).await;
         }
         match request.method {
@@ -240,9 +254,7 @@ impl Router {
                     return forbidden(&request, &format!("tool {tool}"));
                 }
                 // The checked name is the one sent (raw bytes could repeat the key).
-                self.forwarder
-                    .forward(ctx, &upstream, request, Some(params))
-                    .await
+                self.call_tool(ctx, &upstream, request, Some(params)).await
             }
             _ => self.forwarder.forward(ctx, &upstream, request, None).await,
         }
@@ -282,6 +294,11 @@ impl Router {
             | Method::ResourcesListChanged
             | Method::ResourceUpdated
             | Method::SubscriptionsAcknowledged
+            // A modern client's task methods are answered before routing;
+            // the 2025-11-25 ones are not federated.
+            | Method::TasksGet
+            | Method::TasksUpdate
+            | Method::TasksCancel
             | Method::Other(_) => method_not_found(&request, ctx.era),
         }
     }
@@ -390,9 +407,29 @@ impl Router {
             return forbidden(&request, &exposed);
         }
         params.insert("name".into(), jsonrpc::to_raw(&original));
-        self.forwarder
-            .forward(ctx, &upstream, request, Some(params))
-            .await
+        match kind {
+            ListKind::Tools => self.call_tool(ctx, &upstream, request, Some(params)).await,
+            _ => {
+                self.forwarder
+                    .forward(ctx, &upstream, request, Some(params))
+                    .await
+            }
+        }
+    }
+
+    /// A `tools/call` to `upstream`: through the tasks extension when the
+    /// client declared it (a task may come back), else forwarded.
+    async fn call_tool(
+        &self,
+        ctx: &Arc<RequestContext>,
+        upstream: &Arc<Upstream>,
+        request: Request,
+        params: Option<RawObject>,
+    ) -> Outcome {
+        if tasks::declared(ctx) {
+            return self.tasks.call(ctx, upstream, request, params).await;
+        }
+        self.forwarder.forward(ctx, upstream, request, params).await
     }
 
     /// `resources/read`: to the upstream serving the URI.

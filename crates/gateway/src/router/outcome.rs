@@ -73,3 +73,24 @@ pub fn resource_not_found(request: &Request, era: Era, uri: &str) -> Outcome {
         Some(request.id.clone()),
     )
 }
+
+impl Outcome {
+    /// The response this outcome ends with, waiting for a stream's last
+    /// message (its notifications are dropped); `None` when there is none.
+    pub async fn into_response(self) -> Option<Bytes> {
+        match self {
+            Outcome::Message(body) => Some(body),
+            Outcome::Error(err, id) => Some(Bytes::from(err.to_response(id.as_deref()))),
+            Outcome::Accepted => None,
+            Outcome::Stream(mut rx) => {
+                while let Some(message) = rx.recv().await {
+                    let parsed = jsonrpc::Message::parse(&message);
+                    if parsed.is_ok_and(|m| matches!(m.kind(), Ok(jsonrpc::Kind::Response))) {
+                        return Some(message);
+                    }
+                }
+                None
+            }
+        }
+    }
+}

@@ -145,7 +145,7 @@ pub fn request_state(request: &Request) -> Option<String> {
     }
     request
         .str_param("requestState")
-        .filter(|s| s.starts_with(STATE_PREFIX))
+        .filter(|s| is_tether_state(s))
 }
 
 /// What identifies a call across its retries: the method and its arguments
@@ -159,7 +159,22 @@ fn call_of(method: &Method, params: &RawObject) -> (Method, Option<String>) {
     (method.clone(), params.get(key).map(|v| v.get().to_owned()))
 }
 
-/// The node a Tether-issued `requestState` names, if it names one.
+/// An unguessable Tether token naming the cluster node `node` (none: a
+/// single node), as `requestState` values and the ids of tasks Tether runs
+/// are: `tether.<node>.<random>` (or `tether.<random>`).
+pub fn node_token(node: Option<&str>) -> String {
+    match node {
+        Some(node) => format!("{STATE_PREFIX}{node}.{}", new_session_id()),
+        None => format!("{STATE_PREFIX}{}", new_session_id()),
+    }
+}
+
+/// Whether a `requestState` is one Tether issued (others are upstreams').
+pub fn is_tether_state(state: &str) -> bool {
+    state.starts_with(STATE_PREFIX)
+}
+
+/// The node a Tether-issued `requestState` (or task id) names, if it names one.
 pub fn state_node(state: &str) -> Option<&str> {
     let (node, key) = state.strip_prefix(STATE_PREFIX)?.split_once('.')?;
     (!node.is_empty() && !key.is_empty()).then_some(node)
@@ -199,10 +214,7 @@ impl WaitingCalls {
             });
         }
         // Unguessable: the state is the only key to the waiting call.
-        let state = match &self.node {
-            Some(node) => format!("{STATE_PREFIX}{node}.{}", new_session_id()),
-            None => format!("{STATE_PREFIX}{}", new_session_id()),
-        };
+        let state = node_token(self.node.as_deref());
         let request = InputRequired {
             method: ask.method.unwrap_or(Method::Other("".into())),
             params: ask.params,
@@ -231,6 +243,11 @@ impl WaitingCalls {
             }
         });
         Ok(request)
+    }
+
+    /// The upstream the call waiting under `state` runs on.
+    pub fn upstream_of(&self, state: &str) -> Option<Arc<crate::upstream::Upstream>> {
+        (lock(&self.entries).get(state)).map(|e| e.parked.session.upstream.clone())
     }
 
     /// Gives up a call whose `input_required` could not be delivered.

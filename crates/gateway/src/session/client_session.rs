@@ -241,10 +241,7 @@ impl ClientSession {
                 } else {
                     ""
                 },
-                match &self.scope {
-                    Scope::Federated => "",
-                    Scope::Single(name) => name,
-                }
+                self.scope.label()
             ),
             principal: self.principal.to_string(),
             protocol_version: self.protocol_version.clone(),

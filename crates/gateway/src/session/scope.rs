@@ -11,3 +11,13 @@ pub enum Scope {
     /// `/u/<upstream>/mcp`: one upstream, names unchanged.
     Single(Arc<str>),
 }
+
+impl Scope {
+    /// How the scope is stored: empty for `/mcp`, else the upstream's name.
+    pub fn label(&self) -> &str {
+        match self {
+            Scope::Federated => "",
+            Scope::Single(name) => name,
+        }
+    }
+}

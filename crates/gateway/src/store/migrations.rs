@@ -56,6 +56,23 @@ const STEPS: &[&[&str]] = &[
             node TEXT NOT NULL
         )",
     ],
+    // 3: tasks (the 2026-07-28 tasks extension), relayed or run by Tether.
+    &[
+        "CREATE TABLE IF NOT EXISTS tether_tasks (
+            id TEXT PRIMARY KEY,
+            principal TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            upstream TEXT NOT NULL,
+            upstream_task TEXT,
+            runner TEXT,
+            state TEXT NOT NULL,
+            terminal INTEGER NOT NULL,
+            lease_ms BIGINT NOT NULL,
+            expires_ms BIGINT NOT NULL
+        )",
+        "CREATE INDEX IF NOT EXISTS tether_tasks_expires ON tether_tasks (expires_ms)",
+        "CREATE INDEX IF NOT EXISTS tether_tasks_runner ON tether_tasks (runner)",
+    ],
 ];
 
 /// A Postgres advisory lock key only Tether's migrations take.

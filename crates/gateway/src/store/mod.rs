@@ -2,6 +2,7 @@
 //! the client's identity and negotiated version, and for each upstream used,
 //! the upstream's own session id — so a restarted node, or another node,
 //! re-attaches the same upstream sessions instead of re-initializing them.
+//! Tasks (`tasks`) are kept here for the same reason.
 //!
 //! Backends: in-memory (one process), embedded SQLite (the default, a file in
 //! the data directory) and Postgres (several nodes), through one SQL dialect.
@@ -18,8 +19,10 @@ use crate::sync::lock;
 mod cluster;
 mod definitions;
 mod migrations;
+mod tasks;
 
 pub use cluster::{CHANNEL, CapReached, NodeRow, SessionCaps};
+pub use tasks::TaskRecord;
 
 /// One upstream session bound to a client session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,7 @@ fn sql_error(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 pub struct Memory {
     sessions: Mutex<HashMap<String, SessionRecord>>,
     definitions: Mutex<std::collections::BTreeMap<String, String>>,
+    tasks: Mutex<HashMap<String, TaskRecord>>,
 }
 
 /// A SQL database behind the store.

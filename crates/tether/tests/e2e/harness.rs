@@ -503,13 +503,25 @@ pub async fn modern(url: &str, method: &str, params: Value) -> Reply {
 pub async fn modern_with(
     url: &str,
     method: &str,
+    params: Value,
+    extra: &[(&'static str, &str)],
+) -> Reply {
+    modern_as(url, method, params, json!({}), extra).await
+}
+
+/// A 2026-07-28 request declaring `capabilities` in its `_meta`, with the
+/// `Mcp-Name` its method mirrors and `extra` headers.
+pub async fn modern_as(
+    url: &str,
+    method: &str,
     mut params: Value,
+    capabilities: Value,
     extra: &[(&'static str, &str)],
 ) -> Reply {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientInfo": {"name": "tether-tests", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
     });
     let mut headers = vec![
         ("mcp-protocol-version", "2026-07-28".to_string()),
@@ -518,6 +530,9 @@ pub async fn modern_with(
     let name = match method {
         "tools/call" | "prompts/get" => params["name"].as_str().map(String::from),
         "resources/read" => params["uri"].as_str().map(String::from),
+        "tasks/get" | "tasks/update" | "tasks/cancel" => {
+            params["taskId"].as_str().map(String::from)
+        }
         _ => None,
     };
     if let Some(n) = name {

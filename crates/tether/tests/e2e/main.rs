@@ -19,3 +19,4 @@ mod sse_demo;
 mod sse_gateway;
 mod stdio;
 mod streaming;
+mod tasks;

@@ -194,7 +194,7 @@ impl Router {
             && let Some(state) = waiting_calls::request_state(&request)
         {
             if tasks::declared(&ctx) {
-                return self.tasks.resume(&ctx, &state, request).await;
+                return Box::pin(self.tasks.resume(&ctx, &state, request)).await;
             }
             return self.forwarder.resume_waiting(&ctx, &state, request).await;
         }
@@ -427,7 +427,8 @@ impl Router {
         params: Option<RawObject>,
     ) -> Outcome {
         if tasks::declared(ctx) {
-            return self.tasks.call(ctx, upstream, request, params).await;
+            // Boxed: the common path's future stays as small as it was.
+            return Box::pin(self.tasks.call(ctx, upstream, request, params)).await;
         }
         self.forwarder.forward(ctx, upstream, request, params).await
     }

@@ -10,13 +10,13 @@
 //! turn into tasks itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tether_wire::jsonrpc::{ErrorObject, code};
 use tether_wire::protocol::Era;
-use tether_wire::tasks::{self, Status, TaskState};
+use tether_wire::tasks::{self, Payload, Status, TaskState};
 use tokio::sync::watch;
 
 use super::{Call, Mrtr, err, invalid, text_result, tool_error};
@@ -108,37 +108,42 @@ pub(super) struct Tasks {
 
 /// One task: its state, and a signal for the job when it changes.
 struct Task {
-    state: Mutex<TaskState>,
+    inner: Mutex<Inner>,
     /// Bumped on every change the job may wait for (answers, cancellation).
     changed: watch::Sender<u64>,
+}
+
+/// What a task holds, under one lock.
+struct Inner {
+    state: TaskState,
     /// Answers delivered by `tasks/update`, by input key.
-    answers: Mutex<Map<String, Value>>,
-    /// The next input key's number (keys are never reused within a task).
-    next_key: Mutex<u64>,
+    answers: Map<String, Value>,
+    /// The last input key's number (keys are never reused within a task).
+    last_key: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Task {
-    fn state(&self) -> std::sync::MutexGuard<'_, TaskState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
     }
 
-    /// Moves the task on unless it already ended.
-    fn settle(&self, status: Status, result: Option<Value>, error: Option<Value>) {
-        let mut state = self.state();
-        if state.status.is_terminal() {
+    /// Ends the task unless it already ended.
+    fn settle(&self, status: Status, payload: Payload) {
+        let mut inner = self.inner();
+        if inner.state.status.is_terminal() {
             return;
         }
-        state.status = status;
-        state.result = result;
-        state.error = error;
-        state.input_requests.clear();
-        state.updated_ms = now_ms();
-        drop(state);
+        inner.state.end(status, payload, now_ms());
+        drop(inner);
         self.changed.send_modify(|n| *n += 1);
     }
 
     fn cancelled(&self) -> bool {
-        self.state().status == Status::Cancelled
+        self.inner().state.status == Status::Cancelled
     }
 
     /// Sleeps `d`; false when the task was cancelled meanwhile.
@@ -161,33 +166,29 @@ impl Task {
     /// waits for every answer; `None` when cancelled.
     async fn ask(&self, requests: Vec<Value>) -> Option<Vec<Value>> {
         let keys: Vec<String> = {
-            let mut next = self.next_key.lock().unwrap_or_else(|e| e.into_inner());
-            requests
-                .iter()
-                .map(|_| {
-                    *next += 1;
-                    format!("input-{next}")
-                })
-                .collect()
-        };
-        {
-            let mut state = self.state();
-            if state.status.is_terminal() {
+            let mut inner = self.inner();
+            if inner.state.status.is_terminal() {
                 return None;
             }
-            state.status = Status::InputRequired;
-            state.input_requests = keys.iter().cloned().zip(requests).collect();
-            state.updated_ms = now_ms();
-        }
+            let first = inner.last_key + 1;
+            inner.last_key += requests.len() as u64;
+            let keys: Vec<String> = (first..=inner.last_key)
+                .map(|n| format!("input-{n}"))
+                .collect();
+            inner.state.status = Status::InputRequired;
+            inner.state.input_requests = keys.iter().cloned().zip(requests).collect();
+            inner.state.updated_ms = now_ms();
+            keys
+        };
         let mut changes = self.changed.subscribe();
         loop {
-            if self.cancelled() {
-                return None;
-            }
             {
-                let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-                if keys.iter().all(|k| answers.contains_key(k)) {
-                    return Some(keys.iter().map(|k| answers[k].clone()).collect());
+                let inner = self.inner();
+                if inner.state.status == Status::Cancelled {
+                    return None;
+                }
+                if keys.iter().all(|k| inner.answers.contains_key(k)) {
+                    return Some(keys.iter().map(|k| inner.answers[k].clone()).collect());
                 }
             }
             if changes.changed().await.is_err() {
@@ -199,18 +200,17 @@ impl Task {
     /// Takes the answers to outstanding requests (others are ignored); the
     /// task works again once none is outstanding.
     fn answer(&self, responses: &Map<String, Value>) {
-        let mut state = self.state();
-        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner();
         for (key, response) in responses {
-            if state.input_requests.remove(key).is_some() {
-                answers.insert(key.clone(), response.clone());
+            if inner.state.input_requests.remove(key).is_some() {
+                inner.answers.insert(key.clone(), response.clone());
             }
         }
-        if state.status == Status::InputRequired && state.input_requests.is_empty() {
-            state.status = Status::Working;
-            state.updated_ms = now_ms();
+        if inner.state.status == Status::InputRequired && inner.state.input_requests.is_empty() {
+            inner.state.status = Status::Working;
+            inner.state.updated_ms = now_ms();
         }
-        drop((state, answers));
+        drop(inner);
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -219,42 +219,42 @@ impl Task {
             Job::Compute { seconds, label } => {
                 if self.sleep(Duration::from_secs_f64(seconds)).await {
                     let text = format!("Computed {label} after {seconds} s");
-                    self.settle(Status::Completed, Some(text_result(&text)), None);
+                    self.settle(Status::Completed, Payload::Result(text_result(&text)));
                 } else {
-                    self.settle(Status::Cancelled, None, None);
+                    self.settle(Status::Cancelled, Payload::None);
                 }
             }
             Job::ToolError => {
                 if self.sleep(Duration::from_secs(1)).await {
                     let result = tool_error("failing_job failed, as it always does");
-                    self.settle(Status::Completed, Some(result), None);
+                    self.settle(Status::Completed, Payload::Result(result));
                 }
             }
             Job::ProtocolError => {
                 if self.sleep(Duration::from_millis(100)).await {
                     let error = json!({"code": code::INTERNAL_ERROR,
                         "message": "protocol_error_job failed with an internal error"});
-                    self.settle(Status::Failed, None, Some(error));
+                    self.settle(Status::Failed, Payload::Error(error));
                 }
             }
             Job::Confirm { filename } => {
                 let ask = confirm_request(&filename);
                 if let Some(answers) = self.ask(vec![ask]).await {
                     let text = confirmation_text(&filename, &answers[0]);
-                    self.settle(Status::Completed, Some(text_result(&text)), None);
+                    self.settle(Status::Completed, Payload::Result(text_result(&text)));
                 }
             }
             Job::TwoQuestions => {
                 let asks = vec![name_request(), confirm_request("multi_input")];
                 if let Some(answers) = self.ask(asks).await {
                     let text = format!("Got both answers: {} and {}", answers[0], answers[1]);
-                    self.settle(Status::Completed, Some(text_result(&text)), None);
+                    self.settle(Status::Completed, Payload::Result(text_result(&text)));
                 }
             }
             Job::Greet { name } => {
                 if self.sleep(Duration::from_millis(300)).await {
                     let text = format!("Hello, {name}! (finished as a task)");
-                    self.settle(Status::Completed, Some(text_result(&text)), None);
+                    self.settle(Status::Completed, Payload::Result(text_result(&text)));
                 }
             }
         }
@@ -265,28 +265,26 @@ impl Tasks {
     /// Starts `job` as a task: its `CreateTaskResult`, once `tasks/get` finds it.
     fn start(&self, job: Job) -> Result<Value, ErrorObject> {
         let now = now_ms();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = lock(&self.entries);
         if entries.len() >= MAX_TASKS {
-            entries.retain(|_, t| t.state().created_ms + TTL_MS > now);
+            entries.retain(|_, t| t.inner().state.created_ms + TTL_MS > now);
             if entries.len() >= MAX_TASKS {
                 return Err(err(code::INTERNAL_ERROR, "too many tasks; retry later"));
             }
         }
         let id = format!("task-{}", super::mint_session_id().unwrap_or_default());
+        let state = TaskState::working(id.clone(), now, Some(TTL_MS), Some(POLL_MS));
+        let created = state.create_result();
         let task = Arc::new(Task {
-            state: Mutex::new(TaskState::working(
-                id.clone(),
-                now,
-                Some(TTL_MS),
-                Some(POLL_MS),
-            )),
+            inner: Mutex::new(Inner {
+                state,
+                answers: Map::new(),
+                last_key: 0,
+            }),
             changed: watch::Sender::new(0),
-            answers: Mutex::new(Map::new()),
-            next_key: Mutex::new(0),
         });
         entries.insert(id, task.clone());
         drop(entries);
-        let created = task.state().create_result();
         tokio::spawn(task.run(job));
         Ok(created)
     }
@@ -295,9 +293,8 @@ impl Tasks {
         let Some(id) = params.get("taskId").and_then(Value::as_str) else {
             return Err(invalid("'taskId' must be a string"));
         };
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(id) {
-            Some(task) if task.state().created_ms + TTL_MS > now_ms() => Ok(task.clone()),
+        match lock(&self.entries).get(id) {
+            Some(task) if task.inner().state.created_ms + TTL_MS > now_ms() => Ok(task.clone()),
             _ => Err(invalid("Failed to retrieve task: Task not found")),
         }
     }
@@ -444,7 +441,7 @@ impl Call {
         }
         let task = self.shared.tasks.find(&self.params)?;
         match method {
-            "tasks/get" => Ok(task.state().get_result()),
+            "tasks/get" => Ok(task.inner().state.get_result()),
             "tasks/update" => {
                 let Some(responses) = self.params.get("inputResponses").and_then(Value::as_object)
                 else {
@@ -454,7 +451,7 @@ impl Call {
                 Ok(json!({}))
             }
             _ => {
-                task.settle(Status::Cancelled, None, None);
+                task.settle(Status::Cancelled, Payload::None);
                 Ok(json!({}))
             }
         }

@@ -132,6 +132,20 @@ impl TaskState {
         }
     }
 
+    /// Moves the task to `status` with its payload (`result` for
+    /// `completed`, `error` for `failed`) at `now_ms`, nothing left
+    /// outstanding.
+    pub fn end(&mut self, status: Status, payload: Payload, now_ms: i64) {
+        self.status = status;
+        self.input_requests.clear();
+        (self.result, self.error) = match payload {
+            Payload::None => (None, None),
+            Payload::Result(result) => (Some(result), None),
+            Payload::Error(error) => (None, Some(error)),
+        };
+        self.updated_ms = now_ms;
+    }
+
     /// The `Task` members every shape carries.
     fn base(&self) -> Map<String, Value> {
         let mut task = Map::new();
@@ -212,6 +226,17 @@ impl TaskState {
             error: obj.get("error").cloned(),
         })
     }
+}
+
+/// What a task ends with (see [`TaskState::end`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Nothing (`cancelled`, or `working` again).
+    None,
+    /// The request's result (`completed`).
+    Result(Value),
+    /// The JSON-RPC error (`failed`).
+    Error(Value),
 }
 
 /// Whether a result (as raw members) is a `CreateTaskResult`.
@@ -308,9 +333,12 @@ mod tests {
             "elicitation/create"
         );
         assert_eq!(task.get_result()["resultType"], "complete");
-        task.status = Status::Completed;
-        task.input_requests.clear();
-        task.result = Some(json!({"content": []}));
+        task.end(
+            Status::Completed,
+            Payload::Result(json!({"content": []})),
+            5,
+        );
+        assert_eq!(task.updated_ms, 5);
         let detailed = task.detailed();
         assert!(detailed.get("inputRequests").is_none());
         assert_eq!(TaskState::from_detailed(&detailed), Some(task.clone()));

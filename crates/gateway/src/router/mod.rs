@@ -88,7 +88,7 @@ pub struct Router {
     connector: Arc<Connector>,
     forwarder: Arc<Forwarder>,
     federation: Federation,
-    tasks: Tasks,
+    tasks: Arc<Tasks>,
     waiting: Arc<WaitingCalls>,
     store: Arc<Store>,
     close_timeout: Duration,
@@ -118,7 +118,7 @@ impl Router {
             timeouts.send,
         ));
         Router {
-            tasks: Tasks::new(store.clone(), tasks, forwarder.clone(), node),
+            tasks: Arc::new(Tasks::new(store.clone(), tasks, forwarder.clone(), node)),
             forwarder,
             federation: Federation::new(upstreams.clone(), connector.clone(), federation, metrics),
             upstreams,

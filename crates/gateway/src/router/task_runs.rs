@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::Future;
 use serde_json::{Map, Value, json};
 use tether_wire::jsonrpc::{self, Message, Method, RawObject, Request, code};
-use tether_wire::tasks::{Status, TaskState};
+use tether_wire::tasks::{Payload, Status, TaskState};
 use tokio::sync::{mpsc, oneshot};
 
 use super::context::RequestContext;
@@ -233,16 +233,17 @@ impl Run {
             };
             let Some(response) = response else {
                 let error = json!({"code": code::INTERNAL_ERROR, "message": "the upstream call ended without an answer (outcome unknown)"});
-                self.settle(Status::Failed, None, Some(error)).await;
+                self.settle(Status::Failed, Payload::Error(error)).await;
                 break;
             };
             match classify(&response) {
                 Answer::Result(result) => {
-                    self.settle(Status::Completed, Some(result), None).await;
+                    self.settle(Status::Completed, Payload::Result(result))
+                        .await;
                     break;
                 }
                 Answer::Error(error) => {
-                    self.settle(Status::Failed, None, Some(error)).await;
+                    self.settle(Status::Failed, Payload::Error(error)).await;
                     break;
                 }
                 Answer::UpstreamTask(upstream_task) => {
@@ -285,11 +286,11 @@ impl Run {
     /// Ends the task as `halt` says: cancelled, or failed by a shutdown.
     async fn halt(&mut self, halt: Control) {
         match halt {
-            Control::Cancel => self.settle(Status::Cancelled, None, None).await,
+            Control::Cancel => self.settle(Status::Cancelled, Payload::None).await,
             _ => {
                 let error = json!({"code": code::INTERNAL_ERROR,
                     "message": "Tether shut down before the task finished; the call's outcome is unknown"});
-                self.settle(Status::Failed, None, Some(error)).await;
+                self.settle(Status::Failed, Payload::Error(error)).await;
             }
         }
     }
@@ -362,11 +363,8 @@ impl Run {
     }
 
     /// Ends the task (unless it already ended, e.g. cancelled by `tasks/cancel`).
-    async fn settle(&mut self, status: Status, result: Option<Value>, error: Option<Value>) {
-        self.state.status = status;
-        self.state.input_requests.clear();
-        self.state.result = result;
-        self.state.error = error;
+    async fn settle(&mut self, status: Status, payload: Payload) {
+        self.state.end(status, payload, now_ms());
         self.record().await;
     }
 
@@ -379,11 +377,8 @@ impl Run {
         let write = self
             .store
             .update_task(&self.state.id, &text, terminal, None);
-        match write.await {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(task = %self.state.id, error = %e, "recording a task's state failed")
-            }
+        if let Err(e) = write.await {
+            tracing::warn!(task = %self.state.id, error = %e, "recording a task's state failed");
         }
     }
 }

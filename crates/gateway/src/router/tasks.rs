@@ -17,7 +17,7 @@ use futures_util::Future;
 use serde_json::Value;
 use tether_wire::jsonrpc::{self, Kind, Message, Method, RawObject, Request, code};
 use tether_wire::protocol::Era;
-use tether_wire::tasks::{self, Status, TaskState};
+use tether_wire::tasks::{self, Payload, Status, TaskState};
 use tokio::sync::mpsc;
 
 use super::context::RequestContext;
@@ -95,7 +95,7 @@ impl Tasks {
     /// Tether's own when it runs longer than `promote_after_ms`. `params`:
     /// the params as rewritten for the upstream, if they were.
     pub async fn call(
-        &self,
+        self: &Arc<Self>,
         ctx: &Arc<RequestContext>,
         upstream: &Arc<Upstream>,
         request: Request,
@@ -113,7 +113,12 @@ impl Tasks {
     /// A declaring client's retry carrying the input a call waiting inside
     /// Tether (under `state`) asked for: the rest of the call, which may
     /// become a task like any other.
-    pub async fn resume(&self, ctx: &Arc<RequestContext>, state: &str, retry: Request) -> Outcome {
+    pub async fn resume(
+        self: &Arc<Self>,
+        ctx: &Arc<RequestContext>,
+        state: &str,
+        retry: Request,
+    ) -> Outcome {
         let upstream = self.forwarder.waiting_upstream(state);
         let (Some(upstream), Method::ToolsCall) = (upstream, &retry.method) else {
             return self.forwarder.resume_waiting(ctx, state, retry).await;
@@ -131,7 +136,7 @@ impl Tasks {
     /// relaying an upstream's task, and turns it into a task of Tether's
     /// when it runs longer than `promote_after_ms`.
     async fn promoting(
-        &self,
+        self: &Arc<Self>,
         ctx: &Arc<RequestContext>,
         upstream: &Arc<Upstream>,
         (id, sent): (Box<serde_json::value::RawValue>, RawObject),
@@ -146,7 +151,7 @@ impl Tasks {
                 return match self.begin(ctx, upstream).await {
                     Some(started) => {
                         let pending = Box::pin(async move { call.await.into_response().await });
-                        self.launch(started, (ctx, upstream), sent, pending, &id)
+                        Outcome::Message(self.launch(started, (ctx, upstream), sent, pending, &id))
                     }
                     None => call.await,
                 };
@@ -159,7 +164,7 @@ impl Tasks {
             Outcome::Stream(rx) => {
                 let remaining = deadline.deadline();
                 let watch = Watch {
-                    tasks: self.clone_parts(),
+                    tasks: self.clone(),
                     ctx: ctx.clone(),
                     upstream: upstream.clone(),
                     sent,
@@ -171,16 +176,6 @@ impl Tasks {
                 Outcome::Stream(out)
             }
             other => other,
-        }
-    }
-
-    fn clone_parts(&self) -> Tasks {
-        Tasks {
-            store: self.store.clone(),
-            config: self.config.clone(),
-            runs: self.runs.clone(),
-            forwarder: self.forwarder.clone(),
-            node: self.node.clone(),
         }
     }
 
@@ -220,8 +215,8 @@ impl Tasks {
         }
     }
 
-    /// Runs the recorded task in the background; its `CreateTaskResult`
-    /// for the client's request `id`.
+    /// Runs the recorded task in the background; the response carrying its
+    /// `CreateTaskResult` to the client's request `id`.
     fn launch(
         &self,
         (state, control): (TaskState, mpsc::Receiver<Control>),
@@ -229,7 +224,7 @@ impl Tasks {
         sent: RawObject,
         pending: Pending,
         id: &serde_json::value::RawValue,
-    ) -> Outcome {
+    ) -> Bytes {
         tracing::debug!(task = %state.id, upstream = %upstream.name, "a call became a task");
         let created = state.create_result();
         let run = Run {
@@ -243,10 +238,7 @@ impl Tasks {
             runs: self.runs.clone(),
         };
         tokio::spawn(run.drive(pending));
-        Outcome::Message(Bytes::from(jsonrpc::response(
-            id,
-            &jsonrpc::to_raw(&created),
-        )))
+        Bytes::from(jsonrpc::response(id, &jsonrpc::to_raw(&created)))
     }
 
     /// `tasks/get`, `tasks/update` or `tasks/cancel`.
@@ -272,11 +264,7 @@ impl Tasks {
             Ok(record) => record,
             Err(e) => {
                 tracing::warn!(error = %e, "reading a task failed");
-                return error(
-                    &request,
-                    code::INTERNAL_ERROR,
-                    "the task store did not answer; retry",
-                );
+                return store_unavailable(&request);
             }
         };
         // Another principal's task, or one made on another endpoint, is as
@@ -284,11 +272,7 @@ impl Tasks {
         let Some(record) = record
             .filter(|r| *r.principal == *ctx.caller.principal && r.scope == ctx.scope.label())
         else {
-            return error(
-                &request,
-                code::INVALID_PARAMS,
-                "Failed to retrieve task: Task not found",
-            );
+            return not_found(&request);
         };
         if let Some(upstream_task) = record.upstream_task.clone() {
             let Some(upstream) = upstreams.get(&record.upstream) else {
@@ -315,47 +299,30 @@ impl Tasks {
     /// (its lease ran out) failed, since nobody finishes it.
     async fn get(&self, request: &Request, record: TaskRecord, now: i64) -> Outcome {
         let Some(mut state) = stored_state(&record) else {
-            return error(
-                request,
-                code::INTERNAL_ERROR,
-                "the stored task is unreadable",
-            );
+            return unreadable(request);
         };
         let abandoned =
             !record.terminal && record.lease_ms < now && !self.runs.runs_here(&record.id);
         if abandoned {
-            state.status = Status::Failed;
+            let error = serde_json::json!({"code": code::INTERNAL_ERROR,
+                "message": "the Tether node running this task stopped before it finished; the call's outcome is unknown"});
+            state.end(Status::Failed, Payload::Error(error), now);
             state.status_message = Some("the Tether node running this task stopped".into());
-            state.error = Some(serde_json::json!({"code": code::INTERNAL_ERROR,
-                "message": "the Tether node running this task stopped before it finished; the call's outcome is unknown"}));
-            state.input_requests.clear();
-            state.updated_ms = now;
             let detailed = state.detailed().to_string();
             let write = self.store.update_task(&record.id, &detailed, true, None);
             if let Ok(false) = write.await {
                 // Finished meanwhile: what was recorded stands.
-                return Box::pin(self.reread(request, &record.id, now)).await;
+                return match self.store.load_task(&record.id, now).await {
+                    Ok(Some(record)) => match stored_state(&record) {
+                        Some(state) => answer(request, &state.get_result()),
+                        None => unreadable(request),
+                    },
+                    Ok(None) => not_found(request),
+                    Err(_) => store_unavailable(request),
+                };
             }
         }
         answer(request, &state.get_result())
-    }
-
-    async fn reread(&self, request: &Request, id: &str, now: i64) -> Outcome {
-        match self.store.load_task(id, now).await {
-            Ok(Some(record)) => match stored_state(&record) {
-                Some(state) => answer(request, &state.get_result()),
-                None => error(
-                    request,
-                    code::INTERNAL_ERROR,
-                    "the stored task is unreadable",
-                ),
-            },
-            _ => error(
-                request,
-                code::INVALID_PARAMS,
-                "Failed to retrieve task: Task not found",
-            ),
-        }
     }
 
     /// Answers for a task's input requests, handed to its run.
@@ -385,21 +352,14 @@ impl Tasks {
         if record.terminal {
             return ack(request);
         }
-        let now = now_ms();
         if let Some(mut state) = stored_state(&record) {
-            state.status = Status::Cancelled;
+            state.end(Status::Cancelled, Payload::None, now_ms());
             state.status_message = Some("cancelled by the client".into());
-            state.input_requests.clear();
-            state.updated_ms = now;
             let detailed = state.detailed().to_string();
             let write = self.store.update_task(&record.id, &detailed, true, None);
             if let Err(e) = write.await {
                 tracing::warn!(task = %record.id, error = %e, "recording a cancellation failed");
-                return error(
-                    request,
-                    code::INTERNAL_ERROR,
-                    "the task store did not answer; retry",
-                );
+                return store_unavailable(request);
             }
         }
         self.runs.control(&record.id, Control::Cancel).await;
@@ -411,6 +371,31 @@ impl Tasks {
 fn stored_state(record: &TaskRecord) -> Option<TaskState> {
     let detailed: Value = serde_json::from_str(&record.state).ok()?;
     TaskState::from_detailed(&detailed)
+}
+
+/// The answer for a task that does not exist (or is not the caller's).
+fn not_found(request: &Request) -> Outcome {
+    error(
+        request,
+        code::INVALID_PARAMS,
+        "Failed to retrieve task: Task not found",
+    )
+}
+
+fn unreadable(request: &Request) -> Outcome {
+    error(
+        request,
+        code::INTERNAL_ERROR,
+        "the stored task is unreadable",
+    )
+}
+
+fn store_unavailable(request: &Request) -> Outcome {
+    error(
+        request,
+        code::INTERNAL_ERROR,
+        "the task store did not answer; retry",
+    )
 }
 
 /// The empty acknowledgement of `tasks/update` and `tasks/cancel`.
@@ -426,7 +411,7 @@ fn answer(request: &Request, result: &Value) -> Outcome {
 /// final answer checked for an upstream task, and turned into a task of
 /// Tether's when still unanswered at `promote_at`.
 struct Watch {
-    tasks: Tasks,
+    tasks: Arc<Tasks>,
     ctx: Arc<RequestContext>,
     upstream: Arc<Upstream>,
     sent: RawObject,
@@ -459,9 +444,7 @@ impl Watch {
                 let created = self
                     .tasks
                     .launch(started, parts, self.sent, pending, &self.id);
-                if let Some(body) = created.into_response().await {
-                    let _ = tx.send(body).await;
-                }
+                let _ = tx.send(created).await;
                 return;
             };
             let Some(message) = item else { return };

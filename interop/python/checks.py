@@ -1,6 +1,7 @@
 """What the interop test files share.
 
-The Python SDK client's plumbing: a session over Streamable HTTP
+Plain HTTP for tests that speak JSON-RPC themselves (`http`, `post_jsonrpc`,
+`plain_session`). The Python SDK client's plumbing: a session over Streamable HTTP
 (`legacy_session`) or over the 2024-11-05 HTTP+SSE transport (`sse_session`),
 the 2026-07-28 `Client` (`modern_client`), and a record of every HTTP exchange
 (`Wire`, `SseWire`). Then the checks more than one peer runs: the same calls
@@ -17,6 +18,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import urllib.error
+import urllib.request
 
 import anyio
 import httpx2
@@ -455,3 +459,52 @@ async def everything_basics(call, where: str, prefix: str, report: Report) -> No
     assert log.with_totals() == [(1, 3), (2, 3), (3, 3)], report(
         op, "progress (1,3), (2,3), (3,3) before the result", log.events
     )
+
+
+# Plain HTTP: JSON-RPC written by hand, for clients the SDK does not model
+# (trace context in a header only, a browser-opened session).
+
+PLAIN_VERSION = "2025-11-25"
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None):
+    """(status, headers, body bytes) of one request with a JSON `body`; HTTP errors are answers too."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def post_jsonrpc(url: str, message: dict, headers: dict[str, str] | None = None):
+    """POSTs one JSON-RPC message, accepting JSON only (so the answer is one body):
+    (status, headers, the JSON answer or None)."""
+    sent = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
+    status, got, raw = http("POST", url, message, sent)
+    return status, got, (json.loads(raw) if raw.strip() else None)
+
+
+def session_headers(sid: str, **extra: str) -> dict[str, str]:
+    """The headers of a request in the plain legacy session `sid`, plus `extra`."""
+    return {"Mcp-Session-Id": sid, "MCP-Protocol-Version": PLAIN_VERSION, **extra}
+
+
+def plain_session(url: str, report: Report) -> str:
+    """A legacy session opened with plain JSON-RPC (initialize, then
+    notifications/initialized): its Mcp-Session-Id."""
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"protocolVersion": PLAIN_VERSION, "capabilities": {}, "clientInfo": {"name": "plain", "version": "1"}},
+    }
+    status, headers, answer = post_jsonrpc(url, init)
+    sid = headers.get("Mcp-Session-Id")
+    assert status == 200 and sid and answer and "result" in answer, report(
+        f"initialize via {url}", "200 with an Mcp-Session-Id and a result", (status, dict(headers), answer)
+    )
+    status, _, _ = post_jsonrpc(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session_headers(sid))
+    assert status == 202, report(f"notifications/initialized via {url}", "202", status)
+    return sid

@@ -227,14 +227,17 @@ class Launcher:
         argv = ["demo-upstream", "--listen", "127.0.0.1:0", "--era", era, "--profile", profile]
         return self._start(Upstream, name, argv, UPSTREAM_LINE, era=era)
 
-    def gateway(self, upstreams: dict[str, str | dict], name: str | None = None) -> Gateway:
+    def gateway(
+        self, upstreams: dict[str, str | dict], name: str | None = None, env: dict[str, str] | None = None
+    ) -> Gateway:
         """`tether serve` with a temp config federating `upstreams`: name -> URL, or
-        name -> a dict of upstream keys (`url` or `command` (a list), `transport`, `era`, `shared`, ...)."""
+        name -> a dict of upstream keys (`url` or `command` (a list), `transport`, `era`, `shared`, ...).
+        `env`: extra environment variables for it (e.g. `TETHER_ADMIN__TOKEN`)."""
         name = name or f"tether-{len(self.procs)}"
         config = self.tmp / f"{name}.toml"
         config.write_text("".join(_upstream_toml(n, u) for n, u in upstreams.items()))
         return self._start(
-            Gateway, name, ["serve", "--config", str(config), "--listen", "127.0.0.1:0"], GATEWAY_LINE
+            Gateway, name, ["serve", "--config", str(config), "--listen", "127.0.0.1:0"], GATEWAY_LINE, env_extra=env
         )
 
     def everything(self, name: str = "everything") -> Proc:
@@ -255,13 +258,20 @@ class Launcher:
         proc.url = proc.url + "/mcp"
         return proc
 
-    def python_upstream(self, name: str = "python-upstream", transport: str = "streamable-http") -> "PyUpstream":
+    def python_upstream(
+        self, name: str = "python-upstream", transport: str = "streamable-http", env: dict[str, str] | None = None
+    ) -> "PyUpstream":
         """interop/python/upstreams/counter_server.py (official SDK `MCPServer`) on 127.0.0.1, a free port.
 
         `transport`: "streamable-http" (`Proc.url` is its `.../mcp`) or "sse" (the 2024-11-05
-        HTTP+SSE transport; `Proc.url` is its `.../sse` stream endpoint)."""
+        HTTP+SSE transport; `Proc.url` is its `.../sse` stream endpoint). `env`: extra environment
+        variables (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`, to export its spans)."""
         return self.spawn(
-            PyUpstream, name, [sys.executable, str(PY_UPSTREAM), "--transport", transport], PY_UPSTREAM_LINE
+            PyUpstream,
+            name,
+            [sys.executable, str(PY_UPSTREAM), "--transport", transport],
+            PY_UPSTREAM_LINE,
+            env_extra=env,
         )
 
     def stop_all(self) -> None:

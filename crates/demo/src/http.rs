@@ -166,6 +166,14 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         Err(e) => return reject(400, e.code(), &e.message()),
     };
     let params = params_of(&msg);
+    if msg.method == Some(Method::ToolsCall) {
+        let header = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        let trace = json!({"header": header, "meta": params["_meta"]["traceparent"]});
+        *shared
+            .last_call_trace
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = trace;
+    }
     let version = mcp_headers::protocol_version(&headers);
     match route(
         shared.era,
@@ -443,6 +451,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
         "cacheable_requests": shared.cacheable_requests.load(Ordering::Relaxed),
         "tool_calls": shared.tool_calls.load(Ordering::Relaxed),
         "log_level_sets": shared.log_level_sets.load(Ordering::Relaxed),
+        "last_call_trace": *shared.last_call_trace.lock().unwrap_or_else(|e| e.into_inner()),
     });
     json_body(200, body.to_string().into_bytes())
 }

@@ -105,6 +105,9 @@ struct Shared {
     deletes: AtomicU64,
     modern_requests: AtomicU64,
     tool_calls: AtomicU64,
+    /// The W3C trace context the last HTTP `tools/call` came with: its
+    /// `traceparent` header and `params._meta.traceparent` (in `/stats`).
+    last_call_trace: std::sync::Mutex<Value>,
     log_level_sets: AtomicU64,
     /// Seals modern MRTR `requestState` tokens.
     state_key: mrtr::StateKey,

@@ -30,6 +30,7 @@ pub mod serve;
 pub mod session;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 pub mod upstream;
 
 /// Installs ring as the process-wide rustls provider (idempotent). Call

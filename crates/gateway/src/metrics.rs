@@ -83,7 +83,7 @@ impl Label {
 
 /// HTTP statuses tracked by value; anything else lands in the last slot (`other`).
 const STATUSES: &[u16] = &[
-    200, 202, 400, 403, 404, 405, 406, 413, 415, 429, 500, 502, 503, 504, 0,
+    200, 202, 400, 401, 403, 404, 405, 406, 408, 413, 415, 429, 431, 500, 502, 503, 504, 0,
 ];
 
 /// Histogram bucket upper bounds in microseconds.
@@ -123,6 +123,10 @@ pub struct UpstreamStats {
     pub sessions_created: AtomicU64,
     /// Upstream sessions currently open.
     pub sessions_live: AtomicI64,
+    /// Requests sent (their replies' heads received, or failed).
+    pub requests: AtomicU64,
+    /// Microseconds from sending a request to its reply's head, summed.
+    pub latency_us: AtomicU64,
     /// Requests that failed at the transport or HTTP level.
     pub errors: AtomicU64,
     /// Idle upstream sessions probed before reuse.
@@ -133,8 +137,36 @@ pub struct UpstreamStats {
     pub healthy: AtomicI64,
 }
 
+impl UpstreamStats {
+    /// Records one request sent to the upstream: its time to the reply's
+    /// head, and whether it failed.
+    pub fn record(&self, elapsed: Duration, failed: bool) {
+        self.requests.fetch_add(1, Relaxed);
+        self.latency_us.fetch_add(micros(elapsed), Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    elapsed.as_micros().min(u64::MAX as u128) as u64
+}
+
+/// Downstream requests summed over every method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which with an HTTP status of 400 or more.
+    pub errors: u64,
+    /// Their latencies summed, in microseconds.
+    pub latency_us: u64,
+}
+
 /// Process-wide metrics.
 pub struct Metrics {
+    started: std::time::Instant,
     requests: Vec<[AtomicU64; STATUSES.len()]>,
     latency: Vec<Histogram>,
     /// Client sessions currently held.
@@ -156,6 +188,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            started: std::time::Instant::now(),
             requests: (0..ROWS).map(|_| Default::default()).collect(),
             latency: (0..ROWS).map(|_| Histogram::default()).collect(),
             downstream_sessions: AtomicI64::new(0),
@@ -173,7 +206,28 @@ impl Metrics {
     /// Records one downstream request.
     pub fn record(&self, label: Label, status: u16, elapsed: Duration) {
         self.requests[label.0][status_slot(status)].fetch_add(1, Relaxed);
-        self.latency[label.0].observe(elapsed.as_micros().min(u64::MAX as u128) as u64);
+        self.latency[label.0].observe(micros(elapsed));
+    }
+
+    /// How long since the metrics began (the process started).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Every downstream request so far, summed over methods.
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for (row, histogram) in self.requests.iter().zip(&self.latency) {
+            for (status, n) in STATUSES.iter().zip(row) {
+                let n = n.load(Relaxed);
+                totals.requests += n;
+                if *status >= 400 {
+                    totals.errors += n;
+                }
+            }
+            totals.latency_us += histogram.sum_us.load(Relaxed);
+        }
+        totals
     }
 
     /// Renders the Prometheus text exposition format.
@@ -182,6 +236,7 @@ impl Metrics {
         upstreams: impl Iterator<Item = (&'a str, &'a UpstreamStats)>,
     ) -> String {
         let mut out = String::with_capacity(8192);
+        let spans = crate::telemetry::counts();
         out.push_str("# HELP tether_requests_total Downstream MCP requests by JSON-RPC method and HTTP status.\n# TYPE tether_requests_total counter\n");
         for (i, row) in self.requests.iter().enumerate() {
             let m = Label(i).name();
@@ -266,11 +321,27 @@ impl Metrics {
                 "Cacheable upstream requests the cache could not answer.",
                 &self.cache_misses,
             ),
+            (
+                "tether_trace_spans_exported_total",
+                "Spans the OTLP collector accepted.",
+                &spans.exported,
+            ),
         ] {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 value.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP tether_trace_spans_dropped_total Spans dropped instead of exported: the queue was full, or the collector failed or was too slow.\n# TYPE tether_trace_spans_dropped_total counter\n");
+        for (reason, n) in [
+            ("queue_full", &spans.dropped_queue_full),
+            ("export_failed", &spans.dropped_export_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "tether_trace_spans_dropped_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
             );
         }
         let upstreams: Vec<_> = upstreams.collect();
@@ -280,7 +351,7 @@ impl Metrics {
             &'static str,
             fn(&UpstreamStats) -> i64,
         );
-        let families: [Family; 6] = [
+        let families: [Family; 7] = [
             (
                 "tether_upstream_sessions",
                 "gauge",
@@ -292,6 +363,12 @@ impl Metrics {
                 "counter",
                 "Upstream sessions opened.",
                 |s| s.sessions_created.load(Relaxed) as i64,
+            ),
+            (
+                "tether_upstream_requests_total",
+                "counter",
+                "Requests sent to the upstream.",
+                |s| s.requests.load(Relaxed) as i64,
             ),
             (
                 "tether_upstream_errors_total",

@@ -28,6 +28,7 @@ pub async fn run(
     config_path: Option<PathBuf>,
     default_upstream: impl AsyncFnOnce() -> std::io::Result<UpstreamConfig>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    crate::telemetry::start(&config.telemetry)?;
     let metrics = Arc::new(Metrics::default());
     let close_timeout = Duration::from_secs(config.server.shutdown_timeout_secs.max(1));
     let send_timeout = Duration::from_secs(config.server.send_timeout_secs.max(1));
@@ -164,6 +165,8 @@ async fn shutdown(
         ),
     )
     .await;
+    // The spans of the last requests, as far as the collector takes them now.
+    crate::telemetry::flush(timeout.min(Duration::from_secs(2))).await;
 }
 
 /// Without authentication, only loopback listeners are served unless the

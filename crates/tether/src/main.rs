@@ -7,6 +7,7 @@ use std::time::Duration;
 mod admin_cli;
 mod allocator;
 mod connect;
+mod json_log;
 
 use clap::{Parser, Subcommand};
 use tether_demo::{CacheHint, DemoEra, DemoProfile, DemoServer};
@@ -154,17 +155,27 @@ async fn start_demo_upstream() -> std::io::Result<UpstreamConfig> {
     Ok(UpstreamConfig::http("demo", &format!("http://{addr}/mcp")))
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
+/// Logs to stderr, filtered by `TETHER_LOG` (default `info`); as JSON lines
+/// with `TETHER_LOG_FORMAT=json`, else as text.
+fn init_logging() {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match std::env::var("TETHER_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.event_format(json_log::JsonLines).init(),
         // Colour codes only for a terminal, never in files or log collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        _ => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
     tether_gateway::install_crypto_provider();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("TETHER_WORKER_THREADS")

@@ -17,6 +17,11 @@ Tools:
   `Mcp-Session-Id` request header, the HTTP+SSE `session_id`, or the process
   on stdio, which serves one session); text is the count, structuredContent `{"count": n}`.
 - `echo {text}`, `slow_count {steps}` (progress notifications).
+- `trace_context`: the W3C trace context the call arrived with, as JSON text
+  `{"header": <traceparent header>, "meta": <params._meta.traceparent>}`.
+
+With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the SDK's server spans are exported
+there (OTLP/HTTP, service `python-upstream`).
 A resource `py://hello`, a prompt `greet {name}`.
 
 `GET /stats` (plain HTTP, not MCP; not on stdio) returns what the server saw:
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -101,6 +107,17 @@ def echo(text: str) -> str:
 
 
 @mcp.tool()
+def trace_context(ctx: Context) -> str:
+    """The W3C trace context this call arrived with: its `traceparent` header
+    (HTTP transports) and `params._meta.traceparent`."""
+    req = ctx.request_context.request
+    header = req.headers.get("traceparent") if req is not None else None
+    meta = ctx.request_context.meta
+    in_meta = meta.get("traceparent") if meta else None
+    return json.dumps({"header": header, "meta": in_meta})
+
+
+@mcp.tool()
 async def slow_count(steps: int, ctx: Context) -> str:
     """Report progress `steps` times, then return."""
     for i in range(1, steps + 1):
@@ -163,8 +180,26 @@ def count_sse_streams(app):
     return wrapped
 
 
+def export_spans_when_asked() -> None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, the SDK's own server spans (its
+    OpenTelemetry middleware, on by default) are exported there over OTLP/HTTP,
+    each as soon as it ends, as service `python-upstream`."""
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "python-upstream"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
 def main() -> None:
     global TRANSPORT
+    export_spans_when_asked()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transport", choices=["streamable-http", "sse", "stdio"], default="streamable-http")
     TRANSPORT = parser.parse_args().transport

@@ -6,10 +6,12 @@ use std::path::Path;
 
 mod auth;
 mod cluster;
+mod telemetry;
 mod upstream;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig, Policy};
 pub use cluster::{ClusterConfig, is_valid_node_id};
+pub use telemetry::{Exporting, TelemetryConfig, check_url as check_telemetry_url};
 pub use upstream::{COSMETIC_FIELDS, EraPreference, Transport, UpstreamConfig};
 
 use figment::Figment;
@@ -28,6 +30,7 @@ const SECTIONS: &[&str] = &[
     "admin",
     "auth",
     "cluster",
+    "telemetry",
 ];
 
 /// The whole configuration.
@@ -54,6 +57,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// This node's place in a cluster (with a `postgres://` store).
     pub cluster: ClusterConfig,
+    /// OpenTelemetry traces (`[telemetry]`).
+    pub telemetry: TelemetryConfig,
 }
 
 /// The admin API (`/admin/…`).
@@ -497,7 +502,8 @@ impl Config {
                 )));
             }
         }
-        self.cluster.validate()
+        self.cluster.validate()?;
+        self.telemetry.validate()
     }
 }
 

@@ -34,6 +34,7 @@ use crate::metrics::Label;
 use crate::router::{Outcome, RequestContext};
 use crate::session::{Admission, ClientSession, Scope, Seat, is_valid_session_id, new_session_id};
 use crate::sync::lock;
+use crate::telemetry::spans::{Arrival, ServerSpan};
 
 /// Messages queued for one stream; a client that leaves it full for longer
 /// than the send timeout is cut off.
@@ -255,7 +256,25 @@ pub async fn message(
         Ok(p) => p,
         Err(resp) => return *resp,
     };
-    tokio::spawn(handle(app.clone(), conn, caller, incoming, permit));
+    // Only looked at when tracing is on.
+    let span = crate::telemetry::get().and_then(|_| {
+        let session = conn.session();
+        let arrival = Arrival {
+            headers: &parts.headers,
+            session_id: Some(&id),
+            protocol_version: session.as_ref().map(|s| s.protocol_version.as_str()),
+            upstream: Some(scope.label()),
+        };
+        ServerSpan::start(&arrival, &incoming)
+    });
+    let app = app.clone();
+    match span {
+        None => drop(tokio::spawn(handle(app, conn, caller, incoming, permit))),
+        Some(span) => {
+            let handled = || handle(app, conn, caller, incoming, permit);
+            drop(tokio::spawn(span.around(handled)));
+        }
+    }
     labelled(accepted(), label)
 }
 
@@ -291,14 +310,15 @@ fn accepted() -> Response {
     resp
 }
 
-/// Serves one client message; whatever it yields goes on the stream.
+/// Serves one client message; whatever it yields goes on the stream. Returns
+/// the JSON-RPC error code it was answered with, for its span (tracing on).
 async fn handle(
     app: Arc<App>,
     conn: Arc<Conn>,
     caller: Caller,
     incoming: Incoming,
     _permit: OwnedSemaphorePermit,
-) {
+) -> Option<i64> {
     let outcome = match (conn.session(), incoming) {
         (_, Incoming::Request(request)) if request.method == Method::Initialize => {
             initialize(&app, &conn, request, caller).await
@@ -317,7 +337,9 @@ async fn handle(
         ),
         (None, _) => Outcome::Accepted,
     };
+    let rpc_error = reply::rpc_error(&outcome);
     deliver(&app, &conn, outcome).await;
+    rpc_error
 }
 
 /// `initialize` on an HTTP+SSE connection: the session takes the

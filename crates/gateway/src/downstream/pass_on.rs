@@ -18,6 +18,7 @@ use tether_wire::jsonrpc::code;
 use super::App;
 use super::reply;
 use crate::cluster::{Cluster, Peer, SendError};
+use crate::telemetry::{self, carrier::Outgoing};
 
 /// Largest answer relayed in one piece rather than as a stream.
 const MAX_WHOLE_ANSWER: u64 = 1024 * 1024;
@@ -65,12 +66,18 @@ pub async fn send(
         .uri
         .path_and_query()
         .map_or(parts.uri.path(), |p| p.as_str());
+    // A traced request continues, on the other node, under this node's span.
+    let traced = telemetry::get().map(|_| {
+        let mut headers = parts.headers.clone();
+        Outgoing::of(&opentelemetry::Context::current()).replace_in(&mut headers);
+        headers
+    });
     let sending = channel.send(
         peer,
         cluster.node(),
         parts.method.clone(),
         path,
-        &parts.headers,
+        traced.as_ref().unwrap_or(&parts.headers),
         body,
     );
     // A node that stops heartbeating while it holds the request (frozen,

@@ -10,8 +10,11 @@ use futures_util::stream;
 use http::{HeaderValue, StatusCode, header};
 use tokio::sync::mpsc;
 
+use opentelemetry::context::FutureExt as _;
+
 use crate::router::Outcome;
-use tether_wire::jsonrpc::{ErrorObject, code};
+use crate::telemetry::{self, spans::ServerSpan};
+use tether_wire::jsonrpc::{self, ErrorObject, code};
 use tether_wire::protocol::{self, Era};
 use tether_wire::sse;
 
@@ -49,6 +52,34 @@ impl<G: Unpin> http_body::Body for Guarded<G> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Serves the future `respond` makes inside `span`; the span ends with the
+/// response's body. (The future is made where it is awaited, so it is
+/// stored once.)
+pub async fn traced<R: Future<Output = Response>>(
+    span: ServerSpan,
+    respond: impl FnOnce() -> R,
+) -> Response {
+    let resp = respond().with_context(span.context()).await;
+    let rpc_error = resp.extensions().get::<RpcError>().map(|e| e.0);
+    let ends = span.finish(Some(resp.status().as_u16()), rpc_error);
+    resp.map(|body| Body::new(Guarded::new(body, ends)))
+}
+
+/// The JSON-RPC error code a response answers with, for its span.
+#[derive(Debug, Clone, Copy)]
+struct RpcError(i64);
+
+/// The JSON-RPC error code `outcome` answers with, when tracing is on (a
+/// relayed stream is not read for it).
+pub fn rpc_error(outcome: &Outcome) -> Option<i64> {
+    telemetry::get()?;
+    match outcome {
+        Outcome::Error(err, _) => Some(err.code),
+        Outcome::Message(body) => jsonrpc::error_code(body),
+        Outcome::Stream(_) | Outcome::Accepted => None,
     }
 }
 
@@ -148,6 +179,15 @@ pub fn accepted() -> Response {
 
 /// Renders an outcome.
 pub async fn render(outcome: Outcome, style: ReplyStyle) -> Response {
+    let rpc_error = rpc_error(&outcome);
+    let mut resp = render_outcome(outcome, style).await;
+    if let Some(code) = rpc_error {
+        resp.extensions_mut().insert(RpcError(code));
+    }
+    resp
+}
+
+async fn render_outcome(outcome: Outcome, style: ReplyStyle) -> Response {
     match outcome {
         Outcome::Accepted => accepted(),
         Outcome::Message(body) => {

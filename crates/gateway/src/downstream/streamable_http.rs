@@ -31,6 +31,7 @@ use crate::auth::Caller;
 use crate::metrics::Label;
 use crate::router::{self, Outcome, RequestContext, RequestOptions};
 use crate::session::{ClientSession, Located, Scope};
+use crate::telemetry::spans::{Arrival, ServerSpan};
 use crate::upstream::ClientIdentity;
 
 /// `/mcp` (all upstreams, federated) and `/u/<upstream>/mcp` (one
@@ -121,12 +122,47 @@ async fn post(app: &Arc<App>, scope: Scope, parts: &Parts, body: Body, caller: C
         Err(refusal) => return *refusal,
     };
     let label = Label::of(&incoming);
+    let sent = Sent { parts, raw };
+    // Only looked at when tracing is on.
+    let span = crate::telemetry::get().and_then(|_| {
+        let arrival = Arrival {
+            headers,
+            session_id: header_str(headers, protocol::HEADER_SESSION_ID),
+            protocol_version: header_str(headers, protocol::HEADER_PROTOCOL_VERSION),
+            upstream: Some(scope.label()),
+        };
+        ServerSpan::start(&arrival, &incoming)
+    });
+    let resp = match span {
+        None => dispatch(app, scope, sent, incoming, accepts, caller).await,
+        // Boxed: the traced path does not grow every request's future.
+        Some(span) => {
+            let respond = || dispatch(app, scope, sent, incoming, accepts, caller);
+            // Its own statement: the unboxed future is gone before the await.
+            let traced = Box::pin(reply::traced(span, respond));
+            traced.await
+        }
+    };
+    labelled(resp, label)
+}
+
+/// A parsed message, served: `initialize` (a new legacy session), a
+/// 2026-07-28 message, or a message in a legacy session.
+async fn dispatch(
+    app: &Arc<App>,
+    scope: Scope,
+    sent: Sent<'_>,
+    incoming: Incoming,
+    accepts: Accepts,
+    caller: Caller,
+) -> Response {
+    let headers = &sent.parts.headers;
     let style = |era| ReplyStyle {
         accepts,
         era,
         keepalive: app.keepalive(),
     };
-    let resp = match incoming {
+    match incoming {
         // `initialize` starts a legacy session, unless a modern client sent it
         // (it does not exist in 2026-07-28: such a client gets "method not found").
         Incoming::Request(request)
@@ -135,15 +171,14 @@ async fn post(app: &Arc<App>, scope: Scope, parts: &Parts, body: Body, caller: C
             handshake::initialize(app, scope, request, style(Era::Legacy), caller).await
         }
         incoming if is_modern(headers, &incoming) => {
-            let sent = Sent { parts, raw };
             modern(app, scope, sent, incoming, style(Era::Modern), caller).await
         }
-        incoming => {
-            let sent = Sent { parts, raw };
-            legacy(app, scope, sent, incoming, style(Era::Legacy), caller).await
-        }
-    };
-    labelled(resp, label)
+        incoming => legacy(app, scope, sent, incoming, style(Era::Legacy), caller).await,
+    }
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Whether `MCP-Protocol-Version` names a 2026-07-28-era version.

@@ -19,6 +19,7 @@ use crate::clock::now_ms;
 use crate::cluster::{Cluster, Event, Home, Peer};
 use crate::metrics::Metrics;
 use crate::store::{CapReached, SessionCaps, SessionRecord, Store};
+use crate::telemetry::spans;
 use crate::upstream::{ClientIdentity, UpstreamSession, UpstreamSet};
 
 /// All client sessions of this node.
@@ -238,57 +239,70 @@ impl SessionRegistry {
                 None => self.forget_home(id),
             }
         }
-        // Twice at most: a lost race to adopt it reads it again.
-        for _ in 0..2 {
-            let record = match self.store.load(id).await {
-                Ok(Some(r)) => r,
-                Ok(None) => return Located::Nowhere,
-                Err(e) => {
-                    tracing::warn!(error = %e, "session store lookup failed");
-                    return Located::Unavailable;
-                }
-            };
-            if !self.servable(&record, caller) {
-                return Located::Nowhere;
-            }
-            if let Some(cluster) = &self.cluster {
-                let from = record.home_node.as_deref();
-                match cluster.home(from).await {
-                    Home::Here => {}
-                    Home::Peer(_) if passed_on => return Located::Misdirected,
-                    Home::Peer(peer) => {
-                        self.remember_home(id, &peer.node);
-                        return Located::Peer(peer);
+        let from_store = || async {
+            // Twice at most: a lost race to adopt it reads it again.
+            for _ in 0..2 {
+                let record = match self.store.load(id).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Located::Nowhere,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "session store lookup failed");
+                        return Located::Unavailable;
                     }
-                    // A leaving node adopts nothing: the request is passed on
-                    // to a node that stays, or back to the one that sent it.
-                    Home::Vacant if cluster.is_draining() => {
-                        return match cluster.serving_peer() {
-                            Some(peer) if !passed_on => Located::Peer(peer),
-                            _ => Located::Misdirected,
-                        };
-                    }
-                    Home::Vacant => match cluster.adopt(id, from).await {
-                        Ok(true) => {
-                            tracing::info!(session = %id, from = from.unwrap_or("-"), "adopted a client session");
-                            self.metrics
-                                .sessions_adopted
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Ok(false) => continue,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "adopting a client session failed");
-                            return Located::Unavailable;
-                        }
-                    },
+                };
+                if !self.servable(&record, caller) {
+                    return Located::Nowhere;
                 }
+                if let Some(cluster) = &self.cluster {
+                    let from = record.home_node.as_deref();
+                    match cluster.home(from).await {
+                        Home::Here => {}
+                        Home::Peer(_) if passed_on => return Located::Misdirected,
+                        Home::Peer(peer) => {
+                            self.remember_home(id, &peer.node);
+                            return Located::Peer(peer);
+                        }
+                        // A leaving node adopts nothing: the request is passed on
+                        // to a node that stays, or back to the one that sent it.
+                        Home::Vacant if cluster.is_draining() => {
+                            return match cluster.serving_peer() {
+                                Some(peer) if !passed_on => Located::Peer(peer),
+                                _ => Located::Misdirected,
+                            };
+                        }
+                        Home::Vacant => match cluster.adopt(id, from).await {
+                            Ok(true) => {
+                                tracing::info!(session = %id, from = from.unwrap_or("-"), "adopted a client session");
+                                self.metrics
+                                    .sessions_adopted
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Ok(false) => continue,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "adopting a client session failed");
+                                return Located::Unavailable;
+                            }
+                        },
+                    }
+                }
+                return match self.hold(record, caller) {
+                    Some(s) => Located::Here(s),
+                    None => Located::Nowhere,
+                };
             }
-            return match self.hold(record, caller) {
-                Some(s) => Located::Here(s),
-                None => Located::Nowhere,
-            };
-        }
-        Located::Nowhere
+            Located::Nowhere
+        };
+        let attributes = || vec![spans::session_attribute(id)];
+        let unavailable = |found: &Located| {
+            matches!(found, Located::Unavailable).then(|| "the session store failed".to_owned())
+        };
+        spans::internal(
+            "restore client session",
+            attributes,
+            unavailable,
+            from_store,
+        )
+        .await
     }
 
     /// Whether a stored session may be served to `caller`: not bound to an

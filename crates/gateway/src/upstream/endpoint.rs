@@ -131,6 +131,8 @@ pub struct PostHeaders<'a> {
     pub extra: &'a [(HeaderName, HeaderValue)],
     /// The client's `Authorization`, for upstreams configured to receive it.
     pub credentials: Option<HeaderValue>,
+    /// W3C trace context (`traceparent`, `tracestate`) of a traced request.
+    pub trace: &'a [(HeaderName, HeaderValue)],
 }
 
 /// What identifies one upstream session in its HTTP requests.
@@ -258,6 +260,7 @@ impl HttpEndpoint {
             extra.push((NAME.clone(), value(&encoded)?));
         }
         extra.extend(headers.extra.iter().cloned());
+        extra.extend(headers.trace.iter().cloned());
         if let Some(credentials) = headers.credentials {
             extra.push((http::header::AUTHORIZATION, credentials));
         }

@@ -95,6 +95,20 @@ impl fmt::Display for UpstreamError {
     }
 }
 
+impl UpstreamError {
+    /// A short, stable name of what went wrong (a span's `error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Transport(_) => "transport",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::SessionLost => "session_lost",
+            UpstreamError::Status { .. } => "http_status",
+            UpstreamError::Protocol(_) => "protocol",
+        }
+    }
+}
+
 impl Error for UpstreamError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {

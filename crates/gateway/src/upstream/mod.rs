@@ -42,6 +42,7 @@ use tether_wire::protocol::Era;
 use crate::config::{EraPreference, Transport, UpstreamConfig};
 use crate::metrics::UpstreamStats;
 use crate::sync::lock;
+use crate::telemetry::spans;
 use discovery::Discovery;
 use pool::SessionPool;
 
@@ -162,6 +163,11 @@ impl Upstream {
         *lock(&self.tool_headers) = Some(table);
     }
 
+    /// The eras the upstream answers, if they are known yet (no probe).
+    pub fn known_eras(&self) -> Option<Eras> {
+        *lock(&self.eras)
+    }
+
     /// The eras the upstream answers, probing it once (concurrent callers
     /// share one probe; `credentials` go with the probe to an upstream that
     /// takes the client's token).
@@ -181,9 +187,16 @@ impl Upstream {
         Ok(eras)
     }
 
+    /// Probes the upstream (a span of its own in a traced request).
+    async fn detect(&self, credentials: Option<&HeaderValue>) -> Result<Discovery, UpstreamError> {
+        let attributes = || vec![spans::upstream_attribute(&self.name)];
+        let probe = || self.probe(credentials);
+        spans::internal("detect upstream era", attributes, spans::error_text, probe).await
+    }
+
     /// Probes the upstream with `server/discover` over its transport (and,
     /// for `transport = "auto"`, settles the transport).
-    async fn detect(&self, credentials: Option<&HeaderValue>) -> Result<Discovery, UpstreamError> {
+    async fn probe(&self, credentials: Option<&HeaderValue>) -> Result<Discovery, UpstreamError> {
         let Some(endpoint) = self.endpoint.as_ref() else {
             return discovery::detect_stdio(&self.name, &self.config).await;
         };
@@ -282,10 +295,14 @@ impl Upstream {
         client: &ClientIdentity,
         preferred: Era,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
-        if self.runs_one_process() {
-            return self.open_on_process(client).await;
-        }
-        self.open_guarded(client, preferred).await
+        let open = || async {
+            if self.runs_one_process() {
+                return self.open_on_process(client).await;
+            }
+            self.open_guarded(client, preferred).await
+        };
+        let attributes = || vec![spans::upstream_attribute(&self.name)];
+        spans::internal("open upstream session", attributes, spans::error_text, open).await
     }
 
     async fn open_guarded(

@@ -20,6 +20,7 @@ use super::endpoint::{self, HttpEndpoint, MAX_UPSTREAM_MESSAGE, SessionHeaders};
 use super::error::UpstreamError;
 use super::response::HttpResponse;
 use crate::sync::lock;
+use crate::telemetry::spans::EndsSpan;
 
 /// How many times a stream closed before its response is resumed with `Last-Event-ID`.
 const MAX_RESUMES: u32 = 5;
@@ -77,6 +78,8 @@ pub struct EventStream {
     resumes: u32,
     reopen: Option<Reopen>,
     idle_timeout: Option<Duration>,
+    /// The span of the request this stream answers, ended with the stream.
+    span: Option<EndsSpan>,
 }
 
 impl EventStream {
@@ -92,6 +95,7 @@ impl EventStream {
             resumes: 0,
             reopen,
             idle_timeout: idle,
+            span: None,
         }
     }
 
@@ -107,7 +111,14 @@ impl EventStream {
             resumes: 0,
             reopen: None,
             idle_timeout: idle,
+            span: None,
         }
+    }
+
+    /// Ends `span` (the request's) when the stream is dropped, read or not.
+    pub fn ending(mut self: Box<Self>, span: EndsSpan) -> Box<Self> {
+        self.span = Some(span);
+        self
     }
 
     /// Puts a message back at the front (it is read again next).

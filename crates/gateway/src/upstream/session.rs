@@ -21,6 +21,10 @@ use super::{Upstream, Wiring, sse_transport, stdio};
 use crate::clock::now_ms;
 use crate::store::UpstreamBinding;
 use crate::sync::lock;
+use crate::telemetry::{
+    self,
+    spans::{ClientSpan, Destination},
+};
 
 /// How a session's messages travel.
 enum Wire {
@@ -371,6 +375,7 @@ impl UpstreamSession {
                 name,
                 extra,
                 credentials: self.credentials(),
+                trace: &[],
             },
         }
     }
@@ -482,10 +487,17 @@ impl UpstreamSession {
         extra: &[(http::HeaderName, HeaderValue)],
     ) -> Result<reply::Reply, UpstreamError> {
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        let span = self.span(method, name, &body);
+        let (body, trace) = match &span {
+            Some(span) => self.with_trace_context(span, body),
+            None => (body, Vec::new()),
+        };
+        let started = std::time::Instant::now();
         let result = match &self.wire {
             Wire::Link(link) => link.request(body, self.upstream.config.timeout()).await,
             Wire::Http { endpoint, .. } => {
-                let headers = self.headers(Some(method.as_str()), name, extra);
+                let mut headers = self.headers(Some(method.as_str()), name, extra);
+                headers.trace = &trace;
                 match endpoint.post(body, headers).await {
                     Ok(resp) => {
                         let named = self.http_session_id().is_some();
@@ -495,10 +507,44 @@ impl UpstreamSession {
                 }
             }
         };
-        if result.is_err() {
-            self.upstream.stats.errors.fetch_add(1, Ordering::Relaxed);
+        (self.upstream.stats).record(started.elapsed(), result.is_err());
+        match span {
+            Some(span) => ended(span, result),
+            None => result,
         }
-        result
+    }
+
+    /// The client span of a request to this session, when it is traced.
+    fn span(&self, method: &Method, name: Option<&str>, body: &[u8]) -> Option<ClientSpan> {
+        telemetry::get()?;
+        let session_id = self.http_session_id().and_then(|v| v.to_str().ok());
+        let to = Destination {
+            upstream: &self.upstream.name,
+            session_id,
+            protocol_version: &self.protocol_version,
+            transport: match self.upstream.wiring() {
+                Wiring::Stdio => "pipe",
+                Wiring::Sse | Wiring::StreamableHttp => "tcp",
+            },
+        };
+        ClientSpan::start(&to, method, name, body)
+    }
+
+    /// `body` and the headers carrying `span`'s trace context: in `params._meta`
+    /// (the MCP carrier, in every era: SDK servers read it there) and, over
+    /// HTTP, in the W3C headers too.
+    fn with_trace_context(
+        &self,
+        span: &ClientSpan,
+        body: Bytes,
+    ) -> (Bytes, Vec<(http::HeaderName, HeaderValue)>) {
+        let outgoing = span.outgoing();
+        let body = outgoing.into_meta(&body).unwrap_or(body);
+        let headers = match self.wire {
+            Wire::Http { .. } => outgoing.headers(),
+            Wire::Link(_) => Vec::new(),
+        };
+        (body, headers)
     }
 
     /// Sends a notification or a response (expects 202).
@@ -590,5 +636,30 @@ impl Drop for UpstreamSession {
             .stats
             .sessions_live
             .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `result` with `span` ended (an answer) or handed to the stream it is the
+/// span of (ended when the stream is).
+fn ended(
+    span: ClientSpan,
+    result: Result<reply::Reply, UpstreamError>,
+) -> Result<reply::Reply, UpstreamError> {
+    match result {
+        Ok(reply::Reply::Stream(stream)) => {
+            Ok(reply::Reply::Stream(stream.ending(span.until_dropped())))
+        }
+        Ok(reply) => {
+            if let reply::Reply::Json(body) = &reply {
+                span.answered(body);
+            }
+            span.end();
+            Ok(reply)
+        }
+        Err(e) => {
+            span.failed(e.kind(), &e);
+            span.end();
+            Err(e)
+        }
     }
 }

@@ -1,0 +1,215 @@
+//! W3C trace context in and out of Tether: `traceparent`/`tracestate` in
+//! HTTP headers, and in a request's `params._meta` (the keys the MCP
+//! specification reserves there for it, in every era).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tether_wire::jsonrpc::{self, Message, RawObject};
+
+/// The W3C header (and `_meta` key) naming the parent span.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C header (and `_meta` key) with vendors' trace state.
+pub const TRACESTATE: &str = "tracestate";
+
+/// Trace context fields read from one carrier.
+#[derive(Debug, Default, Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    traceparent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tracestate: Option<Cow<'a, str>>,
+}
+
+impl Extractor for Fields<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            TRACEPARENT => self.traceparent.as_deref(),
+            TRACESTATE => self.tracestate.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT, TRACESTATE]
+    }
+}
+
+/// The fields in a request's `params._meta`, if it carries a `traceparent`.
+fn meta_fields(params: &RawValue) -> Option<Fields<'_>> {
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(rename = "_meta", borrow, default)]
+        meta: Option<Fields<'a>>,
+    }
+    let params: Params = serde_json::from_str(params.get()).ok()?;
+    params.meta.filter(|m| m.traceparent.is_some())
+}
+
+fn header_fields(headers: &HeaderMap) -> Fields<'_> {
+    let field = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(Cow::Borrowed)
+    };
+    Fields {
+        traceparent: field(TRACEPARENT),
+        tracestate: field(TRACESTATE),
+    }
+}
+
+/// The trace a request arrived in: its `_meta`'s context when it names one
+/// (it is the message's own), else its HTTP headers'; an empty context when
+/// neither carries a valid one (the request starts a trace).
+pub fn incoming(headers: &HeaderMap, params: Option<&RawValue>) -> Context {
+    let propagator = TraceContextPropagator::new();
+    match params.and_then(meta_fields) {
+        Some(meta) => propagator.extract(&meta),
+        None => propagator.extract(&header_fields(headers)),
+    }
+}
+
+/// Trace context to send with a request: `span`'s, as W3C fields.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl Injector for Outgoing {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            TRACEPARENT => self.traceparent = Some(value),
+            TRACESTATE if !value.is_empty() => self.tracestate = Some(value),
+            _ => {}
+        }
+    }
+}
+
+impl Outgoing {
+    /// The context of `cx`'s span, as it is sent on.
+    pub fn of(cx: &Context) -> Outgoing {
+        let mut out = Outgoing::default();
+        TraceContextPropagator::new().inject_context(cx, &mut out);
+        out
+    }
+
+    /// The fields as HTTP headers.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let pairs = [
+            (TRACEPARENT, &self.traceparent),
+            (TRACESTATE, &self.tracestate),
+        ];
+        pairs
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let value = HeaderValue::from_str(value.as_deref()?).ok()?;
+                Some((HeaderName::from_static(name), value))
+            })
+            .collect()
+    }
+
+    /// `headers` with these fields instead of any trace context they had.
+    pub fn replace_in(&self, headers: &mut HeaderMap) {
+        headers.remove(TRACEPARENT);
+        headers.remove(TRACESTATE);
+        headers.extend(self.headers());
+    }
+
+    /// `body` (one JSON-RPC request) with the fields in its `params._meta`,
+    /// replacing any there; `None` when it is not an object to put them in.
+    pub fn into_meta(&self, body: &[u8]) -> Option<Bytes> {
+        let traceparent = self.traceparent.as_deref()?;
+        let mut message: Message = serde_json::from_slice(body).ok()?;
+        let mut params: RawObject = match &message.params {
+            Some(p) => serde_json::from_str(p.get()).ok()?,
+            None => RawObject::new(),
+        };
+        let mut meta: RawObject = match params.get("_meta") {
+            Some(m) => serde_json::from_str(m.get()).ok()?,
+            None => RawObject::new(),
+        };
+        meta.insert(TRACEPARENT.into(), jsonrpc::to_raw(traceparent));
+        match &self.tracestate {
+            Some(state) => meta.insert(TRACESTATE.into(), jsonrpc::to_raw(state)),
+            None => meta.shift_remove(TRACESTATE),
+        };
+        params.insert("_meta".into(), jsonrpc::to_raw(&meta));
+        message.params = Some(jsonrpc::to_raw(&params));
+        Some(Bytes::from(serde_json::to_vec(&message).ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TraceContextExt;
+
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const OTHER: &str = "00-11111111111111111111111111111111-2222222222222222-01";
+
+    fn trace_id(cx: &Context) -> String {
+        cx.span().span_context().trace_id().to_string()
+    }
+
+    #[test]
+    fn meta_comes_before_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_static(OTHER));
+        let params = jsonrpc::to_raw(&serde_json::json!({
+            "name": "t", "_meta": {"traceparent": PARENT, "tracestate": "k=v"}
+        }));
+        let cx = incoming(&headers, Some(&params));
+        assert_eq!(trace_id(&cx), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(cx.span().span_context().is_remote());
+        let no_meta = jsonrpc::to_raw(&serde_json::json!({"name": "t"}));
+        let cx = incoming(&headers, Some(&no_meta));
+        assert_eq!(trace_id(&cx), "11111111111111111111111111111111");
+    }
+
+    #[test]
+    fn invalid_context_starts_no_trace() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_static("00-zz-00-01"));
+        let cx = incoming(&headers, None);
+        assert!(!cx.span().span_context().is_valid());
+        let params = jsonrpc::to_raw(&serde_json::json!({"_meta": {"traceparent": 7}}));
+        assert!(!incoming(&HeaderMap::new(), Some(&params)).has_active_span());
+    }
+
+    #[test]
+    fn outgoing_context_goes_in_headers_and_meta() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_static(PARENT));
+        headers.insert(TRACESTATE, HeaderValue::from_static("k=v"));
+        let out = Outgoing::of(&incoming(&headers, None));
+        let sent = out.headers();
+        assert_eq!(sent[0].1, PARENT);
+        assert_eq!(sent[1].1, "k=v");
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"traceparent":"stale","x":1}}}"#;
+        let with = out.into_meta(body).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&with).unwrap();
+        assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+        assert_eq!(v["params"]["_meta"]["tracestate"], "k=v");
+        assert_eq!(v["params"]["_meta"]["x"], 1);
+        assert_eq!(v["params"]["name"], "t");
+        assert_eq!(v["id"], 1);
+        let bare = br#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#;
+        let v: serde_json::Value = serde_json::from_slice(&out.into_meta(bare).unwrap()).unwrap();
+        assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+        assert!(out.into_meta(b"not json").is_none());
+        let positional = br#"{"jsonrpc":"2.0","id":1,"method":"m","params":[1]}"#;
+        assert!(
+            out.into_meta(positional).is_none(),
+            "no object to put _meta in"
+        );
+    }
+}

@@ -9,7 +9,9 @@
 #     with the Python SDK over Streamable HTTP (python-upstream), HTTP+SSE
 #     (python-upstream-sse) and stdio (python-upstream-stdio); the SDK's
 #     clients through a three-node cluster on PostgreSQL behind HAProxy
-#     (cluster).
+#     (cluster); OpenTelemetry traces from the SDK client through Tether to
+#     the SDK upstream, into a real OTLP/HTTP receiver (telemetry); the admin
+#     console in headless Chromium driven by Selenium (admin-console).
 #   Node (interop/node, node --test): the TypeScript SDK v1 client (ts-sdk-v1),
 #     the v2 client on the 2026-07-28 era (ts-sdk-v2), the MCP Inspector CLI
 #     (inspector-cli), and the TS clients against server-everything.
@@ -163,6 +165,7 @@ ORDER = [
     "python-sdk", "python-sdk-sse", "ts-sdk-v1", "ts-sdk-v2", "inspector-cli",
     "server-everything", "server-everything-stdio",
     "python-upstream", "python-upstream-sse", "python-upstream-stdio", "cluster",
+    "telemetry", "admin-console",
 ]
 counts = defaultdict(lambda: {"passed": 0, "failed": 0, "skipped": 0})
 

@@ -8,6 +8,10 @@
 //!   are read-only here), `DELETE /admin/upstreams/{name}/sessions`
 //! - `GET /admin/sessions` (this node's), `DELETE /admin/sessions/{id}`
 //! - `POST /admin/reload` (the config file, like SIGHUP)
+//! - `GET /admin/stats` (totals for the console's live charts),
+//!   `GET /admin/cluster` (the nodes)
+//! - `/admin/ui/` the console ([`super::admin_ui`]): its page and assets
+//!   need no token; the page asks for it and sends it with every API call
 
 use std::sync::Arc;
 
@@ -50,11 +54,13 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/sessions/{id}", delete(evict_session))
         .route("/reload", post(reload))
         .route("/cluster", get(show_cluster))
+        .route("/stats", get(show_stats))
         .route_layer(
             tower::ServiceBuilder::new()
                 .layer(CheckLayer(CheckEdge(app.edge.clone())))
-                .layer(CheckLayer(AdminToken(app))),
+                .layer(CheckLayer(AdminToken(app.clone()))),
         )
+        .merge(super::admin_ui::router(app))
 }
 
 fn problem(status: StatusCode, text: impl Into<String>) -> Response {
@@ -138,6 +144,13 @@ fn upstream_view(def: UpstreamConfig, source: Value, live: Option<&Arc<Upstream>
         view["transport"] = format!("{:?}", up.wiring()).into();
         view["upstream_sessions"] = up.stats.sessions_live.load(Relaxed).into();
         view["upstream_sessions_created"] = up.stats.sessions_created.load(Relaxed).into();
+        view["eras"] = match up.known_eras() {
+            Some(eras) => json!({ "legacy": eras.legacy, "modern": eras.modern }),
+            None => Value::Null,
+        };
+        view["requests"] = up.stats.requests.load(Relaxed).into();
+        view["errors"] = up.stats.errors.load(Relaxed).into();
+        view["latency_us_sum"] = up.stats.latency_us.load(Relaxed).into();
     }
     view
 }
@@ -314,6 +327,26 @@ async fn show_cluster(State(app): State<Arc<App>>) -> Response {
         }
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// `GET /admin/stats`: this node's request totals so far (the console
+/// charts their rates from two readings).
+async fn show_stats(State(app): State<Arc<App>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let totals = app.metrics.totals();
+    let upstream_sessions: i64 = (app.router.upstreams().iter())
+        .map(|u| u.stats.sessions_live.load(Relaxed))
+        .sum();
+    Json(json!({
+        "node": app.cluster.as_ref().map(|c| c.node().to_string()),
+        "uptime_secs": app.metrics.uptime().as_secs(),
+        "requests": totals.requests,
+        "errors": totals.errors,
+        "latency_us_sum": totals.latency_us,
+        "downstream_sessions": app.metrics.downstream_sessions.load(Relaxed),
+        "upstream_sessions": upstream_sessions,
+    }))
+    .into_response()
 }
 
 async fn evict_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {

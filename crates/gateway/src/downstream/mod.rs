@@ -8,6 +8,7 @@
 //! ([`http_sse`]), the admin API ([`admin`]) or the operational endpoints.
 
 mod admin;
+mod admin_ui;
 pub mod checks;
 mod endpoint_scope;
 mod handshake;

@@ -1,0 +1,322 @@
+"""Browser test: the admin console (`/admin/ui/`) served by the real `tether`
+binary, driven by Selenium 4 in headless Chromium (the Debian `chromium` and
+`chromium-driver` packages).
+
+Peer: admin-console. One gateway federating a legacy demo upstream, with an
+admin token from the environment. The test checks the page's security headers
+and that it carries no inline script, handler or style; signs in with a wrong
+token and then the right one (which never shows up in the URL); sees the
+upstream healthy, a client session (opened with plain JSON-RPC over HTTP) with
+the upstream it uses, evicts it from the page (the gateway then answers 404
+for its id), sees the request rate chart move, and adds, edits and deletes an
+upstream through the form.
+
+With `CONSOLE_SCREENSHOTS=<dir>`, it saves console-overview.png,
+console-upstreams.png and console-sessions.png there (with a session shown).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from checks import http, plain_session, post_jsonrpc, reporter, session_headers
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+except ImportError as e:  # reported by the `browser` fixture: a failure, not a skip
+    webdriver = None
+    SELENIUM_IMPORT_ERROR = e
+
+msg = reporter("admin-console")
+
+TOKEN = "console-test-admin-token-5d1c"
+WRONG_TOKEN = "not-the-admin-token"
+WAIT_S = 15.0
+SHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
+
+
+# --------------------------------------------------------------------------
+# Plumbing: the browser, plain HTTP, waiting on the page
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium at 1280x800 through chromedriver; fails (never skips) when either is missing."""
+    if webdriver is None:
+        pytest.fail(f"the selenium package is not installed in this interpreter ({SELENIUM_IMPORT_ERROR})")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if not chromium or not chromedriver:
+        pytest.fail(
+            "admin console test needs Chromium and its driver on PATH "
+            f"(chromium: {chromium or 'missing'}, chromedriver: {chromedriver or 'missing'}); "
+            "on Debian: apt-get install chromium chromium-driver"
+        )
+    options = Options()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    except WebDriverException as e:
+        pytest.fail(f"could not start headless Chromium ({chromium}) through {chromedriver}: {e.msg}")
+    try:
+        # The page area itself 1280x800, for the screenshots.
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+        )
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(driver, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(SHOTS) / name))
+
+
+def admin(gateway, method: str, path: str, body=None):
+    """(status, JSON) of an admin API call with the right token."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    status, _, raw = http(method, f"{gateway.base}/admin/{path}", body, headers)
+    return status, json.loads(raw) if raw else None
+
+
+def rpc(url: str, message: dict, session_id: str):
+    """One JSON-RPC message in the session `session_id`: (status, headers, answer or None)."""
+    return post_jsonrpc(url, message, session_headers(session_id))
+
+
+def wait(driver, condition, what: str, timeout: float = WAIT_S):
+    """WebDriverWait with a failure message that says what was awaited and what the page showed."""
+
+    def check(d):
+        try:
+            return condition(d)
+        except StaleElementReferenceException:
+            return False  # a row was replaced while we looked: look again
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(check)
+    except Exception as e:
+        banner = driver.execute_script(
+            "const b = document.getElementById('console-error'); return b && !b.hidden ? b.textContent : '';"
+        )
+        logs = [entry.get("message") for entry in driver.get_log("browser")][-10:]
+        raise AssertionError(msg(what, f"within {timeout}s", {"error banner": banner, "browser log": logs, "exc": repr(e)})) from e
+
+
+def visible(element_id: str):
+    return lambda d: d.find_element(By.ID, element_id).is_displayed()
+
+
+def row(driver, tbody_id: str, key: str, value: str):
+    """The row of `tbody_id` whose data-<key> is `value` (compared in the page, no selector quoting), or None."""
+    return driver.execute_script(
+        "return Array.from(document.getElementById(arguments[0]).rows)"
+        ".find((r) => r.dataset[arguments[1]] === arguments[2]) || null;",
+        tbody_id,
+        key,
+        value,
+    )
+
+
+def show_view(driver, view: str) -> None:
+    driver.find_element(By.ID, f"tab-{view}").click()
+    wait(driver, visible(f"view-{view}"), f"view {view} shown after clicking its tab")
+
+
+# --------------------------------------------------------------------------
+# The test
+# --------------------------------------------------------------------------
+
+
+def test_admin_console_in_a_browser(launcher, browser):
+    legacy = launcher.upstream("legacy")
+    gateway = launcher.gateway({"demo": legacy.url}, env={"TETHER_ADMIN__TOKEN": TOKEN})
+    page = f"{gateway.base}/admin/ui/"
+    driver = browser
+
+    # -- 1. The page: strict CSP, nothing inline ---------------------------------------
+    status, headers, raw = http("GET", page)
+    html = raw.decode()
+    csp = headers.get("Content-Security-Policy") or ""
+    assert status == 200 and "script-src 'self'" in csp, msg(
+        "GET /admin/ui/", "200 with a Content-Security-Policy allowing only 'self' scripts", (status, csp)
+    )
+    assert headers.get("X-Content-Type-Options") == "nosniff", msg("GET /admin/ui/", "X-Content-Type-Options: nosniff", dict(headers))
+    inline_scripts = re.findall(r"<script\b(?![^>]*\bsrc=)[^>]*>", html, re.I)
+    handlers = re.findall(r"\son\w+\s*=", html, re.I)
+    styles = re.findall(r"\sstyle\s*=", html, re.I)
+    assert not inline_scripts and not handlers and not styles, msg(
+        "index.html", "no inline <script>, on*= handler or style= attribute",
+        {"scripts": inline_scripts, "handlers": handlers, "styles": styles},
+    )
+    for asset in ("app.js", "app.css"):
+        status, headers, _ = http("GET", page + asset)
+        assert status == 200 and "script-src 'self'" in (headers.get("Content-Security-Policy") or ""), msg(
+            f"GET /admin/ui/{asset}", "200 with the console's CSP", (status, dict(headers))
+        )
+
+    # -- 2. Sign in: a wrong token is refused, the right one opens the console ----------
+    driver.get(page)
+    wait(driver, visible("login-token"), "the sign-in form")
+    driver.find_element(By.ID, "login-token").send_keys(WRONG_TOKEN)
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver, visible("login-error"), "an error after signing in with a wrong token")
+    error = driver.find_element(By.ID, "login-error").text
+    assert "wrong token" in error.lower(), msg("sign in with a wrong token", "'Wrong token'", error)
+    assert not driver.find_element(By.ID, "console").is_displayed(), msg(
+        "sign in with a wrong token", "the console still hidden", "it is shown"
+    )
+
+    field = driver.find_element(By.ID, "login-token")
+    field.clear()
+    field.send_keys(TOKEN)
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver, visible("console"), "the console after signing in with the right token")
+    assert not driver.find_element(By.ID, "login").is_displayed(), msg("sign in", "the sign-in form hidden", "it is shown")
+    for url in (driver.current_url, driver.execute_script("return location.href")):
+        assert TOKEN not in url and WRONG_TOKEN not in url, msg("sign in", "no token in the page URL", url)
+
+    # -- 3. The upstream, healthy ----------------------------------------------------------
+    show_view(driver, "upstreams")
+    demo = wait(
+        driver,
+        lambda d: (r := row(d, "upstreams-body", "name", "demo")) is not None and r.get_attribute("data-healthy") == "true" and r,
+        "upstream 'demo' listed as healthy in the upstreams table",
+    )
+    assert "demo" in demo.text and "healthy" in demo.text and "config" in demo.text, msg(
+        "upstreams table", "a row naming demo, config, healthy", demo.text
+    )
+
+    # -- 4. A client session that uses the upstream; the request rate moves -------------
+    sid = plain_session(gateway.url, msg)
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "demo__echo", "arguments": {"text": "hi"}}}
+    status, _, reply = rpc(gateway.url, call, sid)
+    assert status == 200 and reply and "result" in reply, msg("tools/call demo__echo via tether /mcp", "a result", (status, reply))
+
+    show_view(driver, "overview")
+    pings = iter(range(3, 10_000))
+
+    def rate_moves(d):
+        # Keep traffic flowing while the page polls /admin/stats every 2 s.
+        rpc(gateway.url, {"jsonrpc": "2.0", "id": next(pings), "method": "ping"}, sid)
+        value = d.find_element(By.ID, "chart-requests").get_attribute("data-last")
+        return bool(value) and float(value) > 0 and value
+
+    rate = wait(driver, rate_moves, "a non-zero request rate on the request chart (canvas data-last)", timeout=20)
+    shown = driver.find_element(By.ID, "stat-req-rate").text
+    assert float(rate) > 0 and shown not in ("", "–", "0"), msg("overview", "a non-zero req/s figure", (rate, shown))
+    wait(driver, lambda d: d.find_element(By.ID, "stat-sessions").text not in ("", "–", "0"), "client sessions count >= 1")
+    if SHOTS:  # a few points on the charts first
+        wait(
+            driver,
+            lambda d: rate_moves(d) and int(d.find_element(By.ID, "chart-requests").get_attribute("data-samples") or 0) >= 5,
+            "five samples on the charts (for the screenshot)",
+            timeout=30,
+        )
+    screenshot(driver, "console-overview.png")
+
+    show_view(driver, "sessions")
+    session_row = wait(
+        driver,
+        lambda d: (r := row(d, "sessions-body", "sessionId", sid)) is not None and "demo" in (r.get_attribute("data-upstreams") or "").split() and r,
+        f"session {sid} listed with upstream demo in the sessions table",
+    )
+    assert "demo" in session_row.text and "legacy" in session_row.text, msg(
+        "sessions table", "the session's upstream demo (legacy era)", session_row.text
+    )
+    screenshot(driver, "console-sessions.png")
+
+    # -- 5. Evict it: gone from the table and from the gateway --------------------------
+    session_row.find_element(By.CSS_SELECTOR, "button[data-action='evict']").click()
+    wait(driver, lambda d: row(d, "sessions-body", "sessionId", sid) is None, f"session {sid} gone from the table after Evict")
+    status, _, reply = rpc(gateway.url, {"jsonrpc": "2.0", "id": 99, "method": "ping"}, sid)
+    assert status == 404, msg("ping with the evicted session's Mcp-Session-Id", "HTTP 404", (status, reply))
+    status, listed = admin(gateway, "GET", "sessions")
+    assert status == 200 and sid not in [s["id"] for s in listed["sessions"]], msg(
+        "GET /admin/sessions after Evict", "the session gone", listed
+    )
+
+    # -- 6. Add an upstream through the form, edit it, delete it --------------------------
+    modern = launcher.upstream("modern")
+    show_view(driver, "upstreams")
+    driver.find_element(By.ID, "up-name").send_keys("extra")
+    driver.find_element(By.ID, "up-url").send_keys(modern.url)
+    Select(driver.find_element(By.ID, "up-transport")).select_by_value("streamable-http")
+    Select(driver.find_element(By.ID, "up-era")).select_by_value("modern")
+    driver.find_element(By.ID, "up-description").send_keys("added from the console")
+    driver.find_element(By.ID, "up-submit").click()
+    extra = wait(
+        driver,
+        lambda d: (r := row(d, "upstreams-body", "name", "extra")) is not None and r.get_attribute("data-source") == "api" and r,
+        "upstream 'extra' listed with source api after submitting the form",
+    )
+    assert "added from the console" in extra.text, msg("upstreams table", "the new upstream's description", extra.text)
+    status, shown_def = admin(gateway, "GET", "upstreams/extra")
+    want = {"name": "extra", "url": modern.url, "transport": "streamable-http", "era": "modern", "description": "added from the console"}
+    got = {k: (shown_def or {}).get("definition", {}).get(k) for k in want}
+    assert status == 200 and got == want, msg("GET /admin/upstreams/extra after the form", want, (status, shown_def))
+    wait(
+        driver,
+        lambda d: (r := row(d, "upstreams-body", "name", "extra")) is not None and r.get_attribute("data-healthy") == "true",
+        "upstream 'extra' running and healthy",
+    )
+    screenshot(driver, "console-upstreams.png")
+
+    row(driver, "upstreams-body", "name", "extra").find_element(By.CSS_SELECTOR, "button[data-action='edit']").click()
+    wait(driver, lambda d: d.find_element(By.ID, "up-name").get_attribute("value") == "extra", "the form filled for editing 'extra'")
+    description = driver.find_element(By.ID, "up-description")
+    description.clear()
+    description.send_keys("edited from the console")
+    driver.find_element(By.ID, "up-submit").click()
+    wait(
+        driver,
+        lambda d: (r := row(d, "upstreams-body", "name", "extra")) is not None and "edited from the console" in r.text,
+        "upstream 'extra' shown with its edited description",
+    )
+    status, shown_def = admin(gateway, "GET", "upstreams/extra")
+    definition = (shown_def or {}).get("definition", {})
+    assert definition.get("description") == "edited from the console" and definition.get("era") == "modern", msg(
+        "GET /admin/upstreams/extra after Edit", "the new description, the rest kept", shown_def
+    )
+
+    row(driver, "upstreams-body", "name", "extra").find_element(By.CSS_SELECTOR, "button[data-action='delete']").click()
+    WebDriverWait(driver, WAIT_S).until(EC.alert_is_present())
+    driver.switch_to.alert.accept()
+    wait(driver, lambda d: row(d, "upstreams-body", "name", "extra") is None, "upstream 'extra' gone from the table after Delete")
+    status, listed = admin(gateway, "GET", "upstreams")
+    assert [u["definition"]["name"] for u in listed["upstreams"]] == ["demo"], msg(
+        "GET /admin/upstreams after Delete", "only demo left", listed
+    )
+    # The config file's upstream offers no Edit or Delete.
+    assert not row(driver, "upstreams-body", "name", "demo").find_elements(By.CSS_SELECTOR, "button"), msg(
+        "upstreams table", "no buttons on the config file's upstream", "buttons"
+    )
+
+    # -- 7. Not a cluster; sign out -------------------------------------------------------
+    show_view(driver, "cluster")
+    wait(driver, visible("cluster-single"), "'Single node (not a cluster)' on the cluster view")
+
+    driver.find_element(By.ID, "sign-out").click()
+    wait(driver, visible("login-token"), "the sign-in form after Sign out")
+    stored = driver.execute_script("return sessionStorage.getItem('tether-admin-token');")
+    assert stored is None, msg("sign out", "the token removed from sessionStorage", stored)

@@ -177,27 +177,22 @@ async fn dispatch(
     }
 }
 
+/// A header's value, if it is text.
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Whether `MCP-Protocol-Version` names a 2026-07-28-era version.
 fn modern_version_header(headers: &HeaderMap) -> bool {
-    headers
-        .get(protocol::HEADER_PROTOCOL_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(protocol::is_modern_version)
+    header_str(headers, protocol::HEADER_PROTOCOL_VERSION).is_some_and(protocol::is_modern_version)
 }
 
 /// A modern message declares a modern version in its header (and names no
 /// session) or in its `_meta`.
 fn is_modern(headers: &HeaderMap, incoming: &Incoming) -> bool {
-    let header_modern = headers
-        .get(protocol::HEADER_PROTOCOL_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            !protocol::is_legacy_version(v) && headers.get(protocol::HEADER_SESSION_ID).is_none()
-        });
+    let header_modern = header_str(headers, protocol::HEADER_PROTOCOL_VERSION).is_some_and(|v| {
+        !protocol::is_legacy_version(v) && headers.get(protocol::HEADER_SESSION_ID).is_none()
+    });
     header_modern || modern_request::declares_meta_version(incoming)
 }
 

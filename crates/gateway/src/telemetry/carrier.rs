@@ -11,7 +11,7 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tether_wire::jsonrpc::{self, Message, RawObject};
+use tether_wire::jsonrpc::{self, RawObject};
 
 /// The W3C header (and `_meta` key) naming the parent span.
 pub const TRACEPARENT: &str = "traceparent";
@@ -125,14 +125,26 @@ impl Outgoing {
 
     /// `body` (one JSON-RPC request) with the fields in its `params._meta`,
     /// replacing any there; `None` when it is not an object to put them in.
+    /// Only `_meta` is rebuilt: the rest of the body is copied as it is
+    /// ([invariant: byte-for-byte]).
     pub fn into_meta(&self, body: &[u8]) -> Option<Bytes> {
         let traceparent = self.traceparent.as_deref()?;
-        let mut message: Message = serde_json::from_slice(body).ok()?;
-        let mut params: RawObject = match &message.params {
-            Some(p) => serde_json::from_str(p.get()).ok()?,
-            None => RawObject::new(),
+        let text = std::str::from_utf8(body).ok()?;
+        let is_object = |raw: &str| raw.trim_start().starts_with('{');
+        if !is_object(text) {
+            return None;
+        }
+        let envelope: Envelope = serde_json::from_str(text).ok()?;
+        let params = match envelope.params {
+            Some(p) if !is_object(p.get()) => return None,
+            Some(p) => Some(p),
+            None => None,
         };
-        let mut meta: RawObject = match params.get("_meta") {
+        let old_meta = match params {
+            Some(p) => serde_json::from_str::<Params>(p.get()).ok()?.meta,
+            None => None,
+        };
+        let mut meta: RawObject = match old_meta {
             Some(m) => serde_json::from_str(m.get()).ok()?,
             None => RawObject::new(),
         };
@@ -141,10 +153,59 @@ impl Outgoing {
             Some(state) => meta.insert(TRACESTATE.into(), jsonrpc::to_raw(state)),
             None => meta.shift_remove(TRACESTATE),
         };
-        params.insert("_meta".into(), jsonrpc::to_raw(&meta));
-        message.params = Some(jsonrpc::to_raw(&params));
-        Some(Bytes::from(serde_json::to_vec(&message).ok()?))
+        let meta = serde_json::to_string(&meta).ok()?;
+        let spliced = match (params, old_meta) {
+            // Replace the `_meta` value in place.
+            (_, Some(old)) => splice(text, old.get(), &meta, "", ""),
+            // The first member of `params`.
+            (Some(params), None) => {
+                let inner = params.get().strip_prefix('{')?.trim_start();
+                let comma = if inner.starts_with('}') { "" } else { "," };
+                let at = &inner[..0];
+                splice(text, at, &meta, "\"_meta\":", comma)
+            }
+            // No `params`: added before the message's closing brace.
+            (None, None) => {
+                let end = text.trim_end().strip_suffix('}')?;
+                let at = &text[end.len()..end.len()];
+                splice(
+                    text,
+                    at,
+                    &format!("{{\"_meta\":{meta}}}"),
+                    ",\"params\":",
+                    "",
+                )
+            }
+        };
+        Some(Bytes::from(spliced))
     }
+}
+
+/// A request's `params`, borrowed from its body (so its place there is known).
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+/// `params`, as far as `_meta` (borrowed likewise).
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(borrow, rename = "_meta", default)]
+    meta: Option<&'a RawValue>,
+}
+
+/// `text` with `at` (a slice of it) replaced by `before`, `value`, `after`.
+fn splice(text: &str, at: &str, value: &str, before: &str, after: &str) -> String {
+    let start = at.as_ptr() as usize - text.as_ptr() as usize;
+    let end = start + at.len();
+    let mut out = String::with_capacity(text.len() + before.len() + value.len() + after.len());
+    out.push_str(&text[..start]);
+    out.push_str(before);
+    out.push_str(value);
+    out.push_str(after);
+    out.push_str(&text[end..]);
+    out
 }
 
 #[cfg(test)]
@@ -205,7 +266,21 @@ mod tests {
         let bare = br#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#;
         let v: serde_json::Value = serde_json::from_slice(&out.into_meta(bare).unwrap()).unwrap();
         assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+        // Only `_meta` changes: the rest keeps its bytes (spacing, number forms).
+        let spaced = br#"{ "jsonrpc":"2.0", "id":1.0, "method":"tools/call", "params":{ "name":"t", "arguments":{"n":1e3} } }"#;
+        let with = String::from_utf8(out.into_meta(spaced).unwrap().to_vec()).unwrap();
+        assert!(
+            with.contains(r#""id":1.0"#) && with.contains(r#"{"n":1e3}"#),
+            "{with}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&with).unwrap();
+        assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+        assert_eq!(v["params"]["name"], "t");
+        let empty = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+        let v: serde_json::Value = serde_json::from_slice(&out.into_meta(empty).unwrap()).unwrap();
+        assert_eq!(v["params"]["_meta"]["tracestate"], "k=v");
         assert!(out.into_meta(b"not json").is_none());
+        assert!(out.into_meta(b"[1]").is_none());
         let positional = br#"{"jsonrpc":"2.0","id":1,"method":"m","params":[1]}"#;
         assert!(
             out.into_meta(positional).is_none(),

@@ -42,13 +42,13 @@ impl SpanProcessor for QueueProcessor {
     }
 }
 
-/// Asks the export task to send what is queued now.
-pub(super) struct Stop {
+/// Asks the export task, once (at shutdown), to send what is queued now.
+pub(super) struct FinalFlush {
     now: Arc<Notify>,
     done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
-impl Stop {
+impl FinalFlush {
     /// Sends what is queued and waits for it, `within` at most; later spans
     /// still go out in later batches.
     pub(super) async fn flush(&self, within: Duration) {
@@ -66,7 +66,7 @@ pub(super) fn start<E: SpanExporter + 'static>(
     exporter: E,
     config: &TelemetryConfig,
     counts: &'static SpanCounts,
-) -> (QueueProcessor, Stop) {
+) -> (QueueProcessor, FinalFlush) {
     let (queue, spans) = mpsc::channel(config.queue_size);
     let now = Arc::new(Notify::new());
     let (flushed, done) = oneshot::channel();
@@ -80,11 +80,11 @@ pub(super) fn start<E: SpanExporter + 'static>(
         failing: false,
     };
     tokio::spawn(batches.run(now.clone(), flushed));
-    let stop = Stop {
+    let final_flush = FinalFlush {
         now,
         done: tokio::sync::Mutex::new(Some(done)),
     };
-    (QueueProcessor { queue, counts }, stop)
+    (QueueProcessor { queue, counts }, final_flush)
 }
 
 /// The export task's state.

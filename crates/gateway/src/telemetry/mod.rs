@@ -32,12 +32,13 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExport
 
 use crate::config::{ConfigError, TelemetryConfig};
 
-/// Tracing as started: the tracer spans come from, and the exporter's stop.
+/// Tracing as started: the tracer spans come from, and the export queue's
+/// last flush.
 pub struct Telemetry {
     tracer: SdkTracer,
     /// Kept so the tracer's processor lives as long as the process.
     _provider: SdkTracerProvider,
-    stop: export::Stop,
+    final_flush: export::FinalFlush,
 }
 
 static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
@@ -96,7 +97,7 @@ pub fn start(config: &TelemetryConfig) -> Result<bool, ConfigError> {
         .build()
         .map_err(|e| invalid(&e))?;
     exporter.set_resource(&resource);
-    let (processor, stop) = export::start(exporter, config, &COUNTS);
+    let (processor, final_flush) = export::start(exporter, config, &COUNTS);
     let provider = SdkTracerProvider::builder()
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             config.sample_ratio,
@@ -108,7 +109,7 @@ pub fn start(config: &TelemetryConfig) -> Result<bool, ConfigError> {
     let started = Telemetry {
         tracer,
         _provider: provider,
-        stop,
+        final_flush,
     };
     if TELEMETRY.set(started).is_err() {
         return Err(ConfigError::Invalid("telemetry is already started".into()));
@@ -120,7 +121,7 @@ pub fn start(config: &TelemetryConfig) -> Result<bool, ConfigError> {
 /// Exports the spans still queued, waiting `within` at most (shutdown).
 pub async fn flush(within: Duration) {
     if let Some(telemetry) = get() {
-        telemetry.stop.flush(within).await;
+        telemetry.final_flush.flush(within).await;
     }
 }
 

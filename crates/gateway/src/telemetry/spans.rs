@@ -43,18 +43,18 @@ mod key {
 }
 
 /// What a JSON-RPC message says about itself, for a span.
-pub struct Described<'a> {
+struct Described<'a> {
     /// Its method.
-    pub method: &'a Method,
+    method: &'a Method,
     /// Its id (requests), raw.
-    pub id: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
     /// Its tool or prompt name, or resource URI.
-    pub target: Option<String>,
+    target: Option<String>,
 }
 
 impl<'a> Described<'a> {
     /// A client message (`None` for a response: it gets no span).
-    pub fn incoming(incoming: &'a Incoming) -> Option<Described<'a>> {
+    fn incoming(incoming: &'a Incoming) -> Option<Described<'a>> {
         match incoming {
             Incoming::Request(r) => Some(Described {
                 method: &r.method,
@@ -311,6 +311,10 @@ impl ClientSpan {
 
     /// Marks the span with the JSON-RPC error in the answer `body`, if any.
     pub fn answered(&self, body: &[u8]) {
+        // Most answers are results: not parsed for an error they cannot hold.
+        if !jsonrpc::contains(body, b"\"error\"") {
+            return;
+        }
         if let Some(code) = jsonrpc::error_code(body) {
             let span = self.cx.span();
             span.set_attribute(KeyValue::new(key::ERROR_TYPE, code.to_string()));
@@ -374,4 +378,53 @@ pub fn upstream_attribute(upstream: &str) -> KeyValue {
 /// The `mcp.session.id` attribute, for internal spans.
 pub fn session_attribute(id: &str) -> KeyValue {
     KeyValue::new(key::SESSION_ID, id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn described(body: &str) -> (String, Vec<(String, String)>) {
+        let incoming = Incoming::parse(bytes::Bytes::from(body.to_owned())).unwrap();
+        let (name, attributes) = Described::incoming(&incoming)
+            .unwrap()
+            .name_and_attributes();
+        let attributes = attributes
+            .into_iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        (name.into_owned(), attributes)
+    }
+
+    fn has(attributes: &[(String, String)], key: &str, value: &str) -> bool {
+        attributes.iter().any(|(k, v)| k == key && v == value)
+    }
+
+    #[test]
+    fn spans_are_named_by_method_and_low_cardinality_target() {
+        let (name, attrs) = described(
+            r#"{"jsonrpc":"2.0","id":"a7","method":"tools/call","params":{"name":"get_weather"}}"#,
+        );
+        assert_eq!(name, "tools/call get_weather");
+        assert!(has(&attrs, key::TOOL, "get_weather"));
+        assert!(has(&attrs, key::OPERATION, "execute_tool"));
+        assert!(has(&attrs, key::REQUEST_ID, "a7"));
+        assert!(has(&attrs, key::METHOD, "tools/call"));
+        // A resource URI is an attribute, never the name (unbounded cardinality).
+        let (name, attrs) = described(
+            r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///x"}}"#,
+        );
+        assert_eq!(name, "resources/read");
+        assert!(has(&attrs, key::RESOURCE_URI, "file:///x"));
+        assert!(has(&attrs, key::REQUEST_ID, "3"));
+        let (name, attrs) = described(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(name, "notifications/initialized");
+        assert!(!attrs.iter().any(|(k, _)| k == key::REQUEST_ID));
+        let response = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let incoming = Incoming::parse(bytes::Bytes::from(response)).unwrap();
+        assert!(
+            Described::incoming(&incoming).is_none(),
+            "responses get no span"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 # whatever else the machine is doing, so two builds compare exactly where a
 # shared machine's wall-clock numbers do not (a benchmark, never a test).
 #
-#   scripts/bench-instructions.sh [--calls N] [--auth] [TETHER_BIN ...]
+#   scripts/bench-instructions.sh [--calls N] [--auth] [--tracing on|down] [TETHER_BIN ...]
 #
 # Default binary: target/release/tether. For each binary and each path —
 # federated /mcp and /u/demo/mcp in a legacy session, and /u/demo/mcp as a
@@ -12,16 +12,22 @@
 # of the demo upstream (not under callgrind), makes N calls (default 2000) on
 # one kept-alive connection, and again with none; the difference divided by
 # N is the cost of one call, start-up and shutdown left out. With --auth the
-# gateway verifies an HS256 JWT the client sends on every request.
+# gateway verifies an HS256 JWT the client sends on every request. With
+# --tracing on the gateway traces every request (sample_ratio 1.0) and
+# exports its spans to an OTLP sink started here (a loopback HTTP server
+# that accepts every export); with --tracing down, to a port where nothing
+# listens (every export fails, its spans are dropped and counted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=2000
 auth=""
+tracing=""
 bins=()
 while (($#)); do
   case $1 in
     --calls) calls=$2; shift 2 ;;
     --auth) auth=1; shift ;;
+    --tracing) tracing=$2; shift 2 ;;
     *) bins+=("$1"); shift ;;
   esac
 done
@@ -29,7 +35,34 @@ done
 command -v valgrind >/dev/null || { echo "valgrind is needed (Debian package valgrind)" >&2; exit 1; }
 
 client=$(mktemp)
-trap 'rm -f "$client"' EXIT
+sink=$(mktemp)
+sink_pid=""
+trap 'rm -f "$client" "$sink"; [[ -z $sink_pid ]] || kill "$sink_pid" 2>/dev/null' EXIT
+otlp=""
+case $tracing in
+  "") ;;
+  on)
+    python3 -c '
+import http.server
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+print(f"sink listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+server.serve_forever()
+' >"$sink" &
+    sink_pid=$!
+    for _ in $(seq 100); do grep -q listening "$sink" && break; sleep 0.1; done
+    otlp=$(awk '{print $NF}' "$sink") ;;
+  down) otlp="http://127.0.0.1:9" ;;
+  *) echo "--tracing takes on or down" >&2; exit 2 ;;
+esac
 cat >"$client" <<'EOF'
 import base64, hashlib, hmac, http.client, json, sys, time
 port, n, path, era, auth = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
@@ -73,7 +106,8 @@ instructions() {
   wait_line "$dir/up"
   printf '[store]\nurl = "memory"\n[[upstreams]]\nname = "demo"\nurl = "%s"\n' "$(awk '{print $NF}' "$dir/up")" >"$dir/tether.toml"
   [[ -n $auth ]] && printf '[auth]\nmode = "jwt"\n[auth.jwt]\nhs256_secret = "bench-secret"\nissuer = "bench"\n' >>"$dir/tether.toml"
-  TETHER_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/cg" \
+  [[ -n $otlp ]] && printf '[telemetry]\notlp_endpoint = "%s"\nsample_ratio = 1.0\n' "$otlp" >>"$dir/tether.toml"
+  TETHER_LOG=warn GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=2097152 valgrind --tool=callgrind --callgrind-out-file="$dir/cg" \
     "$bin" serve --config "$dir/tether.toml" --listen 127.0.0.1:0 >"$dir/gw" 2>/dev/null &
   gw=$!
   wait_line "$dir/gw"

@@ -104,6 +104,10 @@ struct Args {
     /// The gateway verifies a JWT (HS256) on every request; the client sends one.
     #[arg(long)]
     auth: bool,
+    /// The gateway traces every request (sample ratio 1.0) and exports its
+    /// spans to this OTLP/HTTP collector (base URL, e.g. http://127.0.0.1:4318).
+    #[arg(long, value_name = "URL")]
+    otlp: Option<String>,
     /// Instead of starting a gateway: load this running endpoint (a cluster
     /// behind its load balancer, say) at each `--concurrency` level for
     /// `--seconds`, printing one JSON line per level (calls/s, p50, p99 µs).
@@ -452,8 +456,11 @@ async fn main() {
         &dir,
         "tether.toml",
         &format!(
-            "{}[session]\nmax_sessions = 100000\n[store]\nurl = \"{}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+            "{}{}[session]\nmax_sessions = 100000\n[store]\nurl = \"{}\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
             if args.auth { AUTH_CONFIG } else { "" },
+            args.otlp.as_ref().map_or(String::new(), |url| format!(
+                "[telemetry]\notlp_endpoint = \"{url}\"\nsample_ratio = 1.0\n"
+            )),
             args.store,
             upstream.1
         ),

@@ -320,3 +320,11 @@ def test_admin_console_in_a_browser(launcher, browser):
     wait(driver, visible("login-token"), "the sign-in form after Sign out")
     stored = driver.execute_script("return sessionStorage.getItem('tether-admin-token');")
     assert stored is None, msg("sign out", "the token removed from sessionStorage", stored)
+
+    # -- 8. Nothing the page did was blocked by its Content-Security-Policy ------------------
+    blocked = [
+        e.get("message")
+        for e in driver.get_log("browser")
+        if "Content Security Policy" in (e.get("message") or "") or "Refused to" in (e.get("message") or "")
+    ]
+    assert not blocked, msg("the browser console", "no Content-Security-Policy violations", blocked)

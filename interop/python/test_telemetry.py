@@ -296,3 +296,26 @@ def test_json_logs_carry_trace_ids(launcher):
         assert traced and all(len(l.get("span_id", "")) == 16 for l in traced), msg(
             "log lines written while the traced request was served", f"trace_id {trace_id} and a span_id", lines[-10:]
         )
+
+
+def test_sampling_follows_the_ratio_and_the_callers_sampled_flag(launcher):
+    with OtlpReceiver() as receiver:
+        upstream = launcher.upstream("modern", name="demo-modern")
+        gateway = launcher.gateway({"demo": upstream.url}, env=telemetry_env(receiver.endpoint, sample_ratio="0.0"))
+        # A new trace at ratio 0: nothing recorded; the context still goes on, unsampled, in the headers only.
+        status, answer = modern_call(gateway.url, FEDERATED_ECHO, {"text": "quiet"}, {})
+        assert status == 200 and answer and "result" in answer, msg("modern tools/call at sample_ratio 0", "a result", answer)
+        seen = upstream.stats()["last_call_trace"]
+        assert seen["header"] and seen["header"].endswith("-00") and seen["meta"] is None, msg(
+            "trace context of an unsampled request at the upstream", "an unsampled traceparent header, no _meta", seen
+        )
+        # A caller's sampled trace is followed whatever the ratio.
+        trace_id, parent, traceparent = new_parent()
+        modern_call(gateway.url, FEDERATED_ECHO, {"text": "loud"}, {"traceparent": traceparent})
+        server, client = expect_pair(receiver, trace_id, parent, "demo", "a sampled caller at sample_ratio 0")
+        assert upstream.stats()["last_call_trace"]["meta"] == traceparent_of(client), msg(
+            "a sampled request's context at the upstream", traceparent_of(client), upstream.stats()["last_call_trace"]
+        )
+        assert all(s.trace_id == trace_id for s in receiver.snapshot()), msg(
+            "spans exported at sample_ratio 0", f"only those of the caller's trace {trace_id}", [str(s) for s in receiver.snapshot()]
+        )

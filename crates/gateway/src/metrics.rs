@@ -83,7 +83,8 @@ impl Label {
 
 /// HTTP statuses tracked by value; anything else lands in the last slot (`other`).
 const STATUSES: &[u16] = &[
-    200, 202, 400, 401, 403, 404, 405, 406, 408, 413, 415, 429, 431, 500, 502, 503, 504, 0,
+    200, 202, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 421, 429, 431, 500, 502, 503, 504,
+    0,
 ];
 
 /// Histogram bucket upper bounds in microseconds.

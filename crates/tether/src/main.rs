@@ -156,26 +156,35 @@ async fn start_demo_upstream() -> std::io::Result<UpstreamConfig> {
 }
 
 /// Logs to stderr, filtered by `TETHER_LOG` (default `info`); as JSON lines
-/// with `TETHER_LOG_FORMAT=json`, else as text.
-fn init_logging() {
+/// with `TETHER_LOG_FORMAT=json`, as text without it or with `text`.
+fn init_logging() -> Result<(), String> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr);
-    match std::env::var("TETHER_LOG_FORMAT").as_deref() {
-        Ok("json") => logs.event_format(json_log::JsonLines).init(),
+    match std::env::var("TETHER_LOG_FORMAT").ok().as_deref() {
+        Some("json") => logs.event_format(json_log::JsonLines).init(),
         // Colour codes only for a terminal, never in files or log collectors.
-        _ => logs
+        None | Some("" | "text") => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
+        Some(other) => {
+            return Err(format!(
+                "TETHER_LOG_FORMAT must be text or json, not {other:?}"
+            ));
+        }
     }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if let Err(e) = init_logging() {
+        eprintln!("tether: {e}");
+        return std::process::ExitCode::from(2);
+    }
     tether_gateway::install_crypto_provider();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("TETHER_WORKER_THREADS")

@@ -44,6 +44,11 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// The most finished spans that may wait for export.
+const MAX_QUEUE: usize = 1_000_000;
+/// The most spans in one export request.
+const MAX_BATCH: usize = 10_000;
+
 /// The traces endpoint and service name to use, with the standard
 /// environment variables filled in where the section leaves them empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +90,13 @@ impl TelemetryConfig {
                 self.sample_ratio
             )));
         }
-        if self.queue_size == 0 || self.batch_size == 0 || self.export_timeout_ms == 0 {
-            return Err(ConfigError::Invalid(
-                "telemetry.queue_size, batch_size and export_timeout_ms must be positive".into(),
-            ));
+        if !(1..=MAX_QUEUE).contains(&self.queue_size)
+            || !(1..=self.queue_size.min(MAX_BATCH)).contains(&self.batch_size)
+            || self.export_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(format!(
+                "telemetry.queue_size must be 1..={MAX_QUEUE}, batch_size 1..=min(queue_size, {MAX_BATCH}), export_timeout_ms positive"
+            )));
         }
         if !self.otlp_endpoint.is_empty() {
             check_url(&self.otlp_endpoint)?;
@@ -180,6 +188,17 @@ mod tests {
             ..TelemetryConfig::default()
         };
         assert!(url.validate().is_err());
+        let batch = TelemetryConfig {
+            queue_size: 8,
+            batch_size: 9,
+            ..TelemetryConfig::default()
+        };
+        assert!(batch.validate().is_err(), "a batch larger than the queue");
+        let huge = TelemetryConfig {
+            queue_size: usize::MAX,
+            ..TelemetryConfig::default()
+        };
+        assert!(huge.validate().is_err());
         assert!(TelemetryConfig::default().validate().is_ok());
     }
 }

@@ -18,7 +18,7 @@ use tether_wire::jsonrpc::code;
 use super::App;
 use super::reply;
 use crate::cluster::{Cluster, Peer, SendError};
-use crate::telemetry::{self, carrier::Outgoing};
+use crate::telemetry;
 
 /// Largest answer relayed in one piece rather than as a stream.
 const MAX_WHOLE_ANSWER: u64 = 1024 * 1024;
@@ -66,18 +66,23 @@ pub async fn send(
         .uri
         .path_and_query()
         .map_or(parts.uri.path(), |p| p.as_str());
-    // A traced request continues, on the other node, under this node's span.
-    let traced = telemetry::get().map(|_| {
-        let mut headers = parts.headers.clone();
-        Outgoing::of(&opentelemetry::Context::current()).replace_in(&mut headers);
-        headers
-    });
+    // A traced request continues, on the other node, under this node's span
+    // (which reads the context from `_meta` first, then the headers).
+    let (headers, body) = match telemetry::current_context() {
+        Some(outgoing) => {
+            let mut headers = parts.headers.clone();
+            outgoing.replace_in(&mut headers);
+            let body = outgoing.into_meta(&body).unwrap_or(body);
+            (std::borrow::Cow::Owned(headers), body)
+        }
+        None => (std::borrow::Cow::Borrowed(&parts.headers), body),
+    };
     let sending = channel.send(
         peer,
         cluster.node(),
         parts.method.clone(),
         path,
-        traced.as_ref().unwrap_or(&parts.headers),
+        &headers,
         body,
     );
     // A node that stops heartbeating while it holds the request (frozen,

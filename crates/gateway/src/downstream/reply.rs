@@ -78,7 +78,10 @@ pub fn rpc_error(outcome: &Outcome) -> Option<i64> {
     telemetry::get()?;
     match outcome {
         Outcome::Error(err, _) => Some(err.code),
-        Outcome::Message(body) => jsonrpc::error_code(body),
+        Outcome::Message(body) if jsonrpc::contains(body, b"\"error\"") => {
+            jsonrpc::error_code(body)
+        }
+        Outcome::Message(_) => None,
         Outcome::Stream(_) | Outcome::Accepted => None,
     }
 }

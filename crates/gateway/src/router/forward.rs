@@ -23,6 +23,7 @@ use super::param_mirror;
 use super::progress_swap::ProgressSwap;
 use super::reply_relay::ReplyRelay;
 use super::waiting_calls::{Parked, Resume, WaitingCalls};
+use crate::telemetry;
 use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
 
 /// Messages buffered between an upstream stream and the client; beyond this
@@ -179,7 +180,7 @@ impl Forwarder {
                     tx,
                     send_timeout: self.send_timeout,
                 };
-                tokio::spawn(rounds.run(body));
+                telemetry::spawn(rounds.run(body));
                 Outcome::Stream(rx)
             }
             Reply::Json(body) => Outcome::Message(adapt_response(ctx.era, &request.method, body)),
@@ -279,7 +280,7 @@ impl Forwarder {
             progress,
             cache: self.connector.cache().clone(),
         };
-        tokio::spawn(relay.run(stream));
+        telemetry::spawn(relay.run(stream));
         Outcome::Stream(rx)
     }
 }

@@ -19,6 +19,7 @@ use super::forward::Forwarder;
 use super::outcome::{Outcome, empty_answer, error};
 use super::result_cache::ResultCache;
 use crate::session::{ClientSession, MAX_SUBSCRIPTIONS};
+use crate::telemetry;
 use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
 
 /// Longest wait between attempts to re-open a listen stream.
@@ -55,7 +56,7 @@ pub async fn subscribe(
             if on {
                 let cache = connector.cache().clone();
                 let listener = listen(None, session.clone(), vec![uri], ack_tx, cache);
-                asking = Some(AbortOnDrop(tokio::spawn(listener).abort_handle()));
+                asking = Some(AbortOnDrop(telemetry::spawn(listener).abort_handle()));
             }
             on
         }
@@ -63,7 +64,7 @@ pub async fn subscribe(
             let task = |uris| {
                 let cache = connector.cache().clone();
                 let listener = listen(Some(client.clone()), session.clone(), uris, ack_tx, cache);
-                tokio::spawn(listener).abort_handle()
+                telemetry::spawn(listener).abort_handle()
             };
             match client.resubscribe(&upstream.name, uri, on, task) {
                 Some(listening) => listening,

@@ -30,6 +30,7 @@ use crate::clock::now_ms;
 use crate::config::TasksConfig;
 use crate::session::new_session_id;
 use crate::store::{Store, TaskRecord};
+use crate::telemetry;
 use crate::upstream::{Upstream, UpstreamSet};
 
 /// Messages buffered between a call's stream and the client.
@@ -172,7 +173,7 @@ impl Tasks {
                     promote_at: promote.then_some(remaining),
                 };
                 let (tx, out) = mpsc::channel(STREAM_QUEUE);
-                tokio::spawn(watch.run(rx, tx));
+                telemetry::spawn(watch.run(rx, tx));
                 Outcome::Stream(out)
             }
             other => other,
@@ -237,7 +238,7 @@ impl Tasks {
             control,
             runs: self.runs.clone(),
         };
-        tokio::spawn(run.drive(pending));
+        telemetry::spawn(run.drive(pending));
         Bytes::from(jsonrpc::response(id, &jsonrpc::to_raw(&created)))
     }
 

@@ -135,16 +135,19 @@ impl Outgoing {
             return None;
         }
         let envelope: Envelope = serde_json::from_str(text).ok()?;
-        let params = match envelope.params {
+        let is_null = |raw: &RawValue| raw.get() == "null";
+        // `params: null` is replaced whole, like absent params would be added.
+        let (params, null_params) = match envelope.params {
+            Some(p) if is_null(p) => (None, Some(p)),
             Some(p) if !is_object(p.get()) => return None,
-            Some(p) => Some(p),
-            None => None,
+            other => (other, None),
         };
         let old_meta = match params {
             Some(p) => serde_json::from_str::<Params>(p.get()).ok()?.meta,
             None => None,
         };
         let mut meta: RawObject = match old_meta {
+            Some(m) if is_null(m) => RawObject::new(),
             Some(m) => serde_json::from_str(m.get()).ok()?,
             None => RawObject::new(),
         };
@@ -155,6 +158,9 @@ impl Outgoing {
         };
         let meta = serde_json::to_string(&meta).ok()?;
         let spliced = match (params, old_meta) {
+            (None, _) if let Some(null) = null_params => {
+                splice(text, null.get(), &format!("{{\"_meta\":{meta}}}"), "", "")
+            }
             // Replace the `_meta` value in place.
             (_, Some(old)) => splice(text, old.get(), &meta, "", ""),
             // The first member of `params`.
@@ -184,15 +190,21 @@ impl Outgoing {
 /// A request's `params`, borrowed from its body (so its place there is known).
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     params: Option<&'a RawValue>,
 }
 
 /// `params`, as far as `_meta` (borrowed likewise).
 #[derive(Deserialize)]
 struct Params<'a> {
-    #[serde(borrow, rename = "_meta", default)]
+    #[serde(borrow, rename = "_meta", default, deserialize_with = "present")]
     meta: Option<&'a RawValue>,
+}
+
+/// A member that is there, even as `null` (which is then replaced, not
+/// written a second time).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// `text` with `at` (a slice of it) replaced by `before`, `value`, `after`.
@@ -279,6 +291,17 @@ mod tests {
         let empty = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
         let v: serde_json::Value = serde_json::from_slice(&out.into_meta(empty).unwrap()).unwrap();
         assert_eq!(v["params"]["_meta"]["tracestate"], "k=v");
+        // A `null` member is replaced, never written twice.
+        for null in [
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":null}"#.as_slice(),
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"c","_meta":null}}"#,
+        ] {
+            let with = String::from_utf8(out.into_meta(null).unwrap().to_vec()).unwrap();
+            assert_eq!(with.matches("_meta").count(), 1, "{with}");
+            assert_eq!(with.matches("params").count(), 1, "{with}");
+            let v: serde_json::Value = serde_json::from_str(&with).unwrap();
+            assert_eq!(v["params"]["_meta"]["traceparent"], PARENT, "{with}");
+        }
         assert!(out.into_meta(b"not json").is_none());
         assert!(out.into_meta(b"[1]").is_none());
         let positional = br#"{"jsonrpc":"2.0","id":1,"method":"m","params":[1]}"#;

@@ -7,10 +7,11 @@
 //! hook on the request path first asks [`get`], one atomic load. On, the
 //! request's span is the current OpenTelemetry context while the request is
 //! served (its futures run inside it), so the spans below it find their
-//! parent without being handed it. Trace context comes in from W3C
-//! `traceparent`/`tracestate` headers or a request's `_meta`, and goes out
-//! to upstreams in headers (HTTP) and in `_meta` (modern upstreams, and
-//! transports without per-message headers) — see [`carrier`].
+//! parent without being handed it (work a request spawns is spawned in it:
+//! [`spawn`]). Trace context comes in from W3C `traceparent`/`tracestate`
+//! headers or a request's `_meta`, and goes out to upstreams in `_meta`
+//! (every era: the MCP carrier, which SDK servers read) and, over HTTP, in
+//! the headers too — see [`carrier`].
 //!
 //! Export never holds up a request: finished spans go to a bounded queue
 //! that a background task empties in batches; what does not fit, or what
@@ -114,8 +115,21 @@ pub fn start(config: &TelemetryConfig) -> Result<bool, ConfigError> {
     if TELEMETRY.set(started).is_err() {
         return Err(ConfigError::Invalid("telemetry is already started".into()));
     }
-    tracing::info!(endpoint = %exporting.traces_url, service = %exporting.service_name, sample_ratio = config.sample_ratio, "exporting traces over OTLP/HTTP");
+    let endpoint = without_credentials(&exporting.traces_url);
+    tracing::info!(%endpoint, service = %exporting.service_name, sample_ratio = config.sample_ratio, "exporting traces over OTLP/HTTP");
     Ok(true)
+}
+
+/// `url` without a user or password in it (for logs).
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "<unparsable>".into(),
+    }
 }
 
 /// Exports the spans still queued, waiting `within` at most (shutdown).
@@ -126,15 +140,40 @@ pub async fn flush(within: Duration) {
 }
 
 /// The trace and span ids (hex) of the span current on this thread, when a
-/// traced request is being served (for log lines).
+/// sampled request is being served (for log lines: their trace is exported).
 pub fn current_ids() -> Option<(String, String)> {
     use opentelemetry::trace::TraceContextExt;
     get()?;
     let cx = opentelemetry::Context::current();
     let span = cx.span();
     let ids = span.span_context();
-    ids.is_valid()
+    (ids.is_valid() && ids.is_sampled())
         .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+}
+
+/// The current span's context as it is sent on, when a sampled request is
+/// being served.
+pub fn current_context() -> Option<carrier::Outgoing> {
+    use opentelemetry::trace::TraceContextExt;
+    get()?;
+    let cx = opentelemetry::Context::current();
+    let sampled = cx.span().span_context().is_sampled();
+    sampled.then(|| carrier::Outgoing::of(&cx))
+}
+
+/// Spawns `task`, in the current trace context when tracing is on: work a
+/// request hands to a task of its own (a streamed reply, a call turned into
+/// a task) stays in the request's trace.
+pub fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use opentelemetry::context::FutureExt;
+    match get() {
+        Some(_) => tokio::spawn(task.with_current_context()),
+        None => tokio::spawn(task),
+    }
 }
 
 impl Telemetry {

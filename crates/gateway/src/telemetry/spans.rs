@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::future::Future;
 
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -70,62 +70,79 @@ impl<'a> Described<'a> {
         }
     }
 
-    /// The span's name and the attributes describing the message.
-    fn name_and_attributes(&self) -> (Cow<'static, str>, Vec<KeyValue>) {
-        let method = self.method.as_str().to_owned();
-        let mut attributes = Vec::with_capacity(10);
-        if let Some(id) = self.id {
-            let id = id.get();
-            attributes.push(KeyValue::new(
-                key::REQUEST_ID,
-                id.trim_matches('"').to_owned(),
-            ));
+    /// The span's name: the method, and the tool or prompt name when it is
+    /// short enough to be one of a few (a long one is an attribute only).
+    fn name(&self) -> Cow<'static, str> {
+        let method = self.method.as_str();
+        match (self.method, &self.target) {
+            (Method::ToolsCall | Method::PromptsGet, Some(target))
+                if target.len() <= MAX_NAME_TARGET =>
+            {
+                Cow::Owned(format!("{method} {target}"))
+            }
+            _ => Cow::Owned(method.to_owned()),
         }
-        let named = match (self.method, &self.target) {
+    }
+
+    /// The attributes describing the message.
+    fn attributes(&self) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(10);
+        attributes.push(KeyValue::new(key::METHOD, self.method.as_str().to_owned()));
+        if let Some(id) = self.id {
+            attributes.push(bounded(key::REQUEST_ID, id.get().trim_matches('"')));
+        }
+        match (self.method, &self.target) {
             (Method::ToolsCall, Some(tool)) => {
-                attributes.push(KeyValue::new(key::TOOL, tool.clone()));
+                attributes.push(bounded(key::TOOL, tool));
                 attributes.push(KeyValue::new(key::OPERATION, "execute_tool"));
-                Some(tool)
             }
-            (Method::PromptsGet, Some(prompt)) => {
-                attributes.push(KeyValue::new(key::PROMPT, prompt.clone()));
-                Some(prompt)
-            }
-            (Method::ResourcesRead, Some(uri)) => {
-                attributes.push(KeyValue::new(key::RESOURCE_URI, uri.clone()));
-                None
-            }
-            _ => None,
-        };
-        let name = match named {
-            Some(target) => format!("{method} {target}"),
-            None => method.clone(),
-        };
-        attributes.push(KeyValue::new(key::METHOD, method));
-        (Cow::Owned(name), attributes)
+            (Method::PromptsGet, Some(prompt)) => attributes.push(bounded(key::PROMPT, prompt)),
+            (Method::ResourcesRead, Some(uri)) => attributes.push(bounded(key::RESOURCE_URI, uri)),
+            _ => {}
+        }
+        attributes
     }
 }
 
-/// A new span under `parent`, as the context holding it.
+/// The longest tool or prompt name put in a span's name.
+const MAX_NAME_TARGET: usize = 64;
+
+/// The longest attribute value, in bytes: a client chooses many of them
+/// (names, ids, URIs), and a queued span must stay small.
+const MAX_VALUE: usize = 256;
+
+/// `value` as an attribute, cut to [`MAX_VALUE`] bytes at a character boundary.
+fn bounded(name: &'static str, value: &str) -> KeyValue {
+    let mut end = value.len().min(MAX_VALUE);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    KeyValue::new(name, value[..end].to_owned())
+}
+
+/// A new span under `parent`, as the context holding it; its attributes
+/// are made only when it is recorded (sampled).
 fn open(
     telemetry: &Telemetry,
-    name: impl Into<Cow<'static, str>>,
+    name: Cow<'static, str>,
     kind: SpanKind,
-    attributes: Vec<KeyValue>,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
     parent: Context,
 ) -> Context {
     let tracer = telemetry.tracer();
-    let span = tracer
+    let mut span = tracer
         .span_builder(name)
         .with_kind(kind)
-        .with_attributes(attributes)
         .start_with_context(tracer, &parent);
+    if span.is_recording() {
+        span.set_attributes(attributes());
+    }
     parent.with_span(span)
 }
 
 fn optional(attributes: &mut Vec<KeyValue>, name: &'static str, value: Option<&str>) {
     if let Some(value) = value.filter(|v| !v.is_empty()) {
-        attributes.push(KeyValue::new(name, value.to_owned()));
+        attributes.push(bounded(name, value));
     }
 }
 
@@ -158,16 +175,20 @@ impl ServerSpan {
             Incoming::Response(_) => None,
         };
         let parent = carrier::incoming(arrival.headers, params);
-        let (name, mut attributes) = described.name_and_attributes();
-        optional(&mut attributes, key::SESSION_ID, arrival.session_id);
-        optional(
-            &mut attributes,
-            key::PROTOCOL_VERSION,
-            arrival.protocol_version,
-        );
-        optional(&mut attributes, key::UPSTREAM, arrival.upstream);
-        attributes.push(KeyValue::new(key::TRANSPORT, "tcp"));
-        attributes.push(KeyValue::new(key::PROTOCOL_NAME, "http"));
+        let attributes = || {
+            let mut attributes = described.attributes();
+            optional(&mut attributes, key::SESSION_ID, arrival.session_id);
+            optional(
+                &mut attributes,
+                key::PROTOCOL_VERSION,
+                arrival.protocol_version,
+            );
+            optional(&mut attributes, key::UPSTREAM, arrival.upstream);
+            attributes.push(KeyValue::new(key::TRANSPORT, "tcp"));
+            attributes.push(KeyValue::new(key::PROTOCOL_NAME, "http"));
+            attributes
+        };
+        let name = described.name();
         Some(ServerSpan {
             cx: open(telemetry, name, SpanKind::Server, attributes, parent),
         })
@@ -271,6 +292,13 @@ impl ClientSpan {
         if !parent.span().span_context().is_valid() {
             return None;
         }
+        // A child of an unsampled span is not recorded (parent-based
+        // sampling): it only carries the context on, so the body is not read.
+        if !parent.span().span_context().is_sampled() {
+            let name = Cow::Owned(method.as_str().to_owned());
+            let cx = open(telemetry, name, SpanKind::Client, Vec::new, parent);
+            return Some(ClientSpan { cx });
+        }
         let sent = serde_json::from_slice::<Sent>(body).ok();
         let (id, params) = sent.map_or((None, None), |s| (s.id, s.params));
         // A legacy upstream is not told the name in a header: read it from the body.
@@ -283,18 +311,27 @@ impl ClientSpan {
             .map(Cow::into_owned)
         });
         let described = Described { method, id, target };
-        let (span_name, mut attributes) = described.name_and_attributes();
-        attributes.push(KeyValue::new(key::UPSTREAM, to.upstream.to_owned()));
-        optional(&mut attributes, key::SESSION_ID, to.session_id);
-        optional(
-            &mut attributes,
-            key::PROTOCOL_VERSION,
-            Some(to.protocol_version),
-        );
-        attributes.push(KeyValue::new(key::TRANSPORT, to.transport));
+        let attributes = || {
+            let mut attributes = described.attributes();
+            optional(&mut attributes, key::UPSTREAM, Some(to.upstream));
+            optional(&mut attributes, key::SESSION_ID, to.session_id);
+            optional(
+                &mut attributes,
+                key::PROTOCOL_VERSION,
+                Some(to.protocol_version),
+            );
+            attributes.push(KeyValue::new(key::TRANSPORT, to.transport));
+            attributes
+        };
+        let name = described.name();
         Some(ClientSpan {
-            cx: open(telemetry, span_name, SpanKind::Client, attributes, parent),
+            cx: open(telemetry, name, SpanKind::Client, attributes, parent),
         })
+    }
+
+    /// Whether the span is recorded (its context then goes in `_meta` too).
+    pub fn is_sampled(&self) -> bool {
+        self.cx.span().span_context().is_sampled()
     }
 
     /// The span's context as the upstream is to receive it.
@@ -350,13 +387,8 @@ pub async fn internal<T, F: Future<Output = T>>(
     let Some(telemetry) = traced else {
         return step().await;
     };
-    let cx = open(
-        telemetry,
-        name,
-        SpanKind::Internal,
-        attributes(),
-        Context::current(),
-    );
+    let (name, parent) = (Cow::Borrowed(name), Context::current());
+    let cx = open(telemetry, name, SpanKind::Internal, attributes, parent);
     let out = step().with_context(cx.clone()).await;
     if let Some(why) = failure(&out) {
         cx.span().set_status(Status::error(why));
@@ -386,9 +418,8 @@ mod tests {
 
     fn described(body: &str) -> (String, Vec<(String, String)>) {
         let incoming = Incoming::parse(bytes::Bytes::from(body.to_owned())).unwrap();
-        let (name, attributes) = Described::incoming(&incoming)
-            .unwrap()
-            .name_and_attributes();
+        let described = Described::incoming(&incoming).unwrap();
+        let (name, attributes) = (described.name(), described.attributes());
         let attributes = attributes
             .into_iter()
             .map(|kv| (kv.key.to_string(), kv.value.to_string()))

@@ -531,15 +531,20 @@ impl UpstreamSession {
     }
 
     /// `body` and the headers carrying `span`'s trace context: in `params._meta`
-    /// (the MCP carrier, in every era: SDK servers read it there) and, over
-    /// HTTP, in the W3C headers too.
+    /// (the MCP carrier, in every era: SDK servers read it there) when the
+    /// span is sampled and, over HTTP, in the W3C headers.
     fn with_trace_context(
         &self,
         span: &ClientSpan,
         body: Bytes,
     ) -> (Bytes, Vec<(http::HeaderName, HeaderValue)>) {
         let outgoing = span.outgoing();
-        let body = outgoing.into_meta(&body).unwrap_or(body);
+        // An unsampled span is not worth rewriting the body for: its context
+        // goes in the headers only.
+        let body = match span.is_sampled() {
+            true => outgoing.into_meta(&body).unwrap_or(body),
+            false => body,
+        };
         let headers = match self.wire {
             Wire::Http { .. } => outgoing.headers(),
             Wire::Link(_) => Vec::new(),

@@ -155,6 +155,14 @@ def test_one_trace_from_sdk_client_through_tether_to_sdk_upstream(launcher):
         mine = in_trace(receiver.snapshot(), trace_id)
         opened = [s for s in mine if s.service == "tether" and s.name == "open upstream session"]
         assert opened, msg("span for opening the upstream session", "in the request's trace", [str(s) for s in mine])
+        # Its handshake is a client span of its own, which the upstream's initialize span is under.
+        handshake = [s for s in mine if s.service == "tether" and s.kind == "client" and s.name == "initialize"
+                     and s.parent_span_id == opened[0].span_id]
+        answered = handshake and receiver.wait_for(lambda spans: any(
+            s.service == "python-upstream" and s.name == "initialize" and s.parent_span_id == handshake[0].span_id
+            for s in spans))
+        assert answered, msg("the upstream session's initialize", "tether's client span, parent of the upstream's span",
+                             [str(s) for s in in_trace(receiver.snapshot(), trace_id)])
 
 
 def test_legacy_client_header_context(launcher):

@@ -239,59 +239,7 @@ impl SessionRegistry {
                 None => self.forget_home(id),
             }
         }
-        let from_store = || async {
-            // Twice at most: a lost race to adopt it reads it again.
-            for _ in 0..2 {
-                let record = match self.store.load(id).await {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return Located::Nowhere,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "session store lookup failed");
-                        return Located::Unavailable;
-                    }
-                };
-                if !self.servable(&record, caller) {
-                    return Located::Nowhere;
-                }
-                if let Some(cluster) = &self.cluster {
-                    let from = record.home_node.as_deref();
-                    match cluster.home(from).await {
-                        Home::Here => {}
-                        Home::Peer(_) if passed_on => return Located::Misdirected,
-                        Home::Peer(peer) => {
-                            self.remember_home(id, &peer.node);
-                            return Located::Peer(peer);
-                        }
-                        // A leaving node adopts nothing: the request is passed on
-                        // to a node that stays, or back to the one that sent it.
-                        Home::Vacant if cluster.is_draining() => {
-                            return match cluster.serving_peer() {
-                                Some(peer) if !passed_on => Located::Peer(peer),
-                                _ => Located::Misdirected,
-                            };
-                        }
-                        Home::Vacant => match cluster.adopt(id, from).await {
-                            Ok(true) => {
-                                tracing::info!(session = %id, from = from.unwrap_or("-"), "adopted a client session");
-                                self.metrics
-                                    .sessions_adopted
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            Ok(false) => continue,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "adopting a client session failed");
-                                return Located::Unavailable;
-                            }
-                        },
-                    }
-                }
-                return match self.hold(record, caller) {
-                    Some(s) => Located::Here(s),
-                    None => Located::Nowhere,
-                };
-            }
-            Located::Nowhere
-        };
+        let from_store = || self.locate_stored(id, caller, passed_on);
         let attributes = || vec![spans::session_attribute(id)];
         let unavailable = |found: &Located| {
             matches!(found, Located::Unavailable).then(|| "the session store failed".to_owned())
@@ -303,6 +251,63 @@ impl SessionRegistry {
             from_store,
         )
         .await
+    }
+
+    /// Where the session `id`, not held here, is served, as its stored
+    /// record says: held here (restored, or adopted from a node gone), or on
+    /// its home node.
+    async fn locate_stored(&self, id: &str, caller: &Caller, passed_on: bool) -> Located {
+        // Twice at most: a lost race to adopt it reads it again.
+        for _ in 0..2 {
+            let record = match self.store.load(id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Located::Nowhere,
+                Err(e) => {
+                    tracing::warn!(error = %e, "session store lookup failed");
+                    return Located::Unavailable;
+                }
+            };
+            if !self.servable(&record, caller) {
+                return Located::Nowhere;
+            }
+            if let Some(cluster) = &self.cluster {
+                let from = record.home_node.as_deref();
+                match cluster.home(from).await {
+                    Home::Here => {}
+                    Home::Peer(_) if passed_on => return Located::Misdirected,
+                    Home::Peer(peer) => {
+                        self.remember_home(id, &peer.node);
+                        return Located::Peer(peer);
+                    }
+                    // A leaving node adopts nothing: the request is passed on
+                    // to a node that stays, or back to the one that sent it.
+                    Home::Vacant if cluster.is_draining() => {
+                        return match cluster.serving_peer() {
+                            Some(peer) if !passed_on => Located::Peer(peer),
+                            _ => Located::Misdirected,
+                        };
+                    }
+                    Home::Vacant => match cluster.adopt(id, from).await {
+                        Ok(true) => {
+                            tracing::info!(session = %id, from = from.unwrap_or("-"), "adopted a client session");
+                            self.metrics
+                                .sessions_adopted
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "adopting a client session failed");
+                            return Located::Unavailable;
+                        }
+                    },
+                }
+            }
+            return match self.hold(record, caller) {
+                Some(s) => Located::Here(s),
+                None => Located::Nowhere,
+            };
+        }
+        Located::Nowhere
     }
 
     /// Whether a stored session may be served to `caller`: not bound to an

@@ -270,21 +270,37 @@ impl UpstreamSession {
         );
         let credentials = self.credentials();
         let timeout = self.upstream.config.timeout();
+        // The handshake is a request of the traced one too (under the span
+        // opening this session).
+        let span = self.span(&Method::Initialize, None, &request.raw);
+        let (body, trace) = match &span {
+            Some(span) => self.with_trace_context(span, request.raw),
+            None => (request.raw, Vec::new()),
+        };
         let reply = match &mut self.wire {
-            Wire::Link(link) => link.request(request.raw, timeout).await?,
+            Wire::Link(link) => link.request(body, timeout).await,
             Wire::Http {
                 endpoint,
                 session_id,
             } => {
                 let headers = PostHeaders {
                     credentials,
+                    trace: &trace,
                     ..Default::default()
                 };
-                let resp = endpoint.post(request.raw, headers).await?;
-                *session_id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
-                reply::classify(resp, endpoint.timeout(), false, || None).await?
+                match endpoint.post(body, headers).await {
+                    Ok(resp) => {
+                        *session_id = resp.headers().get(protocol::HEADER_SESSION_ID).cloned();
+                        reply::classify(resp, endpoint.timeout(), false, || None).await
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
+        let reply = match span {
+            Some(span) => ended(span, reply),
+            None => reply,
+        }?;
         let answer = first_response(reply).await?;
         let msg = Message::parse(&answer).map_err(UpstreamError::malformed)?;
         let result = match (msg.result, msg.error) {

@@ -6,7 +6,7 @@
 //! - `GET /admin/upstreams`, `POST /admin/upstreams` (a definition),
 //!   `GET|PUT|DELETE /admin/upstreams/{name}` (the config file's upstreams
 //!   are read-only here), `DELETE /admin/upstreams/{name}/sessions`
-//! - `GET /admin/sessions` (this node's), `DELETE /admin/sessions/{id}`
+//! - `GET /admin/sessions[?limit=N]` (this node's), `DELETE /admin/sessions/{id}`
 //! - `POST /admin/reload` (the config file, like SIGHUP)
 //! - `GET /admin/stats` (totals for the console's live charts),
 //!   `GET /admin/cluster` (the nodes)
@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use http::{HeaderValue, StatusCode, header};
@@ -276,12 +277,37 @@ fn session_view(s: &ClientSession, now: i64) -> Value {
     })
 }
 
-async fn list_sessions(State(app): State<Arc<App>>) -> Response {
+/// `?limit=N` on the sessions listing.
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+/// `GET /admin/sessions`: this node's client sessions, oldest first; with
+/// `?limit=N`, the N most recently used, most recent first (the console
+/// asks for a page of them, however many there are). `total` counts all.
+async fn list_sessions(
+    State(app): State<Arc<App>>,
+    query: Result<Query<Limit>, QueryRejection>,
+) -> Response {
+    let Ok(Query(Limit { limit })) = query else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "limit must be a non-negative integer",
+        );
+    };
     let now = now_ms();
     let mut held = app.sessions.held();
-    held.sort_by_key(|s| s.activity().0);
-    let all: Vec<Value> = held.iter().map(|s| session_view(s, now)).collect();
-    Json(json!({ "sessions": all })).into_response()
+    let total = held.len();
+    match limit {
+        None => held.sort_by_key(|s| s.activity().0),
+        Some(n) => {
+            held.sort_by_key(|s| std::cmp::Reverse(s.activity().1));
+            held.truncate(n);
+        }
+    }
+    let shown: Vec<Value> = held.iter().map(|s| session_view(s, now)).collect();
+    Json(json!({ "sessions": shown, "total": total })).into_response()
 }
 
 /// `GET /sessions`: the caller's own client sessions on this node (what the

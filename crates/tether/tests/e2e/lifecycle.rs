@@ -161,6 +161,16 @@ async fn sessions_are_listed_and_evicted_through_the_api_and_the_cli() {
         .unwrap();
     assert_eq!(first["upstreams"][0]["upstream"], "demo");
     assert!(first["uses"].as_u64().unwrap() >= 2);
+    // A page of the most recently used: b is used last.
+    b.call("demo__counter_increment", json!({})).await;
+    let page = admin_ok(&gw, "GET", "/sessions?limit=1", None, 200).await;
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        page["sessions"][0]["id"],
+        b.session.clone().unwrap().as_str()
+    );
+    let _ = admin_ok(&gw, "GET", "/sessions?limit=many", None, 400).await;
     let cli = std::process::Command::new(binary())
         .args(["sessions", "--url", &gw.base])
         .env("TETHER_ADMIN__TOKEN", ADMIN_TOKEN)

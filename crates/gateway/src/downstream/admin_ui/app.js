@@ -927,11 +927,17 @@
 
   const SESSION_COLS = ['id', 'principal', 'endpoint', 'transport', 'protocol', 'age', 'idle', 'uses', 'upstreams', 'actions'];
 
+  // The most recently used sessions, a page of them: a node may hold thousands.
+  const SESSION_PAGE = 500;
+
   async function refreshSessions() {
-    const data = await api('GET', 'sessions');
+    const data = await api('GET', `sessions?limit=${SESSION_PAGE}`);
     const list = Array.isArray(data.sessions) ? data.sessions : [];
+    const total = isNum(data.total) ? data.total : list.length;
     syncRows($('sessions-body'), list, (s) => s.id, createSessionRow, updateSessionRow, 'No client sessions on this node.', SESSION_COLS.length);
-    setText($('sessions-count'), `${list.length} on this node`);
+    setText($('sessions-count'), total > list.length
+      ? `${list.length} most recently used of ${total} on this node`
+      : `${total} on this node`);
   }
 
   function createSessionRow(s) {

@@ -163,6 +163,13 @@ def test_one_trace_from_sdk_client_through_tether_to_sdk_upstream(launcher):
             for s in spans))
         assert answered, msg("the upstream session's initialize", "tether's client span, parent of the upstream's span",
                              [str(s) for s in in_trace(receiver.snapshot(), trace_id)])
+        # The era probe, when the request made it, carried the trace too.
+        detect = [s for s in mine if s.service == "tether" and s.name == "detect upstream era"]
+        probed = not detect or receiver.wait_for(lambda spans: any(
+            s.service == "python-upstream" and s.name == "server/discover" and s.parent_span_id == detect[0].span_id
+            for s in spans))
+        assert probed, msg("the era probe's server/discover", "the upstream's span under tether's 'detect upstream era'",
+                           [str(s) for s in in_trace(receiver.snapshot(), trace_id)])
 
 
 def test_legacy_client_header_context(launcher):

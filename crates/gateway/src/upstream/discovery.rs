@@ -15,6 +15,7 @@ use super::identity::ClientIdentity;
 use super::reply::{self, Reply};
 use super::{sse_transport, stdio};
 use crate::config::{Transport, UpstreamConfig};
+use crate::telemetry::{self, carrier::Outgoing};
 
 /// Longest wait for a stdio server's answer to the era probe.
 const STDIO_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -73,13 +74,22 @@ pub async fn detect_era(
     transport: Transport,
     credentials: Option<&HeaderValue>,
 ) -> Result<Discovery, UpstreamError> {
+    // Probed inside a traced request: the probe carries its trace on.
+    let traced = telemetry::current_context();
+    let trace = traced.as_ref().map(Outgoing::headers).unwrap_or_default();
+    let body = discover_request();
+    let body = match &traced {
+        Some(outgoing) => outgoing.into_meta(&body).unwrap_or(body),
+        None => body,
+    };
     let headers = PostHeaders {
         protocol_version: Some(protocol::MODERN_VERSION),
         method: Some(Method::ServerDiscover.as_str()),
         credentials: credentials.cloned(),
+        trace: &trace,
         ..Default::default()
     };
-    let reply = match upstream.post(discover_request(), headers).await {
+    let reply = match upstream.post(body, headers).await {
         Ok(resp) => reply::classify(resp, upstream.timeout(), false, || None).await,
         Err(e) => Err(e),
     };

@@ -9,7 +9,8 @@ token and then the right one (which never shows up in the URL); sees the
 upstream healthy, a client session (opened with plain JSON-RPC over HTTP) with
 the upstream it uses, evicts it from the page (the gateway then answers 404
 for its id), sees the request rate chart move, and adds, edits and deletes an
-upstream through the form.
+upstream through the form. A second test runs the console on one node of a
+three-node cluster (PostgreSQL, cluster.py) and checks its cluster view.
 
 With `CONSOLE_SCREENSHOTS=<dir>`, it saves console-overview.png,
 console-upstreams.png and console-sessions.png there (with a session shown).
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from checks import http, plain_session, post_jsonrpc, reporter, session_headers
+from cluster import Cluster
 
 try:
     from selenium import webdriver
@@ -136,6 +138,15 @@ def row(driver, tbody_id: str, key: str, value: str):
         key,
         value,
     )
+
+
+def sign_in(driver, page: str) -> None:
+    """Opens the console at `page` and signs in with the admin token."""
+    driver.get(page)
+    wait(driver, visible("login-token"), "the sign-in form")
+    driver.find_element(By.ID, "login-token").send_keys(TOKEN)
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver, visible("console"), "the console after signing in")
 
 
 def show_view(driver, view: str) -> None:
@@ -328,3 +339,29 @@ def test_admin_console_in_a_browser(launcher, browser):
         if "Content Security Policy" in (e.get("message") or "") or "Refused to" in (e.get("message") or "")
     ]
     assert not blocked, msg("the browser console", "no Content-Security-Policy violations", blocked)
+
+
+def test_the_cluster_view_lists_every_node(launcher, browser):
+    """Three nodes on PostgreSQL (cluster.py): the console on one of them
+    lists all three, alive, and marks the node it is served by."""
+    legacy = launcher.upstream("legacy")
+    cluster = Cluster(launcher, {"demo": legacy.url}, extra_toml=f'[admin]\ntoken = "{TOKEN}"\n')
+    try:
+        driver = browser
+        sign_in(driver, cluster.node_url(1, "/admin/ui/"))
+        status, shown = admin(cluster.nodes[1], "GET", "cluster")
+        assert status == 200 and len(shown["nodes"]) == 3, msg("GET /admin/cluster on node 1", "three nodes", shown)
+        show_view(driver, "cluster")
+        for node in shown["nodes"]:
+            wait(driver, lambda d, n=node["id"]: row(d, "cluster-body", "node", n) is not None, f"node {node['id']} listed")
+            state = row(driver, "cluster-body", "node", node["id"]).find_element(By.CSS_SELECTOR, "td[data-col='state']").text
+            assert state == "alive", msg(f"node {node['id']} in the cluster view", "alive", state)
+        mine = row(driver, "cluster-body", "node", shown["node"])
+        assert "self" in (mine.get_attribute("class") or ""), msg(
+            "the cluster view", f"node {shown['node']} (the one serving the page) marked as this node", mine.get_attribute("outerHTML")
+        )
+        assert not driver.find_element(By.ID, "cluster-single").is_displayed(), msg(
+            "the cluster view of a cluster", "no 'single node' notice", "it is shown"
+        )
+    finally:
+        cluster.close()

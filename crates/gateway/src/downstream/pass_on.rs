@@ -72,8 +72,7 @@ pub async fn send(
         Some(outgoing) => {
             let mut headers = parts.headers.clone();
             outgoing.replace_in(&mut headers);
-            let body = outgoing.into_meta(&body).unwrap_or(body);
-            (std::borrow::Cow::Owned(headers), body)
+            (std::borrow::Cow::Owned(headers), outgoing.into_meta(body))
         }
         None => (std::borrow::Cow::Borrowed(&parts.headers), body),
     };

@@ -81,8 +81,7 @@ pub fn rpc_error(outcome: &Outcome) -> Option<i64> {
         Outcome::Message(body) if jsonrpc::contains(body, b"\"error\"") => {
             jsonrpc::error_code(body)
         }
-        Outcome::Message(_) => None,
-        Outcome::Stream(_) | Outcome::Accepted => None,
+        Outcome::Message(_) | Outcome::Stream(_) | Outcome::Accepted => None,
     }
 }
 

@@ -124,10 +124,15 @@ impl Outgoing {
     }
 
     /// `body` (one JSON-RPC request) with the fields in its `params._meta`,
-    /// replacing any there; `None` when it is not an object to put them in.
+    /// replacing any there; as it was when it has no object to put them in.
     /// Only `_meta` is rebuilt: the rest of the body is copied as it is
     /// ([invariant: byte-for-byte]).
-    pub fn into_meta(&self, body: &[u8]) -> Option<Bytes> {
+    pub fn into_meta(&self, body: Bytes) -> Bytes {
+        self.spliced(&body).unwrap_or(body)
+    }
+
+    /// [`Self::into_meta`]'s new body, or `None` when there is none to make.
+    fn spliced(&self, body: &[u8]) -> Option<Bytes> {
         let traceparent = self.traceparent.as_deref()?;
         let text = std::str::from_utf8(body).ok()?;
         let is_object = |raw: &str| raw.trim_start().starts_with('{');
@@ -268,7 +273,7 @@ mod tests {
         assert_eq!(sent[0].1, PARENT);
         assert_eq!(sent[1].1, "k=v");
         let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"traceparent":"stale","x":1}}}"#;
-        let with = out.into_meta(body).unwrap();
+        let with = out.spliced(body).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&with).unwrap();
         assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
         assert_eq!(v["params"]["_meta"]["tracestate"], "k=v");
@@ -276,11 +281,11 @@ mod tests {
         assert_eq!(v["params"]["name"], "t");
         assert_eq!(v["id"], 1);
         let bare = br#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#;
-        let v: serde_json::Value = serde_json::from_slice(&out.into_meta(bare).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.spliced(bare).unwrap()).unwrap();
         assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
         // Only `_meta` changes: the rest keeps its bytes (spacing, number forms).
         let spaced = br#"{ "jsonrpc":"2.0", "id":1.0, "method":"tools/call", "params":{ "name":"t", "arguments":{"n":1e3} } }"#;
-        let with = String::from_utf8(out.into_meta(spaced).unwrap().to_vec()).unwrap();
+        let with = String::from_utf8(out.spliced(spaced).unwrap().to_vec()).unwrap();
         assert!(
             with.contains(r#""id":1.0"#) && with.contains(r#"{"n":1e3}"#),
             "{with}"
@@ -289,24 +294,24 @@ mod tests {
         assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
         assert_eq!(v["params"]["name"], "t");
         let empty = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
-        let v: serde_json::Value = serde_json::from_slice(&out.into_meta(empty).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.spliced(empty).unwrap()).unwrap();
         assert_eq!(v["params"]["_meta"]["tracestate"], "k=v");
         // A `null` member is replaced, never written twice.
         for null in [
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":null}"#.as_slice(),
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"c","_meta":null}}"#,
         ] {
-            let with = String::from_utf8(out.into_meta(null).unwrap().to_vec()).unwrap();
+            let with = String::from_utf8(out.spliced(null).unwrap().to_vec()).unwrap();
             assert_eq!(with.matches("_meta").count(), 1, "{with}");
             assert_eq!(with.matches("params").count(), 1, "{with}");
             let v: serde_json::Value = serde_json::from_str(&with).unwrap();
             assert_eq!(v["params"]["_meta"]["traceparent"], PARENT, "{with}");
         }
-        assert!(out.into_meta(b"not json").is_none());
-        assert!(out.into_meta(b"[1]").is_none());
+        assert!(out.spliced(b"not json").is_none());
+        assert!(out.spliced(b"[1]").is_none());
         let positional = br#"{"jsonrpc":"2.0","id":1,"method":"m","params":[1]}"#;
         assert!(
-            out.into_meta(positional).is_none(),
+            out.spliced(positional).is_none(),
             "no object to put _meta in"
         );
     }

@@ -74,10 +74,10 @@ pub fn get() -> Option<&'static Telemetry> {
 
 /// Starts tracing as `config` (and the standard `OTEL_*` variables) say;
 /// nothing when no endpoint is named. Call once, inside the runtime, before
-/// serving. Returns whether tracing is on.
-pub fn start(config: &TelemetryConfig) -> Result<bool, ConfigError> {
+/// serving.
+pub fn start(config: &TelemetryConfig) -> Result<(), ConfigError> {
     let Some(exporting) = config.exporting(|name| std::env::var(name).ok()) else {
-        return Ok(false);
+        return Ok(());
     };
     crate::config::check_telemetry_url(&exporting.traces_url)?;
     let timeout = Duration::from_millis(config.export_timeout_ms);
@@ -117,7 +117,7 @@ pub fn start(config: &TelemetryConfig) -> Result<bool, ConfigError> {
     }
     let endpoint = without_credentials(&exporting.traces_url);
     tracing::info!(%endpoint, service = %exporting.service_name, sample_ratio = config.sample_ratio, "exporting traces over OTLP/HTTP");
-    Ok(true)
+    Ok(())
 }
 
 /// `url` without a user or password in it (for logs).

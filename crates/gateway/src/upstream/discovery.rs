@@ -15,7 +15,7 @@ use super::identity::ClientIdentity;
 use super::reply::{self, Reply};
 use super::{sse_transport, stdio};
 use crate::config::{Transport, UpstreamConfig};
-use crate::telemetry::{self, carrier::Outgoing};
+use crate::telemetry;
 
 /// Longest wait for a stdio server's answer to the era probe.
 const STDIO_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -75,12 +75,9 @@ pub async fn detect_era(
     credentials: Option<&HeaderValue>,
 ) -> Result<Discovery, UpstreamError> {
     // Probed inside a traced request: the probe carries its trace on.
-    let traced = telemetry::current_context();
-    let trace = traced.as_ref().map(Outgoing::headers).unwrap_or_default();
-    let body = discover_request();
-    let body = match &traced {
-        Some(outgoing) => outgoing.into_meta(&body).unwrap_or(body),
-        None => body,
+    let (body, trace) = match telemetry::current_context() {
+        Some(outgoing) => (outgoing.into_meta(discover_request()), outgoing.headers()),
+        None => (discover_request(), Vec::new()),
     };
     let headers = PostHeaders {
         protocol_version: Some(protocol::MODERN_VERSION),

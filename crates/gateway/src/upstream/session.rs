@@ -272,11 +272,7 @@ impl UpstreamSession {
         let timeout = self.upstream.config.timeout();
         // The handshake is a request of the traced one too (under the span
         // opening this session).
-        let span = self.span(&Method::Initialize, None, &request.raw);
-        let (body, trace) = match &span {
-            Some(span) => self.with_trace_context(span, request.raw),
-            None => (request.raw, Vec::new()),
-        };
+        let (span, body, trace) = self.traced(&Method::Initialize, None, request.raw);
         let reply = match &mut self.wire {
             Wire::Link(link) => link.request(body, timeout).await,
             Wire::Http {
@@ -297,10 +293,7 @@ impl UpstreamSession {
                 }
             }
         };
-        let reply = match span {
-            Some(span) => ended(span, reply),
-            None => reply,
-        }?;
+        let reply = ended(span, reply)?;
         let answer = first_response(reply).await?;
         let msg = Message::parse(&answer).map_err(UpstreamError::malformed)?;
         let result = match (msg.result, msg.error) {
@@ -503,11 +496,7 @@ impl UpstreamSession {
         extra: &[(http::HeaderName, HeaderValue)],
     ) -> Result<reply::Reply, UpstreamError> {
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
-        let span = self.span(method, name, &body);
-        let (body, trace) = match &span {
-            Some(span) => self.with_trace_context(span, body),
-            None => (body, Vec::new()),
-        };
+        let (span, body, trace) = self.traced(method, name, body);
         let started = std::time::Instant::now();
         let result = match &self.wire {
             Wire::Link(link) => link.request(body, self.upstream.config.timeout()).await,
@@ -524,9 +513,27 @@ impl UpstreamSession {
             }
         };
         (self.upstream.stats).record(started.elapsed(), result.is_err());
-        match span {
-            Some(span) => ended(span, result),
-            None => result,
+        ended(span, result)
+    }
+
+    /// The client span of the request `body` (`method`, target `name`) when
+    /// it is traced, and the body and headers carrying its trace context.
+    fn traced(
+        &self,
+        method: &Method,
+        name: Option<&str>,
+        body: Bytes,
+    ) -> (
+        Option<ClientSpan>,
+        Bytes,
+        Vec<(http::HeaderName, HeaderValue)>,
+    ) {
+        match self.span(method, name, &body) {
+            Some(span) => {
+                let (body, trace) = self.with_trace_context(&span, body);
+                (Some(span), body, trace)
+            }
+            None => (None, body, Vec::new()),
         }
     }
 
@@ -558,7 +565,7 @@ impl UpstreamSession {
         // An unsampled span is not worth rewriting the body for: its context
         // goes in the headers only.
         let body = match span.is_sampled() {
-            true => outgoing.into_meta(&body).unwrap_or(body),
+            true => outgoing.into_meta(body),
             false => body,
         };
         let headers = match self.wire {
@@ -660,12 +667,15 @@ impl Drop for UpstreamSession {
     }
 }
 
-/// `result` with `span` ended (an answer) or handed to the stream it is the
-/// span of (ended when the stream is).
+/// `result` with its request's `span` (if traced) ended (an answer) or handed
+/// to the stream it is the span of (ended when the stream is).
 fn ended(
-    span: ClientSpan,
+    span: Option<ClientSpan>,
     result: Result<reply::Reply, UpstreamError>,
 ) -> Result<reply::Reply, UpstreamError> {
+    let Some(span) = span else {
+        return result;
+    };
     match result {
         Ok(reply::Reply::Stream(stream)) => {
             Ok(reply::Reply::Stream(stream.ending(span.until_dropped())))

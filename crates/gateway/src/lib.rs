@@ -19,19 +19,24 @@
 //! upstreams exist) and [`serve`] (wiring and shutdown).
 
 pub mod auth;
+pub mod buckets;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod definitions;
 pub mod downstream;
 pub mod lifecycle;
 pub mod metrics;
+pub mod pattern;
 pub mod router;
 pub mod serve;
 pub mod session;
+pub mod shaping;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod upstream;
+pub mod virtual_servers;
 
 /// Installs ring as the process-wide rustls provider (idempotent). Call
 /// before building any HTTP client.

@@ -6,83 +6,21 @@
 //! keeps them. Clients holding a stream hear that the lists changed.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+pub use crate::definitions::{Refusal, Source};
+
 use crate::cluster::{Cluster, Event, SharedProcesses};
-use crate::config::{Config, ConfigError, UpstreamConfig};
+use crate::config::{Config, ConfigError, UpstreamConfig, VirtualServerConfig};
+use crate::definitions::Definitions;
 use crate::session::{Scope, SessionRegistry};
-use crate::store::{Store, StoreError};
-use crate::sync::lock;
-use crate::upstream::{self, BuildError, HealthChange, TlsMaterial, Upstream, UpstreamSet};
-
-/// Where an upstream's definition comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    /// The config file (read-only through the admin API; changed by reload).
-    Config,
-    /// The admin API (kept in the store).
-    Api,
-}
-
-/// Why a change was refused.
-#[derive(Debug)]
-pub enum Refusal {
-    /// No upstream has that name.
-    NotFound,
-    /// The name is taken (or defined in the config file).
-    Conflict(String),
-    /// The definition (or the config file) breaks a rule.
-    Invalid(ConfigError),
-    /// The definition is valid but cannot be built (its URL, headers or TLS files).
-    Unbuildable {
-        /// The upstream.
-        upstream: String,
-        /// Why.
-        source: BuildError,
-    },
-    /// The definition could not be written as JSON for the store.
-    Encode(serde_json::Error),
-    /// The store failed.
-    Store(StoreError),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::NotFound => f.write_str("no such upstream"),
-            Refusal::Conflict(why) => f.write_str(why),
-            Refusal::Invalid(e) => write!(f, "{e}"),
-            Refusal::Unbuildable { upstream, source } => {
-                write!(f, "upstream {upstream:?}: {source}")
-            }
-            Refusal::Encode(e) => write!(f, "the definition cannot be stored: {e}"),
-            Refusal::Store(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for Refusal {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Refusal::Invalid(e) => Some(e),
-            Refusal::Unbuildable { source, .. } => Some(source),
-            Refusal::Encode(e) => Some(e),
-            Refusal::Store(e) => Some(e),
-            Refusal::NotFound | Refusal::Conflict(_) => None,
-        }
-    }
-}
-
-impl From<StoreError> for Refusal {
-    fn from(e: StoreError) -> Self {
-        Refusal::Store(e)
-    }
-}
+use crate::store::Store;
+use crate::upstream::{self, HealthChange, TlsMaterial, Upstream, UpstreamSet};
+use crate::virtual_servers::VirtualServers;
 
 /// What a change did.
 #[derive(Debug, Default, Serialize)]
@@ -105,10 +43,10 @@ pub struct Lifecycle {
     sessions: Arc<SessionRegistry>,
     store: Arc<Store>,
     config_path: Option<PathBuf>,
-    /// The config file's definitions, in file order.
-    file: Mutex<Vec<UpstreamConfig>>,
-    /// The admin API's definitions, in creation order.
-    api: Mutex<Vec<UpstreamConfig>>,
+    /// The upstreams' definitions.
+    defs: Definitions<UpstreamConfig>,
+    /// The virtual servers, defined the same two ways.
+    virtual_servers: Arc<VirtualServers>,
     /// One change at a time.
     changing: tokio::sync::Mutex<()>,
     close_timeout: Duration,
@@ -122,7 +60,7 @@ impl Lifecycle {
     /// The lifecycle over `set`; `file` are the config file's definitions and
     /// `config_path` the file a reload reads again.
     pub fn new(
-        set: Arc<UpstreamSet>,
+        (set, virtual_servers): (Arc<UpstreamSet>, Arc<VirtualServers>),
         sessions: Arc<SessionRegistry>,
         store: Arc<Store>,
         config_path: Option<PathBuf>,
@@ -134,8 +72,8 @@ impl Lifecycle {
             sessions,
             store,
             config_path,
-            file: Mutex::new(Vec::new()),
-            api: Mutex::new(Vec::new()),
+            defs: Definitions::default(),
+            virtual_servers,
             changing: tokio::sync::Mutex::new(()),
             close_timeout,
             processes: cluster.clone().map(SharedProcesses::new),
@@ -147,14 +85,18 @@ impl Lifecycle {
     /// admin API (a stored one named like a file one is ignored, with a
     /// warning), then follows the store for changes other nodes make (in a
     /// cluster they are announced: see [`Lifecycle::follow_cluster`]).
-    pub async fn start(self: &Arc<Self>, file: Vec<UpstreamConfig>) -> Result<Change, Refusal> {
-        *lock(&self.file) = file;
-        let api = self.stored().await?;
-        *lock(&self.api) = api;
+    pub async fn start(
+        self: &Arc<Self>,
+        file: Vec<UpstreamConfig>,
+        virtual_servers: Vec<VirtualServerConfig>,
+    ) -> Result<Change, Refusal> {
+        self.defs.restore_file(file);
+        self.defs.load(&self.store).await?;
         let change = {
             let _one = self.changing.lock().await;
             self.apply().await?
         };
+        self.virtual_servers.start(virtual_servers).await?;
         if self.store.is_durable() {
             // In a cluster changes are announced; the poll is the backstop
             // for an announcement lost.
@@ -168,38 +110,16 @@ impl Lifecycle {
         Ok(change)
     }
 
-    /// The admin API's definitions in the store (those the config file
-    /// shadows, or that cannot be read, are left out with a warning).
-    async fn stored(&self) -> Result<Vec<UpstreamConfig>, Refusal> {
-        let stored = self.store.definitions().await.map_err(Refusal::Store)?;
-        let file = lock(&self.file).clone();
-        let mut api = Vec::new();
-        for (name, json) in stored {
-            match serde_json::from_str::<UpstreamConfig>(&json) {
-                Ok(def) if file.iter().any(|f| f.name == def.name) => {
-                    tracing::warn!(upstream = %name, "stored upstream shadowed by the config file's; ignored");
-                }
-                Ok(def) => api.push(def),
-                Err(e) => {
-                    tracing::warn!(upstream = %name, error = %e, "stored upstream definition unreadable; ignored")
-                }
-            }
-        }
-        Ok(api)
-    }
-
     /// Applies what other nodes changed through their admin API.
     async fn sync(&self) -> Result<(), Refusal> {
-        let _one = self.changing.lock().await;
-        let stored = self.stored().await?;
-        let same = {
-            let api = lock(&self.api);
-            api.len() == stored.len() && stored.iter().all(|d| api.contains(d))
-        };
-        if !same {
-            *lock(&self.api) = stored;
-            self.apply().await?;
+        {
+            let _one = self.changing.lock().await;
+            if self.defs.load(&self.store).await? {
+                self.apply().await?;
+            }
         }
+        let changed = self.virtual_servers.sync().await?;
+        self.announce_virtual(&changed);
         Ok(())
     }
 
@@ -211,12 +131,14 @@ impl Lifecycle {
                 .get(&def.name)
                 .map_or_else(|| def.clone(), |u| u.definition())
         };
-        let mut all: Vec<_> = lock(&self.file)
-            .iter()
-            .map(|d| (shown(d), Source::Config))
-            .collect();
-        all.extend(lock(&self.api).iter().map(|d| (shown(d), Source::Api)));
-        all
+        (self.defs.with_sources().into_iter())
+            .map(|(d, source)| (shown(&d), source))
+            .collect()
+    }
+
+    /// The virtual servers.
+    pub fn virtual_servers(&self) -> &Arc<VirtualServers> {
+        &self.virtual_servers
     }
 
     /// Adds an upstream (kept in the store).
@@ -226,37 +148,29 @@ impl Lifecycle {
             return Err(Refusal::Conflict(format!("upstream {:?} exists", def.name)));
         }
         self.check(&def)?;
-        self.persist(&def).await?;
-        lock(&self.api).push(def);
+        self.defs.put(&self.store, def).await?;
         self.applied_and_announced().await
     }
 
     /// Replaces an admin-defined upstream's definition.
     pub async fn update(&self, name: &str, def: UpstreamConfig) -> Result<Change, Refusal> {
         let _one = self.changing.lock().await;
-        self.editable(name)?;
+        self.defs.editable(name)?;
         if def.name != name {
             return Err(Refusal::Invalid(ConfigError::Invalid(
                 "the name cannot change".into(),
             )));
         }
         self.check(&def)?;
-        self.persist(&def).await?;
-        for slot in lock(&self.api).iter_mut().filter(|d| d.name == name) {
-            *slot = def.clone();
-        }
+        self.defs.put(&self.store, def).await?;
         self.applied_and_announced().await
     }
 
     /// Removes an admin-defined upstream.
     pub async fn delete(&self, name: &str) -> Result<Change, Refusal> {
         let _one = self.changing.lock().await;
-        self.editable(name)?;
-        self.store
-            .delete_definition(name)
-            .await
-            .map_err(Refusal::Store)?;
-        lock(&self.api).retain(|d| d.name != name);
+        self.defs.editable(name)?;
+        self.defs.remove(&self.store, name).await?;
         self.applied_and_announced().await
     }
 
@@ -269,28 +183,64 @@ impl Lifecycle {
         change
     }
 
-    /// Reads the config file again and applies its upstreams.
+    /// Reads the config file again and applies its upstreams and virtual servers.
     pub async fn reload(&self) -> Result<Change, Refusal> {
         let _one = self.changing.lock().await;
         let config = Config::load(self.config_path.as_deref()).map_err(Refusal::Invalid)?;
-        let api_names: Vec<String> = lock(&self.api).iter().map(|d| d.name.clone()).collect();
-        if let Some(clash) = config
-            .upstreams
-            .iter()
-            .find(|d| api_names.contains(&d.name))
-        {
-            return Err(Refusal::Conflict(format!(
-                "the config file now defines {:?}, which the admin API defined; delete that first",
-                clash.name
-            )));
-        }
-        let previous = std::mem::replace(&mut *lock(&self.file), config.upstreams);
+        let previous = self.defs.replace_file(config.upstreams)?;
         let result = self.apply().await;
         if result.is_err() {
             // Nothing was applied: the running upstreams match the old file.
-            *lock(&self.file) = previous;
+            self.defs.restore_file(previous);
         }
-        result
+        let change = result?;
+        let changed = self.virtual_servers.reload(config.virtual_servers).await?;
+        self.announce_virtual(&changed);
+        Ok(change)
+    }
+
+    /// Adds a virtual server (kept in the store).
+    pub async fn create_virtual_server(&self, def: VirtualServerConfig) -> Result<(), Refusal> {
+        let changed = self.virtual_servers.create(def).await?;
+        self.virtual_servers_changed(&changed).await;
+        Ok(())
+    }
+
+    /// Replaces an admin-defined virtual server's definition.
+    pub async fn update_virtual_server(
+        &self,
+        name: &str,
+        def: VirtualServerConfig,
+    ) -> Result<(), Refusal> {
+        let changed = self.virtual_servers.update(name, def).await?;
+        self.virtual_servers_changed(&changed).await;
+        Ok(())
+    }
+
+    /// Removes an admin-defined virtual server.
+    pub async fn delete_virtual_server(&self, name: &str) -> Result<(), Refusal> {
+        let changed = self.virtual_servers.delete(name).await?;
+        self.virtual_servers_changed(&changed).await;
+        Ok(())
+    }
+
+    /// Tells the clients of the `changed` virtual servers, and the other nodes.
+    async fn virtual_servers_changed(&self, changed: &[String]) {
+        self.announce_virtual(changed);
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(Event::UpstreamsChanged).await;
+        }
+    }
+
+    /// Tells the clients holding a stream of a `changed` virtual server that its lists changed.
+    fn announce_virtual(&self, changed: &[String]) {
+        if changed.is_empty() {
+            return;
+        }
+        tracing::info!(virtual_servers = ?changed, "virtual servers changed");
+        self.sessions.announce_list_changes(
+            |scope| matches!(scope, Scope::Virtual(name) if changed.iter().any(|c| **c == **name)),
+        );
     }
 
     /// Closes every upstream session of `name` (the upstream stays), on
@@ -362,18 +312,6 @@ impl Lifecycle {
         }
     }
 
-    fn editable(&self, name: &str) -> Result<(), Refusal> {
-        if lock(&self.file).iter().any(|d| d.name == name) {
-            return Err(Refusal::Conflict(format!(
-                "upstream {name:?} is defined in the config file; change it there and reload"
-            )));
-        }
-        if !lock(&self.api).iter().any(|d| d.name == name) {
-            return Err(Refusal::NotFound);
-        }
-        Ok(())
-    }
-
     /// Validates a definition as the config file's would be, and builds it
     /// once (its TLS files must be readable PEM).
     fn check(&self, def: &UpstreamConfig) -> Result<(), Refusal> {
@@ -388,23 +326,11 @@ impl Lifecycle {
             })
     }
 
-    async fn persist(&self, def: &UpstreamConfig) -> Result<(), Refusal> {
-        let json = serde_json::to_string(def).map_err(Refusal::Encode)?;
-        self.store
-            .put_definition(&def.name, &json)
-            .await
-            .map_err(Refusal::Store)
-    }
-
     /// Makes the wanted definitions current: keeps upstreams that connect the
     /// same way (taking new cosmetic fields), builds the rest, and closes the
     /// sessions of the ones replaced or removed.
     async fn apply(&self) -> Result<Change, Refusal> {
-        let wanted: Vec<UpstreamConfig> = lock(&self.file)
-            .iter()
-            .chain(lock(&self.api).iter())
-            .cloned()
-            .collect();
+        let wanted = self.defs.all();
         let current = self.set.snapshot();
         let mut change = Change::default();
         let mut next = Vec::with_capacity(wanted.len());
@@ -459,17 +385,19 @@ impl Lifecycle {
             }
         }
         change.closed_sessions = self.close_sessions(&stale).await;
+        // A described upstream may show its tools differently now (its shapes).
         let touched: Vec<String> = change
             .added
             .iter()
             .chain(&change.replaced)
             .chain(&change.removed)
+            .chain(&change.described)
             .cloned()
             .collect();
         if !touched.is_empty() {
             tracing::info!(added = ?change.added, replaced = ?change.replaced, removed = ?change.removed, closed_sessions = change.closed_sessions, "upstreams changed");
             self.sessions.announce_list_changes(|scope| match scope {
-                Scope::Federated => true,
+                Scope::Federated | Scope::Virtual(_) => true,
                 Scope::Single(name) => touched.iter().any(|t| **t == **name),
             });
             self.set
@@ -509,7 +437,7 @@ impl Lifecycle {
         Arc::new(move |upstream: &Arc<Upstream>, _healthy: bool| {
             if let Some(sessions) = sessions.upgrade() {
                 sessions.announce_list_changes(|scope| match scope {
-                    Scope::Federated => true,
+                    Scope::Federated | Scope::Virtual(_) => true,
                     Scope::Single(name) => **name == *upstream.name,
                 });
             }

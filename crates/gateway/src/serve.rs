@@ -17,8 +17,9 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::router::{Router, Timeouts};
 use crate::session::{RegistryLimits, SessionRegistry};
-use crate::store::Store;
+use crate::store::{DefinitionKind, Store};
 use crate::upstream::UpstreamSet;
+use crate::virtual_servers::VirtualServers;
 
 /// Runs the gateway until SIGINT/SIGTERM; SIGHUP reloads the upstreams from
 /// `config_path`. With no upstreams configured (in the file or through the
@@ -40,12 +41,18 @@ pub async fn run(
         None => (None, None),
     };
     let mut file_upstreams = config.upstreams.clone();
-    if file_upstreams.is_empty() && store.definitions().await?.is_empty() {
+    if file_upstreams.is_empty()
+        && store
+            .definitions(DefinitionKind::Upstream)
+            .await?
+            .is_empty()
+    {
         file_upstreams.push(default_upstream().await?);
     }
     let upstreams = Arc::new(UpstreamSet::default());
+    let virtual_servers = VirtualServers::new(store.clone());
     let router = Router::new(
-        upstreams.clone(),
+        (upstreams.clone(), virtual_servers.clone()),
         (
             config.federation.clone(),
             config.cache.clone(),
@@ -57,7 +64,7 @@ pub async fn run(
             close: close_timeout,
             send: send_timeout,
         },
-        cluster.as_ref().map(|c| c.node().clone()),
+        cluster.clone(),
     );
     let limits = RegistryLimits {
         max_sessions: config.session.max_sessions,
@@ -77,14 +84,16 @@ pub async fn run(
     ));
     sessions.spawn_reaper();
     let lifecycle = Lifecycle::new(
-        upstreams,
+        (upstreams, virtual_servers),
         sessions.clone(),
         store.clone(),
         config_path,
         close_timeout,
         cluster.clone(),
     );
-    lifecycle.start(file_upstreams).await?;
+    lifecycle
+        .start(file_upstreams, config.virtual_servers.clone())
+        .await?;
     if let Some(events) = events {
         tokio::spawn(lifecycle.clone().follow_cluster(events));
     }

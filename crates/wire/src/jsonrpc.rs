@@ -32,6 +32,9 @@ pub mod code {
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
     /// The caller may not use this upstream, tool, prompt or resource (Tether's policy).
     pub const FORBIDDEN: i64 = -32001;
+    /// A rate or concurrency limit refused the call (Tether); `data.retryAfterMs`
+    /// says when to try again.
+    pub const LIMIT_EXCEEDED: i64 = -32029;
 }
 
 /// A JSON object whose member values are kept as raw JSON text, in order.

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::config::Policy;
+use crate::pattern;
 
 /// What one principal may reach: the grants of the policies matching its
 /// token, each an (upstreams, tool patterns) pair that is never mixed with
@@ -62,14 +63,22 @@ impl Access {
         self.everything || self.grants.iter().any(|g| g.covers(upstream))
     }
 
-    /// Whether the tool exposed as `exposed` (from `upstream`) may be listed
-    /// and called: one grant must cover both the upstream and the tool.
-    pub fn reaches_tool(&self, upstream: &str, exposed: &str) -> bool {
-        self.everything
-            || self.grants.iter().any(|g| {
-                g.covers(upstream)
-                    && (g.tools.is_empty() || g.tools.iter().any(|p| glob(p, exposed)))
-            })
+    /// Whether the real tool `tool` of `upstream` (the upstream's own name
+    /// for it, whatever alias or endpoint shows it) may be listed and called:
+    /// one grant must cover the upstream, and one of its patterns match the
+    /// tool as `<upstream><separator><tool>` or as `tool`.
+    pub fn reaches_tool(&self, upstream: &str, tool: &str, separator: &str) -> bool {
+        if self.everything {
+            return true;
+        }
+        let canonical = format!("{upstream}{separator}{tool}");
+        self.grants.iter().any(|g| {
+            g.covers(upstream)
+                && (g.tools.is_empty()
+                    || g.tools
+                        .iter()
+                        .any(|p| pattern::matches(p, &canonical) || pattern::matches(p, tool)))
+        })
     }
 
     /// Whether anything is out of reach (lists then need filtering).
@@ -109,24 +118,6 @@ fn scopes(claims: &Value) -> impl Iterator<Item = &str> {
     spaced.chain(listed)
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-fn glob(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let [first, middle @ .., last] = parts.as_slice() else {
-        return pattern == name;
-    };
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,29 +135,17 @@ mod tests {
     }
 
     #[test]
-    fn globs() {
-        assert!(glob("*", "anything"));
-        assert!(glob("github__*", "github__issues"));
-        assert!(!glob("github__*", "files__read"));
-        assert!(glob("*__read_*", "files__read_file"));
-        assert!(glob("exact", "exact"));
-        assert!(!glob("exact", "exactly"));
-        assert!(!glob("a*a", "a"));
-        assert!(glob("a*a", "aa"));
-    }
-
-    #[test]
     fn policies_grant_by_scope_and_claim() {
         let policies = [
             policy("mcp:read", "", "", &["files"], &["files__read_*"]),
             policy("", "groups", "admins", &["*"], &[]),
         ];
         let reader = Access::from_policies(&policies, &json!({"scope": "openid mcp:read"}));
-        assert!(reader.reaches_tool("files", "files__read_file"));
-        assert!(!reader.reaches_tool("files", "files__write_file"));
+        assert!(reader.reaches_tool("files", "read_file", "__"));
+        assert!(!reader.reaches_tool("files", "write_file", "__"));
         assert!(!reader.reaches_upstream("github"));
         let admin = Access::from_policies(&policies, &json!({"groups": ["staff", "admins"]}));
-        assert!(admin.reaches_tool("github", "github__anything"));
+        assert!(admin.reaches_tool("github", "anything", "__"));
         // Grants do not mix: one policy's "every tool" does not open another's upstream.
         let both = Access::from_policies(
             &[
@@ -175,12 +154,12 @@ mod tests {
             ],
             &json!({"scope": "files gh"}),
         );
-        assert!(both.reaches_tool("files", "files__write"));
-        assert!(both.reaches_tool("github", "github__get_issue"));
-        assert!(!both.reaches_tool("github", "github__delete_repo"));
+        assert!(both.reaches_tool("files", "write", "__"));
+        assert!(both.reaches_tool("github", "get_issue", "__"));
+        assert!(!both.reaches_tool("github", "delete_repo", "__"));
         let nobody = Access::from_policies(&policies, &json!({"scope": "other"}));
         assert!(!nobody.reaches_upstream("files"));
-        assert!(Access::from_policies(&[], &json!({})).reaches_tool("x", "x__y"));
+        assert!(Access::from_policies(&[], &json!({})).reaches_tool("x", "y", "__"));
         let scp_array = Access::from_policies(&policies, &json!({"scp": ["mcp:read"]}));
         assert!(scp_array.reaches_upstream("files"));
     }

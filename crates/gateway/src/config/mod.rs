@@ -6,17 +6,30 @@ use std::path::Path;
 
 mod auth;
 mod cluster;
+mod shaping;
 mod telemetry;
 mod upstream;
+mod virtual_server;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig, Policy};
 pub use cluster::{ClusterConfig, is_valid_node_id};
+pub use shaping::{RateLimit, ToolShape, is_valid_tool_name};
 pub use telemetry::{Exporting, TelemetryConfig, check_url as check_telemetry_url};
-pub use upstream::{COSMETIC_FIELDS, EraPreference, Transport, UpstreamConfig};
+pub use upstream::{COSMETIC_FIELDS, EraPreference, SERVING_FIELDS, Transport, UpstreamConfig};
+pub use virtual_server::VirtualServerConfig;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+/// Whether `name` may name an upstream or a virtual server (it is part of
+/// their endpoints' paths): 1-64 characters of `[A-Za-z0-9_-]`.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 /// Top-level sections, the only keys `TETHER_*` variables may set.
 const SECTIONS: &[&str] = &[
@@ -27,6 +40,7 @@ const SECTIONS: &[&str] = &[
     "cache",
     "tasks",
     "upstreams",
+    "virtual_servers",
     "admin",
     "auth",
     "cluster",
@@ -51,6 +65,8 @@ pub struct Config {
     pub tasks: TasksConfig,
     /// The upstream MCP servers.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Curated parts of the catalogue, at `/v/<name>/mcp`.
+    pub virtual_servers: Vec<VirtualServerConfig>,
     /// The admin API.
     pub admin: AdminConfig,
     /// Authentication and authorization of clients.
@@ -193,6 +209,8 @@ pub struct FederationConfig {
     pub naming: Naming,
     /// Separator between upstream name and item name.
     pub separator: String,
+    /// `/mcp` lists the search and call meta-tools instead of the catalogue.
+    pub progressive_discovery: bool,
 }
 
 impl Default for FederationConfig {
@@ -200,6 +218,7 @@ impl Default for FederationConfig {
         FederationConfig {
             naming: Naming::Prefix,
             separator: "__".into(),
+            progressive_discovery: false,
         }
     }
 }
@@ -378,13 +397,7 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for up in &self.upstreams {
-            let valid = !up.name.is_empty()
-                && up.name.len() <= 64
-                && up
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !valid {
+            if !is_valid_name(&up.name) {
                 return Err(ConfigError::Invalid(format!(
                     "upstream name {:?} must be 1-64 characters of [A-Za-z0-9_-]",
                     up.name
@@ -404,6 +417,13 @@ impl Config {
             }
             up.validate_endpoint()?;
             up.validate_headers()?;
+            up.validate_shapes()?;
+            if up.max_concurrent_calls > 1_000_000 {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream {:?}: max_concurrent_calls must be at most 1000000",
+                    up.name
+                )));
+            }
             for (k, v) in &up.headers {
                 http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
                     ConfigError::Invalid(format!("upstream {:?}: bad header {k:?}", up.name))
@@ -499,6 +519,16 @@ impl Config {
             if !(min..=max).contains(&value) {
                 return Err(ConfigError::Invalid(format!(
                     "{key} = {value} is outside {min}..={max}"
+                )));
+            }
+        }
+        let mut virtual_names = std::collections::HashSet::new();
+        for server in &self.virtual_servers {
+            server.validate()?;
+            if !virtual_names.insert(server.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "virtual server name {:?} is used twice",
+                    server.name
                 )));
             }
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use super::shaping::{RateLimit, ToolShape, validate_shapes};
 
 /// How Tether reaches an upstream over HTTP (`command` upstreams use stdio).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -106,11 +107,28 @@ pub struct UpstreamConfig {
     /// A friendlier name for people (cosmetic).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
+    /// Tool calls in flight to this upstream on this node at most (0: no cap).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_concurrent_calls: usize,
+    /// Tool calls per principal, over all of this upstream's tools.
+    #[serde(default, skip_serializing_if = "RateLimit::is_unset")]
+    pub rate_limit: RateLimit,
+    /// How its tools are shown and limited, by the upstream's own tool name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shape: BTreeMap<String, ToolShape>,
 }
 
-/// The fields of an upstream definition that only describe it. Every other
-/// field affects how Tether connects: changing one closes the upstream's sessions.
+/// The fields of an upstream definition that only describe it.
 pub const COSMETIC_FIELDS: &[&str] = &["description", "tags", "display_name"];
+
+/// The fields that say how its tools are served to clients (shown, limited).
+/// Neither these nor the cosmetic ones affect how Tether connects; changing
+/// any other field closes the upstream's sessions.
+pub const SERVING_FIELDS: &[&str] = &["max_concurrent_calls", "rate_limit", "shape"];
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 
 fn default_upstream_timeout() -> u64 {
     60
@@ -152,17 +170,28 @@ impl UpstreamConfig {
             description: String::new(),
             tags: Vec::new(),
             display_name: String::new(),
+            max_concurrent_calls: 0,
+            rate_limit: RateLimit::default(),
+            shape: BTreeMap::new(),
         }
     }
 
-    /// The definition without its cosmetic fields.
+    /// The definition without its cosmetic and serving fields.
     fn connect_part(&self) -> UpstreamConfig {
         UpstreamConfig {
             description: String::new(),
             tags: Vec::new(),
             display_name: String::new(),
+            max_concurrent_calls: 0,
+            rate_limit: RateLimit::default(),
+            shape: BTreeMap::new(),
             ..self.clone()
         }
+    }
+
+    /// Checks its tool shapes.
+    pub(super) fn validate_shapes(&self) -> Result<(), ConfigError> {
+        validate_shapes(&format!("upstream {:?}", self.name), &self.shape, true)
     }
 
     /// Whether `other` connects the same way (they differ in cosmetic fields at most).
@@ -289,11 +318,17 @@ mod tests {
             description: "d".into(),
             tags: vec!["t".into()],
             display_name: "N".into(),
+            max_concurrent_calls: 2,
+            rate_limit: RateLimit {
+                per_minute: 1,
+                burst: 1,
+            },
+            shape: BTreeMap::from([("t".into(), ToolShape::default())]),
         }
     }
 
     /// Fields that change how Tether connects. A new field must be added
-    /// here or to [`COSMETIC_FIELDS`], or this test fails.
+    /// here, to [`COSMETIC_FIELDS`] or to [`SERVING_FIELDS`], or this test fails.
     const CONNECT_FIELDS: &[&str] = &[
         "name",
         "url",
@@ -327,6 +362,7 @@ mod tests {
         let mut classified: Vec<&str> = CONNECT_FIELDS
             .iter()
             .chain(COSMETIC_FIELDS)
+            .chain(SERVING_FIELDS)
             .copied()
             .collect();
         classified.sort_unstable();
@@ -343,6 +379,8 @@ mod tests {
             description: "other".into(),
             tags: Vec::new(),
             display_name: String::new(),
+            max_concurrent_calls: 0,
+            shape: BTreeMap::new(),
             ..base.clone()
         };
         assert!(base.connects_like(&cosmetic));

@@ -25,6 +25,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::App;
+use super::admin_answers::{problem, refused};
 use super::checks::edge::CheckEdge;
 use super::checks::layer::{Check, CheckLayer, Verdict};
 use crate::auth::Caller;
@@ -56,16 +57,13 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/reload", post(reload))
         .route("/cluster", get(show_cluster))
         .route("/stats", get(show_stats))
+        .merge(super::admin_virtual_servers::routes())
         .route_layer(
             tower::ServiceBuilder::new()
                 .layer(CheckLayer(CheckEdge(app.edge.clone())))
                 .layer(CheckLayer(AdminToken(app.clone()))),
         )
         .merge(super::admin_ui::router(app))
-}
-
-fn problem(status: StatusCode, text: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": text.into() }))).into_response()
 }
 
 /// The check of the admin API: the admin token, compared in constant time.
@@ -188,14 +186,7 @@ async fn show_upstream(State(app): State<Arc<App>>, Path(name): Path<String>) ->
 fn changed(result: Result<Change, Refusal>, ok: StatusCode) -> Response {
     match result {
         Ok(change) => (ok, Json(json!({ "change": change }))).into_response(),
-        Err(Refusal::NotFound) => problem(StatusCode::NOT_FOUND, "no such upstream"),
-        Err(e @ Refusal::Conflict(_)) => problem(StatusCode::CONFLICT, e.to_string()),
-        Err(e @ (Refusal::Invalid(_) | Refusal::Unbuildable { .. })) => {
-            problem(StatusCode::BAD_REQUEST, e.to_string())
-        }
-        Err(e @ (Refusal::Store(_) | Refusal::Encode(_))) => {
-            problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
+        Err(e) => refused(e, "no such upstream"),
     }
 }
 
@@ -265,6 +256,7 @@ fn session_view(s: &ClientSession, now: i64) -> Value {
         "endpoint": match &s.scope {
             Scope::Federated => "federated".to_owned(),
             Scope::Single(name) => name.to_string(),
+            Scope::Virtual(name) => format!("v/{name}"),
         },
         "transport": if s.stream_bound { "sse" } else { "streamable-http" },
         "protocol_version": s.protocol_version,

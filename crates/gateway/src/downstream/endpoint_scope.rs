@@ -1,6 +1,7 @@
 //! Which upstreams a client request's endpoint reaches, from its path:
 //! `/mcp`, `/sse` and `/message` all of them (federated), `/u/<upstream>/…`
-//! one upstream, which must exist (404 otherwise).
+//! one upstream, `/v/<name>/…` a virtual server's selection; the upstream
+//! or virtual server must exist (404 otherwise).
 
 use std::sync::Arc;
 
@@ -23,16 +24,20 @@ impl FromRequestParts<Arc<App>> for EndpointScope {
         let params = RawPathParams::from_request_parts(parts, app)
             .await
             .map_err(IntoResponse::into_response)?;
-        let Some((_, name)) = params.iter().find(|(key, _)| *key == "upstream") else {
-            return Ok(EndpointScope(Scope::Federated));
-        };
-        match app.router.upstream(name) {
-            Some(up) => Ok(EndpointScope(Scope::Single(up.name.clone()))),
-            None => Err(reply::error(
-                StatusCode::NOT_FOUND,
-                code::INVALID_REQUEST,
-                format!("no upstream named {name:?}"),
-            )),
+        let not_found =
+            |what: String| reply::error(StatusCode::NOT_FOUND, code::INVALID_REQUEST, what);
+        match params.iter().next() {
+            Some(("upstream", name)) => match app.router.upstream(name) {
+                Some(up) => Ok(EndpointScope(Scope::Single(up.name.clone()))),
+                None => Err(not_found(format!("no upstream named {name:?}"))),
+            },
+            Some(("virtual", name)) => match app.router.virtual_server(name) {
+                Some(server) => Ok(EndpointScope(Scope::Virtual(
+                    server.config.name.as_str().into(),
+                ))),
+                None => Err(not_found(format!("no virtual server named {name:?}"))),
+            },
+            _ => Ok(EndpointScope(Scope::Federated)),
         }
     }
 }

@@ -179,7 +179,31 @@ fn tether_info() -> serde_json::Value {
     json!({"name": "tether", "version": env!("CARGO_PKG_VERSION")})
 }
 
-/// The `initialize` result: Tether's own on `/mcp`; the upstream's
+/// A virtual server's identity: its name, title and description, and
+/// Tether's version; its instructions, if any.
+fn virtual_info(app: &App, name: &str) -> Result<(serde_json::Value, Option<String>), ErrorObject> {
+    let Some(server) = app.router.virtual_server(name) else {
+        return Err(ErrorObject::new(
+            code::INVALID_REQUEST,
+            format!("virtual server {name:?} no longer exists"),
+        ));
+    };
+    let config = &server.config;
+    let mut info = json!({"name": &config.name, "version": env!("CARGO_PKG_VERSION")});
+    for (key, value) in [
+        ("title", &config.title),
+        ("description", &config.description),
+    ] {
+        if !value.is_empty() {
+            info[key] = value.as_str().into();
+        }
+    }
+    let instructions = Some(config.instructions.clone()).filter(|i| !i.is_empty());
+    Ok((info, instructions))
+}
+
+/// The `initialize` result: Tether's own on `/mcp`; a virtual server's own
+/// identity and instructions on `/v/<name>/mcp`; the upstream's
 /// capabilities, identity and instructions on `/u/<upstream>/mcp`.
 async fn server_description(
     app: &App,
@@ -188,13 +212,23 @@ async fn server_description(
 ) -> Result<RawObject, ErrorObject> {
     let mut result = RawObject::new();
     result.insert("protocolVersion".into(), jsonrpc::to_raw(version));
-    let Scope::Single(name) = &ctx.scope else {
-        result.insert(
-            "capabilities".into(),
-            jsonrpc::to_raw(&federated_capabilities()),
-        );
-        result.insert("serverInfo".into(), jsonrpc::to_raw(&tether_info()));
-        return Ok(result);
+    let name = match &ctx.scope {
+        Scope::Single(name) => name,
+        Scope::Federated | Scope::Virtual(_) => {
+            let (info, instructions) = match &ctx.scope {
+                Scope::Virtual(name) => virtual_info(app, name)?,
+                _ => (tether_info(), None),
+            };
+            result.insert(
+                "capabilities".into(),
+                jsonrpc::to_raw(&federated_capabilities()),
+            );
+            result.insert("serverInfo".into(), jsonrpc::to_raw(&info));
+            if let Some(instructions) = instructions {
+                result.insert("instructions".into(), jsonrpc::to_raw(&instructions));
+            }
+            return Ok(result);
+        }
     };
     let unavailable = |why: String| {
         ErrorObject::new(
@@ -299,7 +333,7 @@ pub async fn discover(app: &Arc<App>, ctx: &RequestContext, request: &Request) -
                 .is_ok_and(|e| e.pick(Era::Modern) == Era::Modern),
             None => false,
         },
-        Scope::Federated => false,
+        Scope::Federated | Scope::Virtual(_) => false,
     };
     if !listen_passes_through {
         strip_change_notifications(&mut capabilities);

@@ -160,10 +160,7 @@ pub async fn open(
         }
     };
     let id = new_session_id();
-    let mut endpoint = match &scope {
-        Scope::Federated => format!("/message?session_id={id}"),
-        Scope::Single(name) => format!("/u/{name}/message?session_id={id}"),
-    };
+    let mut endpoint = format!("{}/message?session_id={id}", scope.path_prefix());
     if let Some(cluster) = &app.cluster {
         endpoint.push_str("&node=");
         endpoint.push_str(cluster.node());
@@ -259,11 +256,12 @@ pub async fn message(
     // Only looked at when tracing is on.
     let span = crate::telemetry::get().and_then(|_| {
         let session = conn.session();
+        let label = scope.label();
         let arrival = Arrival {
             headers: &parts.headers,
             session_id: Some(&id),
             protocol_version: session.as_ref().map(|s| s.protocol_version.as_str()),
-            upstream: Some(scope.label()),
+            upstream: Some(&label),
         };
         ServerSpan::start(&arrival, &incoming)
     });

@@ -8,7 +8,9 @@
 //! ([`http_sse`]), the admin API ([`admin`]) or the operational endpoints.
 
 mod admin;
+mod admin_answers;
 mod admin_ui;
+mod admin_virtual_servers;
 pub mod checks;
 mod endpoint_scope;
 mod handshake;
@@ -172,6 +174,9 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .route("/u/{upstream}/sse", any(http_sse::open))
         .route("/message", any(http_sse::message))
         .route("/u/{upstream}/message", any(http_sse::message))
+        .route("/v/{virtual}/mcp", any(streamable_http::endpoint))
+        .route("/v/{virtual}/sse", any(http_sse::open))
+        .route("/v/{virtual}/message", any(http_sse::message))
         .route_layer(
             ServiceBuilder::new()
                 .layer(record)

@@ -198,6 +198,15 @@ async fn render_outcome(outcome: Outcome, style: ReplyStyle) -> Response {
         }
         Outcome::Error(err, id) => {
             let body = Bytes::from(err.to_response(id.as_deref()));
+            if let Some(wait) = crate::router::retry_after(&err) {
+                // A call limit: 429 with Retry-After, the JSON-RPC error as its body.
+                let mut refused = json(StatusCode::TOO_MANY_REQUESTS, body);
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                refused
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return refused;
+            }
             let status = status_for(style.era, &body);
             single(body, status, style)
         }

@@ -125,11 +125,12 @@ async fn post(app: &Arc<App>, scope: Scope, parts: &Parts, body: Body, caller: C
     let sent = Sent { parts, raw };
     // Only looked at when tracing is on.
     let span = crate::telemetry::get().and_then(|_| {
+        let label = scope.label();
         let arrival = Arrival {
             headers,
             session_id: header_str(headers, protocol::HEADER_SESSION_ID),
             protocol_version: header_str(headers, protocol::HEADER_PROTOCOL_VERSION),
-            upstream: Some(scope.label()),
+            upstream: Some(&label),
         };
         ServerSpan::start(&arrival, &incoming)
     });

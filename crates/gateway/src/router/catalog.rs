@@ -74,6 +74,13 @@ impl Reuse {
         private: false,
     };
 
+    /// For a list that may not be reused (Tether's own, which a change of
+    /// its configuration can change at any time).
+    pub const NONE: Reuse = Reuse {
+        ttl_ms: 0,
+        private: false,
+    };
+
     /// What one page's result says.
     pub fn of(result: &RawObject) -> Reuse {
         Reuse {
@@ -149,10 +156,21 @@ impl Routes {
     }
 }
 
+/// One item of a merged list.
+pub struct Entry {
+    /// The upstream it came from.
+    pub upstream: Arc<str>,
+    /// What identifies it on that upstream (a tool's or prompt's name as
+    /// the upstream shows it, a URI, a URI template).
+    pub id: String,
+    /// The item as the merged list shows it.
+    pub item: RawObject,
+}
+
 /// The outcome of merging one list kind.
 pub struct Merged {
-    /// Items in upstream config order, names mapped, with the upstream each came from.
-    pub items: Vec<(Arc<str>, RawObject)>,
+    /// Items in upstream config order, names mapped.
+    pub items: Vec<Entry>,
     /// Names exposed by more than one upstream (reported, never silently dropped).
     pub collisions: Vec<String>,
 }
@@ -197,6 +215,7 @@ pub fn merge(
             };
             // On a collision that naming does not resolve, the first upstream
             // (config order) keeps the item; the others' copies are left out.
+            let original = id.clone();
             let kept = match kind {
                 ListKind::Tools | ListKind::Prompts => {
                     let prefixed = match naming {
@@ -238,7 +257,11 @@ pub fn merge(
                 }
             };
             if kept {
-                out.push((upstream.clone(), item));
+                out.push(Entry {
+                    upstream: upstream.clone(),
+                    id: original,
+                    item,
+                });
             }
         }
     }
@@ -277,7 +300,7 @@ mod tests {
     fn names(m: &Merged) -> Vec<String> {
         m.items
             .iter()
-            .map(|(_, i)| jsonrpc::str_member(i, "name").unwrap())
+            .map(|e| jsonrpc::str_member(&e.item, "name").unwrap())
             .collect()
     }
 
@@ -295,7 +318,8 @@ mod tests {
             routes.named(ListKind::Tools, "b__echo"),
             Some(("b".into(), "echo".into()))
         );
-        assert_eq!(m.items[0].1.get("x-extra").unwrap().get(), "1.50");
+        assert_eq!(m.items[0].item.get("x-extra").unwrap().get(), "1.50");
+        assert_eq!(m.items[1].id, "echo", "the name on its upstream");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The federated catalogue behind `/mcp`: every upstream's lists fetched at
-//! once (all pages), merged under the naming policy and filtered by the
-//! caller's policy, and exposed names and URIs routed back to the upstream
-//! that serves them.
+//! once (all pages), its tools shaped as the upstream's shapes say, merged
+//! under the naming policy, filtered by the caller's policy (on the real
+//! tools) and, for a virtual server, by its selection and shapes; exposed
+//! names and URIs routed back to the upstream that serves them.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -9,13 +10,14 @@ use std::sync::{Arc, RwLock};
 use tether_wire::jsonrpc::{self, Method, RawObject, Request, code};
 use tether_wire::protocol::Era;
 
-use super::catalog::{self, ListKind, Reuse, Routes};
+use super::catalog::{self, Entry, ListKind, Reuse, Routes};
 use super::connector::Connector;
 use super::context::RequestContext;
 use super::outcome::{Outcome, answer, error};
 use crate::config::{FederationConfig, Naming};
 use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamError, UpstreamSet};
+use crate::virtual_servers::VirtualServer;
 
 /// No upstream answered a list request (each one's failure).
 #[derive(Debug)]
@@ -65,35 +67,59 @@ impl Federation {
         }
     }
 
-    /// Answers a list request on `/mcp` with every upstream's items merged.
-    pub async fn list(&self, ctx: &RequestContext, kind: ListKind, request: &Request) -> Outcome {
-        let (items, mut reuse) = match self.collect(ctx, kind).await {
-            Ok(collected) => collected,
-            Err(why) => return error(request, code::INTERNAL_ERROR, why.to_string()),
-        };
+    /// Answers a list request on `/mcp` with every upstream's items merged,
+    /// or on a virtual server's endpoint with its selection of them.
+    pub async fn list(
+        &self,
+        ctx: &RequestContext,
+        kind: ListKind,
+        request: &Request,
+        server: Option<&VirtualServer>,
+    ) -> Outcome {
+        match self.catalogue(ctx, kind, server).await {
+            Ok((items, reuse)) => list_answer(ctx, kind, request, items, reuse),
+            Err(why) => error(request, code::INTERNAL_ERROR, why.to_string()),
+        }
+    }
+
+    /// The items of `kind` the caller reaches, as the endpoint (`/mcp`, or
+    /// the virtual server `server`) shows them, and how long the list may be
+    /// reused.
+    pub async fn catalogue(
+        &self,
+        ctx: &RequestContext,
+        kind: ListKind,
+        server: Option<&VirtualServer>,
+    ) -> Result<(Vec<RawObject>, Reuse), NoListAnswered> {
+        let (entries, mut reuse) = self.collect(ctx, kind).await?;
         // What the caller may not reach is not listed (then the list is
-        // the caller's own).
+        // the caller's own): a tool by the real tool behind it.
         let access = ctx.access();
         if access.restricts() {
             reuse = reuse.for_caller();
         }
-        let items: Vec<RawObject> = items
-            .into_iter()
-            .filter(|(upstream, item)| match kind {
-                ListKind::Tools => access.reaches_tool(
-                    upstream,
-                    &jsonrpc::str_member(item, "name").unwrap_or_default(),
-                ),
-                _ => access.reaches_upstream(upstream),
-            })
-            .map(|(_, item)| item)
-            .collect();
-        list_answer(ctx, kind, request, items, reuse)
+        let upstreams = self.upstreams.snapshot();
+        let sep = &self.config.separator;
+        let reachable = |entry: &Entry| match kind {
+            ListKind::Tools => upstreams.get(&entry.upstream).is_some_and(|up| {
+                let serving = up.serving();
+                let real = serving.shaping.name_behind(&entry.id).unwrap_or(&entry.id);
+                access.reaches_tool(&entry.upstream, real, sep)
+            }),
+            _ => access.reaches_upstream(&entry.upstream),
+        };
+        let shown = entries.into_iter().filter(reachable).map(|e| e.item);
+        let items = match server {
+            None => shown.collect(),
+            Some(server) => select(server, kind, shown),
+        };
+        Ok((items, reuse))
     }
 
     /// `tools/list` on `/u/<upstream>/mcp` for a caller who may use only some
-    /// of its tools: every page, filtered, as one answer.
-    pub async fn permitted_tools(
+    /// of its tools, or when the upstream shapes them: every page, filtered
+    /// and shaped, as one answer.
+    pub async fn shown_tools(
         &self,
         ctx: &RequestContext,
         upstream: &Arc<Upstream>,
@@ -114,18 +140,27 @@ impl Federation {
             }
         };
         let access = ctx.access();
-        let items: Vec<RawObject> = listing
+        let sep = &self.config.separator;
+        let reached: Vec<RawObject> = listing
             .items
             .into_iter()
             .filter(|item| {
-                access.reaches_tool(
-                    &upstream.name,
-                    &jsonrpc::str_member(item, "name").unwrap_or_default(),
-                )
+                let name = jsonrpc::str_member(item, "name").unwrap_or_default();
+                access.reaches_tool(&upstream.name, &name, sep)
             })
             .collect();
-        let reuse = listing.reuse.for_caller();
+        let items = upstream.serving().shaping.show_all(reached);
+        let reuse = if access.restricts() {
+            listing.reuse.for_caller()
+        } else {
+            listing.reuse
+        };
         list_answer(ctx, ListKind::Tools, request, items, reuse)
+    }
+
+    /// The separator between an upstream's name and an item's.
+    pub fn separator(&self) -> &str {
+        &self.config.separator
     }
 
     /// Lists without answering anyone: refreshes the routing tables.
@@ -144,7 +179,7 @@ impl Federation {
         &self,
         ctx: &RequestContext,
         kind: ListKind,
-    ) -> Result<(Vec<(Arc<str>, RawObject)>, Reuse), NoListAnswered> {
+    ) -> Result<(Vec<Entry>, Reuse), NoListAnswered> {
         let upstreams = self.upstreams.snapshot();
         // An unhealthy upstream is left out at once, not waited for; one the
         // caller may not reach is not even contacted on its behalf.
@@ -164,7 +199,12 @@ impl Federation {
             match result {
                 Ok(listing) => {
                     reuse = reuse.and(listing.reuse);
-                    ok.push((upstream.name.clone(), listing.items));
+                    let items = match kind {
+                        // As the upstream's shapes show them.
+                        ListKind::Tools => upstream.serving().shaping.show_all(listing.items),
+                        _ => listing.items,
+                    };
+                    ok.push((upstream.name.clone(), items));
                 }
                 Err(e) => {
                     tracing::warn!(upstream = %upstream.name, method = %kind.method(), error = %e, "upstream left out of the federated list");
@@ -268,8 +308,33 @@ impl Federation {
     }
 }
 
+/// The items of a list `server` exposes, as it shows them.
+fn select(
+    server: &VirtualServer,
+    kind: ListKind,
+    items: impl Iterator<Item = RawObject>,
+) -> Vec<RawObject> {
+    let id = |item: &RawObject, key: &str| jsonrpc::str_member(item, key).unwrap_or_default();
+    match kind {
+        ListKind::Tools => server.shaping.show_all(
+            items
+                .filter(|i| server.selects_tool(&id(i, "name")))
+                .collect(),
+        ),
+        ListKind::Prompts => items
+            .filter(|i| server.selects_prompt(&id(i, "name")))
+            .collect(),
+        ListKind::Resources => items
+            .filter(|i| server.selects_resource(&id(i, "uri")))
+            .collect(),
+        ListKind::Templates => (items)
+            .filter(|i| server.selects_resource(&id(i, "uriTemplate")))
+            .collect(),
+    }
+}
+
 /// The answer to a list request: `items`, with the modern era's result fields.
-fn list_answer(
+pub(super) fn list_answer(
     ctx: &RequestContext,
     kind: ListKind,
     request: &Request,

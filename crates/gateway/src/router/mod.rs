@@ -5,11 +5,15 @@
 //! A request goes, in order: era rules (a method that does not exist in the
 //! client's era is unknown), a modern client's retry carrying input for a
 //! waiting call, the requests Tether answers itself, then by endpoint — one
-//! upstream (forwarded unchanged, save for policy filtering) or the
-//! federated catalogue (lists merged, names and URIs routed back). Each
-//! forwarded request goes through the [`forward`] module to the request's
-//! upstream session ([`connector`]).
+//! upstream (forwarded unchanged, save for policy filtering and the
+//! upstream's tool shapes), the federated catalogue (lists merged, names and
+//! URIs routed back) or a virtual server's part of it. A tool call is
+//! checked on the real tool behind the name it was made with (policy,
+//! [`call_limits`]) whatever the endpoint, alias or meta-tool
+//! ([`tool_search`]). Each forwarded request goes through the [`forward`]
+//! module to the request's upstream session ([`connector`]).
 
+mod call_limits;
 mod catalog;
 mod connector;
 mod context;
@@ -31,8 +35,10 @@ mod subscriptions;
 mod task_relay;
 mod task_runs;
 mod tasks;
+mod tool_search;
 mod waiting_calls;
 
+pub use call_limits::retry_after;
 pub use context::{RequestContext, RequestOptions};
 pub use era_results::add_cache_fields;
 pub use outcome::Outcome;
@@ -45,18 +51,23 @@ use tether_wire::jsonrpc::{
 };
 use tether_wire::protocol::Era;
 use tether_wire::subscriptions::Filter;
+use tokio::sync::mpsc;
 
+use crate::cluster::Cluster;
 use crate::config::{CacheConfig, FederationConfig, TasksConfig};
 use crate::metrics::Metrics;
 use crate::session::{ClientSession, PendingRequest, Scope};
+use crate::shaping::fix_arguments;
 use crate::store::Store;
 use crate::sync::Closing;
 use crate::upstream::{Upstream, UpstreamSet, Upstreams};
-use catalog::ListKind;
+use crate::virtual_servers::{VirtualServer, VirtualServers};
+use call_limits::{CallLimits, CallPermit};
+use catalog::{ListKind, Reuse};
 use connector::Connector;
 use federation::Federation;
 use forward::Forwarder;
-use outcome::{error, forbidden, method_not_found, resource_not_found};
+use outcome::{answer, error, forbidden, method_not_found, resource_not_found};
 use result_cache::ResultCache;
 use tasks::Tasks;
 use waiting_calls::WaitingCalls;
@@ -71,6 +82,49 @@ pub fn waiting_node(request: &Request) -> Option<String> {
     }
     let state = waiting_calls::request_state(request)?;
     waiting_calls::state_node(&state).map(str::to_owned)
+}
+
+/// A tool call by a shown name: the name its upstream shows (`shown`), the
+/// one the client used (`exposed`, for messages) and arguments the endpoint
+/// fixes besides the upstream's.
+struct ShownCall<'a> {
+    shown: &'a str,
+    exposed: &'a str,
+    fixed: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The answer for a tool or prompt name the endpoint does not show.
+fn unknown(request: &Request, kind: ListKind, name: &str) -> Outcome {
+    let what = if kind == ListKind::Tools {
+        "tool"
+    } else {
+        "prompt"
+    };
+    error(
+        request,
+        code::INVALID_PARAMS,
+        format!("Unknown {what}: {name}"),
+    )
+}
+
+/// `outcome` with `permit` held until the call is over: a streamed reply
+/// is relayed through a task that lets go of it when the stream ends.
+fn held(outcome: Outcome, permit: CallPermit) -> Outcome {
+    match (permit, outcome) {
+        (Some(permit), Outcome::Stream(mut rx)) => {
+            let (tx, relayed) = mpsc::channel(1);
+            crate::telemetry::spawn(async move {
+                while let Some(message) = rx.recv().await {
+                    if tx.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                drop(permit);
+            });
+            Outcome::Stream(relayed)
+        }
+        (_, outcome) => outcome,
+    }
 }
 
 /// Time limits of the router.
@@ -88,6 +142,10 @@ pub struct Router {
     connector: Arc<Connector>,
     forwarder: Arc<Forwarder>,
     federation: Federation,
+    /// `/mcp` lists the meta-tools instead of the catalogue.
+    progressive: bool,
+    virtual_servers: Arc<VirtualServers>,
+    limits: CallLimits,
     tasks: Arc<Tasks>,
     waiting: Arc<WaitingCalls>,
     store: Arc<Store>,
@@ -98,17 +156,18 @@ pub struct Router {
 }
 
 impl Router {
-    /// The router over `upstreams`; client sessions' upstream sessions are
-    /// recorded in `store` as they open.
-    /// `node`: this node's id in a cluster.
+    /// The router over `upstreams` and `virtual_servers`; client sessions'
+    /// upstream sessions are recorded in `store` as they open; `cluster`:
+    /// the cluster this node is part of.
     pub fn new(
-        upstreams: Arc<UpstreamSet>,
+        (upstreams, virtual_servers): (Arc<UpstreamSet>, Arc<VirtualServers>),
         (federation, cache, tasks): (FederationConfig, CacheConfig, TasksConfig),
         metrics: Arc<Metrics>,
         store: Arc<Store>,
         timeouts: Timeouts,
-        node: Option<Arc<str>>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
+        let node = cluster.as_ref().map(|c| c.node().clone());
         let cache = Arc::new(ResultCache::new(cache, metrics.clone()));
         let connector = Arc::new(Connector::new(store.clone(), timeouts.send, cache));
         let waiting = Arc::new(WaitingCalls::on_node(node.clone()));
@@ -119,6 +178,9 @@ impl Router {
         ));
         Router {
             tasks: Arc::new(Tasks::new(store.clone(), tasks, forwarder.clone(), node)),
+            progressive: federation.progressive_discovery,
+            virtual_servers,
+            limits: CallLimits::new(cluster),
             forwarder,
             federation: Federation::new(upstreams.clone(), connector.clone(), federation, metrics),
             upstreams,
@@ -156,6 +218,11 @@ impl Router {
     /// An upstream by name.
     pub fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
         self.upstreams.get(name)
+    }
+
+    /// A virtual server by name.
+    pub fn virtual_server(&self, name: &str) -> Option<Arc<VirtualServer>> {
+        self.virtual_servers.get(name)
     }
 
     /// Starts relaying the client session's upstream streams into its GET stream.
@@ -211,13 +278,22 @@ impl Router {
             }
             _ => match ctx.scope.clone() {
                 Scope::Single(name) => self.single(&ctx, &name, request).await,
-                Scope::Federated => self.federated(&ctx, request).await,
+                Scope::Federated => self.federated(&ctx, request, None).await,
+                Scope::Virtual(name) => match self.virtual_servers.get(&name) {
+                    Some(server) => self.federated(&ctx, request, Some(&server)).await,
+                    None => error(
+                        &request,
+                        code::INVALID_REQUEST,
+                        format!("virtual server {name:?} no longer exists"),
+                    ),
+                },
             },
         }
     }
 
     /// `/u/<upstream>/mcp`: everything goes to the one upstream, unchanged,
-    /// save what the caller's policy keeps out.
+    /// save what the caller's policy keeps out and the upstream's tool
+    /// shapes and call limits.
     async fn single(&self, ctx: &Arc<RequestContext>, name: &str, request: Request) -> Outcome {
         let Some(upstream) = self.upstreams.get(name) else {
             return error(
@@ -231,48 +307,59 @@ impl Router {
             return forbidden(&request, &format!("upstream {name}"));
         }
         if request.method == Method::SubscriptionsListen {
-            return self.listen(ctx, request, Some(upstream)).await;
+            return self.listen(ctx, request, Some(upstream), None).await;
         }
-        if !access.restricts() {
+        if !access.restricts() && upstream.serving().is_plain() {
             if request.method == Method::ToolsCall {
                 return self.call_tool(ctx, &upstream, request, None).await;
             }
             return self.forwarder.forward(ctx, &upstream, request, None).await;
         }
         match request.method {
-            Method::ToolsList => {
-                self.federation
-                    .permitted_tools(ctx, &upstream, &request)
-                    .await
-            }
+            Method::ToolsList => self.federation.shown_tools(ctx, &upstream, &request).await,
             Method::ToolsCall => {
                 let Ok(params) = request.params_object() else {
                     return error(&request, code::INVALID_PARAMS, "params must be an object");
                 };
                 let tool = jsonrpc::str_member(&params, "name").unwrap_or_default();
-                if !access.reaches_tool(name, &tool) {
-                    return forbidden(&request, &format!("tool {tool}"));
-                }
                 // The checked name is the one sent (raw bytes could repeat the key).
-                self.call_tool(ctx, &upstream, request, Some(params)).await
+                let call = ShownCall {
+                    shown: &tool,
+                    exposed: &tool,
+                    fixed: None,
+                };
+                self.call_shown(ctx, &upstream, request, params, call).await
             }
             _ => self.forwarder.forward(ctx, &upstream, request, None).await,
         }
     }
 
-    /// `/mcp`: the federated catalogue.
-    async fn federated(&self, ctx: &Arc<RequestContext>, request: Request) -> Outcome {
-        let list = |kind| self.federation.list(ctx, kind, &request);
+    /// `/mcp`: the federated catalogue; `/v/<name>/mcp`: the virtual
+    /// server `server`'s part of it.
+    async fn federated(
+        &self,
+        ctx: &Arc<RequestContext>,
+        request: Request,
+        server: Option<&VirtualServer>,
+    ) -> Outcome {
+        let list = |kind| self.federation.list(ctx, kind, &request, server);
         match request.method {
+            Method::ToolsList if self.progressive(server) => {
+                let meta = tool_search::meta_tools();
+                federation::list_answer(ctx, ListKind::Tools, &request, meta, Reuse::NONE)
+            }
             Method::ToolsList => list(ListKind::Tools).await,
             Method::PromptsList => list(ListKind::Prompts).await,
             Method::ResourcesList => list(ListKind::Resources).await,
             Method::ResourcesTemplatesList => list(ListKind::Templates).await,
-            Method::ToolsCall => self.call_named(ctx, ListKind::Tools, request).await,
-            Method::PromptsGet => self.call_named(ctx, ListKind::Prompts, request).await,
-            Method::ResourcesRead => self.read_resource(ctx, request).await,
-            Method::CompletionComplete => self.complete(ctx, request).await,
-            Method::SubscriptionsListen => self.listen(ctx, request, None).await,
+            Method::ToolsCall => self.call_named(ctx, ListKind::Tools, request, server).await,
+            Method::PromptsGet => {
+                self.call_named(ctx, ListKind::Prompts, request, server)
+                    .await
+            }
+            Method::ResourcesRead => self.read_resource(ctx, request, server).await,
+            Method::CompletionComplete => self.complete(ctx, request, server).await,
+            Method::SubscriptionsListen => self.listen(ctx, request, None, server).await,
             // Answered before routing, or by the transport (the handshake
             // and `server/discover`): nothing to federate.
             Method::Initialize
@@ -311,13 +398,18 @@ impl Router {
         ctx: &Arc<RequestContext>,
         request: Request,
         single: Option<Arc<Upstream>>,
+        server: Option<&VirtualServer>,
     ) -> Outcome {
-        let requested = request
+        let mut requested = request
             .params_object()
             .ok()
             .and_then(|p| serde_json::from_str(p.get("notifications")?.get()).ok())
             .map(|n: serde_json::Value| Filter::requested(&n))
             .unwrap_or_default();
+        if let Some(server) = server {
+            // A virtual server's clients hear only of the resources it exposes.
+            requested.uris.retain(|uri| server.selects_resource(uri));
+        }
         let access = ctx.access();
         // Heard from now on: no change between here and the acknowledgement is lost.
         let changes = self.upstreams.changes();
@@ -370,51 +462,138 @@ impl Router {
         .await
     }
 
-    /// `tools/call` or `prompts/get` by an exposed name: to the upstream
-    /// behind it, under its original name.
+    /// Whether an endpoint lists the meta-tools instead of its tools.
+    fn progressive(&self, server: Option<&VirtualServer>) -> bool {
+        server.map_or(self.progressive, |s| s.config.progressive_discovery)
+    }
+
+    /// `tools/call` or `prompts/get` by an exposed name (on a virtual
+    /// server, by the name it shows): to the upstream behind it, under its
+    /// original name. With progressive discovery, the meta-tools: a search
+    /// answered here, or a call of the tool it names (checked as if called
+    /// directly).
     async fn call_named(
         &self,
         ctx: &Arc<RequestContext>,
         kind: ListKind,
         request: Request,
+        server: Option<&VirtualServer>,
     ) -> Outcome {
         let mut params = match request.params_object() {
             Ok(p) => p,
             Err(e) => return error(&request, code::INVALID_PARAMS, e.message()),
         };
-        let Some(exposed) = jsonrpc::str_member(&params, "name") else {
+        let Some(mut exposed) = jsonrpc::str_member(&params, "name") else {
             return error(&request, code::INVALID_PARAMS, "params.name is required");
         };
-        let Some((upstream, original)) = self.federation.resolve_named(ctx, kind, &exposed).await
-        else {
-            let what = if kind == ListKind::Tools {
-                "tool"
-            } else {
-                "prompt"
-            };
-            return error(
-                &request,
-                code::INVALID_PARAMS,
-                format!("Unknown {what}: {exposed}"),
-            );
-        };
-        let access = ctx.access();
-        let permitted = match kind {
-            ListKind::Tools => access.reaches_tool(&upstream.name, &exposed),
-            _ => access.reaches_upstream(&upstream.name),
-        };
-        if !permitted {
-            return forbidden(&request, &exposed);
-        }
-        params.insert("name".into(), jsonrpc::to_raw(&original));
-        match kind {
-            ListKind::Tools => self.call_tool(ctx, &upstream, request, Some(params)).await,
-            _ => {
-                self.forwarder
-                    .forward(ctx, &upstream, request, Some(params))
-                    .await
+        if kind == ListKind::Tools && self.progressive(server) {
+            if exposed == tool_search::SEARCH_TOOL {
+                return self.search_tools(ctx, &request, &params, server).await;
+            }
+            if exposed == tool_search::CALL_TOOL {
+                params = match tool_search::unwrap_call(params) {
+                    Ok(inner) => inner,
+                    Err(why) => return error(&request, code::INVALID_PARAMS, why),
+                };
+                exposed = jsonrpc::str_member(&params, "name").unwrap_or_default();
             }
         }
+        // The name `/mcp` shows for it.
+        let federated = match (server, kind) {
+            (None, _) => Some(exposed.as_str()),
+            (Some(server), ListKind::Tools) => server.tool_behind(&exposed),
+            (Some(server), _) => server.selects_prompt(&exposed).then_some(exposed.as_str()),
+        };
+        let resolved = match federated {
+            Some(name) => self.federation.resolve_named(ctx, kind, name).await,
+            None => None,
+        };
+        let Some((upstream, shown)) = resolved else {
+            return unknown(&request, kind, &exposed);
+        };
+        if kind == ListKind::Tools {
+            let fixed = (server.zip(federated)).and_then(|(s, n)| s.shaping.fixed_arguments(n));
+            let call = ShownCall {
+                shown: &shown,
+                exposed: &exposed,
+                fixed,
+            };
+            return self.call_shown(ctx, &upstream, request, params, call).await;
+        }
+        if !ctx.access().reaches_upstream(&upstream.name) {
+            return forbidden(&request, &exposed);
+        }
+        params.insert("name".into(), jsonrpc::to_raw(&shown));
+        self.forwarder
+            .forward(ctx, &upstream, request, Some(params))
+            .await
+    }
+
+    /// A `tools/call` of the tool `upstream` shows as `call.shown`: the real
+    /// tool behind it checked against the caller's policy and the call
+    /// limits, its fixed arguments set, and called under its own name.
+    async fn call_shown(
+        &self,
+        ctx: &Arc<RequestContext>,
+        upstream: &Arc<Upstream>,
+        request: Request,
+        mut params: RawObject,
+        call: ShownCall<'_>,
+    ) -> Outcome {
+        let serving = upstream.serving();
+        let Some(real) = serving.shaping.name_behind(call.shown) else {
+            return unknown(&request, ListKind::Tools, call.exposed);
+        };
+        let separator = self.federation.separator();
+        if !ctx.access().reaches_tool(&upstream.name, real, separator) {
+            return forbidden(&request, &format!("tool {}", call.exposed));
+        }
+        for fixed in [serving.shaping.fixed_arguments(real), call.fixed]
+            .into_iter()
+            .flatten()
+        {
+            if fix_arguments(&mut params, fixed).is_err() {
+                return error(
+                    &request,
+                    code::INVALID_PARAMS,
+                    "params.arguments must be an object",
+                );
+            }
+        }
+        let permit = match (self.limits).admit(&ctx.caller.principal, upstream, &serving, real) {
+            Ok(permit) => permit,
+            Err(refused) => return Outcome::Error(refused, Some(request.id.clone())),
+        };
+        params.insert("name".into(), jsonrpc::to_raw(real));
+        let outcome = self.call_tool(ctx, upstream, request, Some(params)).await;
+        held(outcome, permit)
+    }
+
+    /// `search_tools`: the endpoint's catalogue ranked for the query.
+    async fn search_tools(
+        &self,
+        ctx: &RequestContext,
+        request: &Request,
+        params: &RawObject,
+        server: Option<&VirtualServer>,
+    ) -> Outcome {
+        let (query, limit) = match tool_search::search_request(params) {
+            Ok(asked) => asked,
+            Err(why) => return error(request, code::INVALID_PARAMS, why),
+        };
+        let catalogue = match self
+            .federation
+            .catalogue(ctx, ListKind::Tools, server)
+            .await
+        {
+            Ok((items, _)) => items,
+            Err(why) => return error(request, code::INTERNAL_ERROR, why.to_string()),
+        };
+        let mut result = tool_search::search_result(tool_search::search(catalogue, &query, limit));
+        if ctx.era == Era::Modern {
+            result["resultType"] = "complete".into();
+        }
+        answer(request, &jsonrpc::to_raw(&result))
     }
 
     /// A `tools/call` to `upstream`: through the tasks extension when the
@@ -433,8 +612,14 @@ impl Router {
         self.forwarder.forward(ctx, upstream, request, params).await
     }
 
-    /// `resources/read`: to the upstream serving the URI.
-    async fn read_resource(&self, ctx: &Arc<RequestContext>, request: Request) -> Outcome {
+    /// `resources/read`: to the upstream serving the URI (one `server`
+    /// exposes, on a virtual server).
+    async fn read_resource(
+        &self,
+        ctx: &Arc<RequestContext>,
+        request: Request,
+        server: Option<&VirtualServer>,
+    ) -> Outcome {
         let params = match request.params_object() {
             Ok(p) => p,
             Err(e) => return error(&request, code::INVALID_PARAMS, e.message()),
@@ -442,6 +627,9 @@ impl Router {
         let Some(uri) = jsonrpc::str_member(&params, "uri") else {
             return error(&request, code::INVALID_PARAMS, "params.uri is required");
         };
+        if server.is_some_and(|s| !s.selects_resource(&uri)) {
+            return resource_not_found(&request, ctx.era, &uri);
+        }
         match self.federation.resolve_resource(ctx, &uri).await {
             Some(up) if !ctx.access().reaches_upstream(&up.name) => {
                 forbidden(&request, &format!("resource {uri}"))
@@ -451,8 +639,14 @@ impl Router {
         }
     }
 
-    /// `completion/complete`: to the upstream of the prompt or resource it refers to.
-    async fn complete(&self, ctx: &Arc<RequestContext>, request: Request) -> Outcome {
+    /// `completion/complete`: to the upstream of the prompt or resource it
+    /// refers to (one `server` exposes, on a virtual server).
+    async fn complete(
+        &self,
+        ctx: &Arc<RequestContext>,
+        request: Request,
+        server: Option<&VirtualServer>,
+    ) -> Outcome {
         let mut params = match request.params_object() {
             Ok(p) => p,
             Err(e) => return error(&request, code::INVALID_PARAMS, e.message()),
@@ -466,11 +660,15 @@ impl Router {
         match jsonrpc::str_member(&reference, "type").as_deref() {
             Some("ref/prompt") => {
                 let name = jsonrpc::str_member(&reference, "name").unwrap_or_default();
-                let Some((upstream, original)) = self
-                    .federation
-                    .resolve_named(ctx, ListKind::Prompts, &name)
-                    .await
-                else {
+                let resolved = match server.is_none_or(|s| s.selects_prompt(&name)) {
+                    true => {
+                        (self.federation)
+                            .resolve_named(ctx, ListKind::Prompts, &name)
+                            .await
+                    }
+                    false => None,
+                };
+                let Some((upstream, original)) = resolved else {
                     return error(
                         &request,
                         code::INVALID_PARAMS,
@@ -488,6 +686,9 @@ impl Router {
             }
             Some("ref/resource") => {
                 let uri = jsonrpc::str_member(&reference, "uri").unwrap_or_default();
+                if server.is_some_and(|s| !s.selects_resource(&uri)) {
+                    return resource_not_found(&request, ctx.era, &uri);
+                }
                 match self.federation.resolve_resource(ctx, &uri).await {
                     Some(up) if !ctx.access().reaches_upstream(&up.name) => {
                         forbidden(&request, &format!("resource {uri}"))
@@ -512,6 +713,12 @@ impl Router {
         let upstream = match &ctx.scope {
             Scope::Single(name) => self.upstreams.get(name),
             Scope::Federated => self.federation.resolve_resource(ctx, &uri).await,
+            Scope::Virtual(name) => match self.virtual_servers.get(name) {
+                Some(server) if server.selects_resource(&uri) => {
+                    self.federation.resolve_resource(ctx, &uri).await
+                }
+                _ => None,
+            },
         };
         match upstream {
             Some(up) if !ctx.access().reaches_upstream(&up.name) => {

@@ -49,7 +49,7 @@ pub async fn adopt(store: &Store, ctx: &RequestContext, upstream: &Upstream, bod
     let record = TaskRecord {
         id: node_token(None),
         principal: ctx.caller.principal.to_string(),
-        scope: ctx.scope.label().to_owned(),
+        scope: ctx.scope.label().into_owned(),
         upstream: upstream.name.to_string(),
         upstream_task: Some(upstream_task),
         runner: None,

@@ -197,7 +197,7 @@ impl Tasks {
         let record = TaskRecord {
             id: state.id.clone(),
             principal: ctx.caller.principal.to_string(),
-            scope: ctx.scope.label().to_owned(),
+            scope: ctx.scope.label().into_owned(),
             upstream: upstream.name.to_string(),
             upstream_task: None,
             runner: Some(self.runs.runner().to_string()),

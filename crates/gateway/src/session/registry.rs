@@ -485,10 +485,9 @@ impl SessionRegistry {
     /// its endpoint is gone.
     fn restore(&self, record: SessionRecord, seat: Option<Seat>) -> Option<Arc<ClientSession>> {
         let stream_bound = record.scope.starts_with(STREAM_BOUND_MARK);
-        let scope = match record.scope.trim_start_matches(STREAM_BOUND_MARK) {
-            "" => Scope::Federated,
-            name => Scope::Single(self.upstreams.get(name)?.name.clone()),
-        };
+        let scope = Scope::from_label(record.scope.trim_start_matches(STREAM_BOUND_MARK), |n| {
+            Some(self.upstreams.get(n)?.name.clone())
+        })?;
         let raw = |text: &str| serde_json::value::RawValue::from_string(text.to_owned()).ok();
         let identity = ClientIdentity {
             info: raw(&record.client_info).unwrap_or_else(|| ClientIdentity::tether().info),

@@ -1,6 +1,6 @@
-//! Upstreams defined through the admin API (their definitions as JSON, so
-//! every node and every restart sees them), and forgetting an upstream's
-//! stored sessions when it changes.
+//! Upstreams and virtual servers defined through the admin API (their
+//! definitions as JSON, so every node and every restart sees them), and
+//! forgetting an upstream's stored sessions when it changes.
 
 use sqlx::Row;
 
@@ -8,62 +8,112 @@ use super::{Sql, Store, StoreError, sql_error};
 use crate::clock::now_ms;
 use crate::sync::lock;
 
-impl Store {
-    /// Every stored upstream definition (JSON), by name.
-    pub async fn definitions(&self) -> Result<Vec<(String, String)>, StoreError> {
+/// What a stored definition defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefinitionKind {
+    /// An upstream (`[[upstreams]]`).
+    Upstream,
+    /// A virtual server (`[[virtual_servers]]`).
+    VirtualServer,
+}
+
+/// The statements on one table of definitions: list, store, delete.
+struct Statements {
+    list: &'static str,
+    put: &'static str,
+    delete: &'static str,
+}
+
+/// The same statements on the table `$table`.
+macro_rules! statements {
+    ($table:literal) => {
+        Statements {
+            list: concat!("SELECT name, definition FROM ", $table, " ORDER BY name"),
+            put: concat!(
+                "INSERT INTO ",
+                $table,
+                " (name, definition, updated_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET
+                   definition = excluded.definition, updated_ms = excluded.updated_ms"
+            ),
+            delete: concat!("DELETE FROM ", $table, " WHERE name = $1"),
+        }
+    };
+}
+
+impl DefinitionKind {
+    /// The statements on the table the definitions are kept in.
+    fn statements(self) -> Statements {
         match self {
-            Store::Memory(mem) => Ok(lock(&mem.definitions)
+            DefinitionKind::Upstream => statements!("tether_upstreams"),
+            DefinitionKind::VirtualServer => statements!("tether_virtual_servers"),
+        }
+    }
+}
+
+impl Store {
+    /// Every stored definition of `kind` (JSON), by name.
+    pub async fn definitions(
+        &self,
+        kind: DefinitionKind,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        match self {
+            Store::Memory(mem) => Ok(lock(mem.definitions(kind))
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()),
             Store::Sql(Sql { pool, .. }) => {
-                let rows =
-                    sqlx::query("SELECT name, definition FROM tether_upstreams ORDER BY name")
-                        .fetch_all(pool)
-                        .await
-                        .map_err(sql_error("list upstreams"))?;
+                let rows = sqlx::query(kind.statements().list)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(sql_error("list definitions"))?;
                 rows.iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                     .collect::<Result<_, sqlx::Error>>()
-                    .map_err(sql_error("read upstreams"))
+                    .map_err(sql_error("read definitions"))
             }
         }
     }
 
-    /// Stores (or replaces) an upstream definition.
-    pub async fn put_definition(&self, name: &str, definition: &str) -> Result<(), StoreError> {
+    /// Stores (or replaces) a definition of `kind`.
+    pub async fn put_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        definition: &str,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(mem) => {
-                lock(&mem.definitions).insert(name.to_owned(), definition.to_owned());
+                lock(mem.definitions(kind)).insert(name.to_owned(), definition.to_owned());
                 Ok(())
             }
             Store::Sql(Sql { pool, .. }) => {
-                sqlx::query(
-                    "INSERT INTO tether_upstreams (name, definition, updated_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (name) DO UPDATE SET
-                       definition = excluded.definition, updated_ms = excluded.updated_ms",
-                )
-                .bind(name)
-                .bind(definition)
-                .bind(now_ms())
-                .execute(pool)
-                .await
-                .map_err(sql_error("store upstream"))?;
+                sqlx::query(kind.statements().put)
+                    .bind(name)
+                    .bind(definition)
+                    .bind(now_ms())
+                    .execute(pool)
+                    .await
+                    .map_err(sql_error("store definition"))?;
                 Ok(())
             }
         }
     }
 
-    /// Removes an upstream definition; true if it existed.
-    pub async fn delete_definition(&self, name: &str) -> Result<bool, StoreError> {
+    /// Removes a definition of `kind`; true if it existed.
+    pub async fn delete_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(mem) => Ok(lock(&mem.definitions).remove(name).is_some()),
+            Store::Memory(mem) => Ok(lock(mem.definitions(kind)).remove(name).is_some()),
             Store::Sql(Sql { pool, .. }) => {
-                let done = sqlx::query("DELETE FROM tether_upstreams WHERE name = $1")
+                let done = sqlx::query(kind.statements().delete)
                     .bind(name)
                     .execute(pool)
                     .await
-                    .map_err(sql_error("delete upstream"))?;
+                    .map_err(sql_error("delete definition"))?;
                 Ok(done.rows_affected() > 0)
             }
         }
@@ -96,13 +146,25 @@ mod tests {
     use super::*;
 
     async fn round_trip(store: Store) {
-        store.put_definition("b", r#"{"name":"b"}"#).await.unwrap();
-        store.put_definition("a", r#"{"name":"a"}"#).await.unwrap();
+        let kind = DefinitionKind::Upstream;
         store
-            .put_definition("b", r#"{"name":"b","url":"x"}"#)
+            .put_definition(kind, "b", r#"{"name":"b"}"#)
             .await
             .unwrap();
-        let all = store.definitions().await.unwrap();
+        store
+            .put_definition(kind, "a", r#"{"name":"a"}"#)
+            .await
+            .unwrap();
+        store
+            .put_definition(kind, "b", r#"{"name":"b","url":"x"}"#)
+            .await
+            .unwrap();
+        let virtual_server = DefinitionKind::VirtualServer;
+        store
+            .put_definition(virtual_server, "a", r#"{"name":"a","tools":[]}"#)
+            .await
+            .unwrap();
+        let all = store.definitions(kind).await.unwrap();
         assert_eq!(
             all,
             [
@@ -110,9 +172,11 @@ mod tests {
                 ("b".to_owned(), r#"{"name":"b","url":"x"}"#.to_owned())
             ]
         );
-        assert!(store.delete_definition("a").await.unwrap());
-        assert!(!store.delete_definition("a").await.unwrap());
-        assert_eq!(store.definitions().await.unwrap().len(), 1);
+        assert!(store.delete_definition(kind, "a").await.unwrap());
+        assert!(!store.delete_definition(kind, "a").await.unwrap());
+        assert_eq!(store.definitions(kind).await.unwrap().len(), 1);
+        let servers = store.definitions(virtual_server).await.unwrap();
+        assert_eq!(servers.len(), 1, "each kind in its own table");
     }
 
     #[tokio::test]

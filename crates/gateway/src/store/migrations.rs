@@ -73,6 +73,12 @@ const STEPS: &[&[&str]] = &[
         "CREATE INDEX IF NOT EXISTS tether_tasks_expires ON tether_tasks (expires_ms)",
         "CREATE INDEX IF NOT EXISTS tether_tasks_runner ON tether_tasks (runner)",
     ],
+    // 4: admin-defined virtual servers.
+    &["CREATE TABLE IF NOT EXISTS tether_virtual_servers (
+            name TEXT PRIMARY KEY,
+            definition TEXT NOT NULL,
+            updated_ms BIGINT NOT NULL
+        )"],
 ];
 
 /// A Postgres advisory lock key only Tether's migrations take.

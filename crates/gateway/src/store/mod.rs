@@ -22,6 +22,7 @@ mod migrations;
 mod tasks;
 
 pub use cluster::{CHANNEL, CapReached, NodeRow, SessionCaps};
+pub use definitions::DefinitionKind;
 pub use tasks::TaskRecord;
 
 /// One upstream session bound to a client session.
@@ -131,7 +132,21 @@ fn sql_error(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 pub struct Memory {
     sessions: Mutex<HashMap<String, SessionRecord>>,
     definitions: Mutex<std::collections::BTreeMap<String, String>>,
+    virtual_servers: Mutex<std::collections::BTreeMap<String, String>>,
     tasks: Mutex<HashMap<String, TaskRecord>>,
+}
+
+impl Memory {
+    /// The definitions of `kind`.
+    fn definitions(
+        &self,
+        kind: DefinitionKind,
+    ) -> &Mutex<std::collections::BTreeMap<String, String>> {
+        match kind {
+            DefinitionKind::Upstream => &self.definitions,
+            DefinitionKind::VirtualServer => &self.virtual_servers,
+        }
+    }
 }
 
 /// A SQL database behind the store.

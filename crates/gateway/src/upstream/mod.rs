@@ -39,8 +39,9 @@ use http::HeaderValue;
 use serde_json::value::RawValue;
 use tether_wire::protocol::Era;
 
-use crate::config::{EraPreference, Transport, UpstreamConfig};
+use crate::config::{EraPreference, RateLimit, Transport, UpstreamConfig};
 use crate::metrics::UpstreamStats;
+use crate::shaping::Shaping;
 use crate::sync::lock;
 use crate::telemetry::spans;
 use discovery::Discovery;
@@ -86,8 +87,47 @@ pub struct Upstream {
     /// Failed attempts to reach the upstream, and the last error (returned
     /// at once while attempts are held back).
     backoff: Mutex<(backoff::Backoff, Option<UpstreamError>)>,
+    /// How its tools are served to clients (kept current with `definition`).
+    serving: Mutex<Arc<Serving>>,
     /// Counters exported on `/metrics`.
     pub stats: UpstreamStats,
+}
+
+/// How an upstream's tools are served to clients: shaped, and limited.
+#[derive(Debug)]
+pub struct Serving {
+    /// Its tool shapes, by its own tool names.
+    pub shaping: Shaping,
+    /// Tool calls per principal over all its tools.
+    pub rate_limit: RateLimit,
+    /// Permits for its tool calls in flight on this node (`None`: no cap).
+    pub calls: Option<Arc<tokio::sync::Semaphore>>,
+    /// How many (0: no cap).
+    cap: usize,
+}
+
+impl Serving {
+    /// How `config` says to serve the tools; `previous` keeps its calls in
+    /// flight counted when the cap is unchanged.
+    fn new(config: &UpstreamConfig, previous: Option<&Serving>) -> Serving {
+        let cap = config.max_concurrent_calls;
+        let calls = match previous {
+            Some(p) if p.cap == cap => p.calls.clone(),
+            _ => (cap > 0).then(|| Arc::new(tokio::sync::Semaphore::new(cap))),
+        };
+        Serving {
+            shaping: Shaping::new(&config.shape),
+            rate_limit: config.rate_limit,
+            calls,
+            cap,
+        }
+    }
+
+    /// Whether calls go through unchanged and unlimited (its own tool list
+    /// and names are the clients').
+    pub fn is_plain(&self) -> bool {
+        self.shaping.is_empty() && !self.rate_limit.is_set() && self.calls.is_none()
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -139,6 +179,7 @@ impl Upstream {
             backoff: Mutex::new(Default::default()),
             tls,
             definition: Mutex::new(config.clone()),
+            serving: Mutex::new(Arc::new(Serving::new(&config, None))),
             retired: std::sync::atomic::AtomicBool::new(false),
             stats: UpstreamStats {
                 healthy: 1.into(),
@@ -217,9 +258,17 @@ impl Upstream {
         lock(&self.definition).clone()
     }
 
-    /// Takes the cosmetic fields of `definition` (which connects like this one).
+    /// Takes the cosmetic and serving fields of `definition` (which connects
+    /// like this one).
     pub fn describe(&self, definition: &UpstreamConfig) {
         *lock(&self.definition) = definition.clone();
+        let mut serving = lock(&self.serving);
+        *serving = Arc::new(Serving::new(definition, Some(&serving)));
+    }
+
+    /// How its tools are served to clients now.
+    pub fn serving(&self) -> Arc<Serving> {
+        lock(&self.serving).clone()
     }
 
     /// Whether the last health check succeeded (or none has run yet).

@@ -20,3 +20,4 @@ mod sse_gateway;
 mod stdio;
 mod streaming;
 mod tasks;
+mod virtual_servers;

@@ -5,20 +5,19 @@
 //! the nodes (round-robin does), stricter when it does not. Requests passed
 //! on between nodes were counted where they arrived.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use dashmap::DashMap;
 use http::{HeaderValue, StatusCode, header};
 use tether_wire::jsonrpc::code;
 
 use super::layer::{Check, Verdict};
 use crate::auth::Caller;
+use crate::buckets::TokenBuckets;
 use crate::cluster::Cluster;
 use crate::downstream::pass_on::PassedOn;
 use crate::downstream::reply;
-use crate::sync::lock;
 
 /// The check: a caller (see [`authenticate`](super::authenticate)) that used
 /// up its rate gets 429 with `Retry-After`.
@@ -51,19 +50,11 @@ impl Check for LimitRate {
     }
 }
 
-/// Buckets kept before idle ones are forgotten.
-const MAX_BUCKETS: usize = 100_000;
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 /// The per-principal limiter (off when the rate is 0).
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: DashMap<Arc<str>, Mutex<Bucket>>,
+    buckets: TokenBuckets<Arc<str>>,
     /// The cluster whose live nodes share the rate.
     cluster: Option<Arc<Cluster>>,
 }
@@ -76,7 +67,7 @@ impl RateLimiter {
         RateLimiter {
             rate: f64::from(rate),
             burst: f64::from(burst.max(1)),
-            buckets: DashMap::new(),
+            buckets: TokenBuckets::default(),
             cluster,
         }
     }
@@ -97,28 +88,7 @@ impl RateLimiter {
         }
         let share = nodes.max(1) as f64;
         let (rate, burst) = (self.rate / share, (self.burst / share).max(1.0));
-        if self.buckets.len() >= MAX_BUCKETS {
-            // Full buckets of idle principals carry no information.
-            let full = Duration::from_secs_f64(burst / rate);
-            self.buckets
-                .retain(|_, b| now.duration_since(lock(b).at) < full);
-        }
-        let entry = self.buckets.entry(principal.clone()).or_insert_with(|| {
-            Mutex::new(Bucket {
-                tokens: burst,
-                at: now,
-            })
-        });
-        let mut bucket = lock(&entry);
-        let earned = now.duration_since(bucket.at).as_secs_f64() * rate;
-        bucket.tokens = (bucket.tokens + earned).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
-        }
+        self.buckets.take(principal.clone(), rate, burst, now)
     }
 }
 

@@ -1,0 +1,193 @@
+//! Limits on tool calls, counted on the real tool whatever name or endpoint
+//! the call came through: token buckets per principal for an upstream's
+//! tools together and for one tool, and a cap on an upstream's calls in
+//! flight on this node. In a cluster each node allows its share of a rate
+//! (the rate divided by the live nodes), as for the per-principal request
+//! rate. A refused call gets -32029 with `data.retryAfterMs`, and over
+//! Streamable HTTP a 429 with `Retry-After`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tether_wire::jsonrpc::{ErrorObject, code};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::buckets::TokenBuckets;
+use crate::cluster::Cluster;
+use crate::config::RateLimit;
+use crate::upstream::{Serving, Upstream};
+
+/// How soon a call refused for the concurrency cap is told to try again.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// What a bucket counts: a principal's calls of an upstream's tools (`tool`
+/// empty) or of one tool.
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct Key {
+    principal: Arc<str>,
+    upstream: Arc<str>,
+    tool: String,
+}
+
+/// The call limits of every upstream (see the module documentation).
+pub struct CallLimits {
+    buckets: TokenBuckets<Key>,
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// A call admitted under a concurrency cap: the cap counts it until this is dropped.
+pub type CallPermit = Option<OwnedSemaphorePermit>;
+
+impl CallLimits {
+    /// The limits; in `cluster`, rates are shared by its live nodes.
+    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
+        CallLimits {
+            buckets: TokenBuckets::default(),
+            cluster,
+        }
+    }
+
+    /// Admits `principal`'s call of `tool` (the upstream's own name) on
+    /// `upstream`, or says why not and when to try again.
+    pub fn admit(
+        &self,
+        principal: &Arc<str>,
+        upstream: &Upstream,
+        serving: &Serving,
+        tool: &str,
+    ) -> Result<CallPermit, ErrorObject> {
+        let limits = [
+            (serving.rate_limit, ""),
+            (serving.shaping.rate_limit(tool), tool),
+        ];
+        let now = Instant::now();
+        for (limit, counted) in limits.into_iter().filter(|(l, _)| l.is_set()) {
+            let key = Key {
+                principal: principal.clone(),
+                upstream: upstream.name.clone(),
+                tool: counted.to_owned(),
+            };
+            if let Err(wait) = self.take(key, limit, now) {
+                let scope = if counted.is_empty() {
+                    format!("the tools of upstream {}", upstream.name)
+                } else {
+                    format!("tool {tool} of upstream {}", upstream.name)
+                };
+                return Err(refusal(
+                    format!(
+                        "Rate limit exceeded: {} calls a minute for {scope}; retry later",
+                        limit.per_minute
+                    ),
+                    wait,
+                    "rate",
+                ));
+            }
+        }
+        let Some(calls) = &serving.calls else {
+            return Ok(None);
+        };
+        match calls.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => Err(refusal(
+                format!(
+                    "Concurrency limit reached: upstream {} has as many tool calls in flight as it allows; retry later",
+                    upstream.name
+                ),
+                BUSY_RETRY,
+                "concurrency",
+            )),
+        }
+    }
+
+    fn take(&self, key: Key, limit: RateLimit, now: Instant) -> Result<(), Duration> {
+        let nodes = self.cluster.as_ref().map_or(1, |c| c.live_nodes()).max(1) as f64;
+        let burst = if limit.burst == 0 {
+            limit.per_minute
+        } else {
+            limit.burst
+        };
+        let rate = f64::from(limit.per_minute) / 60.0 / nodes;
+        let burst = (f64::from(burst) / nodes).max(1.0);
+        self.buckets.take(key, rate, burst, now)
+    }
+}
+
+/// The error refusing a call: -32029, saying when to retry.
+fn refusal(message: String, wait: Duration, limit: &str) -> ErrorObject {
+    let retry_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    ErrorObject::new(code::LIMIT_EXCEEDED, message)
+        .with_data(json!({ "retryAfterMs": retry_ms, "limit": limit }))
+}
+
+/// How long a refusal says to wait before retrying, if it is one.
+pub fn retry_after(error: &ErrorObject) -> Option<Duration> {
+    if error.code != code::LIMIT_EXCEEDED {
+        return None;
+    }
+    let ms = error.data.as_ref()?.get("retryAfterMs")?.as_u64()?;
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamConfig;
+
+    fn upstream(mut def: serde_json::Value) -> Arc<Upstream> {
+        def["name"] = "u".into();
+        def["url"] = "http://127.0.0.1:1/mcp".into();
+        Upstream::new(serde_json::from_value::<UpstreamConfig>(def).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_tools_rate_is_per_principal_and_per_tool() {
+        let up = upstream(json!({"shape": {"t": {"rate_limit": {"per_minute": 2}}}}));
+        let serving = up.serving();
+        let limits = CallLimits::new(None);
+        let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
+        for _ in 0..2 {
+            assert!(limits.admit(&alice, &up, &serving, "t").is_ok());
+        }
+        let refused = limits.admit(&alice, &up, &serving, "t").unwrap_err();
+        assert_eq!(refused.code, code::LIMIT_EXCEEDED);
+        let wait = retry_after(&refused).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert!(
+            limits.admit(&bob, &up, &serving, "t").is_ok(),
+            "another principal"
+        );
+        assert!(
+            limits.admit(&alice, &up, &serving, "other").is_ok(),
+            "another tool"
+        );
+    }
+
+    #[test]
+    fn an_upstreams_rate_counts_all_its_tools() {
+        let up = upstream(json!({"rate_limit": {"per_minute": 60, "burst": 2}}));
+        let serving = up.serving();
+        let limits = CallLimits::new(None);
+        let alice: Arc<str> = "alice".into();
+        assert!(limits.admit(&alice, &up, &serving, "a").is_ok());
+        assert!(limits.admit(&alice, &up, &serving, "b").is_ok());
+        assert!(limits.admit(&alice, &up, &serving, "c").is_err());
+    }
+
+    #[test]
+    fn the_cap_counts_calls_in_flight() {
+        let up = upstream(json!({"max_concurrent_calls": 1}));
+        let serving = up.serving();
+        let limits = CallLimits::new(None);
+        let alice: Arc<str> = "alice".into();
+        let first = limits.admit(&alice, &up, &serving, "a").unwrap();
+        assert!(first.is_some());
+        let busy = limits.admit(&alice, &up, &serving, "a").unwrap_err();
+        assert_eq!(retry_after(&busy), Some(BUSY_RETRY));
+        drop(first);
+        assert!(limits.admit(&alice, &up, &serving, "a").is_ok());
+    }
+}

@@ -1,0 +1,127 @@
+//! Virtual servers in a cluster: one defined through the admin API of one
+//! node serves at once on the other (the same store, announced), its
+//! sessions pass between the nodes like `/mcp`'s, and removing it ends its
+//! endpoint on both. The Python SDK's tests (interop) cover what a client
+//! sees of a virtual server on one node.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{ADMIN, Legacy, Postgres, Proc, demo, http, tether, text};
+
+/// The status of a POST `initialize` on `url`.
+async fn initialize_status(url: &str) -> u16 {
+    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "tether-tests", "version": "1"},
+    }});
+    let resp = http()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+/// Waits up to 5 s for `url`'s `initialize` to answer `want`.
+async fn wait_for_initialize(url: &str, want: u16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = initialize_status(url).await;
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn names(listed: &Value) -> Vec<&str> {
+    let mut names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+fn endpoint(node: &Proc, server: &str) -> String {
+    node.mcp().replace("/mcp", &format!("/v/{server}/mcp"))
+}
+
+#[tokio::test]
+async fn a_virtual_server_defined_on_one_node_serves_on_every_node() {
+    let pg = Postgres::start();
+    let up = demo("legacy");
+    let config = format!(
+        "{ADMIN}[store]\nurl = \"{}\"\n[cluster]\nsecret = \"s3cret\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n",
+        pg.url,
+        up.mcp()
+    );
+    let (a, b) = (tether(&config), tether(&config));
+    let definition = json!({
+        "name": "desk",
+        "title": "Desk",
+        "tools": ["demo__counter_*"],
+        "shape": {"demo__counter_get": {"alias": "count"}},
+    });
+    let (status, created) = a.admin("POST", "/virtual-servers", Some(definition)).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, listed) = b.admin("GET", "/virtual-servers", None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        wait_for_initialize(&endpoint(&b, "desk"), 200).await,
+        200,
+        "node B serves the virtual server node A defined"
+    );
+
+    // A session made on A is served on B too (passed on to its home).
+    let on_a = Legacy::connect(&endpoint(&a, "desk")).await;
+    let on_b = Legacy {
+        url: endpoint(&b, "desk"),
+        session: on_a.session.clone(),
+        version: on_a.version.clone(),
+        next: Default::default(),
+        bearer: None,
+    };
+    assert_eq!(
+        names(&on_b.result("tools/list", json!({})).await),
+        ["count", "demo__counter_increment"]
+    );
+    assert_eq!(
+        text(&on_a.call("demo__counter_increment", json!({})).await),
+        "1"
+    );
+    assert_eq!(
+        text(&on_b.call("demo__counter_increment", json!({})).await),
+        "2"
+    );
+    assert_eq!(text(&on_b.call("count", json!({})).await), "2");
+    let outside = on_b
+        .request(
+            "tools/call",
+            json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        outside.last()["error"]["code"],
+        -32602,
+        "{:?}",
+        outside.last()
+    );
+
+    // Config-file ones cannot be changed here; the API's can, and go away everywhere.
+    let (status, _) = a.admin("DELETE", "/virtual-servers/nope", None).await;
+    assert_eq!(status, 404);
+    let (status, removed) = a.admin("DELETE", "/virtual-servers/desk", None).await;
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(wait_for_initialize(&endpoint(&b, "desk"), 404).await, 404);
+    assert_eq!(initialize_status(&endpoint(&a, "desk")).await, 404);
+    drop(pg);
+}

@@ -11,7 +11,13 @@
 #     clients through a three-node cluster on PostgreSQL behind HAProxy
 #     (cluster); OpenTelemetry traces from the SDK client through Tether to
 #     the SDK upstream, into a real OTLP/HTTP receiver (telemetry); the admin
-#     console in headless Chromium driven by Selenium (admin-console).
+#     console in headless Chromium driven by Selenium (admin-console); the
+#     SDK's clients on virtual servers, /v/<name>/mcp and /v/<name>/sse, with
+#     their admin API (virtual-servers), on renamed, hidden and fixed-argument
+#     tools under policies (tool-shaping), refused by per-principal rate
+#     limits and concurrency caps (tool-limits), and finding tools among three
+#     catalogue upstreams built with the SDK through search_tools/call_tool
+#     (progressive-discovery).
 #   Node (interop/node, node --test): the TypeScript SDK v1 client (ts-sdk-v1),
 #     the v2 client on the 2026-07-28 era (ts-sdk-v2), the MCP Inspector CLI
 #     (inspector-cli), and the TS clients against server-everything.
@@ -166,6 +172,7 @@ ORDER = [
     "server-everything", "server-everything-stdio",
     "python-upstream", "python-upstream-sse", "python-upstream-stdio", "cluster",
     "telemetry", "admin-console",
+    "virtual-servers", "tool-shaping", "tool-limits", "progressive-discovery",
 ]
 counts = defaultdict(lambda: {"passed": 0, "failed": 0, "skipped": 0})
 

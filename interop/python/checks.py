@@ -6,14 +6,17 @@ Plain HTTP for tests that speak JSON-RPC themselves (`http`, `post_jsonrpc`,
 the 2026-07-28 `Client` (`modern_client`), and a record of every HTTP exchange
 (`Wire`, `SseWire`). Then the checks more than one peer runs: the same calls
 and the same assertions, worded for the peer by the `report` each takes (a
-`reporter(peer, client)`).
+`reporter(peer, client)`). Last, for the policy, limit and catalogue tests:
+principals (`bearer`, `jwt_auth_toml`), refusals (`refused`, `limit_error`),
+the admin API (`admin_api`) and what a catalogue upstream tool received (`ran`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +27,13 @@ import urllib.request
 
 import anyio
 import httpx2
+import jwt
 
 import mcp.types as types
 from mcp import Client, ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 MODERN_VERSION = "2026-07-28"
 HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -148,8 +153,11 @@ class SseWire(Wire):
         return {parse_qs(urlsplit(url).query).get("session_id", [None])[0] for m, url in self.urls if m == "POST"}
 
 
-def http_client(wire: Wire) -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(timeout=httpx2.Timeout(REQUEST_TIMEOUT_S, read=60.0), event_hooks=wire.hooks())
+def http_client(wire: Wire, headers: dict[str, str] | None = None) -> httpx2.AsyncClient:
+    """The SDK transport's HTTP client: recorded in `wire`, sending `headers` with every request."""
+    return httpx2.AsyncClient(
+        headers=headers, timeout=httpx2.Timeout(REQUEST_TIMEOUT_S, read=60.0), event_hooks=wire.hooks()
+    )
 
 
 @asynccontextmanager
@@ -170,42 +178,55 @@ async def _initialized(read, write, url: str, name: str, report: Report, **sessi
 
 
 @asynccontextmanager
-async def legacy_session(url: str, wire: Wire | None = None, **session_kwargs):
-    """ClientSession over streamable_http_client, after the legacy initialize handshake."""
+async def legacy_session(url: str, wire: Wire | None = None, *, headers: dict[str, str] | None = None, **session_kwargs):
+    """ClientSession over streamable_http_client, after the legacy initialize handshake.
+    `headers` (e.g. `bearer(...)`) go with every HTTP request."""
     wire = wire if wire is not None else Wire()
-    async with http_client(wire) as http:
+    async with http_client(wire, headers) as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
             async with _initialized(read, write, url, "tether-interop", sdk_msg, **session_kwargs) as session:
                 yield session
 
 
 @asynccontextmanager
-async def sse_session(url: str, wire: SseWire | None = None, **session_kwargs):
+async def sse_session(url: str, wire: SseWire | None = None, *, headers: dict[str, str] | None = None, **session_kwargs):
     """ClientSession over the SDK's `sse_client(url)` (HTTP+SSE), after the initialize handshake.
 
-    Every HTTP request and response of the transport is recorded in `wire`."""
+    Every HTTP request and response of the transport is recorded in `wire`; `headers`
+    (e.g. `bearer(...)`) go with every request."""
     wire = wire if wire is not None else SseWire()
 
     def client_factory(headers=None, timeout=None, auth=None) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, event_hooks=wire.hooks())
 
     async with sse_client(
-        url, timeout=REQUEST_TIMEOUT_S, sse_read_timeout=60, httpx_client_factory=client_factory
+        url, headers=headers, timeout=REQUEST_TIMEOUT_S, sse_read_timeout=60, httpx_client_factory=client_factory
     ) as (read, write):
         async with _initialized(read, write, url, "tether-interop-sse", sdk_sse_msg, **session_kwargs) as session:
             yield session
 
 
 @asynccontextmanager
-async def modern_client(url: str, where: str, report: Report, wire: Wire | None = None, **client_kwargs):
+async def modern_client(
+    url: str,
+    where: str,
+    report: Report,
+    wire: Wire | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **client_kwargs,
+):
     """The high-level `Client` (mode="auto") on `url`, which must negotiate MODERN_VERSION.
 
-    With `wire`, its HTTP exchange is recorded there (the transport is then built here);
-    without, the Client is handed the URL itself."""
+    With `wire` (or `headers`, e.g. `bearer(...)`, sent with every request), its HTTP
+    exchange is recorded there (the transport is then built here); without, the Client
+    is handed the URL itself."""
     async with AsyncExitStack() as stack:
         target: Any = url
+        if wire is None and headers:
+            wire = Wire()
         if wire is not None:
-            http = await stack.enter_async_context(http_client(wire))
+            http = await stack.enter_async_context(http_client(wire, headers))
             target = streamable_http_client(url, http_client=http)
         client = await stack.enter_async_context(
             Client(target, read_timeout_seconds=REQUEST_TIMEOUT_S, cache=None, **client_kwargs)
@@ -215,6 +236,17 @@ async def modern_client(url: str, where: str, report: Report, wire: Wire | None 
             f"server/discover via {where}", f"negotiated {MODERN_VERSION}", got
         )
         yield client
+
+
+def era_client(era: str, url: str, where: str, report: Report, headers: dict[str, str] | None = None, **kwargs):
+    """A client of `url` in `era`: "legacy" (`legacy_session`, initialize + Mcp-Session-Id) or
+    "modern" (`modern_client`, 2026-07-28); both have the same request methods (`call_tool`,
+    `list_tools`, ...). Use as `async with era_client(...) as client`."""
+    if era == "legacy":
+        return legacy_session(url, headers=headers, **kwargs)
+    if era == "modern":
+        return modern_client(url, where, report, headers=headers, **kwargs)
+    raise ValueError(f"unknown era {era!r}")
 
 
 async def poll(fetch: Callable[[], Any], predicate: Callable[[Any], bool], timeout_s: float = 5.0) -> Any:
@@ -491,20 +523,111 @@ def session_headers(sid: str, **extra: str) -> dict[str, str]:
     return {"Mcp-Session-Id": sid, "MCP-Protocol-Version": PLAIN_VERSION, **extra}
 
 
-def plain_session(url: str, report: Report) -> str:
+def plain_session(url: str, report: Report, headers: dict[str, str] | None = None) -> str:
     """A legacy session opened with plain JSON-RPC (initialize, then
-    notifications/initialized): its Mcp-Session-Id."""
+    notifications/initialized): its Mcp-Session-Id. `headers` (e.g. `bearer(...)`)
+    go with both requests (and must go with the session's later ones)."""
     init = {
         "jsonrpc": "2.0",
         "id": 0,
         "method": "initialize",
         "params": {"protocolVersion": PLAIN_VERSION, "capabilities": {}, "clientInfo": {"name": "plain", "version": "1"}},
     }
-    status, headers, answer = post_jsonrpc(url, init)
-    sid = headers.get("Mcp-Session-Id")
+    status, got, answer = post_jsonrpc(url, init, headers)
+    sid = got.get("Mcp-Session-Id")
     assert status == 200 and sid and answer and "result" in answer, report(
-        f"initialize via {url}", "200 with an Mcp-Session-Id and a result", (status, dict(headers), answer)
+        f"initialize via {url}", "200 with an Mcp-Session-Id and a result", (status, dict(got), answer)
     )
-    status, _, _ = post_jsonrpc(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session_headers(sid))
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    status, _, _ = post_jsonrpc(url, initialized, session_headers(sid, **(headers or {})))
     assert status == 202, report(f"notifications/initialized via {url}", "202", status)
     return sid
+
+
+def call_message(tool: str, arguments: dict, request_id: int = 1) -> dict:
+    """A `tools/call` JSON-RPC request, for `post_jsonrpc`."""
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
+
+
+# --------------------------------------------------------------------------
+# Principals (HS256 JWTs), refusals, the admin API, the catalogue upstream
+# --------------------------------------------------------------------------
+
+JWT_SECRET = "interop-secret-interop-secret-32b"
+ADMIN_TOKEN = "interop-admin-token-3f9a"
+
+# JSON-RPC error codes Tether answers: an unknown tool (also one hidden, or outside a
+# virtual server's selection), a policy denial, a rate or concurrency limit.
+UNKNOWN_TOOL = -32602
+FORBIDDEN = -32001
+LIMIT_EXCEEDED = -32029
+
+
+def jwt_auth_toml(*policies: dict) -> str:
+    """The `[auth]` sections of a gateway that takes HS256 JWTs signed with JWT_SECRET, with
+    `policies` (each a `[[auth.policies]]` table: claim, value, upstreams, tools, ...;
+    none: everyone reaches everything)."""
+    out = f'[auth]\nmode = "jwt"\n\n[auth.jwt]\nhs256_secret = "{JWT_SECRET}"\n\n'
+    for policy in policies:
+        out += "[[auth.policies]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in policy.items()) + "\n"
+    return out
+
+
+def bearer(sub: str, groups: Iterable[str] = ()) -> dict[str, str]:
+    """The `Authorization` header of principal `sub` (issuer "interop"), member of `groups`:
+    an HS256 JWT signed with JWT_SECRET, valid for an hour."""
+    claims = {"sub": sub, "iss": "interop", "groups": list(groups), "exp": int(time.time()) + 3600}
+    return {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+
+
+async def refused(call: Awaitable[Any], code: int, op: str, report: Report, starts: str | None = None) -> types.ErrorData:
+    """Awaits `call` (an SDK request), which must fail with the JSON-RPC error `code` (and a
+    message starting with `starts`): the SDK raises it as `MCPError`. Returns the error."""
+    want = f"JSON-RPC error {code}" + (f" with a message starting {starts!r}" if starts else "")
+    try:
+        got = await call
+    except MCPError as e:
+        assert e.error.code == code and (starts is None or e.error.message.startswith(starts)), report(
+            op, want, dump(e.error)
+        )
+        return e.error
+    raise AssertionError(report(op, want, dump(got)))
+
+
+def limit_error(error: types.ErrorData | dict, op: str, report: Report) -> int:
+    """Checks a limit refusal (an SDK `ErrorData` or a plain JSON-RPC `error` object): code
+    -32029, a message mentioning the limit, and `data.retryAfterMs` > 0, which it returns."""
+    error = error if isinstance(error, dict) else error.model_dump(mode="json", exclude_none=True)
+    data = error.get("data") if isinstance(error.get("data"), dict) else {}
+    retry = data.get("retryAfterMs")
+    ok = error.get("code") == LIMIT_EXCEEDED and "limit" in str(error.get("message", "")).lower()
+    assert ok and isinstance(retry, int) and not isinstance(retry, bool) and retry > 0, report(
+        op, f"error {LIMIT_EXCEEDED}, a message about the limit, data.retryAfterMs an integer > 0", error
+    )
+    return retry
+
+
+def admin_api(gateway, method: str, path: str, body: Any = None, token: str = ADMIN_TOKEN):
+    """(status, JSON answer or None) of `<method> /admin/<path>` with the admin bearer token."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    status, _, raw = http(method, f"{gateway.base}/admin/{path}", body, headers)
+    try:
+        return status, json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def ran(result) -> dict | None:
+    """What a catalogue upstream tool answered: `{"tool": <its own name>, "arguments": {...}}`
+    (from an SDK result, or a plain JSON-RPC `result` object); None if it is not that."""
+    if isinstance(result, dict):
+        text = next((c.get("text") for c in result.get("content", []) if c.get("type") == "text"), None)
+    else:
+        text = text_of(result)
+    try:
+        got = json.loads(text or "")
+    except ValueError:
+        return None
+    return got if isinstance(got, dict) and "tool" in got else None

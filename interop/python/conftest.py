@@ -34,6 +34,7 @@ NODE_DIR = Path(os.environ.get("INTEROP_NODE_DIR") or REPO / "interop" / ".cache
 EVERYTHING_JS = NODE_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 LOOPBACK_PRELOAD = REPO / "interop" / "node" / "lib" / "loopback-only.cjs"
 PY_UPSTREAM = Path(__file__).resolve().parent / "upstreams" / "counter_server.py"
+CATALOGUE_UPSTREAM = Path(__file__).resolve().parent / "upstreams" / "catalogue_server.py"
 
 EVERYTHING_LINE = re.compile(r"loopback-only: listening on (http://127\.0\.0\.1:\d+)")
 PY_UPSTREAM_LINE = re.compile(r"python upstream listening on (http://127\.0\.0\.1:\d+/(?:mcp|sse))")
@@ -128,6 +129,11 @@ class Gateway(Proc):
     def sse(self, upstream: str | None = None) -> str:
         """URL of the HTTP+SSE (2024-11-05) stream endpoint: federated `/sse`, or `/u/<upstream>/sse`."""
         return f"{self.base}/sse" if upstream is None else f"{self.base}/u/{upstream}/sse"
+
+    def virtual(self, name: str, transport: str = "mcp") -> str:
+        """URL of the virtual server `name`: `/v/<name>/mcp` (Streamable HTTP, both eras) or,
+        with transport "sse", its HTTP+SSE stream endpoint `/v/<name>/sse`."""
+        return f"{self.base}/v/{name}/{transport}"
 
     def metrics(self) -> dict[str, float]:
         """`GET /metrics` parsed: `name{labels}` (as printed) -> value."""
@@ -228,14 +234,21 @@ class Launcher:
         return self._start(Upstream, name, argv, UPSTREAM_LINE, era=era)
 
     def gateway(
-        self, upstreams: dict[str, str | dict], name: str | None = None, env: dict[str, str] | None = None
+        self,
+        upstreams: dict[str, str | dict],
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+        extra: str = "",
     ) -> Gateway:
         """`tether serve` with a temp config federating `upstreams`: name -> URL, or
-        name -> a dict of upstream keys (`url` or `command` (a list), `transport`, `era`, `shared`, ...).
-        `env`: extra environment variables for it (e.g. `TETHER_ADMIN__TOKEN`)."""
+        name -> a dict of upstream keys (`url` or `command` (a list), `transport`, `era`, `shared`,
+        `shape`, ...; nested dicts are written as inline tables).
+        `env`: extra environment variables for it (e.g. `TETHER_ADMIN__TOKEN`).
+        `extra`: TOML appended to the config after the upstreams (`[federation]`,
+        `[[virtual_servers]]`, `[auth]`, ...; see `toml_table` / `toml_tables`)."""
         name = name or f"tether-{len(self.procs)}"
         config = self.tmp / f"{name}.toml"
-        config.write_text("".join(_upstream_toml(n, u) for n, u in upstreams.items()))
+        config.write_text("".join(_upstream_toml(n, u) for n, u in upstreams.items()) + extra)
         return self._start(
             Gateway, name, ["serve", "--config", str(config), "--listen", "127.0.0.1:0"], GATEWAY_LINE, env_extra=env
         )
@@ -272,6 +285,18 @@ class Launcher:
             [sys.executable, str(PY_UPSTREAM), "--transport", transport],
             PY_UPSTREAM_LINE,
             env_extra=env,
+        )
+
+    def catalogue_upstream(self, catalogue: str, name: str | None = None) -> Proc:
+        """interop/python/upstreams/catalogue_server.py (the SDK's lowlevel `Server`) serving the tool
+        catalogue `catalogue` ("devtools", "workplace" or "data", 70-80 tools each) over
+        Streamable HTTP on 127.0.0.1, a free port; `Proc.url` is its `.../mcp`. Every tool
+        answers the JSON text `{"tool": <its name>, "arguments": <what it received>}`."""
+        return self.spawn(
+            Proc,
+            name or f"catalogue-{catalogue}-{len(self.procs)}",
+            [sys.executable, str(CATALOGUE_UPSTREAM), "--catalogue", catalogue],
+            PY_UPSTREAM_LINE,
         )
 
     def stop_all(self) -> None:
@@ -349,6 +374,23 @@ def listening_sockets(port: int | None = None, pid: int | None = None) -> list[s
                 raw = b"".join(bytes.fromhex(addr_hex[i : i + 8])[::-1] for i in range(0, 32, 8))
                 found.append(f"[{raw.hex()}]:{int(port_hex, 16)}")
     return found
+
+
+def _toml_keys(keys: dict) -> str:
+    """`key = value` lines (bare keys where TOML allows them; nested dicts inline)."""
+    bare = re.compile(r"[A-Za-z0-9_-]+")
+    return "".join(f"{k if bare.fullmatch(k) else json.dumps(k)} = {_toml_value(v)}\n" for k, v in keys.items())
+
+
+def toml_table(header: str, keys: dict) -> str:
+    """A `[header]` table (e.g. "federation", "auth.jwt") with `keys` (nested dicts inline)."""
+    return f"[{header}]\n{_toml_keys(keys)}\n"
+
+
+def toml_tables(header: str, *entries: dict) -> str:
+    """`[[header]]` array-of-tables entries (e.g. "virtual_servers", "auth.policies"), one per
+    dict (nested dicts inline, so `shape = {"tool": {"alias": ...}}` works)."""
+    return "".join(f"[[{header}]]\n{_toml_keys(e)}\n" for e in entries)
 
 
 def _upstream_toml(name: str, spec: str | dict) -> str:

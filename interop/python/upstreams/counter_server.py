@@ -42,17 +42,16 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 from typing import Any
 
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
+
+import loopback
 
 STATS: dict[str, Any] = {"initializes": 0, "deletes": 0, "sse_opened": 0, "sse_closed": 0}
 COUNTERS: dict[str, int] = {}  # session key -> count
@@ -207,24 +206,12 @@ def main() -> None:
         mcp.run("stdio")
         return
 
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=["127.0.0.1:*", "localhost:*"],
-        allowed_origins=["http://127.0.0.1:*", "http://localhost:*"],
-    )
+    security = loopback.SECURITY
     if TRANSPORT == "sse":
         app, path = count_sse_streams(mcp.sse_app(transport_security=security, host="127.0.0.1")), "/sse"
     else:
         app, path = count_deletes(mcp.streamable_http_app(transport_security=security, host="127.0.0.1")), "/mcp"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    print(f"python upstream listening on http://127.0.0.1:{port}{path}", flush=True)
-    asyncio.run(server.serve(sockets=[sock]))
+    loopback.serve(app, path)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 # whatever else the machine is doing, so two builds compare exactly where a
 # shared machine's wall-clock numbers do not (a benchmark, never a test).
 #
-#   scripts/bench-instructions.sh [--calls N] [--auth] [--tracing on|down] [TETHER_BIN ...]
+#   scripts/bench-instructions.sh [--calls N] [--auth] [--tracing on|down] [--shaping] [TETHER_BIN ...]
 #
 # Default binary: target/release/tether. For each binary and each path —
 # federated /mcp and /u/demo/mcp in a legacy session, and /u/demo/mcp as a
@@ -16,18 +16,23 @@
 # --tracing on the gateway traces every request (sample_ratio 1.0) and
 # exports its spans to an OTLP sink started here (a loopback HTTP server
 # that accepts every export); with --tracing down, to a port where nothing
-# listens (every export fails, its spans are dropped and counted).
+# listens (every export fails, its spans are dropped and counted). With
+# --shaping the demo's echo is shaped (called by an alias, its text a fixed
+# argument) and its calls limited (a rate per principal for the upstream
+# and the tool, and a concurrency cap, none of them ever reached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=2000
 auth=""
 tracing=""
+shaping=""
 bins=()
 while (($#)); do
   case $1 in
     --calls) calls=$2; shift 2 ;;
     --auth) auth=1; shift ;;
     --tracing) tracing=$2; shift 2 ;;
+    --shaping) shaping=1; shift ;;
     *) bins+=("$1"); shift ;;
   esac
 done
@@ -65,8 +70,9 @@ server.serve_forever()
 esac
 cat >"$client" <<'EOF'
 import base64, hashlib, hmac, http.client, json, sys, time
-port, n, path, era, auth = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-tool = "demo__echo" if path == "/mcp" else "echo"
+port, n, path, era, auth, shaping = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+tool = "say" if shaping else "echo"
+tool = "demo__" + tool if path == "/mcp" else tool
 c = http.client.HTTPConnection("127.0.0.1", port)
 h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 if auth:
@@ -105,6 +111,7 @@ instructions() {
   up=$!
   wait_line "$dir/up"
   printf '[store]\nurl = "memory"\n[[upstreams]]\nname = "demo"\nurl = "%s"\n' "$(awk '{print $NF}' "$dir/up")" >"$dir/tether.toml"
+  [[ -n $shaping ]] && printf 'max_concurrent_calls = 64\nrate_limit = { per_minute = 1000000000 }\n[upstreams.shape.echo]\nalias = "say"\narguments = { text = "hello" }\nrate_limit = { per_minute = 1000000000 }\n' >>"$dir/tether.toml"
   [[ -n $auth ]] && printf '[auth]\nmode = "jwt"\n[auth.jwt]\nhs256_secret = "bench-secret"\nissuer = "bench"\n' >>"$dir/tether.toml"
   [[ -n $otlp ]] && printf '[telemetry]\notlp_endpoint = "%s"\nsample_ratio = 1.0\n' "$otlp" >>"$dir/tether.toml"
   TETHER_LOG=warn GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=2097152 valgrind --tool=callgrind --callgrind-out-file="$dir/cg" \
@@ -112,7 +119,7 @@ instructions() {
   gw=$!
   wait_line "$dir/gw"
   port=$(sed -nE 's#.*http://127.0.0.1:([0-9]+)/mcp#\1#p' "$dir/gw")
-  python3 "$client" "$port" "$n" "$path" "$era" "$auth"
+  python3 "$client" "$port" "$n" "$path" "$era" "$auth" "$shaping"
   kill -TERM "$gw"; wait "$gw" 2>/dev/null || true
   kill "$up"; wait "$up" 2>/dev/null || true
   sed -nE 's/^(summary|totals): ([0-9]+).*/\2/p' "$dir/cg" | head -1

@@ -16,6 +16,18 @@ const MAX_BUCKETS: usize = 100_000;
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// How long it takes to fill up from empty (its own rate and burst).
+    fills_in: Duration,
+}
+
+impl Bucket {
+    /// The tokens it holds at `now`, refilled at `rate` up to `burst`.
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let earned = now.duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + earned).min(burst);
+        self.at = now;
+        self.fills_in = Duration::from_secs_f64(burst / rate);
+    }
 }
 
 /// One bucket per key, each refilled at its own rate.
@@ -36,24 +48,42 @@ impl<K: Hash + Eq> TokenBuckets<K> {
     /// holding at most `burst` (a new bucket is full); `Err(wait)` until the
     /// next token when there is none.
     pub fn take(&self, key: K, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+        self.with(key, rate, burst, now, true)
+    }
+
+    /// Whether [`TokenBuckets::take`] would succeed now, taking nothing.
+    pub fn peek(&self, key: K, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+        self.with(key, rate, burst, now, false)
+    }
+
+    fn with(
+        &self,
+        key: K,
+        rate: f64,
+        burst: f64,
+        now: Instant,
+        take: bool,
+    ) -> Result<(), Duration> {
         if self.buckets.len() >= MAX_BUCKETS {
-            // Full buckets of idle keys carry no information.
-            let full = Duration::from_secs_f64(burst / rate);
-            self.buckets
-                .retain(|_, b| now.duration_since(lock(b).at) < full);
+            // A full bucket carries no information: forget those of idle keys.
+            self.buckets.retain(|_, b| {
+                let b = lock(b);
+                now.duration_since(b.at) < b.fills_in
+            });
         }
         let entry = self.buckets.entry(key).or_insert_with(|| {
             Mutex::new(Bucket {
                 tokens: burst,
                 at: now,
+                fills_in: Duration::ZERO,
             })
         });
         let mut bucket = lock(&entry);
-        let earned = now.duration_since(bucket.at).as_secs_f64() * rate;
-        bucket.tokens = (bucket.tokens + earned).min(burst);
-        bucket.at = now;
+        bucket.refill(rate, burst, now);
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            if take {
+                bucket.tokens -= 1.0;
+            }
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))

@@ -147,17 +147,24 @@ impl<T: Definition> Definitions<T> {
     /// Takes the config file's definitions, returning the previous ones;
     /// refused when the file now defines a name the admin API defined.
     pub fn replace_file(&self, file: Vec<T>) -> Result<Vec<T>, Refusal> {
-        if let Some(clash) = file
+        self.clashes(&file)?;
+        Ok(std::mem::replace(&mut *lock(&self.file), file))
+    }
+
+    /// Refused when `file` defines a name the admin API defined.
+    pub fn clashes(&self, file: &[T]) -> Result<(), Refusal> {
+        let api = lock(&self.api);
+        match file
             .iter()
-            .find(|d| lock(&self.api).iter().any(|a| a.name() == d.name()))
+            .find(|d| api.iter().any(|a| a.name() == d.name()))
         {
-            return Err(Refusal::Conflict(format!(
+            Some(clash) => Err(Refusal::Conflict(format!(
                 "the config file now defines {} {:?}, which the admin API defined; delete that first",
                 T::NOUN,
                 clash.name()
-            )));
+            ))),
+            None => Ok(()),
         }
-        Ok(std::mem::replace(&mut *lock(&self.file), file))
     }
 
     /// Puts the config file's definitions back (a change that was not applied).

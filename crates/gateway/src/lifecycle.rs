@@ -187,6 +187,8 @@ impl Lifecycle {
     pub async fn reload(&self) -> Result<Change, Refusal> {
         let _one = self.changing.lock().await;
         let config = Config::load(self.config_path.as_deref()).map_err(Refusal::Invalid)?;
+        // Refused before anything applies: upstreams and virtual servers change together or not at all.
+        self.virtual_servers.check_file(&config.virtual_servers)?;
         let previous = self.defs.replace_file(config.upstreams)?;
         let result = self.apply().await;
         if result.is_err() {
@@ -241,6 +243,8 @@ impl Lifecycle {
         self.sessions.announce_list_changes(
             |scope| matches!(scope, Scope::Virtual(name) if changed.iter().any(|c| **c == **name)),
         );
+        // `subscriptions/listen` streams hear of it as of any catalogue change.
+        self.set.announce(Vec::new());
     }
 
     /// Closes every upstream session of `name` (the upstream stays), on

@@ -130,17 +130,19 @@ fn without_fixed(schema: &mut Map<String, Value>, fixed: &Map<String, Value>) {
 pub struct NotAnObject;
 
 /// Sets `fixed` in a `tools/call`'s `params.arguments`, over whatever the
-/// client sent for them.
+/// client sent for them; the other arguments keep their order and bytes.
 pub fn fix_arguments(
     params: &mut RawObject,
     fixed: &Map<String, Value>,
 ) -> Result<(), NotAnObject> {
-    let mut arguments: Map<String, Value> = match params.get("arguments") {
-        None => Map::new(),
-        Some(raw) if raw.get() == "null" => Map::new(),
+    let mut arguments: RawObject = match params.get("arguments") {
+        None => RawObject::new(),
+        Some(raw) if raw.get() == "null" => RawObject::new(),
         Some(raw) => serde_json::from_str(raw.get()).map_err(|_| NotAnObject)?,
     };
-    arguments.extend(fixed.clone());
+    for (key, value) in fixed {
+        arguments.insert(key.clone(), jsonrpc::to_raw(value));
+    }
     params.insert("arguments".into(), jsonrpc::to_raw(&arguments));
     Ok(())
 }
@@ -226,12 +228,13 @@ mod tests {
     fn fixed_arguments_win() {
         let fixed: Map<String, Value> = serde_json::from_value(json!({"owner": "acme"})).unwrap();
         let mut params: RawObject =
-            serde_json::from_value(json!({"name": "x", "arguments": {"owner": "evil", "q": 1}}))
+            serde_json::from_str(r#"{"name": "x", "arguments": {"z": 1.50, "owner": "evil"}}"#)
                 .unwrap();
         fix_arguments(&mut params, &fixed).unwrap();
         assert_eq!(
-            value(&params, "arguments"),
-            json!({"owner": "acme", "q": 1})
+            params["arguments"].get(),
+            r#"{"z":1.50,"owner":"acme"}"#,
+            "the client's other arguments keep their order and bytes"
         );
         let mut bare: RawObject = serde_json::from_value(json!({"name": "x"})).unwrap();
         fix_arguments(&mut bare, &fixed).unwrap();

@@ -41,8 +41,17 @@ impl VirtualServer {
         pattern::matches_any(&self.config.prompts, name)
     }
 
-    /// Whether it exposes the resource (or template) `uri`.
+    /// Whether it exposes the resource (or template) `uri`. A wildcard
+    /// never stands for a way out of the path it names: a URI with a `..`
+    /// segment or an escaped `.` or `/` is selected only by a pattern naming
+    /// it exactly.
     pub fn selects_resource(&self, uri: &str) -> bool {
+        let lower = uri.to_ascii_lowercase();
+        let escapes = lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c");
+        let climbs = uri.split(['/', '\\']).any(|segment| segment == "..");
+        if escapes || climbs {
+            return self.config.resources.iter().any(|p| p == uri);
+        }
         pattern::matches_any(&self.config.resources, uri)
     }
 
@@ -101,6 +110,11 @@ impl VirtualServers {
             return Ok(self.apply());
         }
         Ok(Vec::new())
+    }
+
+    /// Refused when the config file's `file` would clash with the admin API's.
+    pub fn check_file(&self, file: &[VirtualServerConfig]) -> Result<(), Refusal> {
+        self.defs.clashes(file)
     }
 
     /// Takes the config file's servers again (reload); the names changed.
@@ -212,6 +226,8 @@ mod tests {
         assert_eq!(s.tool_behind("gh__delete_repo"), None, "not selected");
         assert!(s.selects_prompt("gh__triage") && !s.selects_prompt("gh__other"));
         assert!(s.selects_resource("docs://a/b") && !s.selects_resource("file:///etc"));
+        assert!(!s.selects_resource("docs://a/../../etc/passwd"));
+        assert!(!s.selects_resource("docs://a/%2e%2e/secret"));
     }
 
     #[tokio::test]

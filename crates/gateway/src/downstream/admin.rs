@@ -255,8 +255,7 @@ fn session_view(s: &ClientSession, now: i64) -> Value {
         "principal": &*s.principal,
         "endpoint": match &s.scope {
             Scope::Federated => "federated".to_owned(),
-            Scope::Single(name) => name.to_string(),
-            Scope::Virtual(name) => format!("v/{name}"),
+            other => other.label().into_owned(),
         },
         "transport": if s.stream_bound { "sse" } else { "streamable-http" },
         "protocol_version": s.protocol_version,

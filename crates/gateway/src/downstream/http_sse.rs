@@ -256,12 +256,11 @@ pub async fn message(
     // Only looked at when tracing is on.
     let span = crate::telemetry::get().and_then(|_| {
         let session = conn.session();
-        let label = scope.label();
         let arrival = Arrival {
             headers: &parts.headers,
             session_id: Some(&id),
             protocol_version: session.as_ref().map(|s| s.protocol_version.as_str()),
-            upstream: Some(&label),
+            upstream: scope.upstream(),
         };
         ServerSpan::start(&arrival, &incoming)
     });

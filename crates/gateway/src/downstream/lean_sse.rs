@@ -30,8 +30,9 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER: usize = 64 * 1024;
 
 /// Whether the bytes that start a connection are a request for an SSE
-/// stream (`GET /sse` or `GET /u/<name>/sse`, query allowed). Anything else,
-/// including a request line that has not fully arrived, goes to the router.
+/// stream (`GET /sse`, `GET /u/<name>/sse` or `GET /v/<name>/sse`, query
+/// allowed). Anything else, including a request line that has not fully
+/// arrived, goes to the router.
 pub fn is_stream_request(start: &[u8]) -> bool {
     let Some(rest) = start.strip_prefix(b"GET /") else {
         return false;
@@ -43,14 +44,16 @@ pub fn is_stream_request(start: &[u8]) -> bool {
     if path == b"sse" {
         return true;
     }
-    path.strip_prefix(b"u/")
-        .and_then(|p| p.strip_suffix(b"/sse"))
-        .is_some_and(|name| {
-            !name.is_empty()
-                && name
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-        })
+    (path
+        .strip_prefix(b"u/")
+        .or_else(|| path.strip_prefix(b"v/")))
+    .and_then(|p| p.strip_suffix(b"/sse"))
+    .is_some_and(|name| {
+        !name.is_empty()
+            && name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    })
 }
 
 /// Serves one SSE request on `io` with `routes` and closes the connection
@@ -183,6 +186,7 @@ mod tests {
             b"GET /sse?x=1 HTTP/1.1",
             b"GET /u/demo/sse HTTP/1.1",
             b"GET /u/a-b_c/sse HTTP/1.1",
+            b"GET /v/desk/sse HTTP/1.1",
         ] {
             assert!(is_stream_request(yes), "{}", String::from_utf8_lossy(yes));
         }
@@ -192,6 +196,8 @@ mod tests {
             b"GET /mcp HTTP/1.1",
             b"GET /u//sse HTTP/1.1",
             b"GET /u/a/b/sse HTTP/1.1",
+            b"GET /x/desk/sse HTTP/1.1",
+            b"GET /v//sse HTTP/1.1",
             b"GET /ssex HTTP/1.1",
             b"GET /message?session_id=x HTTP/1.1",
             b"",

@@ -125,12 +125,11 @@ async fn post(app: &Arc<App>, scope: Scope, parts: &Parts, body: Body, caller: C
     let sent = Sent { parts, raw };
     // Only looked at when tracing is on.
     let span = crate::telemetry::get().and_then(|_| {
-        let label = scope.label();
         let arrival = Arrival {
             headers,
             session_id: header_str(headers, protocol::HEADER_SESSION_ID),
             protocol_version: header_str(headers, protocol::HEADER_PROTOCOL_VERSION),
-            upstream: Some(&label),
+            upstream: scope.upstream(),
         };
         ServerSpan::start(&arrival, &incoming)
     });

@@ -49,58 +49,66 @@ impl CallLimits {
     }
 
     /// Admits `principal`'s call of `tool` (the upstream's own name) on
-    /// `upstream`, or says why not and when to try again.
+    /// `upstream` (served as `serving` says), or says why not and when to
+    /// try again, naming the tool as the client did (`exposed`). A refused
+    /// call takes nothing: the rates are looked at, then the cap's place
+    /// taken, then the rates' tokens.
     pub fn admit(
         &self,
         principal: &Arc<str>,
-        upstream: &Upstream,
-        serving: &Serving,
+        (upstream, serving): (&Upstream, &Serving),
         tool: &str,
+        exposed: &str,
     ) -> Result<CallPermit, ErrorObject> {
         let limits = [
             (serving.rate_limit, ""),
             (serving.shaping.rate_limit(tool), tool),
         ];
         let now = Instant::now();
-        for (limit, counted) in limits.into_iter().filter(|(l, _)| l.is_set()) {
-            let key = Key {
-                principal: principal.clone(),
-                upstream: upstream.name.clone(),
-                tool: counted.to_owned(),
-            };
-            if let Err(wait) = self.take(key, limit, now) {
+        let key = |counted: &str| Key {
+            principal: principal.clone(),
+            upstream: upstream.name.clone(),
+            tool: counted.to_owned(),
+        };
+        let set = || limits.iter().filter(|(l, _)| l.is_set());
+        for (limit, counted) in set() {
+            if let Err(wait) = self.bucket(key(counted), *limit, now, false) {
                 let scope = if counted.is_empty() {
-                    format!("the tools of upstream {}", upstream.name)
+                    format!("the tools of the upstream behind {exposed}")
                 } else {
-                    format!("tool {tool} of upstream {}", upstream.name)
+                    format!("tool {exposed}")
                 };
-                return Err(refusal(
-                    format!(
-                        "Rate limit exceeded: {} calls a minute for {scope}; retry later",
-                        limit.per_minute
-                    ),
-                    wait,
-                    "rate",
-                ));
+                let why = format!(
+                    "Rate limit exceeded: {} calls a minute for {scope}; retry later",
+                    limit.per_minute
+                );
+                return Err(refusal(why, wait, "rate"));
             }
         }
-        let Some(calls) = &serving.calls else {
-            return Ok(None);
+        let permit = match &serving.calls {
+            None => None,
+            Some(calls) => match calls.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let why = format!(
+                        "Concurrency limit reached: the upstream behind {exposed} has as many tool calls in flight as it allows; retry later"
+                    );
+                    return Err(refusal(why, BUSY_RETRY, "concurrency"));
+                }
+            },
         };
-        match calls.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Some(permit)),
-            Err(_) => Err(refusal(
-                format!(
-                    "Concurrency limit reached: upstream {} has as many tool calls in flight as it allows; retry later",
-                    upstream.name
-                ),
-                BUSY_RETRY,
-                "concurrency",
-            )),
+        for (limit, counted) in set() {
+            if let Err(wait) = self.bucket(key(counted), *limit, now, true) {
+                // Taken by a call of the same principal since the look.
+                let why = format!("Rate limit exceeded for {exposed}; retry later");
+                return Err(refusal(why, wait, "rate"));
+            }
         }
+        Ok(permit)
     }
 
-    fn take(&self, key: Key, limit: RateLimit, now: Instant) -> Result<(), Duration> {
+    /// Takes (`take`) or looks at a token of `key`'s bucket for `limit`.
+    fn bucket(&self, key: Key, limit: RateLimit, now: Instant, take: bool) -> Result<(), Duration> {
         let nodes = self.cluster.as_ref().map_or(1, |c| c.live_nodes()).max(1) as f64;
         let burst = if limit.burst == 0 {
             limit.per_minute
@@ -109,7 +117,11 @@ impl CallLimits {
         };
         let rate = f64::from(limit.per_minute) / 60.0 / nodes;
         let burst = (f64::from(burst) / nodes).max(1.0);
-        self.buckets.take(key, rate, burst, now)
+        if take {
+            self.buckets.take(key, rate, burst, now)
+        } else {
+            self.buckets.peek(key, rate, burst, now)
+        }
     }
 }
 
@@ -147,9 +159,9 @@ mod tests {
         let limits = CallLimits::new(None);
         let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
         for _ in 0..2 {
-            assert!(limits.admit(&alice, &up, &serving, "t").is_ok());
+            assert!(limits.admit(&alice, (&up, &serving), "t", "t").is_ok());
         }
-        let refused = limits.admit(&alice, &up, &serving, "t").unwrap_err();
+        let refused = limits.admit(&alice, (&up, &serving), "t", "t").unwrap_err();
         assert_eq!(refused.code, code::LIMIT_EXCEEDED);
         let wait = retry_after(&refused).unwrap();
         assert!(
@@ -157,11 +169,13 @@ mod tests {
             "{wait:?}"
         );
         assert!(
-            limits.admit(&bob, &up, &serving, "t").is_ok(),
+            limits.admit(&bob, (&up, &serving), "t", "t").is_ok(),
             "another principal"
         );
         assert!(
-            limits.admit(&alice, &up, &serving, "other").is_ok(),
+            limits
+                .admit(&alice, (&up, &serving), "other", "other")
+                .is_ok(),
             "another tool"
         );
     }
@@ -172,9 +186,33 @@ mod tests {
         let serving = up.serving();
         let limits = CallLimits::new(None);
         let alice: Arc<str> = "alice".into();
-        assert!(limits.admit(&alice, &up, &serving, "a").is_ok());
-        assert!(limits.admit(&alice, &up, &serving, "b").is_ok());
-        assert!(limits.admit(&alice, &up, &serving, "c").is_err());
+        assert!(limits.admit(&alice, (&up, &serving), "a", "a").is_ok());
+        assert!(limits.admit(&alice, (&up, &serving), "b", "b").is_ok());
+        assert!(limits.admit(&alice, (&up, &serving), "c", "c").is_err());
+    }
+
+    #[test]
+    fn a_refused_call_takes_nothing() {
+        let up = upstream(json!({
+            "rate_limit": {"per_minute": 6, "burst": 2},
+            "max_concurrent_calls": 1,
+            "shape": {"t": {"rate_limit": {"per_minute": 1}}}
+        }));
+        let serving = up.serving();
+        let limits = CallLimits::new(None);
+        let alice: Arc<str> = "alice".into();
+        let held = limits.admit(&alice, (&up, &serving), "t", "t").unwrap();
+        // Refused by the tool's rate, then by the cap: the upstream's bucket keeps its token.
+        assert!(limits.admit(&alice, (&up, &serving), "t", "t").is_err());
+        assert!(limits.admit(&alice, (&up, &serving), "u", "u").is_err());
+        drop(held);
+        assert!(limits.admit(&alice, (&up, &serving), "u", "u").is_ok());
+        let empty = limits.admit(&alice, (&up, &serving), "u", "u").unwrap_err();
+        let wait = retry_after(&empty).unwrap();
+        assert!(
+            wait > Duration::from_secs(5),
+            "the upstream's 2 are used: {wait:?}"
+        );
     }
 
     #[test]
@@ -183,11 +221,11 @@ mod tests {
         let serving = up.serving();
         let limits = CallLimits::new(None);
         let alice: Arc<str> = "alice".into();
-        let first = limits.admit(&alice, &up, &serving, "a").unwrap();
+        let first = limits.admit(&alice, (&up, &serving), "a", "a").unwrap();
         assert!(first.is_some());
-        let busy = limits.admit(&alice, &up, &serving, "a").unwrap_err();
+        let busy = limits.admit(&alice, (&up, &serving), "a", "a").unwrap_err();
         assert_eq!(retry_after(&busy), Some(BUSY_RETRY));
         drop(first);
-        assert!(limits.admit(&alice, &up, &serving, "a").is_ok());
+        assert!(limits.admit(&alice, (&up, &serving), "a", "a").is_ok());
     }
 }

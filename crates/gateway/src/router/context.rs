@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use serde_json::value::RawValue;
 use tether_wire::protocol::Era;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::{Access, Caller};
 use crate::session::{ClientSession, Scope};
@@ -66,6 +68,20 @@ pub struct RequestContext {
     /// Its per-request settings.
     pub options: RequestOptions,
     client: Client,
+    /// What the router did to the tool call this request makes, if anything.
+    tool_call: std::sync::OnceLock<ToolCall>,
+}
+
+/// What the router did to a tool call on its way upstream, kept with the
+/// request's context for as long as the call runs: its relays, a wait for
+/// the client's input and a task running it all hold the context.
+#[derive(Debug, Default)]
+pub struct ToolCall {
+    /// The call's place under its upstream's concurrency cap.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// The arguments as the client sent them (`None`: none), when the call
+    /// went upstream with others (fixed ones set, a `call_tool` unwrapped).
+    pub rewritten_from: Option<Option<Box<RawValue>>>,
 }
 
 impl RequestContext {
@@ -77,6 +93,7 @@ impl RequestContext {
             caller,
             options: RequestOptions::default(),
             client: Client::Session(session),
+            tool_call: std::sync::OnceLock::new(),
         })
     }
 
@@ -101,6 +118,7 @@ impl RequestContext {
                 upstreams: SessionSet::for_request(),
                 close_timeout,
             },
+            tool_call: std::sync::OnceLock::new(),
         })
     }
 
@@ -136,6 +154,19 @@ impl RequestContext {
     /// The log level the client session chose (`logging/setLevel`), if any.
     pub fn log_level(&self) -> Option<String> {
         self.session().and_then(|s| s.log_level())
+    }
+
+    /// Records what the router did to the request's tool call (once: a
+    /// request makes one call).
+    pub fn record_tool_call(&self, call: ToolCall) {
+        let _ = self.tool_call.set(call);
+    }
+
+    /// The arguments the client sent, when its tool call went upstream with
+    /// others: `Some(None)` when it sent none.
+    pub fn rewritten_from(&self) -> Option<Option<&RawValue>> {
+        let from = self.tool_call.get()?.rewritten_from.as_ref()?;
+        Some(from.as_deref())
     }
 
     /// The client session that can be sent requests of its own (sampling,

@@ -99,14 +99,22 @@ impl Forwarder {
                 Era::Modern => request.name_value(params.as_ref()),
             };
             // A legacy client renders no Mcp-Param-* headers; a modern
-            // upstream wants those its tool declares.
+            // upstream wants those its tool declares. A modern client's
+            // describe the arguments it sent: when the call goes with
+            // others (fixed ones, a call_tool unwrapped), they are rendered
+            // from those instead, and there is nothing of the client's to
+            // check for a legacy upstream.
+            let rewritten = ctx.rewritten_from().is_some();
             let mirrored = match (&name, ctx.era, session.era, &request.method) {
-                (Some(tool), Era::Legacy, Era::Modern, Method::ToolsCall) => {
+                (Some(tool), Era::Legacy, Era::Modern, Method::ToolsCall)
+                | (Some(tool), Era::Modern, Era::Modern, Method::ToolsCall)
+                    if ctx.era == Era::Legacy || rewritten =>
+                {
                     let call = (tool.as_str(), &request, params.as_ref());
                     let connector = &self.connector;
                     Some(param_mirror::headers(connector, ctx, upstream, call, relist).await)
                 }
-                (_, Era::Modern, Era::Legacy, Method::ToolsCall) => {
+                (_, Era::Modern, Era::Legacy, Method::ToolsCall) if !rewritten => {
                     let tool = request.name_value(params.as_ref()).unwrap_or_default();
                     let call = (tool.as_str(), &request, params.as_ref());
                     if let Err(why) =
@@ -231,9 +239,10 @@ impl Forwarder {
         }
     }
 
-    /// The upstream of the call waiting inside Tether under `state`.
-    pub fn waiting_upstream(&self, state: &str) -> Option<Arc<Upstream>> {
-        self.waiting.upstream_of(state)
+    /// The upstream of the call waiting inside Tether under `state`, and
+    /// the call's params as sent there.
+    pub fn waiting_call(&self, state: &str) -> Option<(Arc<Upstream>, RawObject)> {
+        self.waiting.call_under(state)
     }
 
     /// Gives up the call waiting inside Tether under `state` (its input will

@@ -51,7 +51,6 @@ use tether_wire::jsonrpc::{
 };
 use tether_wire::protocol::Era;
 use tether_wire::subscriptions::Filter;
-use tokio::sync::mpsc;
 
 use crate::cluster::Cluster;
 use crate::config::{CacheConfig, FederationConfig, TasksConfig};
@@ -62,9 +61,10 @@ use crate::store::Store;
 use crate::sync::Closing;
 use crate::upstream::{Upstream, UpstreamSet, Upstreams};
 use crate::virtual_servers::{VirtualServer, VirtualServers};
-use call_limits::{CallLimits, CallPermit};
+use call_limits::CallLimits;
 use catalog::{ListKind, Reuse};
 use connector::Connector;
+use context::ToolCall;
 use federation::Federation;
 use forward::Forwarder;
 use outcome::{answer, error, forbidden, method_not_found, resource_not_found};
@@ -85,12 +85,14 @@ pub fn waiting_node(request: &Request) -> Option<String> {
 }
 
 /// A tool call by a shown name: the name its upstream shows (`shown`), the
-/// one the client used (`exposed`, for messages) and arguments the endpoint
-/// fixes besides the upstream's.
+/// one the client used (`exposed`, for messages), arguments the endpoint
+/// fixes besides the upstream's, and the arguments the client sent when
+/// the call was unwrapped from `call_tool` (`Some(None)`: none).
 struct ShownCall<'a> {
     shown: &'a str,
     exposed: &'a str,
     fixed: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    unwrapped_from: Option<Option<Box<serde_json::value::RawValue>>>,
 }
 
 /// The answer for a tool or prompt name the endpoint does not show.
@@ -105,26 +107,6 @@ fn unknown(request: &Request, kind: ListKind, name: &str) -> Outcome {
         code::INVALID_PARAMS,
         format!("Unknown {what}: {name}"),
     )
-}
-
-/// `outcome` with `permit` held until the call is over: a streamed reply
-/// is relayed through a task that lets go of it when the stream ends.
-fn held(outcome: Outcome, permit: CallPermit) -> Outcome {
-    match (permit, outcome) {
-        (Some(permit), Outcome::Stream(mut rx)) => {
-            let (tx, relayed) = mpsc::channel(1);
-            crate::telemetry::spawn(async move {
-                while let Some(message) = rx.recv().await {
-                    if tx.send(message).await.is_err() {
-                        break;
-                    }
-                }
-                drop(permit);
-            });
-            Outcome::Stream(relayed)
-        }
-        (_, outcome) => outcome,
-    }
 }
 
 /// Time limits of the router.
@@ -327,6 +309,7 @@ impl Router {
                     shown: &tool,
                     exposed: &tool,
                     fixed: None,
+                    unwrapped_from: None,
                 };
                 self.call_shown(ctx, &upstream, request, params, call).await
             }
@@ -486,11 +469,13 @@ impl Router {
         let Some(mut exposed) = jsonrpc::str_member(&params, "name") else {
             return error(&request, code::INVALID_PARAMS, "params.name is required");
         };
+        let mut unwrapped_from = None;
         if kind == ListKind::Tools && self.progressive(server) {
             if exposed == tool_search::SEARCH_TOOL {
                 return self.search_tools(ctx, &request, &params, server).await;
             }
             if exposed == tool_search::CALL_TOOL {
+                unwrapped_from = Some(params.get("arguments").cloned());
                 params = match tool_search::unwrap_call(params) {
                     Ok(inner) => inner,
                     Err(why) => return error(&request, code::INVALID_PARAMS, why),
@@ -517,6 +502,7 @@ impl Router {
                 shown: &shown,
                 exposed: &exposed,
                 fixed,
+                unwrapped_from,
             };
             return self.call_shown(ctx, &upstream, request, params, call).await;
         }
@@ -531,7 +517,10 @@ impl Router {
 
     /// A `tools/call` of the tool `upstream` shows as `call.shown`: the real
     /// tool behind it checked against the caller's policy and the call
-    /// limits, its fixed arguments set, and called under its own name.
+    /// limits, its fixed arguments set (the upstream's last: they win), and
+    /// called under its own name. Its place under the concurrency cap and
+    /// the arguments the client sent are kept in the request's context, for
+    /// as long as the call runs.
     async fn call_shown(
         &self,
         ctx: &Arc<RequestContext>,
@@ -548,10 +537,10 @@ impl Router {
         if !ctx.access().reaches_tool(&upstream.name, real, separator) {
             return forbidden(&request, &format!("tool {}", call.exposed));
         }
-        for fixed in [serving.shaping.fixed_arguments(real), call.fixed]
-            .into_iter()
-            .flatten()
-        {
+        let fixed = [call.fixed, serving.shaping.fixed_arguments(real)];
+        let mut rewritten_from = call.unwrapped_from;
+        for fixed in fixed.into_iter().flatten() {
+            rewritten_from.get_or_insert_with(|| params.get("arguments").cloned());
             if fix_arguments(&mut params, fixed).is_err() {
                 return error(
                     &request,
@@ -560,13 +549,24 @@ impl Router {
                 );
             }
         }
-        let permit = match (self.limits).admit(&ctx.caller.principal, upstream, &serving, real) {
+        let limits = &self.limits;
+        let permit = match limits.admit(
+            &ctx.caller.principal,
+            (upstream, &serving),
+            real,
+            call.exposed,
+        ) {
             Ok(permit) => permit,
             Err(refused) => return Outcome::Error(refused, Some(request.id.clone())),
         };
+        if permit.is_some() || rewritten_from.is_some() {
+            ctx.record_tool_call(ToolCall {
+                permit,
+                rewritten_from,
+            });
+        }
         params.insert("name".into(), jsonrpc::to_raw(real));
-        let outcome = self.call_tool(ctx, upstream, request, Some(params)).await;
-        held(outcome, permit)
+        self.call_tool(ctx, upstream, request, Some(params)).await
     }
 
     /// `search_tools`: the endpoint's catalogue ranked for the query.

@@ -120,14 +120,15 @@ impl Tasks {
         state: &str,
         retry: Request,
     ) -> Outcome {
-        let upstream = self.forwarder.waiting_upstream(state);
-        let (Some(upstream), Method::ToolsCall) = (upstream, &retry.method) else {
+        let waiting = self.forwarder.waiting_call(state);
+        let (Some((upstream, mut sent)), Method::ToolsCall) = (waiting, &retry.method) else {
             return self.forwarder.resume_waiting(ctx, state, retry).await;
         };
-        let id = retry.id.clone();
-        let mut sent = retry.params_object().unwrap_or_default();
+        // The task's later rounds go with the call as it was sent upstream
+        // (checked, shaped), not as the client's retry names it.
         sent.shift_remove("inputResponses");
         sent.shift_remove("requestState");
+        let id = retry.id.clone();
         let (forwarder, c, s) = (self.forwarder.clone(), ctx.clone(), state.to_owned());
         let call = Box::pin(async move { forwarder.resume_waiting(&c, &s, retry).await });
         self.promoting(ctx, &upstream, (id, sent), call).await

@@ -16,6 +16,8 @@ pub const CALL_TOOL: &str = "call_tool";
 const DEFAULT_LIMIT: usize = 8;
 /// Tools a search returns at most.
 const MAX_LIMIT: usize = 50;
+/// Words of a query looked up at most (a search costs tools × words).
+const MAX_QUERY_WORDS: usize = 32;
 
 /// BM25's term-frequency saturation and length normalisation.
 const K1: f64 = 1.2;
@@ -98,24 +100,28 @@ pub fn search_request(params: &RawObject) -> Result<(String, usize), String> {
 /// `arguments` in place of the meta-tool's, everything else (`_meta`, a
 /// task request) kept.
 pub fn unwrap_call(mut params: RawObject) -> Result<RawObject, String> {
-    let arguments: Map<String, Value> = params
+    let mut arguments: RawObject = params
         .get("arguments")
         .and_then(|a| serde_json::from_str(a.get()).ok())
         .unwrap_or_default();
-    let name = match arguments.get("name") {
-        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+    let name = match jsonrpc::str_member(&arguments, "name") {
+        Some(n) if !n.is_empty() => n,
         _ => return Err("call_tool needs a string argument \"name\"".into()),
     };
     if name == SEARCH_TOOL || name == CALL_TOOL {
         return Err(format!("call_tool cannot call {name}"));
     }
     params.insert("name".into(), jsonrpc::to_raw(&name));
-    match arguments.get("arguments") {
-        None | Some(Value::Null) => {
+    // The inner arguments go on in the bytes they came in.
+    match arguments.shift_remove("arguments") {
+        None => {
             params.shift_remove("arguments");
         }
-        Some(Value::Object(inner)) => {
-            params.insert("arguments".into(), jsonrpc::to_raw(inner));
+        Some(inner) if inner.get() == "null" => {
+            params.shift_remove("arguments");
+        }
+        Some(inner) if inner.get().starts_with('{') => {
+            params.insert("arguments".into(), inner);
         }
         Some(_) => return Err("call_tool's \"arguments\" must be an object".into()),
     }
@@ -146,20 +152,28 @@ fn rank(tools: &[RawObject], query: &str, limit: usize) -> Vec<usize> {
     let lengths: Vec<f64> = documents.iter().map(|d| d.values().sum()).collect();
     let count = documents.len() as f64;
     let average = (lengths.iter().sum::<f64>() / count.max(1.0)).max(1.0);
-    let mut terms: Vec<String> = words(query).collect();
+    let mut terms: Vec<String> = words(query);
     terms.sort();
     terms.dedup();
+    terms.truncate(MAX_QUERY_WORDS);
+    // Each term's weight: rarer words tell tools apart better.
+    let weights: Vec<(String, f64)> = terms
+        .into_iter()
+        .map(|term| {
+            let df = documents.iter().filter(|d| d.contains_key(&term)).count() as f64;
+            let weight = (1.0 + (count - df + 0.5) / (df + 0.5)).ln();
+            (term, weight)
+        })
+        .collect();
     let mut scored: Vec<(usize, f64)> = documents
         .iter()
         .enumerate()
         .map(|(i, doc)| {
-            let score = terms
+            let score = weights
                 .iter()
-                .filter_map(|t| Some((t, doc.get(t)?)))
-                .map(|(term, tf)| {
-                    let df = documents.iter().filter(|d| d.contains_key(term)).count() as f64;
-                    let idf = (1.0 + (count - df + 0.5) / (df + 0.5)).ln();
-                    idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * lengths[i] / average))
+                .filter_map(|(term, weight)| Some((weight, doc.get(term)?)))
+                .map(|(weight, tf)| {
+                    weight * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * lengths[i] / average))
                 })
                 .sum::<f64>();
             (i, score)
@@ -205,7 +219,7 @@ fn document(tool: &RawObject) -> HashMap<String, f64> {
 /// The words of `text` as the index keeps them: split at anything not a
 /// letter or digit and between camelCase humps, lowercased, stop words
 /// left out, a plural reduced to its singular.
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+fn words(text: &str) -> Vec<String> {
     let mut spaced = String::with_capacity(text.len() + 8);
     let mut previous_lower = false;
     for c in text.chars() {
@@ -219,8 +233,7 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
         .split_whitespace()
         .map(|w| singular(&w.to_lowercase()))
         .filter(|w| !STOP_WORDS.contains(&w.as_str()))
-        .collect::<Vec<_>>()
-        .into_iter()
+        .collect()
 }
 
 /// A plural's singular, roughly: `queries` → `query`, `issues` → `issue`.
@@ -319,7 +332,7 @@ mod tests {
 
     #[test]
     fn words_split_camel_case_and_drop_plurals() {
-        let got: Vec<String> = words("sendEmail to the Queries, issues").collect();
+        let got = words("sendEmail to the Queries, issues");
         assert_eq!(got, ["send", "email", "query", "issue"]);
     }
 
@@ -335,6 +348,16 @@ mod tests {
         assert_eq!(jsonrpc::str_member(&inner, "name").as_deref(), Some("a__b"));
         assert_eq!(inner["arguments"].get(), r#"{"x":1}"#);
         assert!(inner.contains_key("_meta"));
+        let spaced: RawObject = serde_json::from_str(
+            r#"{"name": "call_tool", "arguments": {"name": "a__b", "arguments": {"b": 1.50, "a": 2}}}"#,
+        )
+        .unwrap();
+        let inner = unwrap_call(spaced).unwrap();
+        assert_eq!(
+            inner["arguments"].get(),
+            r#"{"b": 1.50, "a": 2}"#,
+            "as sent"
+        );
         let nameless: RawObject =
             serde_json::from_value(json!({"name": CALL_TOOL, "arguments": {}})).unwrap();
         assert!(unwrap_call(nameless).is_err());

@@ -149,7 +149,8 @@ pub fn request_state(request: &Request) -> Option<String> {
 }
 
 /// What identifies a call across its retries: the method and its arguments
-/// (or URI), which reach the upstream byte-for-byte (a federated name does not).
+/// (or URI), which reach the upstream byte-for-byte unless the router
+/// rewrote them (a federated name never counts).
 fn call_of(method: &Method, params: &RawObject) -> (Method, Option<String>) {
     let key = if *method == Method::ResourcesRead {
         "uri"
@@ -220,7 +221,12 @@ impl WaitingCalls {
             params: ask.params,
             state: state.clone(),
         };
-        let call = call_of(&parked.method, &parked.request_params);
+        // A call that went upstream with other arguments than the client
+        // sent is known by the client's: its retry repeats those.
+        let call = match parked.ctx.rewritten_from() {
+            Some(sent) => (parked.method.clone(), sent.map(|a| a.get().to_owned())),
+            None => call_of(&parked.method, &parked.request_params),
+        };
         entries.insert(
             state.clone(),
             Entry {
@@ -245,9 +251,15 @@ impl WaitingCalls {
         Ok(request)
     }
 
-    /// The upstream the call waiting under `state` runs on.
-    pub fn upstream_of(&self, state: &str) -> Option<Arc<crate::upstream::Upstream>> {
-        (lock(&self.entries).get(state)).map(|e| e.parked.session.upstream.clone())
+    /// The upstream the call waiting under `state` runs on, and its params
+    /// as sent there.
+    pub fn call_under(&self, state: &str) -> Option<(Arc<crate::upstream::Upstream>, RawObject)> {
+        let entries = lock(&self.entries);
+        let parked = &entries.get(state)?.parked;
+        Some((
+            parked.session.upstream.clone(),
+            parked.request_params.clone(),
+        ))
     }
 
     /// Gives up a call whose `input_required` could not be delivered.

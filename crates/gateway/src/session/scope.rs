@@ -41,6 +41,14 @@ impl Scope {
         upstream(label).map(Scope::Single)
     }
 
+    /// The one upstream the endpoint reaches (`/u/<upstream>/…`), if any.
+    pub fn upstream(&self) -> Option<&str> {
+        match self {
+            Scope::Single(name) => Some(name),
+            Scope::Federated | Scope::Virtual(_) => None,
+        }
+    }
+
     /// The path of the endpoint: `` (federated), `/u/<upstream>` or `/v/<name>`.
     pub fn path_prefix(&self) -> String {
         match self {

@@ -1,3 +1,6 @@
+//! Virtual servers in a cluster, and shaped calls where the Python SDK
+//! tests cannot reach (Mcp-Param headers, a call waiting for input).
+//!
 //! Virtual servers in a cluster: one defined through the admin API of one
 //! node serves at once on the other (the same store, announced), its
 //! sessions pass between the nodes like `/mcp`'s, and removing it ends its
@@ -8,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN, Legacy, Postgres, Proc, demo, http, tether, text};
+use crate::harness::{
+    ADMIN, Legacy, Postgres, Proc, demo, http, modern, modern_as, modern_with, tether, text,
+};
 
 /// The status of a POST `initialize` on `url`.
 async fn initialize_status(url: &str) -> u16 {
@@ -124,4 +129,109 @@ async fn a_virtual_server_defined_on_one_node_serves_on_every_node() {
     assert_eq!(wait_for_initialize(&endpoint(&b, "desk"), 404).await, 404);
     assert_eq!(initialize_status(&endpoint(&a, "desk")).await, 404);
     drop(pg);
+}
+
+/// A gateway over one demo upstream named `demo`, with `upstream` keys added
+/// to its definition (TOML lines).
+fn shaped_gateway(up: &Proc, upstream: &str) -> Proc {
+    tether(&format!(
+        "[store]\nurl = \"memory\"\n[[upstreams]]\nname = \"demo\"\nurl = \"{}\"\n{upstream}",
+        up.mcp()
+    ))
+}
+
+#[tokio::test]
+async fn a_modern_clients_call_with_fixed_arguments_carries_their_headers() {
+    // The fixed `region` is left out of the schema the client sees, so the
+    // client renders no Mcp-Param-Region; the upstream needs it for the
+    // arguments it receives: Tether renders the headers from those (a
+    // modern upstream checks them), and has nothing to check for a legacy one.
+    for era in ["modern", "legacy"] {
+        let up = crate::harness::spawn_demo(&["--era", era, "--profile", "conformance"]);
+        let gw = shaped_gateway(
+            &up,
+            "[upstreams.shape.test_custom_headers]\narguments = { region = \"eu-west\" }\n",
+        );
+        let url = format!("{}/u/demo/mcp", gw.base);
+        let listed = modern(&url, "tools/list", json!({})).await;
+        let tools = listed.last()["result"]["tools"].as_array().unwrap().clone();
+        let schema = &tools
+            .iter()
+            .find(|t| t["name"] == "test_custom_headers")
+            .unwrap()["inputSchema"];
+        assert!(
+            schema["properties"].get("region").is_none(),
+            "{era}: {schema}"
+        );
+        let args = json!({"name": "test_custom_headers", "arguments": {"priority": 3}});
+        let extra = [("mcp-param-priority", "3"), ("mcp-param-region", "us-east")];
+        let done = modern_with(&url, "tools/call", args, &extra).await;
+        let last = done.last();
+        let said = text(&last["result"]);
+        assert!(
+            said.contains("eu-west") && !said.contains("us-east"),
+            "{era}: {last}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_shaped_call_waiting_for_input_resumes_and_keeps_its_place() {
+    let up = demo("legacy");
+    let gw = shaped_gateway(
+        &up,
+        "max_concurrent_calls = 1\n[upstreams.shape.sample]\nalias = \"ask\"\narguments = { prompt = \"fixed prompt\" }\n",
+    );
+    let url = gw.mcp();
+    let sampling = json!({"sampling": {}});
+    let call = |extra: Value| {
+        let mut params = json!({"name": "demo__ask", "arguments": {"prompt": "mine"}});
+        for (k, v) in extra.as_object().unwrap() {
+            params[k] = v.clone();
+        }
+        let url = url.clone();
+        let sampling = sampling.clone();
+        async move { modern_as(&url, "tools/call", params, sampling, &[]).await }
+    };
+    let first = call(json!({})).await;
+    let result = first.last()["result"].clone();
+    assert_eq!(result["resultType"], "input_required", "{result}");
+    let (key, ask) = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(
+        ask["params"]["messages"][0]["content"]["text"], "fixed prompt",
+        "the upstream got the fixed argument"
+    );
+    // The waiting call holds the upstream's one place: another call is refused.
+    let other = modern(
+        &url,
+        "tools/call",
+        json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+    )
+    .await;
+    assert_eq!(other.status, 429, "{:?}", other.last());
+    assert_eq!(other.last()["error"]["code"], -32029);
+    // The client's retry repeats its own arguments, and resumes the call.
+    let answer =
+        json!({"role": "assistant", "content": {"type": "text", "text": "hello"}, "model": "m"});
+    let state = result["requestState"].clone();
+    let done = call(json!({"inputResponses": {key: answer}, "requestState": state})).await;
+    assert_eq!(
+        text(&done.last()["result"]),
+        "sampled: hello",
+        "{:?}",
+        done.last()
+    );
+    // Over: the place is free again.
+    let after = modern(
+        &url,
+        "tools/call",
+        json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+    )
+    .await;
+    assert_eq!(text(&after.last()["result"]), "x", "{:?}", after.last());
 }

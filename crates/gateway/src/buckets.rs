@@ -28,6 +28,11 @@ impl Bucket {
         self.at = now;
         self.fills_in = Duration::from_secs_f64(burst / rate);
     }
+
+    /// How long until it holds a whole token, at `rate`.
+    fn wait(&self, rate: f64) -> Duration {
+        Duration::from_secs_f64((1.0 - self.tokens) / rate)
+    }
 }
 
 /// One bucket per key, each refilled at its own rate.
@@ -48,22 +53,6 @@ impl<K: Hash + Eq> TokenBuckets<K> {
     /// holding at most `burst` (a new bucket is full); `Err(wait)` until the
     /// next token when there is none.
     pub fn take(&self, key: K, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
-        self.with(key, rate, burst, now, true)
-    }
-
-    /// Whether [`TokenBuckets::take`] would succeed now, taking nothing.
-    pub fn peek(&self, key: K, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
-        self.with(key, rate, burst, now, false)
-    }
-
-    fn with(
-        &self,
-        key: K,
-        rate: f64,
-        burst: f64,
-        now: Instant,
-        take: bool,
-    ) -> Result<(), Duration> {
         if self.buckets.len() >= MAX_BUCKETS {
             // A full bucket carries no information: forget those of idle keys.
             self.buckets.retain(|_, b| {
@@ -81,12 +70,24 @@ impl<K: Hash + Eq> TokenBuckets<K> {
         let mut bucket = lock(&entry);
         bucket.refill(rate, burst, now);
         if bucket.tokens >= 1.0 {
-            if take {
-                bucket.tokens -= 1.0;
-            }
+            bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+            Err(bucket.wait(rate))
+        }
+    }
+
+    /// Whether [`TokenBuckets::take`] would succeed now, taking nothing.
+    pub fn peek(&self, key: &K, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+        let Some(entry) = self.buckets.get(key) else {
+            return Ok(()); // A new bucket is full.
+        };
+        let mut bucket = lock(&entry);
+        bucket.refill(rate, burst, now);
+        if bucket.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(bucket.wait(rate))
         }
     }
 }

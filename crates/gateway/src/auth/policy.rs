@@ -66,19 +66,21 @@ impl Access {
     /// Whether the real tool `tool` of `upstream` (the upstream's own name
     /// for it, whatever alias or endpoint shows it) may be listed and called:
     /// one grant must cover the upstream, and one of its patterns match the
-    /// tool as `<upstream><separator><tool>` or as `tool`.
+    /// tool as `<upstream><separator><tool>`, or, a pattern without the
+    /// separator, as `tool` (so `github__*` never covers another upstream's
+    /// tool that calls itself `github__x`).
     pub fn reaches_tool(&self, upstream: &str, tool: &str, separator: &str) -> bool {
         if self.everything {
             return true;
         }
         let canonical = format!("{upstream}{separator}{tool}");
-        self.grants.iter().any(|g| {
-            g.covers(upstream)
-                && (g.tools.is_empty()
-                    || g.tools
-                        .iter()
-                        .any(|p| pattern::matches(p, &canonical) || pattern::matches(p, tool)))
-        })
+        let matches = |p: &String| {
+            pattern::matches(p, &canonical)
+                || (!p.contains(separator) && pattern::matches(p, tool))
+        };
+        self.grants
+            .iter()
+            .any(|g| g.covers(upstream) && (g.tools.is_empty() || g.tools.iter().any(matches)))
     }
 
     /// Whether anything is out of reach (lists then need filtering).
@@ -160,6 +162,14 @@ mod tests {
         let nobody = Access::from_policies(&policies, &json!({"scope": "other"}));
         assert!(!nobody.reaches_upstream("files"));
         assert!(Access::from_policies(&[], &json!({})).reaches_tool("x", "y", "__"));
+        // A bare pattern matches the upstream's own name; a prefixed one only
+        // the prefixed name, never a tool that calls itself that.
+        let all = |tools: &[&str]| {
+            Access::from_policies(&[policy("s", "", "", &["*"], tools)], &json!({"scope": "s"}))
+        };
+        assert!(all(&["read_*"]).reaches_tool("files", "read_file", "__"));
+        assert!(all(&["github__*"]).reaches_tool("github", "x", "__"));
+        assert!(!all(&["github__*"]).reaches_tool("evil", "github__x", "__"));
         let scp_array = Access::from_policies(&policies, &json!({"scp": ["mcp:read"]}));
         assert!(scp_array.reaches_upstream("files"));
     }

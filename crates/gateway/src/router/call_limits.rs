@@ -65,22 +65,25 @@ impl CallLimits {
             (serving.shaping.rate_limit(tool), tool),
         ];
         let now = Instant::now();
-        let key = |counted: &str| Key {
-            principal: principal.clone(),
-            upstream: upstream.name.clone(),
-            tool: counted.to_owned(),
-        };
-        let set = || limits.iter().filter(|(l, _)| l.is_set());
-        for (limit, counted) in set() {
-            if let Err(wait) = self.bucket(key(counted), *limit, now, false) {
-                let scope = if counted.is_empty() {
+        let buckets = limits.map(|(limit, counted)| {
+            limit.is_set().then(|| {
+                let key = Key {
+                    principal: principal.clone(),
+                    upstream: upstream.name.clone(),
+                    tool: counted.to_owned(),
+                };
+                (key, self.rate_and_burst(limit), limit.per_minute)
+            })
+        });
+        for (key, (rate, burst), per_minute) in buckets.iter().flatten() {
+            if let Err(wait) = self.buckets.peek(key, *rate, *burst, now) {
+                let scope = if key.tool.is_empty() {
                     format!("the tools of the upstream behind {exposed}")
                 } else {
                     format!("tool {exposed}")
                 };
                 let why = format!(
-                    "Rate limit exceeded: {} calls a minute for {scope}; retry later",
-                    limit.per_minute
+                    "Rate limit exceeded: {per_minute} calls a minute for {scope}; retry later"
                 );
                 return Err(refusal(why, wait, "rate"));
             }
@@ -97,8 +100,8 @@ impl CallLimits {
                 }
             },
         };
-        for (limit, counted) in set() {
-            if let Err(wait) = self.bucket(key(counted), *limit, now, true) {
+        for (key, (rate, burst), _) in buckets.into_iter().flatten() {
+            if let Err(wait) = self.buckets.take(key, rate, burst, now) {
                 // Taken by a call of the same principal since the look.
                 let why = format!("Rate limit exceeded for {exposed}; retry later");
                 return Err(refusal(why, wait, "rate"));
@@ -107,8 +110,9 @@ impl CallLimits {
         Ok(permit)
     }
 
-    /// Takes (`take`) or looks at a token of `key`'s bucket for `limit`.
-    fn bucket(&self, key: Key, limit: RateLimit, now: Instant, take: bool) -> Result<(), Duration> {
+    /// A limit's refill rate (a second) and burst on this node: its share of
+    /// the cluster's.
+    fn rate_and_burst(&self, limit: RateLimit) -> (f64, f64) {
         let nodes = self.cluster.as_ref().map_or(1, |c| c.live_nodes()).max(1) as f64;
         let burst = if limit.burst == 0 {
             limit.per_minute
@@ -116,12 +120,7 @@ impl CallLimits {
             limit.burst
         };
         let rate = f64::from(limit.per_minute) / 60.0 / nodes;
-        let burst = (f64::from(burst) / nodes).max(1.0);
-        if take {
-            self.buckets.take(key, rate, burst, now)
-        } else {
-            self.buckets.peek(key, rate, burst, now)
-        }
+        (rate, (f64::from(burst) / nodes).max(1.0))
     }
 }
 

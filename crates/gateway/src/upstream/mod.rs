@@ -102,7 +102,8 @@ pub struct Serving {
     pub rate_limit: RateLimit,
     /// Permits for its tool calls in flight on this node (`None`: no cap).
     pub calls: Option<Arc<tokio::sync::Semaphore>>,
-    /// How many (0: no cap).
+    /// How many (0: no cap): what a changed definition is compared by, to
+    /// keep `calls` (and the calls it counts) when the cap stays the same.
     cap: usize,
 }
 

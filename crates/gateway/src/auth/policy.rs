@@ -75,8 +75,7 @@ impl Access {
         }
         let canonical = format!("{upstream}{separator}{tool}");
         let matches = |p: &String| {
-            pattern::matches(p, &canonical)
-                || (!p.contains(separator) && pattern::matches(p, tool))
+            pattern::matches(p, &canonical) || (!p.contains(separator) && pattern::matches(p, tool))
         };
         self.grants
             .iter()
@@ -165,7 +164,10 @@ mod tests {
         // A bare pattern matches the upstream's own name; a prefixed one only
         // the prefixed name, never a tool that calls itself that.
         let all = |tools: &[&str]| {
-            Access::from_policies(&[policy("s", "", "", &["*"], tools)], &json!({"scope": "s"}))
+            Access::from_policies(
+                &[policy("s", "", "", &["*"], tools)],
+                &json!({"scope": "s"}),
+            )
         };
         assert!(all(&["read_*"]).reaches_tool("files", "read_file", "__"));
         assert!(all(&["github__*"]).reaches_tool("github", "x", "__"));

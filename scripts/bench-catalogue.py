@@ -12,7 +12,11 @@ progressive_discovery = true`, and measures, for a legacy client session on
 /mcp: the `tools/list` result, and with progressive discovery the result
 of `search_tools` for a few queries (limit 8, the default). Sizes are the
 result JSON's bytes and its tokens by a simple count: runs of letters and
-digits, and every other non-space character, each count as one.
+digits, and every other non-space character, each count as one. Latency:
+the median of --rounds sequential `tools/list` calls (the full catalogue,
+gathered from the three upstreams each time) and, with progressive
+discovery, of as many `search_tools` calls (the same gathering plus the
+ranking), in the same run.
 
 Run it with the interop suite's Python (it has the SDK the upstreams need).
 """
@@ -24,6 +28,7 @@ import json
 import re
 import subprocess
 import sys
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -69,13 +74,23 @@ def post(url: str, body: dict, session: str | None) -> tuple[dict, str | None]:
         return (json.loads(text) if text else {}), resp.headers.get("mcp-session-id")
 
 
+def median_ms(url: str, session: str, body: dict, rounds: int) -> float:
+    """The median wall time of `rounds` sequential posts of `body`, in ms."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        post(url, body, session)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
 def size(result: dict) -> tuple[int, int]:
     """The result's bytes (compact JSON) and tokens."""
     text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
     return len(text.encode()), len(TOKEN.findall(text))
 
 
-def measure(tether: str, python: str, progressive: bool) -> None:
+def measure(tether: str, python: str, progressive: bool, rounds: int) -> None:
     procs: list[subprocess.Popen] = []
     try:
         config = "[store]\nurl = \"memory\"\n"
@@ -97,6 +112,12 @@ def measure(tether: str, python: str, progressive: bool) -> None:
         mode = "progressive discovery" if progressive else "full catalogue"
         b, t = size(listed["result"])
         print(f"{mode:<22} tools/list: {len(tools):>3} tools, {b:>7,} bytes, {t:>6,} tokens")
+        # A search gathers the same catalogue the full list does, then ranks it.
+        search = {"name": "search_tools", "arguments": {"query": QUERIES[0]}}
+        what, timed = ("search_tools", {"method": "tools/call", "params": search}) if progressive \
+            else ("tools/list", {"method": "tools/list"})
+        ms = median_ms(url, session, {"jsonrpc": "2.0", "id": "t", **timed}, rounds)
+        print(f"{'':<22} {what} median over {rounds}: {ms:.2f} ms")
         if progressive:
             for i, query in enumerate(QUERIES, 2):
                 call = {"name": "search_tools", "arguments": {"query": query}}
@@ -115,9 +136,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tether", default=str(REPO / "target/release/tether"))
     parser.add_argument("--python", default=sys.executable, help="the Python with the MCP SDK, for the upstreams")
+    parser.add_argument("--rounds", type=int, default=200, help="calls timed per mode")
     args = parser.parse_args()
     for progressive in (False, True):
-        measure(args.tether, args.python, progressive)
+        measure(args.tether, args.python, progressive, args.rounds)
 
 
 if __name__ == "__main__":

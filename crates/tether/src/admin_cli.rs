@@ -1,5 +1,6 @@
-//! `tether upstreams`, `tether sessions`, `tether evict`, `tether reload`:
-//! the admin API for operators, answered as readable tables.
+//! `tether upstreams`, `tether virtual-servers`, `tether sessions`,
+//! `tether evict`, `tether reload`: the admin API for operators, answered
+//! as readable tables.
 
 use serde_json::Value;
 
@@ -69,6 +70,47 @@ impl Admin {
                     "HEALTHY",
                     "SESSIONS",
                     "TARGET",
+                    "DESCRIPTION"
+                ],
+                rows.collect()
+            )
+        );
+        Ok(())
+    }
+
+    /// Prints the virtual servers, each with its endpoint and what it selects.
+    pub async fn virtual_servers(&self) -> Result<(), Failure> {
+        let body = self.call(reqwest::Method::GET, "/virtual-servers").await?;
+        let rows = list(&body["virtual_servers"]).map(|v| {
+            let selects = |key: &str| match words(&v[key]) {
+                picked if picked.is_empty() => "-".into(),
+                picked => picked,
+            };
+            vec![
+                text(&v["name"]),
+                text(&v["source"]),
+                format!("/v/{}/mcp", text(&v["name"])),
+                selects("tools"),
+                selects("prompts"),
+                selects("resources"),
+                match v["progressive_discovery"].as_bool() {
+                    Some(true) => "progressive".into(),
+                    _ => "full".into(),
+                },
+                text(&v["description"]),
+            ]
+        });
+        print!(
+            "{}",
+            table(
+                &[
+                    "NAME",
+                    "SOURCE",
+                    "ENDPOINT",
+                    "TOOLS",
+                    "PROMPTS",
+                    "RESOURCES",
+                    "LISTING",
                     "DESCRIPTION"
                 ],
                 rows.collect()

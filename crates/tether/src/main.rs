@@ -76,6 +76,11 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List the virtual servers of a running Tether (admin API).
+    VirtualServers {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// List the client sessions a running Tether holds (admin API).
     Sessions {
         #[command(flatten)]
@@ -238,6 +243,7 @@ fn main() -> std::process::ExitCode {
                 timeout,
             } => connect::run(url, headers, Duration::from_secs(timeout)).await,
             Command::Upstreams { admin } => admin.client().upstreams().await,
+            Command::VirtualServers { admin } => admin.client().virtual_servers().await,
             Command::Sessions { admin } => admin.client().sessions().await,
             Command::Evict { target, admin } => match target.strip_prefix("upstream:") {
                 Some(name) => admin.client().evict_upstream(name).await,

@@ -75,6 +75,19 @@ impl Proc {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Runs `tether <args> --url <this gateway>` with the admin token: whether
+    /// it succeeded, and what it printed.
+    pub fn admin_cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(binary())
+            .args(args)
+            .args(["--url", &self.base])
+            .env("TETHER_ADMIN__TOKEN", ADMIN_TOKEN)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), printed)
+    }
+
     /// Sends SIGKILL and waits.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

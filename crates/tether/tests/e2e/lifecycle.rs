@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN, ADMIN_TOKEN, Legacy, Proc, binary, config, demo, demo_at, http, metric, tether,
-    tether_env, text, wait_for_stat,
+    ADMIN, Legacy, Proc, config, demo, demo_at, http, metric, tether, tether_env, text,
+    wait_for_stat,
 };
 
 fn definition(name: &str, url: &str, description: &str) -> Value {
@@ -171,32 +171,19 @@ async fn sessions_are_listed_and_evicted_through_the_api_and_the_cli() {
         b.session.clone().unwrap().as_str()
     );
     let _ = admin_ok(&gw, "GET", "/sessions?limit=many", None, 400).await;
-    let cli = std::process::Command::new(binary())
-        .args(["sessions", "--url", &gw.base])
-        .env("TETHER_ADMIN__TOKEN", ADMIN_TOKEN)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&cli.stdout);
-    assert!(cli.status.success(), "{table}");
+    let (ok, table) = gw.admin_cli(&["sessions"]);
+    assert!(ok, "{table}");
     assert!(table.starts_with("ID"), "{table}");
     assert!(table.contains(a.session.as_deref().unwrap()), "{table}");
     assert!(table.contains(b.session.as_deref().unwrap()), "{table}");
-    let evict = std::process::Command::new(binary())
-        .args(["evict", a.session.as_deref().unwrap(), "--url", &gw.base])
-        .env("TETHER_ADMIN__TOKEN", ADMIN_TOKEN)
-        .output()
-        .unwrap();
-    assert!(evict.status.success());
+    let (ok, printed) = gw.admin_cli(&["evict", a.session.as_deref().unwrap()]);
+    assert!(ok, "{printed}");
     wait_for_stat(&up, "deletes", 1).await;
     let stale = a.request("tools/list", json!({})).await;
     assert_eq!(stale.status, 404);
     assert_eq!(b.request("tools/list", json!({})).await.status, 200);
-    let upstreams = std::process::Command::new(binary())
-        .args(["upstreams", "--url", &gw.base])
-        .env("TETHER_ADMIN__TOKEN", ADMIN_TOKEN)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&upstreams.stdout);
+    let (ok, table) = gw.admin_cli(&["upstreams"]);
+    assert!(ok, "{table}");
     assert!(
         table.lines().nth(1).unwrap().starts_with("demo "),
         "{table}"

@@ -73,17 +73,42 @@ async fn a_virtual_server_defined_on_one_node_serves_on_every_node() {
     let definition = json!({
         "name": "desk",
         "title": "Desk",
+        "description": "counters",
         "tools": ["demo__counter_*"],
         "shape": {"demo__counter_get": {"alias": "count"}},
     });
     let (status, created) = a.admin("POST", "/virtual-servers", Some(definition)).await;
     assert_eq!(status, 201, "{created}");
-    let (status, listed) = b.admin("GET", "/virtual-servers", None).await;
-    assert_eq!(status, 200, "{listed}");
     assert_eq!(
         wait_for_initialize(&endpoint(&b, "desk"), 200).await,
         200,
         "node B serves the virtual server node A defined"
+    );
+    // Its admin API and CLI list it too, as the admin API's.
+    let (status, listed) = b.admin("GET", "/virtual-servers", None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["virtual_servers"][0]["source"], "api", "{listed}");
+    let (ok, table) = b.admin_cli(&["virtual-servers"]);
+    assert!(ok, "{table}");
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        [
+            "desk",
+            "api",
+            "/v/desk/mcp",
+            "demo__counter_*",
+            "-",
+            "-",
+            "full",
+            "counters"
+        ],
+        "{table}"
     );
 
     // A session made on A is served on B too (passed on to its home).

@@ -9,11 +9,17 @@ token and then the right one (which never shows up in the URL); sees the
 upstream healthy, a client session (opened with plain JSON-RPC over HTTP) with
 the upstream it uses, evicts it from the page (the gateway then answers 404
 for its id), sees the request rate chart move, and adds, edits and deletes an
-upstream through the form. A second test runs the console on one node of a
-three-node cluster (PostgreSQL, cluster.py) and checks its cluster view.
+upstream through the form. A second test manages virtual servers from the
+page: a config file's one is read-only, one added through the form serves
+its selection at /v/<name>/mcp (a client session there is listed with that
+endpoint), an edit switches it to progressive discovery for that very
+session, bad shapes JSON is refused in the form, and Delete ends its
+endpoint (404). A third runs the console on one node of a three-node cluster
+(PostgreSQL, cluster.py) and checks its cluster view.
 
 With `CONSOLE_SCREENSHOTS=<dir>`, it saves console-overview.png,
-console-upstreams.png and console-sessions.png there (with a session shown).
+console-upstreams.png, console-sessions.png (with a session shown) and
+console-virtual-servers.png there.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import pytest
 
 from checks import http, plain_session, post_jsonrpc, reporter, session_headers
 from cluster import Cluster
+from conftest import toml_tables
 
 try:
     from selenium import webdriver
@@ -333,6 +340,118 @@ def test_admin_console_in_a_browser(launcher, browser):
     assert stored is None, msg("sign out", "the token removed from sessionStorage", stored)
 
     # -- 8. Nothing the page did was blocked by its Content-Security-Policy ------------------
+    blocked = [
+        e.get("message")
+        for e in driver.get_log("browser")
+        if "Content Security Policy" in (e.get("message") or "") or "Refused to" in (e.get("message") or "")
+    ]
+    assert not blocked, msg("the browser console", "no Content-Security-Policy violations", blocked)
+
+
+def tool_names(url: str, sid: str) -> list[str]:
+    """The tool names `tools/list` shows the session `sid` on `url`."""
+    status, _, reply = rpc(url, {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, sid)
+    assert status == 200 and reply and "result" in reply, msg(f"tools/list via {url}", "a result", (status, reply))
+    return sorted(t["name"] for t in reply["result"]["tools"])
+
+
+def test_virtual_servers_in_the_console(launcher, browser):
+    legacy = launcher.upstream("legacy")
+    extra = toml_tables("virtual_servers", {"name": "support", "title": "Support", "tools": ["demo__echo"]})
+    gateway = launcher.gateway({"demo": legacy.url}, env={"TETHER_ADMIN__TOKEN": TOKEN}, extra=extra)
+    driver = browser
+    sign_in(driver, f"{gateway.base}/admin/ui/")
+    show_view(driver, "virtual-servers")
+
+    # -- 1. The config file's virtual server: listed, read-only ----------------------------
+    support = wait(driver, lambda d: row(d, "vs-body", "name", "support"), "virtual server 'support' listed")
+    assert support.get_attribute("data-source") == "config" and "/v/support/mcp" in support.text, msg(
+        "virtual servers table", "support, from the config file, at /v/support/mcp", support.text
+    )
+    assert "demo__echo" in support.text and not support.find_elements(By.CSS_SELECTOR, "button"), msg(
+        "virtual servers table", "support's pattern shown, no Edit or Delete", support.get_attribute("outerHTML")
+    )
+
+    # -- 2. Bad shapes JSON is refused in the form; nothing is created ----------------------
+    driver.find_element(By.ID, "vs-name").send_keys("desk")
+    driver.find_element(By.ID, "vs-shape").send_keys("{not json")
+    driver.find_element(By.ID, "vs-submit").click()
+    wait(driver, visible("vs-error"), "an error under the form for shapes that are not JSON")
+    assert "json" in driver.find_element(By.ID, "vs-error").text.lower(), msg(
+        "submit with bad shapes", "an error naming JSON", driver.find_element(By.ID, "vs-error").text
+    )
+    status, _ = admin(gateway, "GET", "virtual-servers/desk")
+    assert status == 404, msg("GET /admin/virtual-servers/desk after a refused form", 404, status)
+
+    # -- 3. Add one through the form: it serves its selection at /v/desk/mcp ---------------
+    driver.find_element(By.ID, "vs-shape").clear()
+    driver.find_element(By.ID, "vs-shape").send_keys('{"demo__counter_get": {"alias": "count"}}')
+    driver.find_element(By.ID, "vs-title").send_keys("Front desk")
+    driver.find_element(By.ID, "vs-description").send_keys("added from the console")
+    driver.find_element(By.ID, "vs-tools").send_keys("demo__counter_*\ndemo__echo")
+    driver.find_element(By.ID, "vs-submit").click()
+    desk = wait(
+        driver,
+        lambda d: (r := row(d, "vs-body", "name", "desk")) is not None and r.get_attribute("data-source") == "api" and r,
+        "virtual server 'desk' listed with source api after submitting the form",
+    )
+    assert "added from the console" in desk.text and "1 tool shape" in desk.text, msg(
+        "virtual servers table", "desk's description and its one shape", desk.text
+    )
+    status, shown = admin(gateway, "GET", "virtual-servers/desk")
+    want = {
+        "title": "Front desk",
+        "tools": ["demo__counter_*", "demo__echo"],
+        "shape": {"demo__counter_get": {"alias": "count"}},
+    }
+    got = {k: (shown or {}).get(k) for k in want}
+    assert status == 200 and got == want, msg("GET /admin/virtual-servers/desk after the form", want, (status, shown))
+    screenshot(driver, "console-virtual-servers.png")
+    desk_url = f"{gateway.base}/v/desk/mcp"
+    sid = plain_session(desk_url, msg)
+    listed = tool_names(desk_url, sid)
+    assert listed == ["count", "demo__counter_increment", "demo__echo"], msg(
+        "tools/list on /v/desk/mcp", "exactly its selection, counter_get as count", listed
+    )
+
+    # -- 4. The session is listed with its endpoint --------------------------------------
+    show_view(driver, "sessions")
+    session_row = wait(driver, lambda d: row(d, "sessions-body", "sessionId", sid), f"session {sid} listed")
+    endpoint = session_row.find_element(By.CSS_SELECTOR, "td[data-col='endpoint']").text
+    assert endpoint == "/v/desk", msg("the sessions table", "the session's endpoint /v/desk", endpoint)
+
+    # -- 5. Edit: progressive discovery, for the session already open ---------------------
+    show_view(driver, "virtual-servers")
+    row(driver, "vs-body", "name", "desk").find_element(By.CSS_SELECTOR, "button[data-action='edit']").click()
+    wait(driver, lambda d: d.find_element(By.ID, "vs-name").get_attribute("value") == "desk", "the form filled for editing 'desk'")
+    tools = driver.find_element(By.ID, "vs-tools")
+    assert tools.get_attribute("value") == "demo__counter_*\ndemo__echo", msg(
+        "the edit form", "desk's tool patterns, one per line", tools.get_attribute("value")
+    )
+    driver.find_element(By.ID, "vs-progressive").click()
+    driver.find_element(By.ID, "vs-submit").click()
+    wait(
+        driver,
+        lambda d: (r := row(d, "vs-body", "name", "desk")) is not None and r.get_attribute("data-listing") == "progressive",
+        "virtual server 'desk' shown with progressive discovery",
+    )
+    status, shown = admin(gateway, "GET", "virtual-servers/desk")
+    assert shown.get("progressive_discovery") is True and shown.get("shape") == want["shape"], msg(
+        "GET /admin/virtual-servers/desk after Edit", "progressive discovery on, the shape kept", shown
+    )
+    listed = tool_names(desk_url, sid)
+    assert listed == ["call_tool", "search_tools"], msg("tools/list on /v/desk/mcp after Edit", "the two meta-tools", listed)
+
+    # -- 6. Delete: its endpoint ends -----------------------------------------------------
+    row(driver, "vs-body", "name", "desk").find_element(By.CSS_SELECTOR, "button[data-action='delete']").click()
+    WebDriverWait(driver, WAIT_S).until(EC.alert_is_present())
+    driver.switch_to.alert.accept()
+    wait(driver, lambda d: row(d, "vs-body", "name", "desk") is None, "virtual server 'desk' gone from the table after Delete")
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "plain", "version": "1"}}}
+    status, _, _ = post_jsonrpc(desk_url, init)
+    assert status == 404, msg("initialize on /v/desk/mcp after Delete", "HTTP 404", status)
+
     blocked = [
         e.get("message")
         for e in driver.get_log("browser")

@@ -11,7 +11,7 @@
   const POLL_MS = 2000;
   const WINDOW_MS = 120000;
   const REDACTED = '<redacted>';
-  const VIEWS = ['overview', 'upstreams', 'sessions', 'cluster'];
+  const VIEWS = ['overview', 'upstreams', 'virtual-servers', 'sessions', 'cluster'];
 
   const state = {
     token: null,
@@ -24,6 +24,8 @@
     samples: [],
     upstreams: new Map(),
     editing: null,
+    virtualServers: new Map(),
+    editingVs: null,
     noticeTimer: null,
     bannerFrom: null,
   };
@@ -288,8 +290,11 @@
     state.prevStats = null;
     state.samples = [];
     state.upstreams = new Map();
+    state.virtualServers = new Map();
     resetUpstreamForm();
+    resetVsForm();
     $('upstreams-body').replaceChildren();
+    $('vs-body').replaceChildren();
     $('sessions-body').replaceChildren();
     $('cluster-body').replaceChildren();
     $('overview-upstreams-body').replaceChildren();
@@ -374,6 +379,7 @@
 
   function refreshView() {
     if (state.view === 'upstreams' || state.view === 'overview') once('upstreams', refreshUpstreams);
+    else if (state.view === 'virtual-servers') once('virtual-servers', refreshVirtualServers);
     else if (state.view === 'sessions') once('sessions', refreshSessions);
     else if (state.view === 'cluster') once('cluster', refreshCluster);
   }
@@ -696,7 +702,7 @@
       ].filter(Boolean);
     });
 
-    fill(c.source, u.source, () => [badge(u.source || '?', u.source === 'api' ? 'api' : 'config', u.source === 'api' ? 'defined through the admin API' : 'from the config file (read-only here)')]);
+    fill(c.source, u.source, () => [sourceBadge(u.source)]);
 
     const configured = Array.isArray(def.command) && def.command.length ? 'stdio' : def.transport || 'auto';
     const shown = running && u.transport ? transportName(u.transport) : '–';
@@ -732,38 +738,61 @@
     c.errors.classList.toggle('warn', isNum(u.errors) && u.errors > 0);
     setText(c.latency, latencyOf(u));
 
-    fill(c.actions, `${u.source}|${def.name}`, () => {
-      if (u.source !== 'api') return [el('span', { class: 'muted small', text: 'read-only', title: 'defined in the config file' })];
-      const edit = el('button', { type: 'button', class: 'btn btn-small', text: 'Edit', 'data-action': 'edit', 'data-testid': 'upstream-edit' });
-      const del = el('button', { type: 'button', class: 'btn btn-small btn-danger', text: 'Delete', 'data-action': 'delete', 'data-testid': 'upstream-delete' });
+    fillActions(c.actions, u.source, def.name, 'upstream');
+  }
+
+  // The Edit and Delete buttons of a definition the admin API made (one from
+  // the config file is read-only here).
+  function fillActions(cell, source, name, testid) {
+    fill(cell, `${source}|${name}`, () => {
+      if (source !== 'api') return [el('span', { class: 'muted small', text: 'read-only', title: 'defined in the config file' })];
+      const edit = el('button', { type: 'button', class: 'btn btn-small', text: 'Edit', 'data-action': 'edit', 'data-testid': `${testid}-edit` });
+      const del = el('button', { type: 'button', class: 'btn btn-small btn-danger', text: 'Delete', 'data-action': 'delete', 'data-testid': `${testid}-delete` });
       return [el('div', { class: 'row-actions' }, edit, del)];
     });
   }
 
-  function onUpstreamsClick(event) {
-    const button = event.target.closest('button[data-action]');
-    if (!button) return;
-    const row = button.closest('tr');
-    const name = row && row.dataset.name;
-    if (!name) return;
-    if (button.dataset.action === 'edit') startEdit(name);
-    else if (button.dataset.action === 'delete') deleteUpstream(name, button);
+  function sourceBadge(source) {
+    return badge(source || '?', source === 'api' ? 'api' : 'config', source === 'api' ? 'defined through the admin API' : 'from the config file (read-only here)');
   }
 
-  async function deleteUpstream(name, button) {
-    if (!window.confirm(`Delete upstream "${name}"? Its upstream sessions are closed.`)) return;
+  /** A table's click handler: its rows' Edit and Delete buttons call `edit(name)` and `remove(name, button)`. */
+  function onRowAction(edit, remove) {
+    return (event) => {
+      const button = event.target.closest('button[data-action]');
+      if (!button) return;
+      const row = button.closest('tr');
+      const name = row && row.dataset.name;
+      if (!name) return;
+      if (button.dataset.action === 'edit') edit(name);
+      else if (button.dataset.action === 'delete') remove(name, button);
+    };
+  }
+
+  /** Deletes the definition at admin `path` once confirmed; `done` runs after a deletion. */
+  async function deleteDefinition(what, path, consequence, button, done) {
+    if (!window.confirm(`Delete ${what}? ${consequence}`)) return false;
     button.disabled = true;
     try {
-      await api('DELETE', `upstreams/${segment(name)}`);
-      if (state.editing === name) resetUpstreamForm();
+      await api('DELETE', path);
+      done();
       message($('console-error'), '');
-      notice(`Upstream "${name}" deleted.`);
+      notice(`${what.charAt(0).toUpperCase()}${what.slice(1)} deleted.`);
     } catch (err) {
       reportError(err);
     } finally {
       button.disabled = false;
     }
-    once('upstreams', refreshUpstreams);
+    return true;
+  }
+
+  async function deleteUpstream(name, button) {
+    const done = () => {
+      if (state.editing === name) resetUpstreamForm();
+    };
+    if (await deleteDefinition(`upstream "${name}"`, `upstreams/${segment(name)}`, 'Its upstream sessions are closed.', button, done)) {
+      once('upstreams', refreshUpstreams);
+    }
   }
 
   // The command line: words split on white space; '...' or "..." keep spaces
@@ -819,15 +848,22 @@
     show($('up-command-field'), stdio);
   }
 
+  /**
+   * Puts a definition form (`<form id>`, its fields `<prefix>-…`) in add mode
+   * (`editing` null) or edit mode for the definition `editing`, named `what`.
+   */
+  function formMode(id, prefix, what, editing) {
+    if (editing === null) $(id).reset();
+    $(`${prefix}-name`).readOnly = editing !== null;
+    setText($(`${id}-title`), editing === null ? `Add ${what}` : `Edit ${what} "${editing}"`);
+    setText($(`${prefix}-submit`), editing === null ? `Add ${what}` : 'Save changes');
+    show($(`${prefix}-cancel`), editing !== null);
+    message($(`${prefix}-error`), '');
+  }
+
   function resetUpstreamForm() {
-    const form = $('upstream-form');
-    form.reset();
     state.editing = null;
-    $('up-name').readOnly = false;
-    setText($('upstream-form-title'), 'Add upstream');
-    setText($('up-submit'), 'Add upstream');
-    show($('up-cancel'), false);
-    message($('up-error'), '');
+    formMode('upstream-form', 'up', 'upstream', null);
     onTransportChange();
   }
 
@@ -848,7 +884,6 @@
     state.editing = name;
     const command = Array.isArray(def.command) ? def.command : [];
     $('up-name').value = def.name;
-    $('up-name').readOnly = true;
     $('up-transport').value = command.length ? 'stdio' : def.transport || 'auto';
     $('up-url').value = def.url || '';
     $('up-command').value = joinCommand(command);
@@ -856,9 +891,7 @@
     $('up-timeout').value = isNum(def.timeout_secs) ? String(def.timeout_secs) : '';
     $('up-shared').checked = Boolean(def.shared);
     $('up-description').value = def.description || '';
-    setText($('upstream-form-title'), `Edit upstream "${name}"`);
-    setText($('up-submit'), 'Save changes');
-    show($('up-cancel'), true);
+    formMode('upstream-form', 'up', 'upstream', name);
     onTransportChange();
     $('upstream-form').scrollIntoView({ block: 'nearest', behavior: 'smooth' });
     $('up-url').focus();
@@ -897,33 +930,174 @@
     return def;
   }
 
-  async function onUpstreamSubmit(event) {
-    event.preventDefault();
-    message($('up-error'), '');
+  /**
+   * Sends the definition a form describes (`form.read()`): a PUT over the one
+   * being edited, else a POST to `form.collection`; errors go under the form.
+   */
+  async function submitDefinition(form) {
+    const errorBox = $(`${form.prefix}-error`);
+    message(errorBox, '');
     let def;
     try {
-      def = definitionFromForm();
+      def = form.read();
     } catch (err) {
-      message($('up-error'), err.message);
+      message(errorBox, err.message);
       return;
     }
-    const button = $('up-submit');
+    const button = $(`${form.prefix}-submit`);
     button.disabled = true;
-    const editing = state.editing;
+    const editing = form.editing();
     try {
-      if (editing) await api('PUT', `upstreams/${segment(editing)}`, def);
-      else await api('POST', 'upstreams', def);
-      resetUpstreamForm();
-      notice(editing ? `Upstream "${def.name}" saved.` : `Upstream "${def.name}" added.`);
-      once('upstreams', refreshUpstreams);
+      if (editing) await api('PUT', `${form.collection}/${segment(editing)}`, def);
+      else await api('POST', form.collection, def);
+      form.reset();
+      notice(`${form.label} "${def.name}" ${editing ? 'saved' : 'added'}.`);
+      once(form.collection, form.refresh);
     } catch (err) {
-      if (!(err instanceof Stale)) message($('up-error'), err.message);
+      if (!(err instanceof Stale)) message(errorBox, err.message);
     } finally {
       button.disabled = false;
     }
   }
 
+  function onUpstreamSubmit(event) {
+    event.preventDefault();
+    submitDefinition({
+      prefix: 'up',
+      collection: 'upstreams',
+      label: 'Upstream',
+      read: definitionFromForm,
+      editing: () => state.editing,
+      reset: resetUpstreamForm,
+      refresh: refreshUpstreams,
+    });
+  }
+
+  // ------------------------------------------------------- virtual servers
+
+  const VS_COLS = ['name', 'source', 'endpoint', 'exposes', 'listing', 'actions'];
+  const VS_KINDS = [['tools', 'tool'], ['prompts', 'prompt'], ['resources', 'resource']];
+
+  async function refreshVirtualServers() {
+    const data = await api('GET', 'virtual-servers');
+    const list = Array.isArray(data.virtual_servers) ? data.virtual_servers : [];
+    state.virtualServers = new Map(list.map((v) => [v.name, v]));
+    syncRows($('vs-body'), list, (v) => v.name, createVsRow, updateVsRow, 'No virtual servers are defined.', VS_COLS.length);
+    setText($('vs-count'), `${list.length} defined`);
+  }
+
+  function createVsRow(v) {
+    return rowWith({ 'data-testid': 'vs-row', 'data-name': v.name }, VS_COLS);
+  }
+
+  function updateVsRow(row, v) {
+    const c = row.cellsByName;
+    row.dataset.source = v.source || '';
+    fill(c.name, JSON.stringify([v.name, v.title, v.description]), () => [
+      el('div', { class: 'name', text: v.title ? `${v.name} (${v.title})` : v.name }),
+      v.description ? el('div', { class: 'sub', text: v.description }) : null,
+    ].filter(Boolean));
+    fill(c.source, v.source, () => [sourceBadge(v.source)]);
+    setText(c.endpoint, `/v/${v.name}/mcp`);
+    c.endpoint.classList.add('mono');
+    const patterns = VS_KINDS.flatMap(([key, kind]) => (Array.isArray(v[key]) ? v[key] : []).map((p) => [kind, p]));
+    const shaped = v.shape && typeof v.shape === 'object' ? Object.keys(v.shape).length : 0;
+    fill(c.exposes, JSON.stringify([patterns, shaped]), () => {
+      if (!patterns.length) return [el('span', { class: 'muted', text: 'nothing' })];
+      const chips = patterns.map(([kind, p]) =>
+        el('span', { class: 'chip', 'data-pattern': p }, el('span', { class: 'chip-kind', text: kind }), el('span', { class: 'chip-name mono', text: p })),
+      );
+      if (shaped) chips.push(el('div', { class: 'sub', text: `${shaped} tool shape${shaped === 1 ? '' : 's'}` }));
+      return chips;
+    });
+    const listing = v.progressive_discovery ? 'progressive' : 'full';
+    row.dataset.listing = listing;
+    fill(c.listing, listing, () => [v.progressive_discovery ? badge('search + call', 'era', 'lists search_tools and call_tool instead of the tools') : el('span', { text: 'every tool' })]);
+    fillActions(c.actions, v.source, v.name, 'vs');
+  }
+
+  async function deleteVirtualServer(name, button) {
+    const done = () => {
+      if (state.editingVs === name) resetVsForm();
+    };
+    if (await deleteDefinition(`virtual server "${name}"`, `virtual-servers/${segment(name)}`, 'Its endpoint then answers 404.', button, done)) {
+      once('virtual-servers', refreshVirtualServers);
+    }
+  }
+
+  function resetVsForm() {
+    state.editingVs = null;
+    formMode('vs-form', 'vs', 'virtual server', null);
+  }
+
+  function lines(text) {
+    return text.split('\n').map((l) => l.trim()).filter(Boolean);
+  }
+
+  function startVsEdit(name) {
+    const v = state.virtualServers.get(name);
+    if (!v) return;
+    resetVsForm();
+    state.editingVs = name;
+    $('vs-name').value = v.name;
+    $('vs-title').value = v.title || '';
+    $('vs-description').value = v.description || '';
+    $('vs-instructions').value = v.instructions || '';
+    for (const [key] of VS_KINDS) $(`vs-${key}`).value = (Array.isArray(v[key]) ? v[key] : []).join('\n');
+    $('vs-shape').value = v.shape && Object.keys(v.shape).length ? JSON.stringify(v.shape, null, 2) : '';
+    $('vs-progressive').checked = Boolean(v.progressive_discovery);
+    formMode('vs-form', 'vs', 'virtual server', name);
+    $('vs-form').scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+    $('vs-tools').focus();
+  }
+
+  /** The definition the form describes (the admin API checks it in full). */
+  function vsFromForm() {
+    const name = $('vs-name').value.trim();
+    if (!name) throw new Error('Give the virtual server a name.');
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(name)) throw new Error('The name is 1-64 letters, digits, "_" or "-".');
+    const def = { name };
+    for (const key of ['title', 'description', 'instructions']) {
+      const value = $(`vs-${key}`).value.trim();
+      if (value) def[key] = value;
+    }
+    for (const [key] of VS_KINDS) def[key] = lines($(`vs-${key}`).value);
+    def.progressive_discovery = $('vs-progressive').checked;
+    const shape = $('vs-shape').value.trim();
+    if (shape) {
+      let parsed;
+      try {
+        parsed = JSON.parse(shape);
+      } catch (err) {
+        throw new Error(`Tool shapes are not JSON: ${err.message}`);
+      }
+      if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('Tool shapes are a JSON object: tool name → shape.');
+      def.shape = parsed;
+    }
+    return def;
+  }
+
+  function onVsSubmit(event) {
+    event.preventDefault();
+    submitDefinition({
+      prefix: 'vs',
+      collection: 'virtual-servers',
+      label: 'Virtual server',
+      read: vsFromForm,
+      editing: () => state.editingVs,
+      reset: resetVsForm,
+      refresh: refreshVirtualServers,
+    });
+  }
+
   // ------------------------------------------------------------- sessions
+
+  /** Where a session's client talks to, as a path. */
+  function endpointOf(endpoint) {
+    if (endpoint === 'federated') return 'federated /mcp';
+    if (typeof endpoint === 'string' && endpoint.startsWith('v/')) return `/${endpoint}`;
+    return `/u/${endpoint}`;
+  }
 
   const SESSION_COLS = ['id', 'principal', 'endpoint', 'transport', 'protocol', 'age', 'idle', 'uses', 'upstreams', 'actions'];
 
@@ -951,7 +1125,7 @@
   function updateSessionRow(row, s) {
     const c = row.cellsByName;
     setText(c.principal, s.principal || '–');
-    setText(c.endpoint, s.endpoint === 'federated' ? 'federated /mcp' : `/u/${s.endpoint}`);
+    setText(c.endpoint, endpointOf(s.endpoint));
     setText(c.transport, s.transport || '–');
     setText(c.protocol, s.protocol_version || '–');
     setText(c.age, fmtDuration(s.age_secs));
@@ -1049,9 +1223,12 @@
     window.addEventListener('hashchange', () => {
       if (state.token) selectView(viewFromHash());
     });
-    $('upstreams-body').addEventListener('click', onUpstreamsClick);
+    $('upstreams-body').addEventListener('click', onRowAction(startEdit, deleteUpstream));
     $('sessions-body').addEventListener('click', onSessionsClick);
     $('upstream-form').addEventListener('submit', onUpstreamSubmit);
+    $('vs-body').addEventListener('click', onRowAction(startVsEdit, deleteVirtualServer));
+    $('vs-form').addEventListener('submit', onVsSubmit);
+    $('vs-cancel').addEventListener('click', resetVsForm);
     $('up-transport').addEventListener('change', onTransportChange);
     $('up-cancel').addEventListener('click', resetUpstreamForm);
     $('console-error').addEventListener('click', () => message($('console-error'), ''));

@@ -13,6 +13,9 @@ tools together; every tool answers `{"tool": <its own name>, "arguments":
   given, and a direct tools/call of the name works too.
 - A virtual server with progressive discovery finds and calls only the tools
   of its selection.
+- An upstream with `progressive_discovery` lists the meta-tools on
+  `/u/<upstream>/mcp` only, and finds and calls its own tools by the names
+  it shows there.
 - A session holding its GET stream hears `notifications/tools/list_changed`
   when an upstream is added through the admin API, and `search_tools` then
   finds the new upstream's tools.
@@ -227,6 +230,41 @@ async def test_virtual_server_search_stays_in_its_selection(launcher, catalogues
             msg,
             starts="Unknown tool",
         )
+
+
+@pytest.mark.parametrize("era", ERAS)
+@bounded
+async def test_an_upstream_endpoint_opts_in(launcher, catalogues, era):
+    upstreams = {n: p.url for n, p in catalogues.items()}
+    upstreams["data"] = {"url": catalogues["data"].url, "progressive_discovery": True}
+    gateway = launcher.gateway(upstreams)
+    where = f"tether /u/data/mcp (the upstream's progressive discovery, {era} client)"
+    async with era_client(era, gateway.single("data"), where, msg) as client:
+        names = await tool_names(client)
+        assert names == META_TOOLS, msg(f"tools/list via {where}", f"exactly {META_TOOLS}", names)
+        for query, want, worst, args in QUERIES:
+            if not want.startswith("data__"):
+                continue
+            found = [t["name"] for t in await search(client, query, where, 50)]
+            assert want in [f"data__{n}" for n in found[:worst]] and all("__" not in n for n in found), msg(
+                f"search_tools {query!r} via {where}", f"{own_name(want)} first, only data's own names", found
+            )
+            expected = {"tool": own_name(want), "arguments": args}
+            got = ran(await client.call_tool("call_tool", {"name": own_name(want), "arguments": args}))
+            assert got == expected, msg(f"tools/call call_tool({own_name(want)}) via {where}", expected, got)
+        await refused(
+            client.call_tool("call_tool", {"name": "create_issue", "arguments": {}}),
+            UNKNOWN_TOOL,
+            f"tools/call call_tool(create_issue) (a dev tool) via {where}",
+            msg,
+            starts="Unknown tool",
+        )
+    # Only that endpoint: /mcp and another upstream's list every tool.
+    for url, label, sample in ((gateway.url, "/mcp", "data__convert_currency"), (gateway.single("dev"), "/u/dev/mcp", "create_issue")):
+        where = f"tether {label} ({era} client)"
+        async with era_client(era, url, where, msg) as client:
+            names = await tool_names(client)
+        assert sample in names and len(names) > 50, msg(f"tools/list via {where}", f"every tool, {sample} among them", names)
 
 
 @bounded

@@ -151,7 +151,9 @@ async def test_policy_applies_to_the_real_tool_behind_an_alias(launcher, era):
     # Each alias reads as the other side of the policy: the denied create_issue
     # looks like an allowed cat__list_* tool, the allowed list_issues does not.
     shape = {"create_issue": {"alias": "list_tickets"}, "list_issues": {"alias": "show_issues"}}
-    gateway = launcher.gateway({"cat": {"url": upstream.url, "shape": shape}}, extra=extra)
+    # The upstream's own endpoint, /u/cat/mcp, lists the meta-tools.
+    cat = {"url": upstream.url, "shape": shape, "progressive_discovery": True}
+    gateway = launcher.gateway({"cat": cat}, extra=extra)
     alice = bearer("alice", ["staff"])
     issue = {"repository": "acme/web", "title": "Login page is broken"}
     listing = {"repository": "acme/web", "limit": 5}
@@ -189,4 +191,25 @@ async def test_policy_applies_to_the_real_tool_behind_an_alias(launcher, era):
         got = ran(await client.call_tool("call_tool", {"name": "cat__show_issues", "arguments": listing}))
         assert got == {"tool": "list_issues", "arguments": listing}, msg(
             f"tools/call call_tool(cat__show_issues) via {where}", "the upstream's list_issues", got
+        )
+
+    where = f"tether /u/cat/mcp ({era} client, the upstream's progressive discovery, alice: cat__list_* only)"
+    async with era_client(era, gateway.single("cat"), where, msg, headers=alice) as client:
+        names = await tool_names(client)
+        assert names == ["call_tool", "search_tools"], msg(f"tools/list via {where}", "only the two meta-tools", names)
+        found = (await client.call_tool("search_tools", {"query": "create an issue", "limit": 50})).structured_content
+        found = [t["name"] for t in (found or {}).get("tools", [])]
+        assert "show_issues" in found and "list_tickets" not in found, msg(
+            f"tools/call search_tools 'create an issue' via {where}", "show_issues found, never list_tickets (denied)", found
+        )
+        await refused(
+            client.call_tool("call_tool", {"name": "list_tickets", "arguments": issue}),
+            FORBIDDEN,
+            f"tools/call call_tool(list_tickets) via {where}",
+            msg,
+            starts="Forbidden",
+        )
+        got = ran(await client.call_tool("call_tool", {"name": "show_issues", "arguments": listing}))
+        assert got == {"tool": "list_issues", "arguments": listing}, msg(
+            f"tools/call call_tool(show_issues) via {where}", "the upstream's list_issues", got
         )

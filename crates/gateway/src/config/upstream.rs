@@ -116,6 +116,9 @@ pub struct UpstreamConfig {
     /// How its tools are shown and limited, by the upstream's own tool name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub shape: BTreeMap<String, ToolShape>,
+    /// `/u/<name>/mcp` lists the search and call meta-tools instead of its tools.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progressive_discovery: bool,
 }
 
 /// The fields of an upstream definition that only describe it.
@@ -124,7 +127,12 @@ pub const COSMETIC_FIELDS: &[&str] = &["description", "tags", "display_name"];
 /// The fields that say how its tools are served to clients (shown, limited).
 /// Neither these nor the cosmetic ones affect how Tether connects; changing
 /// any other field closes the upstream's sessions.
-pub const SERVING_FIELDS: &[&str] = &["max_concurrent_calls", "rate_limit", "shape"];
+pub const SERVING_FIELDS: &[&str] = &[
+    "max_concurrent_calls",
+    "rate_limit",
+    "shape",
+    "progressive_discovery",
+];
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
@@ -173,6 +181,7 @@ impl UpstreamConfig {
             max_concurrent_calls: 0,
             rate_limit: RateLimit::default(),
             shape: BTreeMap::new(),
+            progressive_discovery: false,
         }
     }
 
@@ -185,6 +194,7 @@ impl UpstreamConfig {
             max_concurrent_calls: 0,
             rate_limit: RateLimit::default(),
             shape: BTreeMap::new(),
+            progressive_discovery: false,
             ..self.clone()
         }
     }
@@ -324,6 +334,7 @@ mod tests {
                 burst: 1,
             },
             shape: BTreeMap::from([("t".into(), ToolShape::default())]),
+            progressive_discovery: true,
         }
     }
 
@@ -381,6 +392,7 @@ mod tests {
             display_name: String::new(),
             max_concurrent_calls: 0,
             shape: BTreeMap::new(),
+            progressive_discovery: false,
             ..base.clone()
         };
         assert!(base.connects_like(&cosmetic));

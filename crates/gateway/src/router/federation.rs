@@ -125,20 +125,23 @@ impl Federation {
         upstream: &Arc<Upstream>,
         request: &Request,
     ) -> Outcome {
-        let listing = match self
-            .connector
+        match self.shown_catalogue(ctx, upstream).await {
+            Ok((items, reuse)) => list_answer(ctx, ListKind::Tools, request, items, reuse),
+            Err(why) => error(request, code::INTERNAL_ERROR, why),
+        }
+    }
+
+    /// The tools of `upstream` the caller reaches, as `/u/<upstream>/mcp`
+    /// shows them (shaped), and how long the list may be reused.
+    pub async fn shown_catalogue(
+        &self,
+        ctx: &RequestContext,
+        upstream: &Arc<Upstream>,
+    ) -> Result<(Vec<RawObject>, Reuse), String> {
+        let listing = (self.connector)
             .list_all(ctx, upstream, ListKind::Tools)
             .await
-        {
-            Ok(listing) => listing,
-            Err(e) => {
-                return error(
-                    request,
-                    code::INTERNAL_ERROR,
-                    format!("upstream {}: {e}", upstream.name),
-                );
-            }
-        };
+            .map_err(|e| format!("upstream {}: {e}", upstream.name))?;
         let access = ctx.access();
         let sep = &self.config.separator;
         let reached: Vec<RawObject> = listing
@@ -155,7 +158,7 @@ impl Federation {
         } else {
             listing.reuse
         };
-        list_answer(ctx, ListKind::Tools, request, items, reuse)
+        Ok((items, reuse))
     }
 
     /// The separator between an upstream's name and an item's.

@@ -43,6 +43,7 @@ pub use context::{RequestContext, RequestOptions};
 pub use era_results::add_cache_fields;
 pub use outcome::Outcome;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +93,25 @@ struct ShownCall<'a> {
     shown: &'a str,
     exposed: &'a str,
     fixed: Option<&'a serde_json::Map<String, serde_json::Value>>,
-    unwrapped_from: Option<Option<Box<serde_json::value::RawValue>>>,
+    unwrapped_from: UnwrappedFrom,
+}
+
+/// The arguments the client sent to `call_tool` when a call was unwrapped
+/// from it (`Some(None)`: none), else `None`.
+type UnwrappedFrom = Option<Option<Box<serde_json::value::RawValue>>>;
+
+/// Whose tools a search ranks: `/mcp`'s or a virtual server's (federated),
+/// or one upstream's on `/u/<upstream>/mcp`.
+#[derive(Clone, Copy)]
+enum ToolsOf<'a> {
+    Endpoint(Option<&'a VirtualServer>),
+    Upstream(&'a Arc<Upstream>),
+}
+
+/// `tools/list` on an endpoint with progressive discovery: the meta-tools.
+fn meta_tools_listed(ctx: &RequestContext, request: &Request) -> Outcome {
+    let meta = tool_search::meta_tools();
+    federation::list_answer(ctx, ListKind::Tools, request, meta, Reuse::NONE)
 }
 
 /// The answer for a tool or prompt name the endpoint does not show.
@@ -297,19 +316,31 @@ impl Router {
             }
             return self.forwarder.forward(ctx, &upstream, request, None).await;
         }
+        let progressive = upstream.serving().progressive;
         match request.method {
+            Method::ToolsList if progressive => meta_tools_listed(ctx, &request),
             Method::ToolsList => self.federation.shown_tools(ctx, &upstream, &request).await,
             Method::ToolsCall => {
-                let Ok(params) = request.params_object() else {
+                let Ok(mut params) = request.params_object() else {
                     return error(&request, code::INVALID_PARAMS, "params must be an object");
                 };
+                let mut unwrapped_from = None;
+                if progressive {
+                    let tools = ToolsOf::Upstream(&upstream);
+                    match self.through_meta_tools(ctx, &request, params, tools).await {
+                        ControlFlow::Break(answered) => return answered,
+                        ControlFlow::Continue((inner, sent)) => {
+                            (params, unwrapped_from) = (inner, sent)
+                        }
+                    }
+                }
                 let tool = jsonrpc::str_member(&params, "name").unwrap_or_default();
                 // The checked name is the one sent (raw bytes could repeat the key).
                 let call = ShownCall {
                     shown: &tool,
                     exposed: &tool,
                     fixed: None,
-                    unwrapped_from: None,
+                    unwrapped_from,
                 };
                 self.call_shown(ctx, &upstream, request, params, call).await
             }
@@ -327,10 +358,7 @@ impl Router {
     ) -> Outcome {
         let list = |kind| self.federation.list(ctx, kind, &request, server);
         match request.method {
-            Method::ToolsList if self.progressive(server) => {
-                let meta = tool_search::meta_tools();
-                federation::list_answer(ctx, ListKind::Tools, &request, meta, Reuse::NONE)
-            }
+            Method::ToolsList if self.progressive(server) => meta_tools_listed(ctx, &request),
             Method::ToolsList => list(ListKind::Tools).await,
             Method::PromptsList => list(ListKind::Prompts).await,
             Method::ResourcesList => list(ListKind::Resources).await,
@@ -466,23 +494,18 @@ impl Router {
             Ok(p) => p,
             Err(e) => return error(&request, code::INVALID_PARAMS, e.message()),
         };
-        let Some(mut exposed) = jsonrpc::str_member(&params, "name") else {
+        if jsonrpc::str_member(&params, "name").is_none() {
             return error(&request, code::INVALID_PARAMS, "params.name is required");
-        };
+        }
         let mut unwrapped_from = None;
         if kind == ListKind::Tools && self.progressive(server) {
-            if exposed == tool_search::SEARCH_TOOL {
-                return self.search_tools(ctx, &request, &params, server).await;
-            }
-            if exposed == tool_search::CALL_TOOL {
-                unwrapped_from = Some(params.get("arguments").cloned());
-                params = match tool_search::unwrap_call(params) {
-                    Ok(inner) => inner,
-                    Err(why) => return error(&request, code::INVALID_PARAMS, why),
-                };
-                exposed = jsonrpc::str_member(&params, "name").unwrap_or_default();
+            let tools = ToolsOf::Endpoint(server);
+            match self.through_meta_tools(ctx, &request, params, tools).await {
+                ControlFlow::Break(answered) => return answered,
+                ControlFlow::Continue((inner, sent)) => (params, unwrapped_from) = (inner, sent),
             }
         }
+        let exposed = jsonrpc::str_member(&params, "name").unwrap_or_default();
         // The name `/mcp` shows for it.
         let federated = match (server, kind) {
             (None, _) => Some(exposed.as_str()),
@@ -569,25 +592,53 @@ impl Router {
         self.call_tool(ctx, upstream, request, Some(params)).await
     }
 
-    /// `search_tools`: the endpoint's catalogue ranked for the query.
+    /// A `tools/call` on an endpoint listing the meta-tools: `search_tools`
+    /// is answered here (`Break`); `call_tool` continues as the call it
+    /// stands for, with the arguments the client sent; any other call
+    /// continues as it is.
+    async fn through_meta_tools(
+        &self,
+        ctx: &RequestContext,
+        request: &Request,
+        params: RawObject,
+        tools: ToolsOf<'_>,
+    ) -> ControlFlow<Outcome, (RawObject, UnwrappedFrom)> {
+        match jsonrpc::str_member(&params, "name").as_deref() {
+            Some(tool_search::SEARCH_TOOL) => {
+                ControlFlow::Break(self.search_tools(ctx, request, &params, tools).await)
+            }
+            Some(tool_search::CALL_TOOL) => {
+                let sent = params.get("arguments").cloned();
+                match tool_search::unwrap_call(params) {
+                    Ok(inner) => ControlFlow::Continue((inner, Some(sent))),
+                    Err(why) => ControlFlow::Break(error(request, code::INVALID_PARAMS, why)),
+                }
+            }
+            _ => ControlFlow::Continue((params, None)),
+        }
+    }
+
+    /// `search_tools`: the endpoint's tools ranked for the query.
     async fn search_tools(
         &self,
         ctx: &RequestContext,
         request: &Request,
         params: &RawObject,
-        server: Option<&VirtualServer>,
+        tools: ToolsOf<'_>,
     ) -> Outcome {
         let (query, limit) = match tool_search::search_request(params) {
             Ok(asked) => asked,
             Err(why) => return error(request, code::INVALID_PARAMS, why),
         };
-        let catalogue = match self
-            .federation
-            .catalogue(ctx, ListKind::Tools, server)
-            .await
-        {
+        let listed = match tools {
+            ToolsOf::Endpoint(server) => (self.federation.catalogue(ctx, ListKind::Tools, server))
+                .await
+                .map_err(|why| why.to_string()),
+            ToolsOf::Upstream(upstream) => self.federation.shown_catalogue(ctx, upstream).await,
+        };
+        let catalogue = match listed {
             Ok((items, _)) => items,
-            Err(why) => return error(request, code::INTERNAL_ERROR, why.to_string()),
+            Err(why) => return error(request, code::INTERNAL_ERROR, why),
         };
         let mut result = tool_search::search_result(tool_search::search(catalogue, &query, limit));
         if ctx.era == Era::Modern {

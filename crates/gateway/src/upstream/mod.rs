@@ -102,6 +102,8 @@ pub struct Serving {
     pub rate_limit: RateLimit,
     /// Permits for its tool calls in flight on this node (`None`: no cap).
     pub calls: Option<Arc<tokio::sync::Semaphore>>,
+    /// `/u/<name>/mcp` lists the search and call meta-tools instead of the tools.
+    pub progressive: bool,
     /// How many (0: no cap): what a changed definition is compared by, to
     /// keep `calls` (and the calls it counts) when the cap stays the same.
     cap: usize,
@@ -120,6 +122,7 @@ impl Serving {
             shaping: Shaping::new(&config.shape),
             rate_limit: config.rate_limit,
             calls,
+            progressive: config.progressive_discovery,
             cap,
         }
     }
@@ -127,7 +130,10 @@ impl Serving {
     /// Whether calls go through unchanged and unlimited (its own tool list
     /// and names are the clients').
     pub fn is_plain(&self) -> bool {
-        self.shaping.is_empty() && !self.rate_limit.is_set() && self.calls.is_none()
+        self.shaping.is_empty()
+            && !self.rate_limit.is_set()
+            && self.calls.is_none()
+            && !self.progressive
     }
 }
 

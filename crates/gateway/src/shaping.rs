@@ -38,26 +38,40 @@ impl Shaping {
         self.shapes.is_empty()
     }
 
-    /// The tools of a list as shown: hidden ones left out, the others shaped.
-    pub fn show_all(&self, items: Vec<RawObject>) -> Vec<RawObject> {
+    /// The tools of a list as shown: hidden ones left out, the others
+    /// shaped; and the names of tools left out because an alias took their
+    /// name (the alias wins: its tool is shown, and called, under it).
+    pub fn show_all(&self, items: Vec<RawObject>) -> Shown {
+        let mut shown = Shown {
+            items: Vec::with_capacity(items.len()),
+            shadowed: Vec::new(),
+        };
         if self.is_empty() {
-            return items;
+            shown.items = items;
+            return shown;
         }
-        items
-            .into_iter()
-            .filter_map(|item| self.show(item))
-            .collect()
+        for item in items {
+            match self.show(item) {
+                Ok(item) => shown.items.push(item),
+                Err(Left::Shadowed(name)) => shown.shadowed.push(name),
+                Err(Left::Hidden) => {}
+            }
+        }
+        shown
     }
 
-    /// One listed tool as shown; `None` when it is hidden.
-    pub fn show(&self, mut item: RawObject) -> Option<RawObject> {
-        let name = jsonrpc::str_member(&item, "name")?;
+    /// One listed tool as shown, or why it is left out.
+    fn show(&self, mut item: RawObject) -> Result<RawObject, Left> {
+        let name = jsonrpc::str_member(&item, "name").ok_or(Left::Hidden)?;
         let Some(shape) = self.shapes.get(&name) else {
             // A tool whose name another one's alias took is not shown.
-            return (!self.aliases.contains_key(&name)).then_some(item);
+            if self.aliases.contains_key(&name) {
+                return Err(Left::Shadowed(name));
+            }
+            return Ok(item);
         };
         if shape.hide {
-            return None;
+            return Err(Left::Hidden);
         }
         for (key, value) in [
             ("name", &shape.alias),
@@ -83,7 +97,7 @@ impl Shaping {
             without_fixed(&mut schema, &shape.arguments);
             item.insert("inputSchema".into(), jsonrpc::to_raw(&schema));
         }
-        Some(item)
+        Ok(item)
     }
 
     /// The name of the tool shown as `shown`; `None` when no tool is shown
@@ -113,6 +127,23 @@ impl Shaping {
             .map(|s| s.rate_limit)
             .unwrap_or_default()
     }
+}
+
+/// A tool list as shaped.
+#[derive(Debug)]
+pub struct Shown {
+    /// The tools shown.
+    pub items: Vec<RawObject>,
+    /// Tools left out because another tool's alias took their name.
+    pub shadowed: Vec<String>,
+}
+
+/// Why a listed tool is not shown.
+enum Left {
+    /// Hidden by its shape (or nameless).
+    Hidden,
+    /// Its name is another tool's alias.
+    Shadowed(String),
 }
 
 /// `schema` without the properties `fixed` sets (nor their `required` entries).
@@ -189,6 +220,8 @@ mod tests {
             "secret": {"hide": true}
         }));
         let shown = s.show_all(vec![tool("search"), tool("secret"), tool("other")]);
+        assert!(shown.shadowed.is_empty());
+        let shown = shown.items;
         assert_eq!(shown.len(), 2);
         let find = &shown[0];
         assert_eq!(value(find, "name"), "find");
@@ -220,7 +253,9 @@ mod tests {
     fn an_alias_taking_another_tools_name_hides_that_tool() {
         let s = shaping(json!({"a": {"alias": "b"}}));
         let shown = s.show_all(vec![tool("a"), tool("b")]);
-        assert_eq!(shown.len(), 1);
+        assert_eq!(shown.items.len(), 1);
+        assert_eq!(value(&shown.items[0], "name"), "b");
+        assert_eq!(shown.shadowed, ["b"], "reported");
         assert_eq!(s.name_behind("b"), Some("a"));
     }
 

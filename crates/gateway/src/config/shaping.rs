@@ -38,8 +38,11 @@ impl RateLimit {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ToolShape {
-    /// The name shown instead of the tool's own (empty: its own).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    /// The name shown instead of the tool's own (unset: its own; set, never empty).
+    #[serde(
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "non_empty"
+    )]
     pub alias: String,
     /// Replaces the tool's `title` (empty: kept).
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -60,6 +63,18 @@ pub struct ToolShape {
     /// Calls per principal of this tool (upstream shapes only).
     #[serde(skip_serializing_if = "RateLimit::is_unset")]
     pub rate_limit: RateLimit,
+}
+
+/// A string that is set only when it says something: an empty one is
+/// refused (leaving it out means the default).
+fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Err(serde::de::Error::custom(
+            "must not be empty (leave it out to keep the tool's own name)",
+        ));
+    }
+    Ok(text)
 }
 
 /// Tool names clients may be shown: what the MCP specification recommends
@@ -137,5 +152,15 @@ mod tests {
         )]);
         assert!(validate_shapes("u", &limited, true).is_ok());
         assert!(validate_shapes("v", &limited, false).is_err());
+    }
+
+    #[test]
+    fn an_empty_alias_is_refused() {
+        let unset: ToolShape = serde_json::from_str(r#"{"title": "T"}"#).unwrap();
+        assert_eq!(unset.alias, "");
+        let empty = serde_json::from_str::<ToolShape>(r#"{"alias": ""}"#).unwrap_err();
+        assert!(empty.to_string().contains("must not be empty"), "{empty}");
+        let named: ToolShape = serde_json::from_str(r#"{"alias": "find"}"#).unwrap();
+        assert_eq!(named.alias, "find");
     }
 }

@@ -16,6 +16,7 @@ use super::context::RequestContext;
 use super::outcome::{Outcome, answer, error};
 use crate::config::{FederationConfig, Naming};
 use crate::metrics::Metrics;
+use crate::shaping::Shaping;
 use crate::upstream::{Upstream, UpstreamError, UpstreamSet};
 use crate::virtual_servers::VirtualServer;
 
@@ -111,7 +112,13 @@ impl Federation {
         let shown = entries.into_iter().filter(reachable).map(|e| e.item);
         let items = match server {
             None => shown.collect(),
-            Some(server) => select(server, kind, shown),
+            Some(server) => {
+                let selected = select(server, kind, shown);
+                match kind {
+                    ListKind::Tools => self.shaped(&server.shaping, &server.config.name, selected),
+                    _ => selected,
+                }
+            }
         };
         Ok((items, reuse))
     }
@@ -152,13 +159,27 @@ impl Federation {
                 access.reaches_tool(&upstream.name, &name, sep)
             })
             .collect();
-        let items = upstream.serving().shaping.show_all(reached);
+        let items = self.shaped(&upstream.serving().shaping, &upstream.name, reached);
         let reuse = if access.restricts() {
             listing.reuse.for_caller()
         } else {
             listing.reuse
         };
         Ok((items, reuse))
+    }
+
+    /// `tools` as `shaping` (the upstream's or virtual server's `whose`)
+    /// shows them. A tool left out because an alias took its name is a
+    /// collision: counted and logged.
+    fn shaped(&self, shaping: &Shaping, whose: &str, tools: Vec<RawObject>) -> Vec<RawObject> {
+        let shown = shaping.show_all(tools);
+        if !shown.shadowed.is_empty() {
+            self.metrics
+                .catalog_collisions
+                .fetch_add(shown.shadowed.len() as u64, Ordering::Relaxed);
+            tracing::warn!(names = ?shown.shadowed, shapes = whose, "an alias takes the name of another tool, which is not shown");
+        }
+        shown.items
     }
 
     /// The separator between an upstream's name and an item's.
@@ -204,7 +225,10 @@ impl Federation {
                     reuse = reuse.and(listing.reuse);
                     let items = match kind {
                         // As the upstream's shapes show them.
-                        ListKind::Tools => upstream.serving().shaping.show_all(listing.items),
+                        ListKind::Tools => {
+                            let shaping = &upstream.serving().shaping;
+                            self.shaped(shaping, &upstream.name, listing.items)
+                        }
                         _ => listing.items,
                     };
                     ok.push((upstream.name.clone(), items));
@@ -311,7 +335,7 @@ impl Federation {
     }
 }
 
-/// The items of a list `server` exposes, as it shows them.
+/// The items of a list `server` exposes (its tools before its shapes).
 fn select(
     server: &VirtualServer,
     kind: ListKind,
@@ -319,11 +343,9 @@ fn select(
 ) -> Vec<RawObject> {
     let id = |item: &RawObject, key: &str| jsonrpc::str_member(item, key).unwrap_or_default();
     match kind {
-        ListKind::Tools => server.shaping.show_all(
-            items
-                .filter(|i| server.selects_tool(&id(i, "name")))
-                .collect(),
-        ),
+        ListKind::Tools => items
+            .filter(|i| server.selects_tool(&id(i, "name")))
+            .collect(),
         ListKind::Prompts => items
             .filter(|i| server.selects_prompt(&id(i, "name")))
             .collect(),

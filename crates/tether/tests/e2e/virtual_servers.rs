@@ -1,5 +1,6 @@
 //! Virtual servers in a cluster, and shaped calls where the Python SDK
-//! tests cannot reach (Mcp-Param headers, a call waiting for input).
+//! tests cannot reach (Mcp-Param headers, a call waiting for input, an
+//! alias colliding with another tool's name).
 //!
 //! Virtual servers in a cluster: one defined through the admin API of one
 //! node serves at once on the other (the same store, announced), its
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN, Legacy, Postgres, Proc, demo, http, modern, modern_as, modern_with, tether, text,
+    ADMIN, Legacy, Postgres, Proc, demo, http, metric, modern, modern_as, modern_with, tether, text,
 };
 
 /// The status of a POST `initialize` on `url`.
@@ -259,4 +260,30 @@ async fn a_shaped_call_waiting_for_input_resumes_and_keeps_its_place() {
     )
     .await;
     assert_eq!(text(&after.last()["result"]), "x", "{:?}", after.last());
+}
+
+#[tokio::test]
+async fn an_alias_taking_another_tools_name_is_a_counted_collision() {
+    let up = demo("legacy");
+    let gw = shaped_gateway(&up, "[upstreams.shape.counter_get]\nalias = \"echo\"\n");
+    assert_eq!(
+        metric(&gw.metrics().await, "tether_catalog_collisions_total"),
+        Some(0.0)
+    );
+    let client = Legacy::connect(&gw.mcp()).await;
+    let listed = client.result("tools/list", json!({})).await;
+    let echoes: Vec<&Value> = (listed["tools"].as_array().unwrap().iter())
+        .filter(|t| t["name"] == "demo__echo")
+        .collect();
+    assert_eq!(echoes.len(), 1, "one tool per name: {listed}");
+    // The alias wins: its tool is shown, and called, under the name.
+    assert_eq!(
+        text(&client.call("demo__echo", json!({"text": "hi"})).await),
+        "0"
+    );
+    assert_eq!(
+        metric(&gw.metrics().await, "tether_catalog_collisions_total"),
+        Some(1.0),
+        "the real echo left out is counted"
+    );
 }

@@ -189,6 +189,24 @@ async def legacy_session(url: str, wire: Wire | None = None, *, headers: dict[st
 
 
 @asynccontextmanager
+async def session_hearing_tool_changes(url: str, where: str, report: Report):
+    """A legacy ClientSession on `url` whose GET stream is open (checked): yields the
+    session, an anyio.Event set when notifications/tools/list_changed arrives, and
+    the Wire."""
+    changed = anyio.Event()
+
+    async def on_message(message) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    wire = Wire()
+    async with legacy_session(url, wire, message_handler=on_message) as session:
+        streams = await poll(lambda: [s for m, s, _ in wire.responses if m == "GET"], bool)
+        assert streams == [200], report(f"the SDK's GET stream via {where}", "one GET answered 200", wire.summary())
+        yield session, changed, wire
+
+
+@asynccontextmanager
 async def sse_session(url: str, wire: SseWire | None = None, *, headers: dict[str, str] | None = None, **session_kwargs):
     """ClientSession over the SDK's `sse_client(url)` (HTTP+SSE), after the initialize handshake.
 

@@ -34,22 +34,19 @@ import pytest
 from checks import (
     ADMIN_TOKEN,
     UNKNOWN_TOOL,
-    Wire,
     admin_api,
     bounded,
     dump,
     era_client,
     legacy_session,
-    poll,
     ran,
     refused,
     reporter,
+    session_hearing_tool_changes,
     text_of,
     tool_names,
 )
 from conftest import Launcher, toml_table, toml_tables
-
-import mcp.types as types
 
 msg = reporter("progressive-discovery", client="python-sdk")
 
@@ -272,18 +269,7 @@ async def test_tools_list_changed_when_an_upstream_is_added(launcher, catalogues
     upstreams = {n: catalogues[n].url for n in ("dev", "work")}
     gateway = launcher.gateway(upstreams, env={"TETHER_ADMIN__TOKEN": ADMIN_TOKEN}, extra=PROGRESSIVE)
     where = "tether /mcp with progressive discovery (legacy ClientSession holding its GET stream)"
-    changed = anyio.Event()
-    seen: list = []
-
-    async def on_message(message) -> None:
-        seen.append(message)
-        if isinstance(message, types.ToolListChangedNotification):
-            changed.set()
-
-    wire = Wire()
-    async with legacy_session(gateway.url, wire, message_handler=on_message) as session:
-        streams = await poll(lambda: [s for m, s, _ in wire.responses if m == "GET"], bool)
-        assert streams == [200], msg(f"the SDK's GET stream via {where}", "one GET answered 200", wire.summary())
+    async with session_hearing_tool_changes(gateway.url, where, msg) as (session, changed, wire):
         found = [t["name"] for t in await search(session, "convert dollars to euros", where)]
         assert not any(n.startswith("data__") for n in found), msg(
             f"search_tools 'convert dollars to euros' via {where} before data is added", "no data__ tool", found
@@ -296,7 +282,7 @@ async def test_tools_list_changed_when_an_upstream_is_added(launcher, catalogues
         assert changed.is_set(), msg(
             f"notifications after adding upstream data via {where}",
             "notifications/tools/list_changed within 10 s",
-            [dump(m) if not isinstance(m, Exception) else repr(m) for m in seen],
+            wire.summary(),
         )
 
         async def first_found() -> str | None:

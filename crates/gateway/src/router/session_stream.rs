@@ -7,24 +7,40 @@ use std::time::Duration;
 
 use tether_wire::jsonrpc::{Kind, Message};
 use tether_wire::protocol::Era;
+use tokio::sync::oneshot;
 
 use super::result_cache::ResultCache;
 use super::server_requests::relay_server_request;
 use crate::session::ClientSession;
 use crate::upstream::{UpstreamError, UpstreamSession};
 
+/// An upstream session whose stream a relay was started for, and a signal
+/// that fires once the relay has opened that stream (or failed to).
+pub type Started = (Arc<UpstreamSession>, oneshot::Receiver<()>);
+
 /// Starts relaying the streams of `client`'s upstream sessions that are not
-/// relayed yet into its GET stream.
+/// relayed yet into its GET stream; returns the relays started.
 pub fn relay_upstream_streams(
     client: &Arc<ClientSession>,
     send_timeout: Duration,
     cache: &Arc<ResultCache>,
-) {
+) -> Vec<Started> {
+    let mut started = Vec::new();
     for session in client.unrelayed_upstreams() {
         if session.era == Era::Legacy {
-            tokio::spawn(relay(client.clone(), session, send_timeout, cache.clone()));
+            let (opened, open) = oneshot::channel();
+            let relay = relay(
+                client.clone(),
+                session.clone(),
+                send_timeout,
+                cache.clone(),
+                opened,
+            );
+            tokio::spawn(relay);
+            started.push((session, open));
         }
     }
+    started
 }
 
 /// Relays one upstream session's GET stream while the client listens on its
@@ -36,8 +52,11 @@ async fn relay(
     session: Arc<UpstreamSession>,
     send_timeout: Duration,
     cache: Arc<ResultCache>,
+    opened: oneshot::Sender<()>,
 ) {
-    let mut stream = match session.listen().await {
+    let listening = session.listen().await;
+    let _ = opened.send(());
+    let mut stream = match listening {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(upstream = %session.upstream.name, error = %e, "no upstream GET stream");

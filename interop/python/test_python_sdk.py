@@ -258,24 +258,27 @@ async def test_modern_client_headers_reach_or_are_checked_for_any_upstream(launc
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("upstream_era", ["legacy", "modern"])
 @bounded
-async def test_a_list_change_caused_by_the_first_call_reaches_a_legacy_client(launcher):
-    """A legacy ClientSession holding its GET stream makes its first call to a legacy
-    upstream (the call that opens its upstream session), and the call changes that
-    upstream's tool list: the upstream says so on its own GET stream, not the call's
-    answer, so that stream must be open before the call reaches the upstream."""
-    old = launcher.upstream("legacy", profile="conformance")
-    gateway = launcher.gateway({"old": old.url})
-    where = "tether /mcp -> legacy upstream (ClientSession holding its GET stream, first call)"
+async def test_a_list_change_caused_by_the_first_call_reaches_a_legacy_client(launcher, upstream_era):
+    """A legacy ClientSession holding its GET stream makes its first call to an upstream
+    (the call that opens its upstream session), and the call changes that upstream's
+    tool list. A legacy upstream says so on its own GET stream, not in the call's
+    answer, so that stream must be open before the call reaches the upstream; a modern
+    one has no GET stream and says so on a `subscriptions/listen` stream, which Tether
+    opens for the client and tells it of as a plain list change."""
+    up = launcher.upstream(upstream_era, profile="conformance")
+    gateway = launcher.gateway({"up": up.url})
+    where = f"tether /mcp -> {upstream_era} upstream (ClientSession holding its GET stream, first call)"
     async with session_hearing_tool_changes(gateway.url, where, msg) as (session, changed, wire):
-        result = await session.call_tool("old__test_trigger_tool_change", {})
+        result = await session.call_tool("up__test_trigger_tool_change", {})
         assert "changed" in (text_of(result) or ""), msg(
-            f"tools/call old__test_trigger_tool_change via {where}", "the tool's answer", dump(result)
+            f"tools/call up__test_trigger_tool_change via {where}", "the tool's answer", dump(result)
         )
         with anyio.move_on_after(10):
             await changed.wait()
     assert changed.is_set(), msg(
-        f"notifications after old__test_trigger_tool_change via {where}",
+        f"notifications after up__test_trigger_tool_change via {where}",
         "notifications/tools/list_changed within 10 s",
         wire.summary(),
     )

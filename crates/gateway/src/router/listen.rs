@@ -23,10 +23,10 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::connector::Connector;
 use super::context::RequestContext;
+use super::listen_stream::open;
 use super::outcome::Outcome;
 use super::result_cache::ResultCache;
 use super::server_requests::relay_server_request;
-use super::subscriptions::open;
 use crate::sync::Closing;
 use crate::upstream::{EventStream, Upstream, UpstreamSession};
 

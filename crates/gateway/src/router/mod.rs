@@ -23,6 +23,7 @@ mod forward;
 mod input_required;
 mod input_rounds;
 mod listen;
+mod listen_stream;
 mod log_level;
 mod outcome;
 mod param_mirror;

@@ -1,18 +1,24 @@
 //! The client's GET stream: each upstream session's own stream (requests
 //! and notifications not tied to a client request) relayed into it while
-//! the client listens.
+//! the client listens. A legacy upstream's is its GET stream; a modern
+//! upstream has none, so its list changes come from a
+//! `subscriptions/listen` stream of the upstream session, told to the
+//! (legacy) client as plain list-changed notifications.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_wire::jsonrpc::{Kind, Message};
+use bytes::Bytes;
+use tether_wire::jsonrpc::{Kind, Message, Method};
 use tether_wire::protocol::Era;
+use tether_wire::subscriptions::Filter;
 use tokio::sync::oneshot;
 
+use super::listen_stream::{self, ListenFailure};
 use super::result_cache::ResultCache;
 use super::server_requests::relay_server_request;
 use crate::session::ClientSession;
-use crate::upstream::{UpstreamError, UpstreamSession};
+use crate::upstream::{EventStream, UpstreamError, UpstreamSession};
 
 /// An upstream session whose stream a relay was started for, and a signal
 /// that fires once the relay has opened that stream (or failed to).
@@ -27,20 +33,71 @@ pub fn relay_upstream_streams(
 ) -> Vec<Started> {
     let mut started = Vec::new();
     for session in client.unrelayed_upstreams() {
-        if session.era == Era::Legacy {
-            let (opened, open) = oneshot::channel();
-            let relay = relay(
-                client.clone(),
-                session.clone(),
-                send_timeout,
-                cache.clone(),
-                opened,
-            );
-            tokio::spawn(relay);
-            started.push((session, open));
-        }
+        let (opened, open) = oneshot::channel();
+        let relay = relay(
+            client.clone(),
+            session.clone(),
+            send_timeout,
+            cache.clone(),
+            opened,
+        );
+        tokio::spawn(relay);
+        started.push((session, open));
     }
     started
+}
+
+/// The filter of the listen stream opened on a modern upstream for a legacy
+/// client: the list changes it could hear of on a legacy server's stream.
+fn list_changes() -> Filter {
+    Filter {
+        tools: true,
+        prompts: true,
+        resources: true,
+        uris: Vec::new(),
+    }
+}
+
+/// The stream of its own `session` has: a legacy upstream's GET stream, a
+/// modern one's listen stream for list changes. On failure, why, and
+/// whether a later request should try again.
+async fn own_stream(session: &Arc<UpstreamSession>) -> Result<Box<EventStream>, (String, bool)> {
+    match session.era {
+        Era::Legacy => match session.listen().await {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(e) => {
+                // 405: the upstream has no GET stream, now or later.
+                let transient = !matches!(e, UpstreamError::Status { status: 405, .. });
+                Err((e.to_string(), transient))
+            }
+        },
+        Era::Modern => match listen_stream::open(session, list_changes().to_json()).await {
+            Ok(stream) => Ok(stream),
+            Err(e) => {
+                // Only an unreachable upstream may do better later.
+                let transient = matches!(e, ListenFailure::Upstream(_));
+                Err((e.to_string(), transient))
+            }
+        },
+    }
+}
+
+/// A modern upstream's list change as a legacy client is told it (without
+/// the subscription's `_meta`); `None` for anything else on the stream.
+fn list_change(method: Option<&Method>) -> Option<Bytes> {
+    let change: &'static [u8] = match method? {
+        Method::ToolsListChanged => {
+            br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#
+        }
+        Method::PromptsListChanged => {
+            br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#
+        }
+        Method::ResourcesListChanged => {
+            br#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#
+        }
+        _ => return None,
+    };
+    Some(Bytes::from_static(change))
 }
 
 /// Relays one upstream session's GET stream while the client listens on its
@@ -54,14 +111,14 @@ async fn relay(
     cache: Arc<ResultCache>,
     opened: oneshot::Sender<()>,
 ) {
-    let listening = session.listen().await;
+    let listening = own_stream(&session).await;
     let _ = opened.send(());
     let mut stream = match listening {
         Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(upstream = %session.upstream.name, error = %e, "no upstream GET stream");
-            if !matches!(e, UpstreamError::Status { status: 405, .. }) {
-                // Maybe transient: let a later request try again.
+        Err((why, transient)) => {
+            tracing::debug!(upstream = %session.upstream.name, error = %why, "no upstream stream of its own");
+            if transient {
+                // Let a later request try again.
                 ctx.forget_listener(&session);
             }
             return;
@@ -88,6 +145,10 @@ async fn relay(
         };
         let out = match msg.kind() {
             Ok(Kind::Request) => relay_server_request(Some(&ctx), &session, msg).await,
+            Ok(Kind::Notification) if session.era == Era::Modern => {
+                cache.invalidate_by(&session.upstream.name, &msg);
+                list_change(msg.method.as_ref())
+            }
             Ok(Kind::Notification) => {
                 cache.invalidate_by(&session.upstream.name, &msg);
                 Some(bytes)

@@ -7,20 +7,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::json;
-use tether_wire::jsonrpc::{self, EnvelopeError, Kind, Message, Method, Request, code};
+use tether_wire::jsonrpc::{Kind, Message, Method, Request, code};
 use tether_wire::protocol::Era;
 use tokio::sync::oneshot;
 
 use super::connector::Connector;
 use super::context::RequestContext;
 use super::forward::Forwarder;
+use super::listen_stream::{ListenFailure, open};
 use super::outcome::{Outcome, empty_answer, error};
 use super::result_cache::ResultCache;
 use crate::session::{ClientSession, MAX_SUBSCRIPTIONS};
 use crate::telemetry;
-use crate::upstream::{EventStream, Reply, Upstream, UpstreamError, UpstreamSession};
+use crate::upstream::{Upstream, UpstreamSession};
 
 /// Longest wait between attempts to re-open a listen stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -95,41 +95,6 @@ pub async fn subscribe(
     empty_answer(&request)
 }
 
-/// Why a `subscriptions/listen` stream was not held.
-#[derive(Debug)]
-pub(super) enum ListenFailure {
-    /// The request could not be built.
-    Request(EnvelopeError),
-    /// The upstream could not be reached.
-    Upstream(UpstreamError),
-    /// The upstream answered with a message instead of a stream.
-    Refused(Bytes),
-    /// The upstream accepted the request without a stream.
-    NoStream,
-    /// The stream ended before the upstream acknowledged the subscription.
-    ClosedEarly,
-}
-
-impl std::fmt::Display for ListenFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ListenFailure::Request(e) => f.write_str(&e.message()),
-            ListenFailure::Upstream(e) => write!(f, "subscriptions/listen failed: {e}"),
-            ListenFailure::Refused(body) => write!(
-                f,
-                "the upstream refused subscriptions/listen: {}",
-                String::from_utf8_lossy(body)
-            ),
-            ListenFailure::NoStream => {
-                f.write_str("the upstream accepted subscriptions/listen without a stream")
-            }
-            ListenFailure::ClosedEarly => {
-                f.write_str("the upstream closed the subscription stream before acknowledging it")
-            }
-        }
-    }
-}
-
 /// Stops a task when dropped.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -194,27 +159,5 @@ async fn listen(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// Opens a `subscriptions/listen` stream on a modern upstream session for
-/// `notifications` (a `SubscriptionFilter`).
-pub(super) async fn open(
-    session: &Arc<UpstreamSession>,
-    notifications: serde_json::Value,
-) -> Result<Box<EventStream>, ListenFailure> {
-    let request = Request::new(
-        jsonrpc::to_raw("tether-listen"),
-        Method::SubscriptionsListen,
-        Some(jsonrpc::to_raw(&json!({ "notifications": notifications }))),
-    );
-    let body = session
-        .prepare(&request, None, None, false)
-        .map_err(ListenFailure::Request)?;
-    match session.request(body, &request.method, None, &[]).await {
-        Ok(Reply::Stream(stream)) => Ok(stream.without_idle_timeout()),
-        Ok(Reply::Json(body)) => Err(ListenFailure::Refused(body)),
-        Ok(Reply::Accepted) => Err(ListenFailure::NoStream),
-        Err(e) => Err(ListenFailure::Upstream(e)),
     }
 }

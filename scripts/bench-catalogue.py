@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import statistics
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from bench_support import processes, started
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOGUE_SERVER = REPO / "interop/python/upstreams/catalogue_server.py"
@@ -45,23 +46,6 @@ QUERIES = [
     "book a meeting room for tomorrow",
 ]
 TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def started(argv: list[str], line: str, procs: list) -> str:
-    """Starts argv, waits for the line announcing its URL, and returns the URL."""
-    out = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    procs.append(proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        out.seek(0)
-        match = re.search(line, out.read())
-        if match:
-            return match.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise SystemExit(f"{argv[0]} {argv[1]} did not start")
 
 
 def post(url: str, body: dict, session: str | None) -> tuple[dict, str | None]:
@@ -91,19 +75,18 @@ def size(result: dict) -> tuple[int, int]:
 
 
 def measure(tether: str, python: str, progressive: bool, rounds: int) -> None:
-    procs: list[subprocess.Popen] = []
-    try:
+    with processes() as procs:
         config = "[store]\nurl = \"memory\"\n"
         if progressive:
             config += "[federation]\nprogressive_discovery = true\n"
         for name, catalogue in CATALOGUES.items():
             argv = [python, str(CATALOGUE_SERVER), "--catalogue", catalogue]
-            url = started(argv, r"listening on (\S+)", procs)
+            url = started(argv, procs)
             config += f"[[upstreams]]\nname = \"{name}\"\nurl = \"{url}\"\n"
         with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
             f.write(config)
         argv = [tether, "serve", "--config", f.name, "--listen", "127.0.0.1:0"]
-        url = started(argv, r"listening on (\S+)", procs)
+        url = started(argv, procs)
         init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}
         _, session = post(url, init, None)
@@ -125,11 +108,6 @@ def measure(tether: str, python: str, progressive: bool, rounds: int) -> None:
                 b, t = size(found["result"])
                 first = found["result"]["structuredContent"]["tools"][0]["name"]
                 print(f"{'':<22} search_tools {query!r}: {b:>6,} bytes, {t:>5,} tokens (first: {first})")
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=10)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::App;
-use super::admin_answers::{problem, refused};
+use super::admin_answers::{bad_definition, problem, refused};
 use super::checks::edge::CheckEdge;
 use super::checks::layer::{Check, CheckLayer, Verdict};
 use crate::auth::Caller;
@@ -63,6 +63,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
                 .layer(CheckLayer(CheckEdge(app.edge.clone())))
                 .layer(CheckLayer(AdminToken(app.clone()))),
         )
+        // Definitions are bodies like any other: `server.max_body_bytes` (413 beyond).
+        .layer(axum::extract::DefaultBodyLimit::max(app.edge.max_body()))
         .merge(super::admin_ui::router(app))
 }
 
@@ -192,17 +194,10 @@ fn changed(result: Result<Change, Refusal>, ok: StatusCode) -> Response {
 
 type Body = Result<Json<UpstreamConfig>, axum::extract::rejection::JsonRejection>;
 
-fn bad_definition(e: axum::extract::rejection::JsonRejection) -> Response {
-    problem(
-        StatusCode::BAD_REQUEST,
-        format!("bad upstream definition: {e}"),
-    )
-}
-
 async fn create_upstream(State(app): State<Arc<App>>, body: Body) -> Response {
     match body {
         Ok(Json(def)) => changed(app.lifecycle.create(def).await, StatusCode::CREATED),
-        Err(e) => bad_definition(e),
+        Err(e) => bad_definition("upstream", e),
     }
 }
 
@@ -213,7 +208,7 @@ async fn update_upstream(
 ) -> Response {
     match body {
         Ok(Json(def)) => changed(app.lifecycle.update(&name, def).await, StatusCode::OK),
-        Err(e) => bad_definition(e),
+        Err(e) => bad_definition("upstream", e),
     }
 }
 

@@ -2,6 +2,7 @@
 //! the status that says why.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
@@ -11,6 +12,16 @@ use crate::definitions::Refusal;
 /// An error answer: `status`, and `{"error": text}`.
 pub fn problem(status: StatusCode, text: impl Into<String>) -> Response {
     (status, Json(json!({ "error": text.into() }))).into_response()
+}
+
+/// The answer to a definition that could not be read: 413 when the body is
+/// too large, else 400; `what` names the kind of definition.
+pub fn bad_definition(what: &str, e: JsonRejection) -> Response {
+    let status = match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    problem(status, format!("bad {what} definition: {e}"))
 }
 
 /// The answer to a refused change; `missing` says what was not found.

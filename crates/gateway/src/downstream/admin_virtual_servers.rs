@@ -12,7 +12,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::App;
-use super::admin_answers::{problem, refused};
+use super::admin_answers::{bad_definition, problem, refused};
 use crate::config::VirtualServerConfig;
 use crate::definitions::Refusal;
 
@@ -62,13 +62,6 @@ fn done(result: Result<(), Refusal>, ok: StatusCode, name: &str) -> Response {
     }
 }
 
-fn bad_definition(e: axum::extract::rejection::JsonRejection) -> Response {
-    problem(
-        StatusCode::BAD_REQUEST,
-        format!("bad virtual server definition: {e}"),
-    )
-}
-
 async fn create(State(app): State<Arc<App>>, body: Body) -> Response {
     match body {
         Ok(Json(def)) => {
@@ -76,7 +69,7 @@ async fn create(State(app): State<Arc<App>>, body: Body) -> Response {
             let created = app.lifecycle.create_virtual_server(def).await;
             done(created, StatusCode::CREATED, &name)
         }
-        Err(e) => bad_definition(e),
+        Err(e) => bad_definition("virtual server", e),
     }
 }
 
@@ -86,7 +79,7 @@ async fn update(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bod
             let updated = app.lifecycle.update_virtual_server(&name, def).await;
             done(updated, StatusCode::OK, &name)
         }
-        Err(e) => bad_definition(e),
+        Err(e) => bad_definition("virtual server", e),
     }
 }
 

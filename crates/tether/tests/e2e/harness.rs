@@ -584,6 +584,16 @@ pub fn http() -> reqwest::Client {
         .clone()
 }
 
+/// A client that keeps no connection: each request on one of its own (after
+/// a refusal the gateway closes a connection whose body it did not read).
+pub fn http_unpooled() -> reqwest::Client {
+    tether_gateway::install_crypto_provider();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
 /// A throwaway PostgreSQL server on loopback (the test starts and stops it;
 /// the server binaries come from the `postgresql` package).
 pub struct Postgres {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN, Legacy, Proc, config, demo, demo_at, http, metric, tether, tether_env, text,
-    wait_for_stat,
+    ADMIN, ADMIN_TOKEN, Legacy, Proc, config, demo, demo_at, http, http_unpooled, metric, tether,
+    tether_env, text, wait_for_stat,
 };
 
 fn definition(name: &str, url: &str, description: &str) -> Value {
@@ -450,4 +450,42 @@ async fn reload_rebuilds_an_upstream_whose_tls_files_changed() {
     std::fs::write(&ca, "not a certificate").unwrap();
     admin_ok(&gw, "POST", "/reload", None, 400).await;
     client.call("demo__echo", json!({"text": "z"})).await;
+}
+
+#[tokio::test]
+async fn definitions_are_bodies_under_the_server_limit() {
+    let up = demo("legacy");
+    let limit = "[server]\nmax_body_bytes = 65536\n";
+    let gw = tether(&format!("{limit}{}", config(&[("demo", &up.mcp())], ADMIN)));
+    let definition =
+        |size: usize| json!({"name": "big", "url": up.mcp(), "description": "x".repeat(size)});
+    // Each on a connection of its own: the gateway closes one whose body it
+    // did not read.
+    let post = |path: &'static str, body: Value| {
+        let url = format!("{}/admin{path}", gw.base);
+        async move {
+            let resp = (http_unpooled().post(url))
+                .bearer_auth(ADMIN_TOKEN)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }
+    };
+    for path in ["/upstreams", "/virtual-servers"] {
+        assert_eq!(
+            post(path, definition(70_000)).await,
+            413,
+            "POST {path} over the limit"
+        );
+    }
+    let (ok, table) = gw.admin_cli(&["upstreams"]);
+    assert!(ok && !table.contains("big"), "nothing was created: {table}");
+    assert_eq!(
+        post("/upstreams", definition(60_000)).await,
+        201,
+        "under the limit"
+    );
 }

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::harness::{Legacy, binary, demo, get_json, http, post, tether_env, text};
+use crate::harness::{Legacy, binary, demo, get_json, http, http_unpooled, post, tether_env, text};
 use crate::sse_client::SseSession;
 
 const SECRET: &str = "hs256-test-secret-never-logged";
@@ -374,10 +374,7 @@ async fn hostile_input_gets_clear_answers_and_others_keep_being_served() {
     let r = raw_post("x".repeat(70_000)).await.unwrap();
     assert_eq!(r.status(), 413);
     // A connection of its own: the one the 413 answered is closed by the server.
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let fresh = http_unpooled();
     let r = fresh
         .post(gw.mcp())
         .header("x-filler", "y".repeat(20_000))

@@ -125,6 +125,11 @@ impl EdgePolicy {
         }
     }
 
+    /// The largest request body accepted, in bytes.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     /// Checks the header size, Host and (when present) Origin.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), EdgeRejection> {
         let size: usize = headers

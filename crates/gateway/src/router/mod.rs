@@ -495,18 +495,22 @@ impl Router {
             Ok(p) => p,
             Err(e) => return error(&request, code::INVALID_PARAMS, e.message()),
         };
-        if jsonrpc::str_member(&params, "name").is_none() {
+        let Some(mut exposed) = jsonrpc::str_member(&params, "name") else {
             return error(&request, code::INVALID_PARAMS, "params.name is required");
-        }
+        };
         let mut unwrapped_from = None;
         if kind == ListKind::Tools && self.progressive(server) {
             let tools = ToolsOf::Endpoint(server);
             match self.through_meta_tools(ctx, &request, params, tools).await {
                 ControlFlow::Break(answered) => return answered,
-                ControlFlow::Continue((inner, sent)) => (params, unwrapped_from) = (inner, sent),
+                ControlFlow::Continue((inner, sent)) => {
+                    if sent.is_some() {
+                        exposed = jsonrpc::str_member(&inner, "name").unwrap_or_default();
+                    }
+                    (params, unwrapped_from) = (inner, sent);
+                }
             }
         }
-        let exposed = jsonrpc::str_member(&params, "name").unwrap_or_default();
         // The name `/mcp` shows for it.
         let federated = match (server, kind) {
             (None, _) => Some(exposed.as_str()),

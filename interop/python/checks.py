@@ -188,22 +188,41 @@ async def legacy_session(url: str, wire: Wire | None = None, *, headers: dict[st
                 yield session
 
 
+class ToolChanges:
+    """The notifications/tools/list_changed a session has heard."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._heard = anyio.Event()
+
+    def heard(self) -> None:
+        self.count += 1
+        self._heard.set()
+
+    async def wait(self, timeout_s: float = 10) -> bool:
+        """Whether one arrived (since the last `wait` that saw one) within timeout_s."""
+        with anyio.move_on_after(timeout_s):
+            await self._heard.wait()
+        seen = self._heard.is_set()
+        self._heard = anyio.Event()
+        return seen
+
+
 @asynccontextmanager
 async def session_hearing_tool_changes(url: str, where: str, report: Report):
     """A legacy ClientSession on `url` whose GET stream is open (checked): yields the
-    session, an anyio.Event set when notifications/tools/list_changed arrives, and
-    the Wire."""
-    changed = anyio.Event()
+    session, the ToolChanges it hears, and the Wire."""
+    changes = ToolChanges()
 
     async def on_message(message) -> None:
         if isinstance(message, types.ToolListChangedNotification):
-            changed.set()
+            changes.heard()
 
     wire = Wire()
     async with legacy_session(url, wire, message_handler=on_message) as session:
         streams = await poll(lambda: [s for m, s, _ in wire.responses if m == "GET"], bool)
         assert streams == [200], report(f"the SDK's GET stream via {where}", "one GET answered 200", wire.summary())
-        yield session, changed, wire
+        yield session, changes, wire
 
 
 @asynccontextmanager

@@ -14,10 +14,12 @@ import anyio
 import pytest
 
 from checks import (
+    ADMIN_TOKEN,
     MODERN_VERSION,
     ProgressLog,
     Sampler,
     Wire,
+    admin_api,
     bounded,
     demo_basic_ops,
     dump,
@@ -266,21 +268,31 @@ async def test_a_list_change_caused_by_the_first_call_reaches_a_legacy_client(la
     tool list. A legacy upstream says so on its own GET stream, not in the call's
     answer, so that stream must be open before the call reaches the upstream; a modern
     one has no GET stream and says so on a `subscriptions/listen` stream, which Tether
-    opens for the client and tells it of as a plain list change."""
+    opens for the client and tells it of as a plain list change. After the upstream's
+    sessions are closed (admin API) the next call opens new ones, and a change is
+    heard once: what relayed the closed session's stream is gone."""
     up = launcher.upstream(upstream_era, profile="conformance")
-    gateway = launcher.gateway({"up": up.url})
-    where = f"tether /mcp -> {upstream_era} upstream (ClientSession holding its GET stream, first call)"
-    async with session_hearing_tool_changes(gateway.url, where, msg) as (session, changed, wire):
-        result = await session.call_tool("up__test_trigger_tool_change", {})
-        assert "changed" in (text_of(result) or ""), msg(
-            f"tools/call up__test_trigger_tool_change via {where}", "the tool's answer", dump(result)
-        )
-        with anyio.move_on_after(10):
-            await changed.wait()
-    assert changed.is_set(), msg(
-        f"notifications after up__test_trigger_tool_change via {where}",
-        "notifications/tools/list_changed within 10 s",
-        wire.summary(),
+    gateway = launcher.gateway({"up": up.url}, env={"TETHER_ADMIN__TOKEN": ADMIN_TOKEN})
+    where = f"tether /mcp -> {upstream_era} upstream (ClientSession holding its GET stream)"
+    async with session_hearing_tool_changes(gateway.url, where, msg) as (session, changes, wire):
+        for round, before in (("first call", "nothing"), ("after the upstream sessions were closed", "evict")):
+            if before == "evict":
+                status, answer = admin_api(gateway, "DELETE", "upstreams/up/sessions")
+                assert status == 200 and answer["closed_sessions"] == 1, msg(
+                    "DELETE /admin/upstreams/up/sessions", "200, one session closed", (status, answer)
+                )
+            result = await session.call_tool("up__test_trigger_tool_change", {})
+            assert "changed" in (text_of(result) or ""), msg(
+                f"tools/call up__test_trigger_tool_change via {where}, {round}", "the tool's answer", dump(result)
+            )
+            assert await changes.wait(), msg(
+                f"notifications after up__test_trigger_tool_change via {where}, {round}",
+                "notifications/tools/list_changed within 10 s",
+                wire.summary(),
+            )
+        await anyio.sleep(1)
+    assert changes.count == 2, msg(
+        f"notifications/tools/list_changed heard via {where}", "one per change (2)", changes.count
     )
 
 

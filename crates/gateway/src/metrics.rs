@@ -172,7 +172,8 @@ pub struct Metrics {
     latency: Vec<Histogram>,
     /// Client sessions currently held.
     pub downstream_sessions: AtomicI64,
-    /// Names that collided in a federated catalogue (naming = none / on-collision).
+    /// Names a list had twice: several upstreams' in a federated catalogue
+    /// (naming = none / on-collision), or an alias taking a tool's name.
     pub catalog_collisions: AtomicU64,
     /// Requests passed on to the node serving them, answered.
     pub passed_on: AtomicU64,
@@ -293,7 +294,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP tether_catalog_collisions_total Names shared by several upstreams in a federated catalogue.\n# TYPE tether_catalog_collisions_total counter\ntether_catalog_collisions_total {}",
+            "# HELP tether_catalog_collisions_total Names a tool list had twice: shared by several upstreams in a federated catalogue, or an alias taking another tool's name (counted per list built).\n# TYPE tether_catalog_collisions_total counter\ntether_catalog_collisions_total {}",
             self.catalog_collisions.load(Relaxed)
         );
         for (name, help, value) in [

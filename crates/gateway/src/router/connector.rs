@@ -104,18 +104,14 @@ impl Connector {
         if let Some(client) = ctx.session()
             && client.has_outbound()
         {
-            let started = self.relay_streams(client);
-            let ours = started.into_iter().find(|(s, _)| Arc::ptr_eq(s, &session));
-            if opened && let Some((_, stream_open)) = ours {
-                // What the upstream sends on its own stream once the request
-                // is there (a list change the request causes, say) must find
-                // that stream open: it is not kept for a stream opened later.
-                if tokio::time::timeout(STREAM_OPEN_WAIT, stream_open)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(upstream = %upstream.name, "the upstream's GET stream took over {STREAM_OPEN_WAIT:?} to open; the request went on without it");
-                }
+            self.relay_streams(client);
+            // What the upstream sends on its own stream once the request is
+            // there (a list change the request causes, say) must find that
+            // stream open: it is not kept for a stream opened later. Whoever
+            // started its relay (this request, a concurrent one, the GET).
+            let tried = session.own_stream_was_tried();
+            if opened && tokio::time::timeout(STREAM_OPEN_WAIT, tried).await.is_err() {
+                tracing::warn!(upstream = %upstream.name, "the upstream's own stream took over {STREAM_OPEN_WAIT:?} to open; the request went on without it");
             }
         }
         Ok(session)
@@ -248,8 +244,8 @@ impl Connector {
     }
 
     /// Starts relaying the streams of the client session's upstream sessions
-    /// (those not relayed yet) into its GET stream; returns the relays started.
-    pub fn relay_streams(&self, client: &Arc<ClientSession>) -> Vec<session_stream::Started> {
-        session_stream::relay_upstream_streams(client, self.send_timeout, &self.cache)
+    /// (those not relayed yet) into its GET stream.
+    pub fn relay_streams(&self, client: &Arc<ClientSession>) {
+        session_stream::relay_upstream_streams(client, self.send_timeout, &self.cache);
     }
 }

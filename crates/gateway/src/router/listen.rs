@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::connector::Connector;
 use super::context::RequestContext;
-use super::listen_stream::open;
+use super::listen_stream::open_acknowledged;
 use super::outcome::Outcome;
 use super::result_cache::ResultCache;
 use super::server_requests::relay_server_request;
@@ -153,27 +153,9 @@ async fn open_feed(
     mut filter: Filter,
 ) -> Result<(Box<EventStream>, Filter), String> {
     match session.era {
-        Era::Modern => {
-            let mut stream = open(session, filter.to_json())
-                .await
-                .map_err(|e| e.to_string())?;
-            // The upstream says what it honours before anything else.
-            while let Some(Ok(bytes)) = stream.next_message().await {
-                let Ok(msg) = Message::parse(&bytes) else {
-                    continue;
-                };
-                if msg.method == Some(Method::SubscriptionsAcknowledged) {
-                    let taken = msg
-                        .params
-                        .as_deref()
-                        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
-                        .map(|p| Filter::requested(&p["notifications"]))
-                        .unwrap_or_default();
-                    return Ok((stream, taken));
-                }
-            }
-            Err("the upstream's listen stream ended before its acknowledgement".into())
-        }
+        Era::Modern => open_acknowledged(session, &filter)
+            .await
+            .map_err(|e| e.to_string()),
         Era::Legacy => {
             let stream = session.listen().await.map_err(|e| e.to_string())?;
             let mut taken = Vec::new();

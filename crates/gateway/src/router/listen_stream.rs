@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::json;
-use tether_wire::jsonrpc::{self, EnvelopeError, Method, Request};
+use tether_wire::jsonrpc::{self, EnvelopeError, Message, Method, Request};
+use tether_wire::subscriptions::Filter;
 
 use crate::upstream::{EventStream, Reply, UpstreamError, UpstreamSession};
 
@@ -64,4 +65,30 @@ pub(super) async fn open(
         Ok(Reply::Accepted) => Err(ListenFailure::NoStream),
         Err(e) => Err(ListenFailure::Upstream(e)),
     }
+}
+
+/// Opens a listen stream on a modern upstream session for `filter` and
+/// reads it up to the upstream's acknowledgement: only then does the
+/// upstream hold the subscription. Returns the stream and what the
+/// upstream took of the filter.
+pub(super) async fn open_acknowledged(
+    session: &Arc<UpstreamSession>,
+    filter: &Filter,
+) -> Result<(Box<EventStream>, Filter), ListenFailure> {
+    let mut stream = open(session, filter.to_json()).await?;
+    while let Some(Ok(bytes)) = stream.next_message().await {
+        let Ok(msg) = Message::parse(&bytes) else {
+            continue;
+        };
+        if msg.method == Some(Method::SubscriptionsAcknowledged) {
+            let taken = msg
+                .params
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+                .map(|p| Filter::requested(&p["notifications"]))
+                .unwrap_or_default();
+            return Ok((stream, taken));
+        }
+    }
+    Err(ListenFailure::ClosedEarly)
 }

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use tether_wire::jsonrpc::{Kind, Message, Method};
 use tether_wire::protocol::Era;
 use tether_wire::subscriptions::Filter;
-use tokio::sync::oneshot;
 
 use super::listen_stream::{self, ListenFailure};
 use super::result_cache::ResultCache;
@@ -20,31 +19,16 @@ use super::server_requests::relay_server_request;
 use crate::session::ClientSession;
 use crate::upstream::{EventStream, UpstreamError, UpstreamSession};
 
-/// An upstream session whose stream a relay was started for, and a signal
-/// that fires once the relay has opened that stream (or failed to).
-pub type Started = (Arc<UpstreamSession>, oneshot::Receiver<()>);
-
 /// Starts relaying the streams of `client`'s upstream sessions that are not
-/// relayed yet into its GET stream; returns the relays started.
+/// relayed yet into its GET stream.
 pub fn relay_upstream_streams(
     client: &Arc<ClientSession>,
     send_timeout: Duration,
     cache: &Arc<ResultCache>,
-) -> Vec<Started> {
-    let mut started = Vec::new();
+) {
     for session in client.unrelayed_upstreams() {
-        let (opened, open) = oneshot::channel();
-        let relay = relay(
-            client.clone(),
-            session.clone(),
-            send_timeout,
-            cache.clone(),
-            opened,
-        );
-        tokio::spawn(relay);
-        started.push((session, open));
+        tokio::spawn(relay(client.clone(), session, send_timeout, cache.clone()));
     }
-    started
 }
 
 /// The filter of the listen stream opened on a modern upstream for a legacy
@@ -71,11 +55,17 @@ async fn own_stream(session: &Arc<UpstreamSession>) -> Result<Box<EventStream>, 
                 Err((e.to_string(), transient))
             }
         },
-        Era::Modern => match listen_stream::open(session, list_changes().to_json()).await {
-            Ok(stream) => Ok(stream),
+        Era::Modern => match listen_stream::open_acknowledged(session, &list_changes()).await {
+            Ok((stream, _)) => Ok(stream),
             Err(e) => {
-                // Only an unreachable upstream may do better later.
-                let transient = matches!(e, ListenFailure::Upstream(_));
+                // Only an unreachable or failing upstream may do better later.
+                let transient = match &e {
+                    ListenFailure::Upstream(UpstreamError::Status { status, .. }) => {
+                        matches!(status, 408 | 429 | 500..)
+                    }
+                    ListenFailure::Upstream(_) | ListenFailure::ClosedEarly => true,
+                    _ => false,
+                };
                 Err((e.to_string(), transient))
             }
         },
@@ -100,19 +90,20 @@ fn list_change(method: Option<&Method>) -> Option<Bytes> {
     Some(Bytes::from_static(change))
 }
 
-/// Relays one upstream session's GET stream while the client listens on its
-/// own; stops when no client stream is left, or the upstream stream ends. It
-/// holds no sender of the client's stream while waiting, so ending that stream
-/// (shutdown, a client too slow to read) takes effect at once.
+/// Relays one upstream session's own stream while the client listens on
+/// its GET stream; stops when no client stream is left, the upstream stream
+/// ends, or the upstream session is closed (a modern upstream's listen
+/// stream does not end with it). It holds no sender of the client's stream
+/// while waiting, so ending that stream (shutdown, a client too slow to
+/// read) takes effect at once.
 async fn relay(
     ctx: Arc<ClientSession>,
     session: Arc<UpstreamSession>,
     send_timeout: Duration,
     cache: Arc<ResultCache>,
-    opened: oneshot::Sender<()>,
 ) {
     let listening = own_stream(&session).await;
-    let _ = opened.send(());
+    session.own_stream_tried();
     let mut stream = match listening {
         Ok(s) => s,
         Err((why, transient)) => {
@@ -135,6 +126,7 @@ async fn relay(
         let item = tokio::select! {
             item = stream.next_message() => item,
             _ = changed => continue,
+            () = session.closed() => return,
         };
         let Some(Ok(bytes)) = item else {
             ctx.forget_listener(&session);

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde_json::json;
 use serde_json::value::RawValue;
+use tokio::sync::watch;
 
 use tether_wire::jsonrpc::{self, EnvelopeError, Message, Method, RawObject, Request};
 use tether_wire::protocol::{self, Era};
@@ -60,6 +61,10 @@ pub struct UpstreamSession {
     init_result: Option<Box<RawValue>>,
     client: ClientIdentity,
     closed: AtomicBool,
+    /// Becomes true when the session is closed (what relays it stops).
+    closing: watch::Sender<bool>,
+    /// Becomes true once a relay has tried to open the session's own stream.
+    own_stream_tried: watch::Sender<bool>,
     next_id: AtomicU64,
     /// When a request was last sent (ms since the Unix epoch).
     last_used_ms: AtomicI64,
@@ -200,6 +205,8 @@ impl UpstreamSession {
             init_result: None,
             client: client.clone(),
             closed: AtomicBool::new(false),
+            closing: watch::Sender::new(false),
+            own_stream_tried: watch::Sender::new(false),
             next_id: AtomicU64::new(1),
             last_used_ms: AtomicI64::new(now_ms()),
             credentials: Arc::new(std::sync::Mutex::new(client.credentials.clone())),
@@ -637,7 +644,26 @@ impl UpstreamSession {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.closing.send_replace(true);
         self.release_wire().await;
+    }
+
+    /// Resolves once the session is closed.
+    pub async fn closed(&self) {
+        let _ = self.closing.subscribe().wait_for(|closed| *closed).await;
+    }
+
+    /// Records that a relay has tried to open the session's own stream
+    /// (a legacy upstream's GET stream, a modern one's listen stream).
+    pub fn own_stream_tried(&self) {
+        self.own_stream_tried.send_replace(true);
+    }
+
+    /// Resolves once a relay has tried to open the session's own stream.
+    pub async fn own_stream_was_tried(&self) {
+        let _ = (self.own_stream_tried.subscribe())
+            .wait_for(|tried| *tried)
+            .await;
     }
 
     /// Ends what the session holds upstream: the HTTP session (DELETE) or the link.

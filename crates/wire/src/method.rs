@@ -102,6 +102,23 @@ pub const CLIENT_REQUESTS: [Method; 18] = [
     Method::TasksCancel,
 ];
 
+/// The list-changed notifications by method, each as a whole message
+/// without params: what a legacy client's stream is sent.
+pub const LIST_CHANGED: [(Method, &[u8]); 3] = [
+    (
+        Method::ToolsListChanged,
+        br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+    ),
+    (
+        Method::PromptsListChanged,
+        br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#,
+    ),
+    (
+        Method::ResourcesListChanged,
+        br#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#,
+    ),
+];
+
 impl Method {
     /// The method named `name`.
     pub fn parse(name: &str) -> Method {
@@ -328,6 +345,15 @@ mod tests {
         assert_eq!(Method::Progress.client_request_index(), None);
         for (i, m) in CLIENT_REQUESTS.iter().enumerate() {
             assert_eq!(m.client_request_index(), Some(i));
+        }
+    }
+
+    #[test]
+    fn list_changed_messages_name_their_method() {
+        for (method, message) in LIST_CHANGED {
+            let message: serde_json::Value = serde_json::from_slice(message).unwrap();
+            assert_eq!(message["method"], method.as_str());
+            assert_eq!(message["jsonrpc"], "2.0");
         }
     }
 }

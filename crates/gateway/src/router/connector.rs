@@ -109,8 +109,11 @@ impl Connector {
             // there (a list change the request causes, say) must find that
             // stream open: it is not kept for a stream opened later. Whoever
             // started its relay (this request, a concurrent one, the GET).
-            let tried = session.own_stream_was_tried();
-            if opened && tokio::time::timeout(STREAM_OPEN_WAIT, tried).await.is_err() {
+            if opened
+                && (tokio::time::timeout(STREAM_OPEN_WAIT, session.own_stream_was_tried()))
+                    .await
+                    .is_err()
+            {
                 tracing::warn!(upstream = %upstream.name, "the upstream's own stream took over {STREAM_OPEN_WAIT:?} to open; the request went on without it");
             }
         }

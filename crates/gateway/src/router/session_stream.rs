@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tether_wire::jsonrpc::{Kind, Message, Method};
+use tether_wire::method::LIST_CHANGED;
 use tether_wire::protocol::Era;
 use tether_wire::subscriptions::Filter;
 
@@ -75,18 +76,8 @@ async fn own_stream(session: &Arc<UpstreamSession>) -> Result<Box<EventStream>, 
 /// A modern upstream's list change as a legacy client is told it (without
 /// the subscription's `_meta`); `None` for anything else on the stream.
 fn list_change(method: Option<&Method>) -> Option<Bytes> {
-    let change: &'static [u8] = match method? {
-        Method::ToolsListChanged => {
-            br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#
-        }
-        Method::PromptsListChanged => {
-            br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#
-        }
-        Method::ResourcesListChanged => {
-            br#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#
-        }
-        _ => return None,
-    };
+    let method = method?;
+    let (_, change) = LIST_CHANGED.iter().find(|(m, _)| m == method)?;
     Some(Bytes::from_static(change))
 }
 
@@ -137,13 +128,12 @@ async fn relay(
         };
         let out = match msg.kind() {
             Ok(Kind::Request) => relay_server_request(Some(&ctx), &session, msg).await,
-            Ok(Kind::Notification) if session.era == Era::Modern => {
-                cache.invalidate_by(&session.upstream.name, &msg);
-                list_change(msg.method.as_ref())
-            }
             Ok(Kind::Notification) => {
                 cache.invalidate_by(&session.upstream.name, &msg);
-                Some(bytes)
+                match session.era {
+                    Era::Legacy => Some(bytes),
+                    Era::Modern => list_change(msg.method.as_ref()),
+                }
             }
             _ => None,
         };

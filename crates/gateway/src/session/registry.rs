@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use tether_wire::method::LIST_CHANGED;
 
 use super::client_session::{ClientSession, Founding, STREAM_BOUND_MARK};
 use super::id::{is_valid_session_id, new_session_id};
@@ -681,14 +682,9 @@ impl SessionRegistry {
     /// Tells every client session that can hear it (a legacy session with an
     /// open stream) that the lists of the upstreams `affects` names changed.
     pub fn announce_list_changes(&self, affects: impl Fn(&Scope) -> bool) {
-        const CHANGES: [&[u8]; 3] = [
-            br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
-            br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#,
-            br#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#,
-        ];
         for session in self.sessions.iter().filter(|s| affects(&s.scope)) {
             if let Some(tx) = session.outbound() {
-                for change in CHANGES {
+                for (_, change) in LIST_CHANGED {
                     // A client too slow to take a notification misses it, never blocks this.
                     let _ = tx.try_send(Bytes::from_static(change));
                 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use tether_wire::jsonrpc::{self, EnvelopeError, Message, Method, RawObject, Request};
 use tether_wire::protocol::{self, Era};
@@ -61,8 +61,8 @@ pub struct UpstreamSession {
     init_result: Option<Box<RawValue>>,
     client: ClientIdentity,
     closed: AtomicBool,
-    /// Becomes true when the session is closed (what relays it stops).
-    closing: watch::Sender<bool>,
+    /// Wakes what waits for `closed` (what relays the session's stream).
+    closing: Notify,
     /// Becomes true once a relay has tried to open the session's own stream.
     own_stream_tried: watch::Sender<bool>,
     next_id: AtomicU64,
@@ -205,7 +205,7 @@ impl UpstreamSession {
             init_result: None,
             client: client.clone(),
             closed: AtomicBool::new(false),
-            closing: watch::Sender::new(false),
+            closing: Notify::new(),
             own_stream_tried: watch::Sender::new(false),
             next_id: AtomicU64::new(1),
             last_used_ms: AtomicI64::new(now_ms()),
@@ -644,13 +644,19 @@ impl UpstreamSession {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.closing.send_replace(true);
+        self.closing.notify_waiters();
         self.release_wire().await;
     }
 
     /// Resolves once the session is closed.
     pub async fn closed(&self) {
-        let _ = self.closing.subscribe().wait_for(|closed| *closed).await;
+        let woken = self.closing.notified();
+        tokio::pin!(woken);
+        // Waiting before the check: a close between the two still wakes it.
+        woken.as_mut().enable();
+        if !self.is_closed() {
+            woken.await;
+        }
     }
 
     /// Records that a relay has tried to open the session's own stream
